@@ -1,0 +1,421 @@
+//! The protobuf wire format, read without decoding: varints, tags and
+//! length-delimited fields over a borrowed buffer.
+//!
+//! Everything here works on untrusted bytes: every read is bounds-checked and
+//! a malformed buffer is a [`WireError`] carrying the absolute byte offset,
+//! never a panic.
+
+use std::ops::Range;
+
+/// Nested messages deeper than this are refused. OTLP nests `AnyValue`s
+/// (arrays, key-value lists) without a bound; prost's limit is 100, ours is
+/// lower because nothing real comes close and the walk recurses.
+pub const MAX_DEPTH: usize = 64;
+
+/// A malformed OTLP buffer. Offsets are from the start of the request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated varint at byte {offset}")]
+    TruncatedVarint { offset: usize },
+    #[error("varint longer than 10 bytes at byte {offset}")]
+    VarintTooLong { offset: usize },
+    #[error("truncated {bits}-bit fixed field at byte {offset}")]
+    TruncatedFixed { offset: usize, bits: u8 },
+    #[error(
+        "field {field} at byte {offset}: length {len} runs past the end of its message ({remaining} bytes left)"
+    )]
+    LengthPastEnd {
+        offset: usize,
+        field: u32,
+        len: u64,
+        remaining: usize,
+    },
+    #[error("unsupported wire type {wire_type} at byte {offset}")]
+    BadWireType { offset: usize, wire_type: u8 },
+    #[error("field number 0 at byte {offset}")]
+    FieldZero { offset: usize },
+    #[error("{message}.{field} at byte {offset}: wire type {found}, expected {expected}")]
+    WrongWireType {
+        offset: usize,
+        message: &'static str,
+        field: u32,
+        found: u8,
+        expected: u8,
+    },
+    #[error("{message}.{field} at byte {offset} is not valid UTF-8")]
+    InvalidUtf8 {
+        offset: usize,
+        message: &'static str,
+        field: u32,
+    },
+    #[error("span at byte {offset}: trace_id is {len} bytes, expected 16")]
+    BadTraceId { offset: usize, len: usize },
+    #[error("span at byte {offset}: span_id is {len} bytes, expected 8")]
+    BadSpanId { offset: usize, len: usize },
+    #[error("span at byte {offset}: parent_span_id is {len} bytes, expected 0 or 8")]
+    BadParentSpanId { offset: usize, len: usize },
+    #[error("message at byte {offset} nested deeper than {MAX_DEPTH}")]
+    TooDeep { offset: usize },
+}
+
+impl WireError {
+    /// Byte offset of the problem from the start of the request.
+    pub fn offset(&self) -> usize {
+        match *self {
+            WireError::TruncatedVarint { offset }
+            | WireError::VarintTooLong { offset }
+            | WireError::TruncatedFixed { offset, .. }
+            | WireError::LengthPastEnd { offset, .. }
+            | WireError::BadWireType { offset, .. }
+            | WireError::FieldZero { offset }
+            | WireError::WrongWireType { offset, .. }
+            | WireError::InvalidUtf8 { offset, .. }
+            | WireError::BadTraceId { offset, .. }
+            | WireError::BadSpanId { offset, .. }
+            | WireError::BadParentSpanId { offset, .. }
+            | WireError::TooDeep { offset } => offset,
+        }
+    }
+}
+
+pub const VARINT: u8 = 0;
+pub const FIXED64: u8 = 1;
+pub const LEN: u8 = 2;
+pub const FIXED32: u8 = 5;
+
+/// One field's value, borrowed from the buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Len(&'a [u8]),
+    Fixed32(u32),
+}
+
+impl Value<'_> {
+    pub fn wire_type(&self) -> u8 {
+        match self {
+            Value::Varint(_) => VARINT,
+            Value::Fixed64(_) => FIXED64,
+            Value::Len(_) => LEN,
+            Value::Fixed32(_) => FIXED32,
+        }
+    }
+}
+
+/// A field as it stands in the buffer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Field<'a> {
+    pub number: u32,
+    pub value: Value<'a>,
+    /// Byte range of the whole field, tag included, within the reader's buffer.
+    pub start: usize,
+    pub end: usize,
+    /// Absolute offset of the value (for a `Len` field, of its first content byte).
+    pub value_offset: usize,
+}
+
+impl Field<'_> {
+    pub fn range(&self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// Walks the fields of one message.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Absolute offset of `buf[0]` in the request, for error messages.
+    base: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader::at(buf, 0)
+    }
+
+    /// A reader over `buf`, which starts at absolute offset `base` of the request.
+    pub fn at(buf: &'a [u8], base: usize) -> Self {
+        Reader { buf, pos: 0, base }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let buf = self.buf;
+        let start = self.pos;
+        // Fast path: a one-byte varint (tags, small lengths, enums).
+        if let Some(&b) = buf.get(start)
+            && b < 0x80
+        {
+            self.pos = start + 1;
+            return Ok(u64::from(b));
+        }
+        let mut value: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = buf.get(start + i) else {
+                return Err(WireError::TruncatedVarint {
+                    offset: self.base + start,
+                });
+            };
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                self.pos = start + i + 1;
+                return Ok(value);
+            }
+        }
+        Err(WireError::VarintTooLong {
+            offset: self.base + start,
+        })
+    }
+
+    /// The next field, or `None` at the end of the message.
+    #[inline]
+    pub fn next_field(&mut self) -> Result<Option<Field<'a>>, WireError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let start = self.pos;
+        let tag = self.varint()?;
+        let wire_type = (tag & 7) as u8;
+        let number = tag >> 3;
+        if number == 0 {
+            return Err(WireError::FieldZero {
+                offset: self.base + start,
+            });
+        }
+        if number > u64::from(u32::MAX >> 3) {
+            return Err(WireError::BadWireType {
+                offset: self.base + start,
+                wire_type,
+            });
+        }
+        let number = number as u32;
+        let value_pos = self.pos;
+        let value = match wire_type {
+            VARINT => Value::Varint(self.varint()?),
+            FIXED64 => {
+                let bytes = self.take(8).ok_or(WireError::TruncatedFixed {
+                    offset: self.base + value_pos,
+                    bits: 64,
+                })?;
+                Value::Fixed64(u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])))
+            }
+            FIXED32 => {
+                let bytes = self.take(4).ok_or(WireError::TruncatedFixed {
+                    offset: self.base + value_pos,
+                    bits: 32,
+                })?;
+                Value::Fixed32(u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4])))
+            }
+            LEN => {
+                let len = self.varint()?;
+                let remaining = self.buf.len() - self.pos;
+                if len > remaining as u64 {
+                    return Err(WireError::LengthPastEnd {
+                        offset: self.base + start,
+                        field: number,
+                        len,
+                        remaining,
+                    });
+                }
+                let content_pos = self.pos;
+                let bytes = &self.buf[content_pos..content_pos + len as usize];
+                self.pos = content_pos + len as usize;
+                return Ok(Some(Field {
+                    number,
+                    value: Value::Len(bytes),
+                    start,
+                    end: self.pos,
+                    value_offset: self.base + content_pos,
+                }));
+            }
+            other => {
+                return Err(WireError::BadWireType {
+                    offset: self.base + start,
+                    wire_type: other,
+                });
+            }
+        };
+        Ok(Some(Field {
+            number,
+            value,
+            start,
+            end: self.pos,
+            value_offset: self.base + value_pos,
+        }))
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.pos.checked_add(n)?;
+        let bytes = self.buf.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+}
+
+/// Number of bytes `value` takes as a varint.
+#[inline]
+pub fn varint_len(value: u64) -> usize {
+    // 1 + floor(bits / 7), with 0 taking one byte.
+    let bits = 64 - (value | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Appends `value` as a varint.
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Encoded length of a length-delimited field with a one-byte tag (field < 16)
+/// holding `content_len` bytes.
+#[inline]
+pub fn len_field_len(content_len: usize) -> usize {
+    1 + varint_len(content_len as u64) + content_len
+}
+
+/// Appends the tag and length of a length-delimited field (field < 16).
+#[inline]
+pub fn put_len_header(out: &mut Vec<u8>, field: u32, content_len: usize) {
+    debug_assert!(field < 16);
+    out.push(((field << 3) | u32::from(LEN)) as u8);
+    put_varint(out, content_len as u64);
+}
+
+/// Checks that a known field has the wire type its message declares.
+#[inline]
+pub fn expect(field: &Field<'_>, message: &'static str, expected: u8) -> Result<(), WireError> {
+    let found = field.value.wire_type();
+    if found == expected {
+        Ok(())
+    } else {
+        Err(WireError::WrongWireType {
+            offset: field.value_offset,
+            message,
+            field: field.number,
+            found,
+            expected,
+        })
+    }
+}
+
+/// The content of a `string` field, checked as UTF-8 (as prost does).
+#[inline]
+pub fn string<'a>(field: &Field<'a>, message: &'static str) -> Result<&'a str, WireError> {
+    let bytes = bytes(field, message)?;
+    std::str::from_utf8(bytes).map_err(|_| WireError::InvalidUtf8 {
+        offset: field.value_offset,
+        message,
+        field: field.number,
+    })
+}
+
+/// The content of a `bytes` or message field.
+#[inline]
+pub fn bytes<'a>(field: &Field<'a>, message: &'static str) -> Result<&'a [u8], WireError> {
+    match field.value {
+        Value::Len(b) => Ok(b),
+        _ => Err(WireError::WrongWireType {
+            offset: field.value_offset,
+            message,
+            field: field.number,
+            found: field.value.wire_type(),
+            expected: LEN,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [0u64, 1, 127, 128, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut out = Vec::new();
+            put_varint(&mut out, v);
+            assert_eq!(out.len(), varint_len(v), "value {v}");
+            let mut r = Reader::new(&out);
+            assert_eq!(r.varint().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn truncated_varint_is_an_error_with_its_offset() {
+        let mut r = Reader::at(&[0x80, 0x80], 10);
+        assert_eq!(r.varint(), Err(WireError::TruncatedVarint { offset: 10 }));
+    }
+
+    #[test]
+    fn eleven_byte_varint_is_refused() {
+        let buf = [0xff; 11];
+        assert_eq!(
+            Reader::new(&buf).varint(),
+            Err(WireError::VarintTooLong { offset: 0 })
+        );
+    }
+
+    #[test]
+    fn length_past_end_is_an_error() {
+        // field 1, LEN, length 5, but only 2 bytes follow
+        let buf = [0x0a, 0x05, 1, 2];
+        let err = Reader::new(&buf).next_field().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WireError::LengthPastEnd {
+                    len: 5,
+                    remaining: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn group_wire_types_are_refused() {
+        let buf = [0x0b, 0x0c];
+        assert!(matches!(
+            Reader::new(&buf).next_field(),
+            Err(WireError::BadWireType { wire_type: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn field_number_zero_is_refused() {
+        assert!(matches!(
+            Reader::new(&[0x02, 0x00]).next_field(),
+            Err(WireError::FieldZero { offset: 0 })
+        ));
+    }
+
+    #[test]
+    fn fields_report_their_ranges() {
+        // field 2 varint 150, field 3 LEN "ab", field 4 fixed32
+        let buf = [0x10, 0x96, 0x01, 0x1a, 0x02, b'a', b'b', 0x25, 1, 0, 0, 0];
+        let mut r = Reader::new(&buf);
+        let f = r.next_field().unwrap().unwrap();
+        assert_eq!(
+            (f.number, f.value, f.range()),
+            (2, Value::Varint(150), 0..3)
+        );
+        let f = r.next_field().unwrap().unwrap();
+        assert_eq!((f.number, f.value, f.range()), (3, Value::Len(b"ab"), 3..7));
+        let f = r.next_field().unwrap().unwrap();
+        assert_eq!(
+            (f.number, f.value, f.range()),
+            (4, Value::Fixed32(1), 7..12)
+        );
+        assert_eq!(r.next_field().unwrap(), None);
+    }
+}
