@@ -8,6 +8,11 @@
 //! through [`exporter`]. Nothing on this path decodes or re-encodes a span.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod codec;
+pub mod exporter;
+pub mod json;
+pub mod receiver;
 pub mod split;
 pub mod view;
 pub mod wire;

@@ -1,0 +1,1 @@
+//! Admin HTTP server: /metrics, /healthz, /readyz. Not built yet.

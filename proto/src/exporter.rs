@@ -1,0 +1,1 @@
+//! OTLP/gRPC client and batching exporter. Not built yet.

@@ -1,0 +1,1 @@
+//! OTLP/JSON to protobuf, converted once at the edge. Not built yet.
