@@ -181,7 +181,7 @@ impl<'a> ResourceSpansView<'a> {
                     continue;
                 }
                 3 => {
-                    wire::string(&field, "ResourceSpans")?;
+                    wire::check_string(&field, "ResourceSpans")?;
                 }
                 _ => {}
             }
@@ -262,7 +262,7 @@ impl<'a> ScopeSpansView<'a> {
                     continue;
                 }
                 3 => {
-                    wire::string(&field, "ScopeSpans")?;
+                    wire::check_string(&field, "ScopeSpans")?;
                 }
                 _ => {}
             }
@@ -320,8 +320,9 @@ pub struct SpanView<'a> {
     pub kind: i32,
     pub status_code: i32,
     pub flags: u32,
-    pub name: &'a str,
-    pub trace_state: &'a str,
+    // Checked as UTF-8 at parse; turned into `&str` only when asked for.
+    name: &'a [u8],
+    trace_state: &'a [u8],
 }
 
 impl<'a> SpanView<'a> {
@@ -343,8 +344,8 @@ impl<'a> SpanView<'a> {
             kind: 0,
             status_code: STATUS_UNSET,
             flags: 0,
-            name: "",
-            trace_state: "",
+            name: &[],
+            trace_state: &[],
         };
         while let Some(field) = reader.next_field()? {
             match field.number {
@@ -364,7 +365,10 @@ impl<'a> SpanView<'a> {
                         len: b.len(),
                     })?));
                 }
-                3 => view.trace_state = wire::string(&field, M)?,
+                3 => {
+                    wire::check_string(&field, M)?;
+                    view.trace_state = wire::bytes(&field, M)?;
+                }
                 4 => {
                     let b = wire::bytes(&field, M)?;
                     view.parent_span_id = match b.len() {
@@ -373,7 +377,10 @@ impl<'a> SpanView<'a> {
                         len => return Err(WireError::BadParentSpanId { offset, len }),
                     };
                 }
-                5 => view.name = wire::string(&field, M)?,
+                5 => {
+                    wire::check_string(&field, M)?;
+                    view.name = wire::bytes(&field, M)?;
+                }
                 6 => view.kind = varint(&field, M)? as i32,
                 7 => view.start_time_unix_nano = fixed64(&field, M)?,
                 8 => view.end_time_unix_nano = fixed64(&field, M)?,
@@ -413,6 +420,15 @@ impl<'a> SpanView<'a> {
     /// Absolute offset of the span's first byte in the request.
     pub fn offset(&self) -> usize {
         self.offset
+    }
+
+    pub fn name(&self) -> &'a str {
+        std::str::from_utf8(self.name).unwrap_or_default()
+    }
+
+    /// The W3C tracestate header value.
+    pub fn trace_state(&self) -> &'a str {
+        std::str::from_utf8(self.trace_state).unwrap_or_default()
     }
 
     pub fn is_root(&self) -> bool {
@@ -582,7 +598,7 @@ fn validate_entity_ref(buf: &[u8], base: usize) -> Result<(), WireError> {
     let mut reader = Reader::at(buf, base);
     while let Some(field) = reader.next_field()? {
         if (1..=4).contains(&field.number) {
-            wire::string(&field, M)?;
+            wire::check_string(&field, M)?;
         }
     }
     Ok(())
@@ -594,7 +610,7 @@ fn validate_scope(buf: &[u8], base: usize) -> Result<(), WireError> {
     while let Some(field) = reader.next_field()? {
         match field.number {
             1 | 2 => {
-                wire::string(&field, M)?;
+                wire::check_string(&field, M)?;
             }
             3 => validate_key_value(wire::bytes(&field, M)?, field.value_offset, 1)?,
             4 => {
@@ -615,7 +631,7 @@ fn validate_event(buf: &[u8], base: usize) -> Result<(), WireError> {
                 fixed64(&field, M)?;
             }
             2 => {
-                wire::string(&field, M)?;
+                wire::check_string(&field, M)?;
             }
             3 => validate_key_value(wire::bytes(&field, M)?, field.value_offset, 1)?,
             4 => {
@@ -636,7 +652,7 @@ fn validate_link(buf: &[u8], base: usize) -> Result<(), WireError> {
                 wire::bytes(&field, M)?;
             }
             3 => {
-                wire::string(&field, M)?;
+                wire::check_string(&field, M)?;
             }
             4 => validate_key_value(wire::bytes(&field, M)?, field.value_offset, 1)?,
             5 => {
@@ -657,7 +673,7 @@ fn validate_status(buf: &[u8], base: usize) -> Result<Option<i32>, WireError> {
     while let Some(field) = reader.next_field()? {
         match field.number {
             2 => {
-                wire::string(&field, M)?;
+                wire::check_string(&field, M)?;
             }
             3 => code = Some(varint(&field, M)? as i32),
             _ => {}
@@ -666,7 +682,48 @@ fn validate_status(buf: &[u8], base: usize) -> Result<Option<i32>, WireError> {
     Ok(code)
 }
 
+/// The usual shape of an attribute: a short ASCII key and a short scalar
+/// value, `0a klen key 12 vlen (0a slen str | 10 b | 18 int | 21 f64)`.
+/// Recognised directly from the bytes: attributes dominate span size, and
+/// this is a third of the validation time otherwise. `false` means "not
+/// this shape", and the general walk decides.
+#[inline]
+fn is_plain_attribute(buf: &[u8]) -> bool {
+    let [0x0a, klen, rest @ ..] = buf else {
+        return false;
+    };
+    let klen = usize::from(*klen);
+    if klen >= 0x80 || rest.len() < klen + 2 || !rest[..klen].is_ascii() {
+        return false;
+    }
+    let [0x12, vlen, value @ ..] = &rest[klen..] else {
+        return false;
+    };
+    if usize::from(*vlen) != value.len() {
+        return false;
+    }
+    match value {
+        [0x0a, slen, s @ ..] => usize::from(*slen) == s.len() && s.is_ascii(),
+        // bool or int: a varint that ends exactly at the end.
+        [0x10 | 0x18, v @ ..] => {
+            !v.is_empty()
+                && v.len() <= 10
+                && v[..v.len() - 1].iter().all(|b| b & 0x80 != 0)
+                && v[v.len() - 1] < 0x80
+        }
+        [0x21, d @ ..] => d.len() == 8,
+        _ => false,
+    }
+}
+
 fn validate_key_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
+    if is_plain_attribute(buf) {
+        return Ok(());
+    }
+    validate_key_value_walk(buf, base, depth)
+}
+
+fn validate_key_value_walk(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
     const M: &str = "KeyValue";
     if depth > wire::MAX_DEPTH {
         return Err(WireError::TooDeep { offset: base });
@@ -675,9 +732,17 @@ fn validate_key_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireE
     while let Some(field) = reader.next_field()? {
         match field.number {
             1 => {
-                wire::string(&field, M)?;
+                wire::check_string(&field, M)?;
             }
-            2 => validate_any_value(wire::bytes(&field, M)?, field.value_offset, depth + 1)?,
+            2 => {
+                let value = wire::bytes(&field, M)?;
+                // Most values are one scalar field: check it here without a call.
+                let mut r = Reader::at(value, field.value_offset);
+                match r.next_field()? {
+                    Some(f) if r.is_empty() => validate_any_value_field(&f, depth + 1)?,
+                    _ => validate_any_value(value, field.value_offset, depth + 1)?,
+                }
+            }
             3 => {
                 varint(&field, M)?;
             }
@@ -688,53 +753,136 @@ fn validate_key_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireE
 }
 
 fn validate_any_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
-    const M: &str = "AnyValue";
     if depth > wire::MAX_DEPTH {
         return Err(WireError::TooDeep { offset: base });
     }
     let mut reader = Reader::at(buf, base);
     while let Some(field) = reader.next_field()? {
-        match field.number {
-            1 => {
-                wire::string(&field, M)?;
-            }
-            2 | 3 => {
-                varint(&field, M)?;
-            }
-            4 => {
-                fixed64(&field, M)?;
-            }
-            5 => {
-                // ArrayValue { repeated AnyValue values = 1; }
-                let mut r = Reader::at(wire::bytes(&field, M)?, field.value_offset);
-                while let Some(f) = r.next_field()? {
-                    if f.number == 1 {
-                        validate_any_value(
-                            wire::bytes(&f, "ArrayValue")?,
-                            f.value_offset,
-                            depth + 1,
-                        )?;
-                    }
-                }
-            }
-            6 => {
-                // KeyValueList { repeated KeyValue values = 1; }
-                let mut r = Reader::at(wire::bytes(&field, M)?, field.value_offset);
-                while let Some(f) = r.next_field()? {
-                    if f.number == 1 {
-                        validate_key_value(
-                            wire::bytes(&f, "KeyValueList")?,
-                            f.value_offset,
-                            depth + 1,
-                        )?;
-                    }
-                }
-            }
-            7 => {
-                wire::bytes(&field, M)?;
-            }
-            _ => {}
-        }
+        validate_any_value_field(&field, depth)?;
     }
     Ok(())
+}
+
+#[inline]
+fn validate_any_value_field(field: &Field<'_>, depth: usize) -> Result<(), WireError> {
+    const M: &str = "AnyValue";
+    match field.number {
+        1 => wire::check_string(field, M)?,
+        2 | 3 => {
+            varint(field, M)?;
+        }
+        4 => {
+            fixed64(field, M)?;
+        }
+        5 => {
+            if depth > wire::MAX_DEPTH {
+                return Err(WireError::TooDeep {
+                    offset: field.value_offset,
+                });
+            }
+            // ArrayValue { repeated AnyValue values = 1; }
+            let mut r = Reader::at(wire::bytes(field, M)?, field.value_offset);
+            while let Some(f) = r.next_field()? {
+                if f.number == 1 {
+                    validate_any_value(wire::bytes(&f, "ArrayValue")?, f.value_offset, depth + 1)?;
+                }
+            }
+        }
+        6 => {
+            if depth > wire::MAX_DEPTH {
+                return Err(WireError::TooDeep {
+                    offset: field.value_offset,
+                });
+            }
+            // KeyValueList { repeated KeyValue values = 1; }
+            let mut r = Reader::at(wire::bytes(field, M)?, field.value_offset);
+            while let Some(f) = r.next_field()? {
+                if f.number == 1 {
+                    validate_key_value(
+                        wire::bytes(&f, "KeyValueList")?,
+                        f.value_offset,
+                        depth + 1,
+                    )?;
+                }
+            }
+        }
+        7 => {
+            wire::bytes(field, M)?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kv(key: &[u8], value: &[u8]) -> Vec<u8> {
+        let mut any = Vec::new();
+        any.extend_from_slice(value);
+        let mut out = vec![0x0a, key.len() as u8];
+        out.extend_from_slice(key);
+        out.extend([0x12, any.len() as u8]);
+        out.extend(any);
+        out
+    }
+
+    #[test]
+    fn plain_attributes_are_recognised() {
+        assert!(is_plain_attribute(&kv(
+            b"http.method",
+            &[0x0a, 3, b'G', b'E', b'T']
+        )));
+        assert!(is_plain_attribute(&kv(b"n", &[0x18, 0x96, 0x01])));
+        assert!(is_plain_attribute(&kv(b"b", &[0x10, 1])));
+        assert!(is_plain_attribute(&kv(
+            b"d",
+            &[0x21, 0, 0, 0, 0, 0, 0, 0xf0, 0x3f]
+        )));
+    }
+
+    #[test]
+    fn non_ascii_or_odd_shapes_take_the_full_walk() {
+        // Valid UTF-8 but not ASCII: the walk accepts it.
+        let accented = kv(b"k", &[0x0a, 2, 0xc3, 0xa9]);
+        assert!(!is_plain_attribute(&accented));
+        assert!(validate_key_value(&accented, 0, 1).is_ok());
+        // Invalid UTF-8 in the value is refused by the walk.
+        let bad = kv(b"k", &[0x0a, 1, 0xff]);
+        assert!(matches!(
+            validate_key_value(&bad, 0, 1),
+            Err(WireError::InvalidUtf8 { .. })
+        ));
+        // A varint cut short is not plain, and refused.
+        let cut = kv(b"k", &[0x18, 0x96]);
+        assert!(!is_plain_attribute(&cut));
+        assert!(validate_key_value(&cut, 0, 1).is_err());
+    }
+
+    proptest! {
+        /// The shortcut never accepts what the general walk would refuse.
+        #[test]
+        fn plain_attribute_shortcut_agrees_with_the_walk(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            if is_plain_attribute(&bytes) {
+                prop_assert!(validate_key_value_walk(&bytes, 0, 1).is_ok(), "{:?}", bytes);
+            }
+        }
+
+        #[test]
+        fn plain_attribute_shortcut_agrees_on_near_valid_shapes(
+            key in prop::collection::vec(any::<u8>(), 0..6),
+            tag in prop::sample::select(vec![0x0au8, 0x10, 0x18, 0x21, 0x2a]),
+            value in prop::collection::vec(any::<u8>(), 0..10),
+        ) {
+            let mut any = vec![tag];
+            if tag == 0x0a { any.push(value.len() as u8); }
+            any.extend(&value);
+            let bytes = kv(&key, &any);
+            if is_plain_attribute(&bytes) {
+                prop_assert!(validate_key_value_walk(&bytes, 0, 1).is_ok(), "{:?}", bytes);
+            }
+        }
+    }
 }
