@@ -1,1 +1,219 @@
-//! Admin HTTP server: /metrics, /healthz, /readyz. Not built yet.
+//! The admin HTTP server every role runs (port 8888 by default):
+//! `GET /metrics` (Prometheus text), `GET /healthz` (200 while the process
+//! serves) and `GET /readyz` (200 when [`Readiness`] says so, 503 otherwise;
+//! a sampler fails it on SIGTERM so LBs and DNS stop sending to it).
+//!
+//! Metrics go through the `metrics` facade to one global Prometheus recorder,
+//! installed by [`install_metrics`]. Install it before building components:
+//! their counter handles bind to the recorder in place when they are created.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets for durations (`*_seconds` and any histogram without a
+/// more specific rule): 0.5 ms to 60 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+/// For `*_bytes`: 256 B to 64 MiB, ×4 per bucket (requests are capped at
+/// 16 MiB by default).
+const BYTES_BUCKETS: &[f64] = &[
+    256.0,
+    1024.0,
+    4096.0,
+    16384.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+];
+/// For `*_spans` (spans per request or per trace).
+const SPANS_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+/// How often histograms are drained into their buckets between scrapes, so
+/// their pending samples stay bounded when nobody scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the process-wide Prometheus recorder the first time it is called
+/// and returns a handle to render it; later calls return the same handle.
+///
+/// If another recorder was installed first (outside tailgate), the handle
+/// still works but stays empty, and a warning is logged.
+pub fn install_metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = builder().build_recorder();
+            let handle = recorder.handle();
+            if let Err(e) = metrics::set_global_recorder(recorder) {
+                tracing::warn!("metrics recorder not installed, /metrics will be empty: {e}");
+            }
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(UPKEEP_INTERVAL);
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                // Rendering drains histograms too; only memory between
+                // scrapes is at stake.
+                tracing::warn!("metrics upkeep thread not started: {e}");
+            }
+            handle
+        })
+        .clone()
+}
+
+fn builder() -> PrometheusBuilder {
+    // These calls fail only on an empty bucket list; ours are constants.
+    const NON_EMPTY: &str = "bucket lists are non-empty constants";
+    let mut builder = PrometheusBuilder::new()
+        .set_buckets(SECONDS_BUCKETS)
+        .expect(NON_EMPTY);
+    for (suffix, buckets) in [
+        ("_seconds", SECONDS_BUCKETS),
+        ("_bytes", BYTES_BUCKETS),
+        ("_spans", SPANS_BUCKETS),
+    ] {
+        builder = builder
+            .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
+            .expect(NON_EMPTY);
+    }
+    builder
+}
+
+/// Whether this node should receive traffic. Cheap to clone; all clones share
+/// one flag. Starts not ready.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// The admin server failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("binding the admin listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin server on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl AdminError {
+    /// Binding may succeed later (the port is freed); a serve error is final.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AdminError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+/// A bound, not yet serving, admin server.
+#[derive(Debug)]
+pub struct Admin {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+#[derive(Clone)]
+struct AdminState {
+    handle: PrometheusHandle,
+    readiness: Readiness,
+}
+
+impl Admin {
+    /// Binds the listener (use port 0 for any free port). Needs no runtime,
+    /// so a bad address fails before anything starts.
+    pub fn bind(addr: SocketAddr) -> Result<Admin, AdminError> {
+        let bind = |addr| {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            let local = listener.local_addr()?;
+            Ok::<_, std::io::Error>((listener, local))
+        };
+        let (listener, addr) = bind(addr).map_err(|source| AdminError::Bind { addr, source })?;
+        Ok(Admin { listener, addr })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests.
+    pub async fn serve(
+        self,
+        handle: PrometheusHandle,
+        readiness: Readiness,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AdminError> {
+        let addr = self.addr;
+        let listener = tokio::net::TcpListener::from_std(self.listener)
+            .map_err(|source| AdminError::Serve { addr, source })?;
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .with_state(AdminState { handle, readiness });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| AdminError::Serve { addr, source })
+    }
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.handle.render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}

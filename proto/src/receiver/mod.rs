@@ -1,1 +1,631 @@
-//! The OTLP receiver (gRPC and HTTP) shared by every role. Not built yet.
+//! The OTLP receiver shared by every role: OTLP/gRPC on the TraceService
+//! route and OTLP/HTTP on `POST /v1/traces`, both handing the node the same
+//! [`Batch`]: an encoded `ExportTraceServiceRequest`.
+//!
+//! The receiver only unframes, decompresses, checks sizes and content types
+//! and converts OTLP/JSON (once, [`crate::json`]). It never walks the
+//! protobuf: the node does that with [`crate::view`] / [`crate::split`], and
+//! walking it here too would double the cost. A malformed body therefore
+//! reaches the node, which answers [`Refusal::Invalid`].
+//!
+//! What the node answers decides the status the client sees:
+//!
+//! | node answer | gRPC | HTTP |
+//! |---|---|---|
+//! | [`Accepted`] | OK | 200, `ExportTraceServiceResponse` |
+//! | [`Refusal::Invalid`] | INVALID_ARGUMENT | 400 |
+//! | [`Refusal::Overloaded`] | RESOURCE_EXHAUSTED + RetryInfo | 429 + Retry-After |
+//! | [`Refusal::Unavailable`] | UNAVAILABLE + RetryInfo | 503 + Retry-After |
+//!
+//! and the receiver itself refuses a body over `max_request_bytes`
+//! (RESOURCE_EXHAUSTED without RetryInfo, so OTLP clients do not retry it /
+//! 413), an unsupported content type or encoding (UNIMPLEMENTED / 415) and
+//! bad JSON or corrupt compression (INVALID_ARGUMENT / 400).
+//!
+//! Metrics (labels `node`, `protocol`): `tailgate_spans_received_total`
+//! counts the spans of accepted requests only, since a refused request is
+//! not received; `tailgate_requests_total{result}` counts every export
+//! request by outcome; `tailgate_request_bytes` is the size of each request
+//! handed to the node (protobuf, after decompression and JSON conversion).
+
+mod grpc;
+mod http;
+
+pub use self::http::TRACES_PATH;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use metrics::{Counter, Histogram};
+use serde::{Deserialize, Serialize};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::wire::WireError;
+
+/// The transport a batch arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+impl Protocol {
+    /// The `protocol` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+/// One export request, as the node receives it.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// An encoded `ExportTraceServiceRequest`, not yet validated.
+    pub request: Bytes,
+    pub protocol: Protocol,
+}
+
+/// The node took the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Accepted {
+    /// Spans in the batch; counted in `tailgate_spans_received_total`.
+    pub spans: usize,
+}
+
+/// Why the node did not take a batch. Nothing of a refused batch was kept.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The request is malformed (e.g. a [`WireError`] from the node's parse).
+    /// INVALID_ARGUMENT / 400; the client must not retry it.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The node is at capacity. RESOURCE_EXHAUSTED / 429.
+    #[error("overloaded, retry after {}s", retry_after_secs(*retry_after))]
+    Overloaded { retry_after: Duration },
+    /// The node cannot take data now (shutting down, no owner reachable).
+    /// UNAVAILABLE / 503.
+    #[error("unavailable, retry after {}s", retry_after_secs(*retry_after))]
+    Unavailable { retry_after: Duration },
+}
+
+impl Refusal {
+    /// Whether the client should send the same batch again later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Refusal::Invalid(_))
+    }
+
+    /// How long the client should wait before retrying, if it should.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Refusal::Invalid(_) => None,
+            Refusal::Overloaded { retry_after } | Refusal::Unavailable { retry_after } => {
+                Some(*retry_after)
+            }
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            Refusal::Invalid(_) => tonic::Code::InvalidArgument,
+            Refusal::Overloaded { .. } => tonic::Code::ResourceExhausted,
+            Refusal::Unavailable { .. } => tonic::Code::Unavailable,
+        }
+    }
+
+    /// The gRPC status for this refusal. Retryable ones carry a
+    /// `google.rpc.RetryInfo`: OTLP clients retry RESOURCE_EXHAUSTED only
+    /// when it is present, and use its delay.
+    pub fn grpc_status(&self) -> tonic::Status {
+        match self.retry_after() {
+            None => tonic::Status::new(self.grpc_code(), self.to_string()),
+            Some(delay) => tonic::Status::with_error_details(
+                self.grpc_code(),
+                self.to_string(),
+                ErrorDetails::with_retry_info(Some(delay)),
+            ),
+        }
+    }
+
+    pub fn http_status(&self) -> ::http::StatusCode {
+        match self {
+            Refusal::Invalid(_) => ::http::StatusCode::BAD_REQUEST,
+            Refusal::Overloaded { .. } => ::http::StatusCode::TOO_MANY_REQUESTS,
+            Refusal::Unavailable { .. } => ::http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<WireError> for Refusal {
+    fn from(e: WireError) -> Self {
+        Refusal::Invalid(e.to_string())
+    }
+}
+
+/// `Retry-After` is whole seconds; round up so a client never comes back
+/// before the node asked.
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// The node behind the receiver: the sampler or the LB.
+pub trait Sink: Send + Sync + 'static {
+    /// Takes the batch whole, or refuses it whole.
+    fn accept(&self, batch: Batch) -> impl Future<Output = Result<Accepted, Refusal>> + Send;
+}
+
+/// Receiver settings (the `receiver:` block of a node's config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// OTLP/gRPC listen address. Default `0.0.0.0:4317`; `off` (or null)
+    /// disables it.
+    #[serde(with = "listen")]
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP listen address (`POST /v1/traces`). Default `0.0.0.0:4318`;
+    /// `off` (or null) disables it.
+    #[serde(with = "listen")]
+    pub http: Option<SocketAddr>,
+    /// Largest request accepted, in bytes, applied to the body as received
+    /// (compressed) and, separately, to the decompressed body. Default
+    /// 16 MiB.
+    pub max_request_bytes: usize,
+    /// This node's name, the `node` label of the receiver's metrics.
+    /// Default `tailgate`.
+    pub node: String,
+}
+
+pub const DEFAULT_GRPC_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4317);
+pub const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4318);
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            grpc: Some(DEFAULT_GRPC_ADDR),
+            http: Some(DEFAULT_HTTP_ADDR),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            node: "tailgate".into(),
+        }
+    }
+}
+
+/// A listen address that can be switched off: `"0.0.0.0:4317"`, or `off` /
+/// null.
+mod listen {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) if s.eq_ignore_ascii_case("off") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|e| {
+                D::Error::custom(format!(
+                    "listen address {s:?}: {e} (expected IP:PORT such as 0.0.0.0:4317, or off)"
+                ))
+            }),
+        }
+    }
+}
+
+/// The receiver could not start, or a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiverError {
+    #[error("receiver config: {0}")]
+    Config(String),
+    #[error("binding the OTLP/{} listener on {addr}: {source}", protocol.as_str())]
+    Bind {
+        protocol: Protocol,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("OTLP/gRPC server on {addr}: {source}")]
+    Grpc {
+        addr: SocketAddr,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("OTLP/HTTP server on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ReceiverError {
+    /// Only a port still in use may bind on a later try.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ReceiverError::Bind { source, .. } if source.kind() == std::io::ErrorKind::AddrInUse)
+    }
+}
+
+struct Listener {
+    socket: std::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds without a runtime (std), so `bind` can run, and fail, before
+    /// anything async starts.
+    fn bind(protocol: Protocol, addr: SocketAddr) -> Result<Listener, ReceiverError> {
+        let bind = || {
+            let socket = std::net::TcpListener::bind(addr)?;
+            socket.set_nonblocking(true)?;
+            let addr = socket.local_addr()?;
+            Ok(Listener { socket, addr })
+        };
+        bind().map_err(|source| ReceiverError::Bind {
+            protocol,
+            addr,
+            source,
+        })
+    }
+}
+
+/// Bound OTLP listeners, ready to [`serve`](Receiver::serve).
+pub struct Receiver {
+    grpc: Option<Listener>,
+    http: Option<Listener>,
+    max_request_bytes: usize,
+    node: String,
+}
+
+impl Receiver {
+    /// Checks the config and binds the enabled listeners.
+    pub fn bind(config: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+        if config.max_request_bytes == 0 {
+            return Err(ReceiverError::Config(
+                "max_request_bytes must be at least 1".into(),
+            ));
+        }
+        if config.grpc.is_none() && config.http.is_none() {
+            return Err(ReceiverError::Config(
+                "both grpc and http are off: enable at least one".into(),
+            ));
+        }
+        let grpc = config
+            .grpc
+            .map(|addr| Listener::bind(Protocol::Grpc, addr))
+            .transpose()?;
+        let http = config
+            .http
+            .map(|addr| Listener::bind(Protocol::Http, addr))
+            .transpose()?;
+        Ok(Receiver {
+            grpc,
+            http,
+            max_request_bytes: config.max_request_bytes,
+            node: config.node,
+        })
+    }
+
+    /// The bound OTLP/gRPC address, if enabled (the real port when bound to 0).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.as_ref().map(|l| l.addr)
+    }
+
+    /// The bound OTLP/HTTP address, if enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|l| l.addr)
+    }
+
+    /// Serves both protocols until `shutdown` completes, then stops accepting
+    /// connections and returns once in-flight requests are answered. If one
+    /// server fails, the other is stopped and the error returned.
+    ///
+    /// Install the metrics recorder ([`crate::admin::install_metrics`])
+    /// before calling this: the counters are created here.
+    pub async fn serve<S: Sink>(
+        self,
+        sink: Arc<S>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ReceiverError> {
+        describe_metrics();
+        let shutdown = shutdown.shared();
+        let grpc = self.grpc.map(|listener| {
+            let shared = Arc::new(Shared::new(
+                sink.clone(),
+                &self.node,
+                Protocol::Grpc,
+                self.max_request_bytes,
+            ));
+            grpc::serve(listener.socket, listener.addr, shared, shutdown.clone())
+        });
+        let http = self.http.map(|listener| {
+            let shared = Arc::new(Shared::new(
+                sink.clone(),
+                &self.node,
+                Protocol::Http,
+                self.max_request_bytes,
+            ));
+            http::serve(listener.socket, listener.addr, shared, shutdown.clone())
+        });
+        let grpc = async {
+            match grpc {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
+        let http = async {
+            match http {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
+        tokio::try_join!(grpc, http).map(|_| ())
+    }
+}
+
+/// What a protocol server needs per request.
+struct Shared<S> {
+    sink: Arc<S>,
+    metrics: Metrics,
+    max_request_bytes: usize,
+}
+
+impl<S: Sink> Shared<S> {
+    fn new(sink: Arc<S>, node: &str, protocol: Protocol, max_request_bytes: usize) -> Self {
+        Shared {
+            sink,
+            metrics: Metrics::new(node, protocol),
+            max_request_bytes,
+        }
+    }
+
+    /// Hands a batch to the node and counts the outcome.
+    async fn deliver(&self, request: Bytes, protocol: Protocol) -> Result<Accepted, Refusal> {
+        self.metrics.request_bytes.record(request.len() as f64);
+        let result = self.sink.accept(Batch { request, protocol }).await;
+        match &result {
+            Ok(accepted) => {
+                self.metrics.spans_received.increment(accepted.spans as u64);
+                self.metrics.count(Outcome::Accepted);
+            }
+            Err(refusal) => self.metrics.count(Outcome::from(refusal)),
+        }
+        result
+    }
+}
+
+/// The `result` label of `tailgate_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Accepted,
+    Invalid,
+    TooLarge,
+    UnsupportedMediaType,
+    Overloaded,
+    Unavailable,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 6] = [
+        Outcome::Accepted,
+        Outcome::Invalid,
+        Outcome::TooLarge,
+        Outcome::UnsupportedMediaType,
+        Outcome::Overloaded,
+        Outcome::Unavailable,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Invalid => "invalid",
+            Outcome::TooLarge => "too_large",
+            Outcome::UnsupportedMediaType => "unsupported_media_type",
+            Outcome::Overloaded => "overloaded",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl From<&Refusal> for Outcome {
+    fn from(refusal: &Refusal) -> Self {
+        match refusal {
+            Refusal::Invalid(_) => Outcome::Invalid,
+            Refusal::Overloaded { .. } => Outcome::Overloaded,
+            Refusal::Unavailable { .. } => Outcome::Unavailable,
+        }
+    }
+}
+
+const SPANS_RECEIVED: &str = "tailgate_spans_received_total";
+const REQUESTS: &str = "tailgate_requests_total";
+const REQUEST_BYTES: &str = "tailgate_request_bytes";
+
+fn describe_metrics() {
+    metrics::describe_counter!(
+        SPANS_RECEIVED,
+        metrics::Unit::Count,
+        "Spans in export requests the node accepted (refused requests are not received)."
+    );
+    metrics::describe_counter!(
+        REQUESTS,
+        metrics::Unit::Count,
+        "OTLP export requests, by result."
+    );
+    metrics::describe_histogram!(
+        REQUEST_BYTES,
+        metrics::Unit::Bytes,
+        "Size of each export request handed to the node (protobuf, decompressed)."
+    );
+}
+
+/// Handles created once per protocol server, not looked up per request.
+struct Metrics {
+    spans_received: Counter,
+    requests: [Counter; Outcome::ALL.len()],
+    request_bytes: Histogram,
+}
+
+impl Metrics {
+    fn new(node: &str, protocol: Protocol) -> Self {
+        let protocol = protocol.as_str();
+        Metrics {
+            spans_received: metrics::counter!(
+                SPANS_RECEIVED,
+                "node" => node.to_owned(),
+                "protocol" => protocol
+            ),
+            requests: Outcome::ALL.map(|outcome| {
+                metrics::counter!(
+                    REQUESTS,
+                    "node" => node.to_owned(),
+                    "protocol" => protocol,
+                    "result" => outcome.as_str()
+                )
+            }),
+            request_bytes: metrics::histogram!(
+                REQUEST_BYTES,
+                "node" => node.to_owned(),
+                "protocol" => protocol
+            ),
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        // ALL lists every variant in declaration order.
+        self.requests[outcome as usize].increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_defaults_are_the_documented_ones() {
+        let config: ReceiverConfig = serde_json::from_str("{}").expect("parses");
+        assert_eq!(config, ReceiverConfig::default());
+        assert_eq!(config.grpc, Some("0.0.0.0:4317".parse().expect("addr")));
+        assert_eq!(config.http, Some("0.0.0.0:4318".parse().expect("addr")));
+        assert_eq!(config.max_request_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn config_can_switch_a_protocol_off() {
+        let config: ReceiverConfig =
+            serde_json::from_str(r#"{"grpc":"off","http":"127.0.0.1:0","node":"lb"}"#)
+                .expect("parses");
+        assert_eq!(config.grpc, None);
+        assert_eq!(config.http, Some("127.0.0.1:0".parse().expect("addr")));
+        let config: ReceiverConfig = serde_json::from_str(r#"{"http":null}"#).expect("parses");
+        assert_eq!(config.http, None);
+        assert_eq!(config.grpc, Some(DEFAULT_GRPC_ADDR));
+        let json = serde_json::to_string(&config).expect("serializes");
+        let back: ReceiverConfig = serde_json::from_str(&json).expect("round-trips");
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn config_refuses_unknown_keys_and_bad_addresses() {
+        let err = serde_json::from_str::<ReceiverConfig>(r#"{"grcp":"0.0.0.0:1"}"#)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = serde_json::from_str::<ReceiverConfig>(r#"{"grpc":"localhost"}"#)
+            .expect_err("bad address");
+        assert!(err.to_string().contains("expected IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn bind_refuses_a_config_that_cannot_work() {
+        let zero = ReceiverConfig {
+            max_request_bytes: 0,
+            ..ReceiverConfig::default()
+        };
+        assert!(matches!(
+            Receiver::bind(zero),
+            Err(ReceiverError::Config(_))
+        ));
+        let none = ReceiverConfig {
+            grpc: None,
+            http: None,
+            ..ReceiverConfig::default()
+        };
+        assert!(matches!(
+            Receiver::bind(none),
+            Err(ReceiverError::Config(_))
+        ));
+    }
+
+    #[test]
+    fn bind_reports_a_port_in_use_as_retryable() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = taken.local_addr().expect("addr");
+        let config = ReceiverConfig {
+            grpc: Some(addr),
+            http: None,
+            ..ReceiverConfig::default()
+        };
+        let err = Receiver::bind(config).err().expect("port in use");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("OTLP/grpc listener"), "{err}");
+    }
+
+    #[test]
+    fn refusals_map_to_otlp_statuses() {
+        let invalid = Refusal::Invalid("bad".into());
+        assert!(!invalid.is_retryable());
+        assert_eq!(invalid.grpc_status().code(), tonic::Code::InvalidArgument);
+        assert_eq!(invalid.http_status(), ::http::StatusCode::BAD_REQUEST);
+        assert!(invalid.grpc_status().get_details_retry_info().is_none());
+
+        let overloaded = Refusal::Overloaded {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert!(overloaded.is_retryable());
+        assert_eq!(
+            overloaded.http_status(),
+            ::http::StatusCode::TOO_MANY_REQUESTS
+        );
+        let status = overloaded.grpc_status();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_retry_info().and_then(|r| r.retry_delay),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(overloaded.to_string(), "overloaded, retry after 2s");
+
+        let unavailable = Refusal::Unavailable {
+            retry_after: Duration::from_secs(3),
+        };
+        assert_eq!(unavailable.grpc_status().code(), tonic::Code::Unavailable);
+        assert_eq!(
+            unavailable.http_status(),
+            ::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn wire_errors_become_invalid_refusals() {
+        let refusal = Refusal::from(WireError::FieldZero { offset: 7 });
+        assert_eq!(refusal, Refusal::Invalid("field number 0 at byte 7".into()));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 0);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
+    }
+}

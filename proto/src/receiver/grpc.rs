@@ -1,0 +1,158 @@
+//! OTLP/gRPC: the TraceService route served with the pass-through codec, so
+//! the request body reaches the node as `Bytes`, never decoded.
+//!
+//! tonic frames, decompresses (gzip, zstd) and bounds the message: a frame
+//! longer than `max_request_bytes` is refused before it is buffered, and
+//! decompression stops at `max_request_bytes` (a gzip bomb is never
+//! inflated past it). Those refusals happen before our handler runs; the
+//! service below recognises them to count them and to give them OTLP
+//! semantics (see [`refused_before_handler`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use ::http::{HeaderValue, Request, Response};
+use bytes::Bytes;
+use tonic::body::Body;
+use tonic::codec::CompressionEncoding;
+use tonic::codegen::BoxFuture;
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Status};
+
+use super::{Outcome, Protocol, ReceiverError, Shared, Sink};
+use crate::ExportTraceServiceResponse;
+use crate::codec::{EXPORT_PATH, SERVICE_NAME, ServerCodec};
+
+pub(super) async fn serve<S: Sink>(
+    socket: std::net::TcpListener,
+    addr: SocketAddr,
+    shared: Arc<Shared<S>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ReceiverError> {
+    let listener =
+        tokio::net::TcpListener::from_std(socket).map_err(|source| ReceiverError::Bind {
+            protocol: Protocol::Grpc,
+            addr,
+            source,
+        })?;
+    // Small unary requests and responses: do not let Nagle hold them back.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .add_service(TraceService { shared })
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| ReceiverError::Grpc { addr, source })
+}
+
+/// The TraceService, as a tower service (the shape tonic's generated server
+/// has), over the pass-through codec.
+struct TraceService<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for TraceService<S> {
+    fn clone(&self) -> Self {
+        TraceService {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> NamedService for TraceService<S> {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
+        }
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let max = shared.max_request_bytes;
+            let handled = Arc::new(AtomicBool::new(false));
+            let export = Export {
+                shared: shared.clone(),
+                handled: handled.clone(),
+            };
+            let mut grpc = Grpc::new(ServerCodec::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(max);
+            let mut response = grpc.unary(export, req).await;
+            if !handled.load(Ordering::Acquire) {
+                let outcome = refused_before_handler(&mut response);
+                shared.metrics.count(outcome);
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Classifies, and where needed rewrites, a status tonic returned before the
+/// handler ran (the request was never decoded).
+///
+/// - OUT_OF_RANGE: the frame is longer than the limit. OTLP clients retry
+///   OUT_OF_RANGE, and the same request would fail forever, so it becomes
+///   RESOURCE_EXHAUSTED without RetryInfo, which they do not retry.
+/// - RESOURCE_EXHAUSTED: decompression passed the limit (a bomb).
+/// - UNIMPLEMENTED: a `grpc-encoding` we do not accept.
+/// - INTERNAL: corrupt compressed data or no message at all; the client's
+///   fault, so INVALID_ARGUMENT.
+fn refused_before_handler(response: &mut Response<Body>) -> Outcome {
+    let code = response
+        .headers()
+        .get(Status::GRPC_STATUS)
+        .map(|v| Code::from_bytes(v.as_bytes()))
+        .unwrap_or(Code::Unknown);
+    let (outcome, rewrite) = match code {
+        Code::OutOfRange => (Outcome::TooLarge, Some(Code::ResourceExhausted)),
+        Code::ResourceExhausted => (Outcome::TooLarge, None),
+        Code::Unimplemented => (Outcome::UnsupportedMediaType, None),
+        Code::Internal => (Outcome::Invalid, Some(Code::InvalidArgument)),
+        _ => (Outcome::Invalid, None),
+    };
+    if let Some(code) = rewrite {
+        response
+            .headers_mut()
+            .insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
+    }
+    outcome
+}
+
+/// One Export call: hands the bytes to the node.
+struct Export<S> {
+    shared: Arc<Shared<S>>,
+    /// Set when tonic decoded the request and called us; if it stays unset,
+    /// tonic refused the request itself.
+    handled: Arc<AtomicBool>,
+}
+
+impl<S: Sink> UnaryService<Bytes> for Export<S> {
+    type Response = ExportTraceServiceResponse;
+    type Future = BoxFuture<tonic::Response<Self::Response>, Status>;
+
+    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
+        self.handled.store(true, Ordering::Release);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            match shared.deliver(request.into_inner(), Protocol::Grpc).await {
+                Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
+                Err(refusal) => Err(refusal.grpc_status()),
+            }
+        })
+    }
+}
