@@ -1,0 +1,612 @@
+//! Deciding one trace: each policy votes as the Collector's evaluators do
+//! (processor/tailsamplingprocessor/internal/sampling/*.go), and the votes
+//! combine as its `makeDecision` does (processor.go): a drop wins, then an
+//! inverted not-sampled, then a sampled, then an inverted sampled when no
+//! policy said not-sampled; anything else is not sampled.
+
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
+use proto::write::SpanRef;
+
+use crate::policy::{Node, Rule, StringMatcher};
+use crate::probabilistic::{Threshold, hash_trace_id};
+use crate::summary::TraceSummary;
+use crate::tracestate;
+
+/// A trace as the sampler holds it.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceView<'a> {
+    pub trace_id: TraceId,
+    /// Kept up to date at ingest; `latency`, `status_code`, `span_count`,
+    /// `trace_flags` and the rate limiters read only this.
+    pub summary: &'a TraceSummary,
+    /// The spans with the headers of their resource (and scope) groups, as
+    /// stored; attribute and `trace_state` policies read them lazily.
+    pub spans: &'a [SpanRef<'a>],
+}
+
+/// Which final decision a trace got, in the Collector's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A policy sampled it.
+    Sampled,
+    /// Only `invert_match` policies voted to keep it (deprecated in the
+    /// Collector, still honoured by default), and none said not-sampled.
+    InvertSampled,
+    /// A `drop` policy matched.
+    Dropped,
+    /// An `invert_match` policy matched, which vetoes sampling.
+    InvertNotSampled,
+    /// No policy sampled it.
+    NotSampled,
+}
+
+impl Outcome {
+    pub fn is_sampled(self) -> bool {
+        matches!(self, Outcome::Sampled | Outcome::InvertSampled)
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Outcome::Sampled => "sampled",
+            Outcome::InvertSampled => "sampled (inverted)",
+            Outcome::Dropped => "dropped",
+            Outcome::InvertNotSampled => "not sampled (inverted)",
+            Outcome::NotSampled => "not sampled",
+        })
+    }
+}
+
+/// The decision for one trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub sampled: bool,
+    pub outcome: Outcome,
+    /// The top-level policy that decided: the first that sampled, the drop
+    /// policy that dropped, the inverted policy that vetoed; `None` when no
+    /// policy sampled.
+    pub policy: Option<Arc<str>>,
+    /// For a trace kept by `probabilistic` policies only (no other policy
+    /// sampled it), the least restrictive of their thresholds: the OTel
+    /// threshold to write into each span's `tracestate`. `None` otherwise,
+    /// and for 100%.
+    pub threshold: Option<Threshold>,
+}
+
+impl Decision {
+    /// `span` with this decision's annotations appended (see
+    /// [`crate::annotate_span`]); `record_policy` adds the
+    /// `tailsampling.policy` attribute (off by default in the Collector).
+    pub fn annotate<'s>(&self, span: &'s [u8], record_policy: bool) -> Cow<'s, [u8]> {
+        if !self.sampled {
+            return Cow::Borrowed(span);
+        }
+        let policy = if record_policy {
+            self.policy.as_deref()
+        } else {
+            None
+        };
+        crate::annotate::annotate_span(span, policy, self.threshold)
+    }
+}
+
+/// Compiled policies in evaluation order (drop policies first).
+#[derive(Debug)]
+pub struct PolicySet {
+    nodes: Vec<Node>,
+    sample_on_first_match: bool,
+    slots: Vec<SlotKind>,
+}
+
+/// What a stateful policy keeps between evaluations.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SlotKind {
+    Bucket,
+    Composite { subs: usize },
+}
+
+/// The state of the rate-limiting policies of one [`PolicySet`]: token
+/// buckets and composite counters. Make a new one (with
+/// [`PolicySet::new_state`]) whenever the set changes; a state that does not
+/// fit the set it is used with is reset.
+#[derive(Debug, Clone)]
+pub struct PolicyState {
+    slots: Vec<Slot>,
+}
+
+#[derive(Debug, Clone)]
+enum Slot {
+    /// golang.org/x/time/rate's limiter: tokens, and the time they were
+    /// counted at (`None`: never used, the bucket is full).
+    Bucket { tokens: f64, last: Option<Duration> },
+    /// composite.go: spans sampled by each sub-policy in `second`.
+    Composite {
+        second: Option<u64>,
+        sampled: Vec<i64>,
+    },
+}
+
+/// One policy's vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Sampled,
+    NotSampled,
+    InvertSampled,
+    InvertNotSampled,
+    Dropped,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Vote {
+    verdict: Verdict,
+    /// The OTel threshold behind a Sampled vote: 0 unless only
+    /// probabilistic sampling kept it.
+    threshold: u64,
+}
+
+impl Vote {
+    fn of(verdict: Verdict) -> Vote {
+        Vote {
+            verdict,
+            threshold: 0,
+        }
+    }
+
+    fn sampled_if(keep: bool) -> Vote {
+        Vote::of(if keep {
+            Verdict::Sampled
+        } else {
+            Verdict::NotSampled
+        })
+    }
+
+    fn inverted(matched: bool) -> Vote {
+        Vote::of(if matched {
+            Verdict::InvertNotSampled
+        } else {
+            Verdict::InvertSampled
+        })
+    }
+}
+
+/// What one evaluation reads, parsed at most once and only if a policy
+/// needs span bytes.
+struct Ctx<'t> {
+    trace: &'t TraceView<'t>,
+    now: Duration,
+    parsed: OnceCell<Parsed<'t>>,
+}
+
+struct Parsed<'t> {
+    /// Distinct resource headers, in order.
+    resources: Vec<&'t [u8]>,
+    spans: Vec<SpanView<'t>>,
+}
+
+impl<'t> Ctx<'t> {
+    fn parsed(&self) -> &Parsed<'t> {
+        self.parsed.get_or_init(|| {
+            let mut resources: Vec<&'t [u8]> = Vec::new();
+            let mut spans = Vec::with_capacity(self.trace.spans.len());
+            for s in self.trace.spans {
+                let same = resources
+                    .last()
+                    .is_some_and(|r| std::ptr::eq(*r, s.resource) || *r == s.resource);
+                if !same {
+                    resources.push(s.resource);
+                }
+                // Stored spans were validated at ingest; one that does not
+                // parse now is left out rather than guessed at.
+                if let Ok(view) = SpanView::parse(s.span, 0) {
+                    spans.push(view);
+                }
+            }
+            Parsed { resources, spans }
+        })
+    }
+
+    /// True if any resource or span has attribute `key` satisfying the
+    /// checks (the Collector's `hasResourceOrSpanWithCondition`).
+    fn any_attribute(
+        &self,
+        key: &str,
+        resource_check: impl Fn(AnyValue<'_>) -> bool,
+        span_check: impl Fn(AnyValue<'_>) -> bool,
+    ) -> bool {
+        let parsed = self.parsed();
+        parsed
+            .resources
+            .iter()
+            .any(|r| resource_attributes(r).get(key).is_some_and(&resource_check))
+            || parsed
+                .spans
+                .iter()
+                .any(|s| s.attribute(key).is_some_and(&span_check))
+    }
+}
+
+impl PolicySet {
+    pub(crate) fn new(
+        nodes: Vec<Node>,
+        sample_on_first_match: bool,
+        slots: Vec<SlotKind>,
+    ) -> PolicySet {
+        PolicySet {
+            nodes,
+            sample_on_first_match,
+            slots,
+        }
+    }
+
+    pub(crate) fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    #[cfg(test)]
+    pub(crate) fn into_parts(self) -> (Vec<Node>, Vec<SlotKind>) {
+        (self.nodes, self.slots)
+    }
+
+    /// The top-level policy names, in evaluation order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.iter().map(|n| &*n.name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// A fresh state for this set: full token buckets, zero counters.
+    pub fn new_state(&self) -> PolicyState {
+        PolicyState {
+            slots: self
+                .slots
+                .iter()
+                .map(|kind| match kind {
+                    SlotKind::Bucket => Slot::Bucket {
+                        tokens: 0.0,
+                        last: None,
+                    },
+                    SlotKind::Composite { subs } => Slot::Composite {
+                        second: None,
+                        sampled: vec![0; *subs],
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    fn state_fits(&self, state: &PolicyState) -> bool {
+        state.slots.len() == self.slots.len()
+            && state
+                .slots
+                .iter()
+                .zip(&self.slots)
+                .all(|(s, k)| match (s, k) {
+                    (Slot::Bucket { .. }, SlotKind::Bucket) => true,
+                    (Slot::Composite { sampled, .. }, SlotKind::Composite { subs }) => {
+                        sampled.len() == *subs
+                    }
+                    _ => false,
+                })
+    }
+
+    /// Decides `trace`. `now` is any monotonic time (the same epoch for every
+    /// call with one state); only rate limiting reads it.
+    pub fn evaluate(
+        &self,
+        state: &mut PolicyState,
+        trace: &TraceView<'_>,
+        now: Duration,
+    ) -> Decision {
+        if !self.state_fits(state) {
+            *state = self.new_state();
+        }
+        let ctx = Ctx {
+            trace,
+            now,
+            parsed: OnceCell::new(),
+        };
+        // The first policy to cast each kind of vote, as the Collector keeps.
+        let mut first_sampled: Option<usize> = None;
+        let mut first_invert_sampled: Option<usize> = None;
+        let mut first_invert_not_sampled: Option<usize> = None;
+        let mut first_dropped: Option<usize> = None;
+        let mut any_not_sampled = false;
+        let mut min_threshold = u64::MAX;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let vote = eval(node, &ctx, state);
+            match vote.verdict {
+                Verdict::Sampled => {
+                    first_sampled.get_or_insert(i);
+                    min_threshold = min_threshold.min(vote.threshold);
+                }
+                Verdict::InvertSampled => {
+                    first_invert_sampled.get_or_insert(i);
+                }
+                Verdict::InvertNotSampled => {
+                    first_invert_not_sampled.get_or_insert(i);
+                }
+                Verdict::NotSampled => any_not_sampled = true,
+                Verdict::Dropped => {
+                    first_dropped.get_or_insert(i);
+                    break;
+                }
+            }
+            if self.sample_on_first_match && vote.verdict == Verdict::Sampled {
+                break;
+            }
+        }
+        let name = |i: usize| Some(self.nodes[i].name.clone());
+        let (outcome, policy) = if let Some(i) = first_dropped {
+            (Outcome::Dropped, name(i))
+        } else if let Some(i) = first_invert_not_sampled {
+            (Outcome::InvertNotSampled, name(i))
+        } else if let Some(i) = first_sampled {
+            (Outcome::Sampled, name(i))
+        } else if let Some(i) = first_invert_sampled.filter(|_| !any_not_sampled) {
+            (Outcome::InvertSampled, name(i))
+        } else {
+            (Outcome::NotSampled, None)
+        };
+        let threshold =
+            (outcome == Outcome::Sampled && min_threshold != 0 && min_threshold != u64::MAX)
+                .then(|| Threshold::from_value(min_threshold))
+                .flatten();
+        Decision {
+            sampled: outcome.is_sampled(),
+            outcome,
+            policy,
+            threshold,
+        }
+    }
+}
+
+fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
+    let summary = ctx.trace.summary;
+    let has_spans = summary.span_count() > 0;
+    match &node.rule {
+        Rule::AlwaysSample => Vote::of(Verdict::Sampled),
+        Rule::Latency {
+            threshold_ms,
+            upper_threshold_ms,
+        } => {
+            // latency.go: Go's Duration.Milliseconds() truncates toward zero.
+            let ms = summary.duration_nanos() / 1_000_000;
+            let (t, keep) = (i128::from(*threshold_ms), has_spans);
+            Vote::sampled_if(
+                keep && match upper_threshold_ms {
+                    None => ms >= t,
+                    Some(u) => t < ms && ms <= i128::from(*u),
+                },
+            )
+        }
+        Rule::StatusCode { mask, .. } => Vote::sampled_if(summary.status_bits() & mask != 0),
+        Rule::Probabilistic {
+            salt,
+            hash_threshold,
+            otel,
+            ..
+        } => {
+            if hash_trace_id(salt.as_bytes(), &ctx.trace.trace_id.0) <= *hash_threshold {
+                Vote {
+                    verdict: Verdict::Sampled,
+                    threshold: otel.map_or(0, |t| t.value()),
+                }
+            } else {
+                Vote::of(Verdict::NotSampled)
+            }
+        }
+        Rule::StringAttribute {
+            key,
+            matcher,
+            invert,
+            ..
+        } => {
+            let matches = |s: &str| match matcher {
+                StringMatcher::Exact(set) => set.contains(s),
+                StringMatcher::Regex(list) => list.iter().any(|r| r.is_match(s)),
+            };
+            // string_tag_filter.go: a resource value is matched as pdata's
+            // Str() gives it ("" for a non-string); a span value only when
+            // it is a non-empty string.
+            let matched = ctx.any_attribute(
+                key,
+                |v| matches(v.as_str().unwrap_or("")),
+                |v| v.as_str().is_some_and(|s| !s.is_empty() && matches(s)),
+            );
+            if *invert {
+                Vote::inverted(matched)
+            } else {
+                Vote::sampled_if(matched)
+            }
+        }
+        Rule::NumericAttribute {
+            key,
+            min,
+            max,
+            invert,
+        } => {
+            let (lo, hi) = (min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
+            // pdata's Int() is 0 for a value that is not an int.
+            let in_range = |v: AnyValue<'_>| {
+                let n = match v {
+                    AnyValue::Int(n) => n,
+                    _ => 0,
+                };
+                lo <= n && n <= hi
+            };
+            let matched = ctx.any_attribute(key, in_range, in_range);
+            if *invert {
+                Vote::inverted(matched)
+            } else {
+                Vote::sampled_if(matched)
+            }
+        }
+        Rule::BooleanAttribute { key, value, invert } => {
+            // pdata's Bool() is false for a value that is not a bool.
+            let equal = |v: AnyValue<'_>| matches!(v, AnyValue::Bool(true)) == *value;
+            let matched = ctx.any_attribute(key, equal, equal);
+            if *invert {
+                Vote::inverted(matched)
+            } else {
+                Vote::sampled_if(matched)
+            }
+        }
+        Rule::SpanCount { min, max } => {
+            let n = summary.span_count() as i64;
+            Vote::sampled_if(match max {
+                None => n >= *min,
+                Some(hi) => *min <= n && n <= *hi,
+            })
+        }
+        Rule::TraceState { key, set, .. } => {
+            let matched =
+                ctx.parsed().spans.iter().any(|s| {
+                    tracestate::get(s.trace_state(), key).is_some_and(|v| set.contains(v))
+                });
+            Vote::sampled_if(matched)
+        }
+        Rule::TraceFlags => Vote::sampled_if(summary.sampled_flag_seen()),
+        Rule::RateLimiting {
+            slot,
+            per_second,
+            burst,
+        } => Vote::sampled_if(take_tokens(
+            state,
+            *slot,
+            ctx.now,
+            *per_second,
+            *burst,
+            summary.span_count(),
+        )),
+        Rule::BytesLimiting {
+            slot,
+            per_second,
+            burst,
+        } => Vote::sampled_if(take_tokens(
+            state,
+            *slot,
+            ctx.now,
+            *per_second,
+            *burst,
+            summary.bytes(),
+        )),
+        Rule::And(subs) => {
+            // and.go: every sub-policy must sample; the first that does not
+            // ends the evaluation.
+            let mut threshold = 0;
+            for sub in subs {
+                let v = eval(sub, ctx, state);
+                if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
+                    return Vote::of(Verdict::NotSampled);
+                }
+                if v.verdict == Verdict::Sampled {
+                    threshold = threshold.max(v.threshold);
+                }
+            }
+            Vote {
+                verdict: Verdict::Sampled,
+                threshold,
+            }
+        }
+        Rule::Drop(subs) => {
+            // drop.go: dropped when every sub-policy matches.
+            for sub in subs {
+                let v = eval(sub, ctx, state);
+                if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
+                    return Vote::of(Verdict::NotSampled);
+                }
+            }
+            Vote::of(Verdict::Dropped)
+        }
+        Rule::Not(sub) => {
+            // not.go: swaps sampled and not sampled; anything else passes.
+            let v = eval(sub, ctx, state);
+            match v.verdict {
+                Verdict::Sampled => Vote::of(Verdict::NotSampled),
+                Verdict::NotSampled => Vote::of(Verdict::Sampled),
+                _ => v,
+            }
+        }
+        Rule::Composite {
+            slot,
+            max_total,
+            subs,
+        } => {
+            // composite.go: per-second span budgets, one per sub-policy,
+            // reset at each new second.
+            let second = ctx.now.as_secs();
+            if let Some(Slot::Composite { second: s, sampled }) = state.slots.get_mut(*slot)
+                && *s != Some(second)
+            {
+                *s = Some(second);
+                sampled.iter_mut().for_each(|n| *n = 0);
+            }
+            let count = summary.span_count() as i64;
+            for (i, (sub, allocated)) in subs.iter().enumerate() {
+                let v = eval(sub, ctx, state);
+                if matches!(v.verdict, Verdict::Sampled | Verdict::InvertSampled) {
+                    let Some(Slot::Composite { sampled, .. }) = state.slots.get_mut(*slot) else {
+                        return Vote::of(Verdict::NotSampled);
+                    };
+                    let if_sampled = sampled[i].saturating_add(count);
+                    if if_sampled <= *allocated && if_sampled <= *max_total {
+                        sampled[i] = if_sampled;
+                        return Vote::of(Verdict::Sampled);
+                    }
+                    // Over budget; the counter stays so that a smaller trace
+                    // may still fit this second.
+                    return Vote::of(Verdict::NotSampled);
+                }
+            }
+            Vote::of(Verdict::NotSampled)
+        }
+    }
+}
+
+/// golang.org/x/time/rate `Limiter.AllowN(now, n)` with rate `per_second`
+/// and burst `burst`: the bucket starts full, refills continuously, and a
+/// request larger than the burst never passes. State changes only when the
+/// request passes, as in the Go limiter.
+fn take_tokens(
+    state: &mut PolicyState,
+    slot: usize,
+    now: Duration,
+    per_second: i64,
+    burst: i64,
+    n: u64,
+) -> bool {
+    let Some(Slot::Bucket { tokens, last }) = state.slots.get_mut(slot) else {
+        return false;
+    };
+    let (burst, n) = (burst as f64, n as f64);
+    if n > burst {
+        return false;
+    }
+    let available = match *last {
+        None => burst,
+        Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second as f64).min(burst),
+    };
+    if available < n {
+        return false;
+    }
+    *tokens = available - n;
+    *last = Some(now);
+    true
+}
+
+#[cfg(test)]
+#[path = "evaluate_tests.rs"]
+mod tests;

@@ -1,0 +1,647 @@
+//! Each policy type and the way votes combine, against the Collector's
+//! semantics (the file each rule follows is cited in evaluate.rs).
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::testutil::{SpanSpec, TestTrace, b, decide, i, kv, policies, s, span};
+
+const ID_A: [u8; 16] = hex16("e01df545fb665e2fee983ad7c338c692");
+const ID_B: [u8; 16] = hex16("1d9e1f58b9f7f662cc915e3d22b31e87");
+const ZERO_ID: [u8; 16] = [0; 16];
+
+const fn hex16(s: &str) -> [u8; 16] {
+    let b = s.as_bytes();
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = (nibble(b[2 * i]) << 4) | nibble(b[2 * i + 1]);
+        i += 1;
+    }
+    out
+}
+
+const fn nibble(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        _ => c - b'a' + 10,
+    }
+}
+
+fn trace(spans: &[SpanSpec]) -> TestTrace {
+    TestTrace::new(ID_A, Vec::new(), spans)
+}
+
+fn with_attrs(
+    mut spec: SpanSpec,
+    attrs: Vec<opentelemetry_proto::tonic::common::v1::KeyValue>,
+) -> SpanSpec {
+    spec.attrs = attrs;
+    spec
+}
+
+fn outcome(set: &PolicySet, t: &TestTrace) -> Outcome {
+    decide(set, t).outcome
+}
+
+#[test]
+fn latency_without_an_upper_bound_keeps_traces_at_or_above_the_threshold() {
+    let set = policies("  - {name: slow, type: latency, latency: {threshold_ms: 500}}");
+    assert_eq!(
+        outcome(&set, &trace(&[span(1, 0, 499)])),
+        Outcome::NotSampled
+    );
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 500)])), Outcome::Sampled);
+    // Earliest start to latest end, whatever lies between.
+    assert_eq!(
+        outcome(&set, &trace(&[span(1, 0, 10), span(2, 490, 500)])),
+        Outcome::Sampled
+    );
+    assert_eq!(outcome(&set, &trace(&[])), Outcome::NotSampled);
+}
+
+#[test]
+fn latency_with_an_upper_bound_keeps_the_half_open_range() {
+    let set = policies(
+        "  - {name: band, type: latency, latency: {threshold_ms: 100, upper_threshold_ms: 200}}",
+    );
+    for (ms, expected) in [
+        (100, Outcome::NotSampled),
+        (101, Outcome::Sampled),
+        (200, Outcome::Sampled),
+        (201, Outcome::NotSampled),
+    ] {
+        assert_eq!(
+            outcome(&set, &trace(&[span(1, 0, ms)])),
+            expected,
+            "{ms} ms"
+        );
+    }
+}
+
+#[test]
+fn status_code_keeps_a_trace_with_any_listed_status() {
+    let set =
+        policies("  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}");
+    let mut error = span(2, 0, 5);
+    error.status = 2;
+    let mut ok = span(1, 0, 10);
+    ok.status = 1;
+    assert_eq!(
+        outcome(&set, &trace(&[ok.clone(), error])),
+        Outcome::Sampled
+    );
+    assert_eq!(
+        outcome(&set, &trace(&[ok.clone(), span(3, 0, 1)])),
+        Outcome::NotSampled
+    );
+    let unset =
+        policies("  - {name: unset, type: status_code, status_code: {status_codes: [UNSET]}}");
+    assert_eq!(
+        outcome(&unset, &trace(&[ok.clone(), span(3, 0, 1)])),
+        Outcome::Sampled
+    );
+    assert_eq!(outcome(&unset, &trace(&[ok])), Outcome::NotSampled);
+}
+
+#[test]
+fn probabilistic_keeps_by_fnv_hash_of_salt_and_trace_id() {
+    // Hashes from the Python in probabilistic.rs: with the default salt,
+    // ID_A hashes under the 10% threshold, ID_B above 50%; the zero ID
+    // hashes to 0xe19536eed1bbac3d by default and 0x6e763c73c5066e46 with
+    // salt "my-salt" (below the 50% threshold 0x7fffffffffffffff).
+    let ten =
+        policies("  - {name: p, type: probabilistic, probabilistic: {sampling_percentage: 10}}");
+    let fifty =
+        policies("  - {name: p, type: probabilistic, probabilistic: {sampling_percentage: 50}}");
+    let salted = policies(
+        "  - {name: p, type: probabilistic, probabilistic: {sampling_percentage: 50, hash_salt: my-salt}}",
+    );
+    let one_span = [span(1, 0, 1)];
+    assert_eq!(
+        outcome(&ten, &TestTrace::new(ID_A, vec![], &one_span)),
+        Outcome::Sampled
+    );
+    assert_eq!(
+        outcome(&fifty, &TestTrace::new(ID_B, vec![], &one_span)),
+        Outcome::NotSampled
+    );
+    assert_eq!(
+        outcome(&fifty, &TestTrace::new(ZERO_ID, vec![], &one_span)),
+        Outcome::NotSampled
+    );
+    assert_eq!(
+        outcome(&salted, &TestTrace::new(ZERO_ID, vec![], &one_span)),
+        Outcome::Sampled
+    );
+}
+
+#[test]
+fn string_attribute_matches_span_and_resource_attributes_exactly() {
+    let set = policies(
+        "  - {name: svc, type: string_attribute, string_attribute: {key: service.name, values: [checkout, cart]}}",
+    );
+    let on_resource = TestTrace::new(
+        ID_A,
+        vec![vec![kv("service.name", s("cart"))]],
+        &[span(1, 0, 1)],
+    );
+    let on_span = trace(&[with_attrs(
+        span(1, 0, 1),
+        vec![kv("service.name", s("checkout"))],
+    )]);
+    let other = trace(&[with_attrs(
+        span(1, 0, 1),
+        vec![kv("service.name", s("checkout-v2"))],
+    )]);
+    assert_eq!(outcome(&set, &on_resource), Outcome::Sampled);
+    assert_eq!(outcome(&set, &on_span), Outcome::Sampled);
+    assert_eq!(outcome(&set, &other), Outcome::NotSampled);
+}
+
+#[test]
+fn string_attribute_regexes_search_unanchored_as_go_does() {
+    let set = policies(
+        "  - {name: r, type: string_attribute, string_attribute: {key: http.route, values: ['/v1/name/.+'], enabled_regex_matching: true}}",
+    );
+    let hit = trace(&[with_attrs(
+        span(1, 0, 1),
+        vec![kv("http.route", s("/api/v1/name/42"))],
+    )]);
+    let miss = trace(&[with_attrs(
+        span(1, 0, 1),
+        vec![kv("http.route", s("/v1/name/"))],
+    )]);
+    assert_eq!(outcome(&set, &hit), Outcome::Sampled);
+    assert_eq!(outcome(&set, &miss), Outcome::NotSampled);
+}
+
+#[test]
+fn string_attribute_reads_non_strings_as_pdata_does() {
+    // A resource value that is not a string is matched as "" (pdata's
+    // Str()); a span value only when it is a non-empty string.
+    let set = policies(
+        "  - {name: any, type: string_attribute, string_attribute: {key: k, values: ['.*'], enabled_regex_matching: true}}",
+    );
+    let resource_int = TestTrace::new(ID_A, vec![vec![kv("k", i(7))]], &[span(1, 0, 1)]);
+    let span_int = trace(&[with_attrs(span(1, 0, 1), vec![kv("k", i(7))])]);
+    let span_empty = trace(&[with_attrs(span(1, 0, 1), vec![kv("k", s(""))])]);
+    assert_eq!(outcome(&set, &resource_int), Outcome::Sampled);
+    assert_eq!(outcome(&set, &span_int), Outcome::NotSampled);
+    assert_eq!(outcome(&set, &span_empty), Outcome::NotSampled);
+}
+
+#[test]
+fn inverted_string_attribute_keeps_what_does_not_match_and_vetoes_what_does() {
+    let set = policies(
+        "  - {name: not-team-a, type: string_attribute, string_attribute: {key: team, values: [a], invert_match: true}}\n  - {name: all, type: always_sample}",
+    );
+    let team_a = trace(&[with_attrs(span(1, 0, 1), vec![kv("team", s("a"))])]);
+    let team_b = trace(&[with_attrs(span(1, 0, 1), vec![kv("team", s("b"))])]);
+    let d = decide(&set, &team_a);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::InvertNotSampled, Some("not-team-a"))
+    );
+    assert!(!d.sampled);
+    let d = decide(&set, &team_b);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::Sampled, Some("all"))
+    );
+}
+
+#[test]
+fn numeric_attribute_keeps_an_inclusive_range() {
+    let set = policies(
+        "  - {name: n, type: numeric_attribute, numeric_attribute: {key: code, min_value: 500, max_value: 599}}",
+    );
+    for (v, expected) in [
+        (499, Outcome::NotSampled),
+        (500, Outcome::Sampled),
+        (599, Outcome::Sampled),
+        (600, Outcome::NotSampled),
+    ] {
+        let t = trace(&[with_attrs(span(1, 0, 1), vec![kv("code", i(v))])]);
+        assert_eq!(outcome(&set, &t), expected, "{v}");
+    }
+    let on_resource = TestTrace::new(ID_A, vec![vec![kv("code", i(503))]], &[span(1, 0, 1)]);
+    assert_eq!(outcome(&set, &on_resource), Outcome::Sampled);
+}
+
+#[test]
+fn numeric_attribute_bound_of_zero_is_no_bound_and_non_ints_read_as_zero() {
+    // processor.go passes a bound of 0 as "none"; pdata's Int() is 0 for
+    // any value that is not an int.
+    let set = policies(
+        "  - {name: n, type: numeric_attribute, numeric_attribute: {key: v, min_value: 0, max_value: 10}}",
+    );
+    let negative = trace(&[with_attrs(span(1, 0, 1), vec![kv("v", i(-1_000_000))])]);
+    let string = trace(&[with_attrs(span(1, 0, 1), vec![kv("v", s("12"))])]);
+    assert_eq!(outcome(&set, &negative), Outcome::Sampled);
+    assert_eq!(outcome(&set, &string), Outcome::Sampled);
+    let above = policies(
+        "  - {name: n, type: numeric_attribute, numeric_attribute: {key: v, min_value: 5}}",
+    );
+    assert_eq!(outcome(&above, &string), Outcome::NotSampled);
+}
+
+#[test]
+fn inverted_numeric_attribute_votes_inverted() {
+    let set = policies(
+        "  - {name: n, type: numeric_attribute, numeric_attribute: {key: code, min_value: 200, max_value: 299, invert_match: true}}",
+    );
+    let ok = trace(&[with_attrs(span(1, 0, 1), vec![kv("code", i(204))])]);
+    let err = trace(&[with_attrs(span(1, 0, 1), vec![kv("code", i(500))])]);
+    assert_eq!(outcome(&set, &ok), Outcome::InvertNotSampled);
+    assert_eq!(outcome(&set, &err), Outcome::InvertSampled);
+}
+
+#[test]
+fn boolean_attribute_matches_the_value_and_reads_non_bools_as_false() {
+    let yes = policies(
+        "  - {name: f, type: boolean_attribute, boolean_attribute: {key: force, value: true}}",
+    );
+    let no = policies(
+        "  - {name: f, type: boolean_attribute, boolean_attribute: {key: force, value: false}}",
+    );
+    let forced = trace(&[with_attrs(span(1, 0, 1), vec![kv("force", b(true))])]);
+    let text = trace(&[with_attrs(span(1, 0, 1), vec![kv("force", s("true"))])]);
+    let absent = trace(&[span(1, 0, 1)]);
+    assert_eq!(outcome(&yes, &forced), Outcome::Sampled);
+    assert_eq!(outcome(&yes, &text), Outcome::NotSampled);
+    assert_eq!(outcome(&no, &text), Outcome::Sampled);
+    assert_eq!(outcome(&no, &absent), Outcome::NotSampled);
+}
+
+#[test]
+fn span_count_keeps_an_inclusive_range_and_zero_max_is_unbounded() {
+    let set = policies("  - {name: c, type: span_count, span_count: {min_spans: 2, max_spans: 3}}");
+    let open = policies("  - {name: c, type: span_count, span_count: {min_spans: 2}}");
+    let spans: Vec<SpanSpec> = (1..=4).map(|n| span(n, 0, 1)).collect();
+    assert_eq!(outcome(&set, &trace(&spans[..1])), Outcome::NotSampled);
+    assert_eq!(outcome(&set, &trace(&spans[..2])), Outcome::Sampled);
+    assert_eq!(outcome(&set, &trace(&spans[..3])), Outcome::Sampled);
+    assert_eq!(outcome(&set, &trace(&spans[..4])), Outcome::NotSampled);
+    assert_eq!(outcome(&open, &trace(&spans[..4])), Outcome::Sampled);
+}
+
+#[test]
+fn trace_state_matches_a_member_of_a_valid_tracestate() {
+    let set = policies(
+        "  - {name: ts, type: trace_state, trace_state: {key: vendor, values: [gold, silver]}}",
+    );
+    let mut gold = span(1, 0, 1);
+    gold.trace_state = "ot=th:8,vendor=gold".into();
+    let mut invalid = span(1, 0, 1);
+    invalid.trace_state = "vendor=gold,Bad Key=x".into();
+    let mut bronze = span(1, 0, 1);
+    bronze.trace_state = "vendor=bronze".into();
+    assert_eq!(outcome(&set, &trace(&[gold])), Outcome::Sampled);
+    assert_eq!(outcome(&set, &trace(&[invalid])), Outcome::NotSampled);
+    assert_eq!(outcome(&set, &trace(&[bronze])), Outcome::NotSampled);
+}
+
+#[test]
+fn trace_flags_keeps_a_trace_with_a_sampled_span() {
+    let set = policies("  - {name: tf, type: trace_flags}");
+    let mut sampled = span(2, 0, 1);
+    sampled.flags = 0x301;
+    assert_eq!(
+        outcome(&set, &trace(&[span(1, 0, 1), sampled])),
+        Outcome::Sampled
+    );
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 1)])), Outcome::NotSampled);
+}
+
+#[test]
+fn rate_limiting_is_a_token_bucket_driven_by_the_time_argument() {
+    let set = policies(
+        "  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 10, burst_capacity: 20}}",
+    );
+    let fifteen: Vec<SpanSpec> = (1..=15).map(|n| span(n, 0, 1)).collect();
+    let big: Vec<SpanSpec> = (1..=21).map(|n| span(n, 0, 1)).collect();
+    let (t15, t21) = (trace(&fifteen), trace(&big));
+    let mut state = set.new_state();
+    let at = Duration::from_secs(100);
+    // Full bucket: 20 tokens.
+    assert!(t15.decide(&set, &mut state, at).sampled);
+    // 5 left.
+    assert!(!t15.decide(&set, &mut state, at).sampled);
+    // Half a second refills 5: 10 is not enough yet.
+    assert!(
+        !t15.decide(&set, &mut state, at + Duration::from_millis(500))
+            .sampled
+    );
+    // One second refills 10: 15.
+    assert!(
+        t15.decide(&set, &mut state, at + Duration::from_secs(1))
+            .sampled
+    );
+    // More than the burst never passes, even with a full bucket.
+    assert!(!t21.decide(&set, &mut set.new_state(), at).sampled);
+}
+
+#[test]
+fn rate_limiting_burst_defaults_to_twice_the_rate() {
+    let set = policies("  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 2}}");
+    let four = trace(&(1..=4).map(|n| span(n, 0, 1)).collect::<Vec<_>>());
+    let five = trace(&(1..=5).map(|n| span(n, 0, 1)).collect::<Vec<_>>());
+    assert!(
+        four.decide(&set, &mut set.new_state(), Duration::ZERO)
+            .sampled
+    );
+    assert!(
+        !five
+            .decide(&set, &mut set.new_state(), Duration::ZERO)
+            .sampled
+    );
+}
+
+#[test]
+fn bytes_limiting_counts_the_trace_bytes() {
+    let t = trace(&[span(1, 0, 1), span(2, 0, 1)]);
+    let bytes = t.summary.bytes();
+    let fits = policies(&format!(
+        "  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: 1, burst_capacity: {bytes}}}}}"
+    ));
+    let too_small = policies(&format!(
+        "  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: 1, burst_capacity: {}}}}}",
+        bytes - 1
+    ));
+    let mut state = fits.new_state();
+    assert!(t.decide(&fits, &mut state, Duration::ZERO).sampled);
+    assert!(!t.decide(&fits, &mut state, Duration::ZERO).sampled);
+    assert!(
+        !t.decide(&too_small, &mut too_small.new_state(), Duration::ZERO)
+            .sampled
+    );
+}
+
+#[test]
+fn and_samples_only_when_every_sub_policy_samples() {
+    let set = policies(
+        "  - name: prod-errors\n    type: and\n    and:\n      and_sub_policy:\n        - {name: prod, type: string_attribute, string_attribute: {key: env, values: [prod]}}\n        - {name: err, type: status_code, status_code: {status_codes: [ERROR]}}",
+    );
+    let mut error = with_attrs(span(1, 0, 1), vec![kv("env", s("prod"))]);
+    error.status = 2;
+    let ok = with_attrs(span(1, 0, 1), vec![kv("env", s("prod"))]);
+    assert_eq!(outcome(&set, &trace(&[error])), Outcome::Sampled);
+    assert_eq!(outcome(&set, &trace(&[ok])), Outcome::NotSampled);
+}
+
+#[test]
+fn drop_wins_over_every_other_vote() {
+    let set = policies(
+        "  - {name: all, type: always_sample}\n  - name: no-health\n    type: drop\n    drop:\n      drop_sub_policy:\n        - {name: health, type: string_attribute, string_attribute: {key: route, values: [/health]}}",
+    );
+    let health = trace(&[with_attrs(span(1, 0, 1), vec![kv("route", s("/health"))])]);
+    let d = decide(&set, &health);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref(), d.sampled),
+        (Outcome::Dropped, Some("no-health"), false)
+    );
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 1)])), Outcome::Sampled);
+}
+
+#[test]
+fn not_swaps_sampled_and_not_sampled() {
+    let set = policies(
+        "  - name: not-slow\n    type: not\n    not:\n      not_sub_policy: {name: slow, type: latency, latency: {threshold_ms: 100}}",
+    );
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 50)])), Outcome::Sampled);
+    assert_eq!(
+        outcome(&set, &trace(&[span(1, 0, 150)])),
+        Outcome::NotSampled
+    );
+}
+
+#[test]
+fn composite_gives_each_sub_policy_its_share_of_spans_per_second() {
+    let set = policies(
+        "  - name: budget\n    type: composite\n    composite:\n      max_total_spans_per_second: 10\n      policy_order: [errors, rest]\n      composite_sub_policy:\n        - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n        - {name: rest, type: always_sample}\n      rate_allocation:\n        - {policy: errors, percent: 50}\n        - {policy: rest, percent: 30}",
+    );
+    let three: Vec<SpanSpec> = (1..=3).map(|n| span(n, 0, 1)).collect();
+    let mut errors = three.clone();
+    errors[0].status = 2;
+    let (err, ok) = (trace(&errors), trace(&three));
+    let mut state = set.new_state();
+    let t0 = Duration::from_secs(7);
+    // errors: 5 spans/s; rest: 3 spans/s.
+    assert!(ok.decide(&set, &mut state, t0).sampled);
+    assert!(!ok.decide(&set, &mut state, t0).sampled);
+    assert!(err.decide(&set, &mut state, t0).sampled);
+    assert!(!err.decide(&set, &mut state, t0).sampled);
+    // A new second resets every budget.
+    let t1 = t0 + Duration::from_secs(1);
+    assert!(ok.decide(&set, &mut state, t1).sampled);
+    assert!(err.decide(&set, &mut state, t1).sampled);
+}
+
+#[test]
+fn composite_sub_policy_without_allocation_never_samples() {
+    let set = policies(
+        "  - name: budget\n    type: composite\n    composite:\n      max_total_spans_per_second: 100\n      composite_sub_policy:\n        - {name: a, type: always_sample}\n      rate_allocation: []",
+    );
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 1)])), Outcome::NotSampled);
+}
+
+#[test]
+fn inverted_not_sampled_wins_over_sampled() {
+    let set = policies(
+        "  - {name: all, type: always_sample}\n  - {name: veto, type: boolean_attribute, boolean_attribute: {key: skip, value: true, invert_match: true}}",
+    );
+    let skipped = trace(&[with_attrs(span(1, 0, 1), vec![kv("skip", b(true))])]);
+    let d = decide(&set, &skipped);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::InvertNotSampled, Some("veto"))
+    );
+}
+
+#[test]
+fn sampled_wins_over_inverted_sampled_and_names_the_first_sampler() {
+    let set = policies(
+        "  - {name: inv, type: string_attribute, string_attribute: {key: team, values: [x], invert_match: true}}\n  - {name: first, type: always_sample}\n  - {name: second, type: always_sample}",
+    );
+    let d = decide(&set, &trace(&[span(1, 0, 1)]));
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::Sampled, Some("first"))
+    );
+}
+
+#[test]
+fn inverted_sampled_keeps_a_trace_only_when_no_policy_said_not_sampled() {
+    let inverted = "  - {name: inv, type: string_attribute, string_attribute: {key: team, values: [x], invert_match: true}}";
+    let alone = policies(inverted);
+    let with_no = policies(&format!(
+        "{inverted}\n  - {{name: slow, type: latency, latency: {{threshold_ms: 1000}}}}"
+    ));
+    let t = trace(&[span(1, 0, 1)]);
+    let d = decide(&alone, &t);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref(), d.sampled),
+        (Outcome::InvertSampled, Some("inv"), true)
+    );
+    let d = decide(&with_no, &t);
+    assert_eq!(
+        (d.outcome, d.policy, d.sampled),
+        (Outcome::NotSampled, None, false)
+    );
+}
+
+#[test]
+fn sample_on_first_match_stops_at_the_first_sampler() {
+    let body = "policies:\n  - {name: all, type: always_sample}\n  - {name: veto, type: boolean_attribute, boolean_attribute: {key: skip, value: true, invert_match: true}}";
+    let skipped = trace(&[with_attrs(span(1, 0, 1), vec![kv("skip", b(true))])]);
+    let all = crate::PolicyFile::parse(body, "t.yaml").unwrap().policies;
+    let first = crate::PolicyFile::parse(&format!("sample_on_first_match: true\n{body}"), "t.yaml")
+        .unwrap()
+        .policies;
+    assert_eq!(outcome(&all, &skipped), Outcome::InvertNotSampled);
+    let d = decide(&first, &skipped);
+    assert_eq!(
+        (d.outcome, d.policy.as_deref()),
+        (Outcome::Sampled, Some("all"))
+    );
+}
+
+#[test]
+fn drop_policies_are_evaluated_first_even_with_sample_on_first_match() {
+    let file = crate::PolicyFile::parse(
+        "sample_on_first_match: true\npolicies:\n  - {name: all, type: always_sample}\n  - name: no-health\n    type: drop\n    drop:\n      drop_sub_policy:\n        - {name: h, type: string_attribute, string_attribute: {key: route, values: [/health]}}",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        file.policies.names().collect::<Vec<_>>(),
+        ["no-health", "all"]
+    );
+    let health = trace(&[with_attrs(span(1, 0, 1), vec![kv("route", s("/health"))])]);
+    assert_eq!(outcome(&file.policies, &health), Outcome::Dropped);
+}
+
+#[test]
+fn a_trace_kept_only_by_probabilistic_carries_its_threshold() {
+    let set = policies(
+        "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n  - {name: ten, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
+    );
+    let d = decide(&set, &TestTrace::new(ID_A, vec![], &[span(1, 0, 1)]));
+    assert_eq!(d.policy.as_deref(), Some("ten"));
+    assert_eq!(
+        d.threshold.map(|t| t.to_string()).as_deref(),
+        Some("e6666666666666")
+    );
+    // Kept by the error policy as well: it would have been kept anyway,
+    // so its weight is 1 and no threshold is written.
+    let mut error = span(1, 0, 1);
+    error.status = 2;
+    let d = decide(&set, &TestTrace::new(ID_A, vec![], &[error]));
+    assert_eq!((d.policy.as_deref(), d.threshold), (Some("errors"), None));
+}
+
+#[test]
+fn and_with_probabilistic_reports_the_probabilistic_threshold() {
+    let set = policies(
+        "  - name: half-of-all\n    type: and\n    and:\n      and_sub_policy:\n        - {name: all, type: always_sample}\n        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}",
+    );
+    let d = decide(&set, &TestTrace::new(ID_A, vec![], &[span(1, 0, 1)]));
+    assert!(d.sampled);
+    assert_eq!(d.threshold.map(|t| t.to_string()).as_deref(), Some("8"));
+}
+
+#[test]
+fn a_state_from_another_set_is_reset_not_misread() {
+    let limited = policies(
+        "  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 1}}",
+    );
+    let composite = policies(
+        "  - name: c\n    type: composite\n    composite:\n      max_total_spans_per_second: 5\n      composite_sub_policy: [{name: a, type: always_sample}]\n      rate_allocation: [{policy: a, percent: 100}]",
+    );
+    let mut state = composite.new_state();
+    assert!(
+        trace(&[span(1, 0, 1)])
+            .decide(&limited, &mut state, Duration::ZERO)
+            .sampled
+    );
+}
+
+// not(not(p)) decides as p, for every leaf policy type and random traces.
+
+const LEAVES: [&str; 9] = [
+    "{name: p, type: latency, latency: {threshold_ms: 50}}",
+    "{name: p, type: status_code, status_code: {status_codes: [ERROR]}}",
+    "{name: p, type: probabilistic, probabilistic: {sampling_percentage: 40}}",
+    "{name: p, type: string_attribute, string_attribute: {key: k, values: [a, b]}}",
+    "{name: p, type: string_attribute, string_attribute: {key: k, values: [a], invert_match: true}}",
+    "{name: p, type: numeric_attribute, numeric_attribute: {key: n, min_value: 3, max_value: 7}}",
+    "{name: p, type: boolean_attribute, boolean_attribute: {key: f, value: true}}",
+    "{name: p, type: span_count, span_count: {min_spans: 2, max_spans: 4}}",
+    "{name: p, type: always_sample}",
+];
+
+fn double_not(leaf: &str) -> PolicySet {
+    let (nodes, slots) = policies(&format!("  - {leaf}")).into_parts();
+    let wrapped = nodes
+        .into_iter()
+        .map(|p| Node {
+            name: "outer".into(),
+            rule: Rule::Not(Box::new(Node {
+                name: "inner".into(),
+                rule: Rule::Not(Box::new(p)),
+            })),
+        })
+        .collect();
+    PolicySet::new(wrapped, false, slots)
+}
+
+fn span_strategy() -> impl Strategy<Value = SpanSpec> {
+    (
+        1u64..6,
+        0u64..100,
+        0u64..100,
+        0i32..3,
+        prop::option::of(prop::sample::select(vec!["a", "b", "c"])),
+        prop::option::of(0i64..10),
+        prop::option::of(any::<bool>()),
+    )
+        .prop_map(|(id, start, len, status, k, n, f)| {
+            let mut attrs = Vec::new();
+            if let Some(k) = k {
+                attrs.push(kv("k", s(k)));
+            }
+            if let Some(n) = n {
+                attrs.push(kv("n", i(n)));
+            }
+            if let Some(f) = f {
+                attrs.push(kv("f", b(f)));
+            }
+            SpanSpec {
+                id,
+                parent: (id != 1).then_some(1),
+                start_ms: start,
+                end_ms: start + len,
+                status,
+                attrs,
+                ..SpanSpec::default()
+            }
+        })
+}
+
+proptest! {
+    #[test]
+    fn not_of_not_decides_as_the_policy(
+        leaf in prop::sample::select(LEAVES.to_vec()),
+        id in any::<[u8; 16]>(),
+        spans in prop::collection::vec(span_strategy(), 0..6),
+    ) {
+        let t = TestTrace::new(id, Vec::new(), &spans);
+        let plain = decide(&policies(&format!("  - {leaf}")), &t);
+        let wrapped = decide(&double_not(leaf), &t);
+        prop_assert_eq!(plain.outcome, wrapped.outcome);
+        prop_assert_eq!(plain.sampled, wrapped.sampled);
+    }
+}

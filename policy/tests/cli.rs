@@ -1,0 +1,162 @@
+//! `tailgate policy check` and `tailgate policy test` on the examples: the
+//! exact output, which the README shows verbatim.
+
+use std::path::{Path, PathBuf};
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
+}
+
+const CHECK_POLICY: &str = "\
+3 policies, in evaluation order:
+  errors: status_code status_codes=[ERROR]
+  slow: latency threshold_ms=500
+  sample-10pct: probabilistic sampling_percentage=10
+decision_wait: 10s
+decision_wait_after_root_received: 2s
+num_traces: 50000
+decision_cache: sampled_cache_size=0 non_sampled_cache_size=0
+sample_on_first_match: false
+";
+
+const CHECK_COLLECTOR: &str = "\
+using processors.tail_sampling of a Collector configuration
+5 policies, in evaluation order:
+  drop-health-checks: drop
+    health-route: string_attribute key=http.route values=[/health, /ready]
+  errors: status_code status_codes=[ERROR]
+  slow: latency threshold_ms=500
+  checkout-sample: and
+    checkout-service: string_attribute key=service.name values=[checkout]
+    half: probabilistic sampling_percentage=50
+  sample-10pct: probabilistic sampling_percentage=10
+decision_wait: 30s
+decision_wait_after_root_received: off
+num_traces: 100000
+decision_cache: sampled_cache_size=1000000 non_sampled_cache_size=1000000
+sample_on_first_match: false
+note: expected_new_traces_per_sec is accepted and ignored (an allocation hint)
+";
+
+const TEST_POLICY: &str = "\
+TRACE ID                          SPANS  DECISION     POLICY
+1d9e1f58b9f7f662cc915e3d22b31e87      3  sampled      errors
+aa569380fe256b65e9a0cfad86b8112a      2  sampled      slow
+f2a4d44fea0e1de875a23d28e118734e      2  not sampled  -
+5d6a9a54a3ed1f458314fc98cc3ee297      1  not sampled  -
+e01df545fb665e2fee983ad7c338c692      2  sampled      sample-10pct
+968cd4e62682ea2d86fd624deb387c57      1  not sampled  -
+6 traces: 3 sampled, 3 not sampled
+";
+
+const TEST_COLLECTOR: &str = "\
+TRACE ID                          SPANS  DECISION     POLICY
+1d9e1f58b9f7f662cc915e3d22b31e87      3  sampled      errors
+aa569380fe256b65e9a0cfad86b8112a      2  sampled      slow
+f2a4d44fea0e1de875a23d28e118734e      2  sampled      checkout-sample
+5d6a9a54a3ed1f458314fc98cc3ee297      1  dropped      drop-health-checks
+e01df545fb665e2fee983ad7c338c692      2  sampled      checkout-sample
+968cd4e62682ea2d86fd624deb387c57      1  not sampled  -
+6 traces: 4 sampled, 1 not sampled, 1 dropped
+";
+
+/// The README's "## Policies" section.
+fn readme_policies() -> String {
+    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
+    let start = readme
+        .find("## Policies")
+        .expect("README has a Policies section");
+    let rest = &readme[start + 3..];
+    let end = rest.find("\n## ").map_or(rest.len(), |i| i + 1);
+    rest[..end].to_string()
+}
+
+/// A scratch file of this test process, removed by the caller.
+fn scratch(name: &str, contents: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("tailgate-policy-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("write scratch file");
+    path
+}
+
+#[test]
+fn check_lists_the_example_policy_as_the_readme_shows() {
+    let (out, code) = policy::cli::check(&repo("examples/policy.yaml"));
+    assert_eq!((out.as_str(), code), (CHECK_POLICY, 0));
+    assert!(
+        readme_policies().contains(CHECK_POLICY),
+        "README shows another check output"
+    );
+}
+
+#[test]
+fn check_reads_the_tail_sampling_block_of_a_collector_config() {
+    let (out, code) = policy::cli::check(&repo("examples/collector-config.yaml"));
+    assert_eq!((out.as_str(), code), (CHECK_COLLECTOR, 0));
+    assert!(
+        readme_policies().contains(CHECK_COLLECTOR),
+        "README shows another check output"
+    );
+}
+
+#[test]
+fn test_decides_the_example_traces_as_the_readme_shows() {
+    let (out, code) =
+        policy::cli::test(&repo("examples/policy.yaml"), &repo("examples/traces.json"));
+    assert_eq!((out.as_str(), code), (TEST_POLICY, 0));
+    assert!(
+        readme_policies().contains(TEST_POLICY),
+        "README shows another test output"
+    );
+}
+
+#[test]
+fn test_with_the_collector_config_drops_health_checks_as_the_readme_shows() {
+    let (out, code) = policy::cli::test(
+        &repo("examples/collector-config.yaml"),
+        &repo("examples/traces.json"),
+    );
+    assert_eq!((out.as_str(), code), (TEST_COLLECTOR, 0));
+    assert!(
+        readme_policies().contains(TEST_COLLECTOR),
+        "README shows another test output"
+    );
+}
+
+#[test]
+fn check_of_a_bad_file_exits_1_with_the_place_and_the_policy() {
+    let path = scratch(
+        "bad.yaml",
+        "policies:\n  - name: slow\n    type: latency\n    latency: {threshold_ms: 500}\n  - name: slow\n    type: always_sample\n",
+    );
+    let (out, code) = policy::cli::check(&path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        format!(
+            "error: {}:5:5: policy \"slow\": duplicate policy name (first used at line 2 column 5)\n",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn test_of_a_bad_traces_file_exits_1_naming_it() {
+    let path = scratch("bad.json", "{\"resourceSpans\": [ {\"scopeSpans\": 7} ]}");
+    let (out, code) = policy::cli::test(&repo("examples/policy.yaml"), &path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with(&format!("error: {}: ", path.display())),
+        "{out}"
+    );
+    let (out, code) = policy::cli::test(
+        &repo("examples/policy.yaml"),
+        Path::new("/nonexistent/traces.json"),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out.starts_with("error: /nonexistent/traces.json: cannot read"),
+        "{out}"
+    );
+}

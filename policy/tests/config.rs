@@ -1,0 +1,425 @@
+//! Reading policy files: what is accepted, and every refusal placed at
+//! file:line:column with the policy named.
+
+use std::time::Duration;
+
+use policy::{PolicyError, PolicyFile};
+
+fn parse(src: &str) -> Result<PolicyFile, PolicyError> {
+    PolicyFile::parse(src, "p.yaml")
+}
+
+fn refusal(src: &str) -> PolicyError {
+    match parse(src) {
+        Ok(_) => panic!("accepted:\n{src}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn defaults_are_the_collectors() {
+    let file = parse("policies:\n  - {name: all, type: always_sample}\n").unwrap();
+    assert_eq!(file.decision_wait, Duration::from_secs(30));
+    assert_eq!(file.decision_wait_after_root_received, None);
+    assert_eq!(file.num_traces, 50_000);
+    assert_eq!(
+        (file.decision_cache.sampled, file.decision_cache.non_sampled),
+        (0, 0)
+    );
+    assert!(!file.sample_on_first_match);
+    assert_eq!(file.origin, None);
+}
+
+#[test]
+fn settings_are_read_with_go_durations_and_grouped_integers() {
+    let file = parse(
+        "decision_wait: 1m30s\ndecision_wait_after_root_received: 500ms\nnum_traces: 100_000\nsample_on_first_match: true\ndecision_cache:\n  sampled_cache_size: 1_000\n  non_sampled_cache_size: 2000\npolicies:\n  - {name: all, type: always_sample}\n",
+    )
+    .unwrap();
+    assert_eq!(file.decision_wait, Duration::from_secs(90));
+    assert_eq!(
+        file.decision_wait_after_root_received,
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(file.num_traces, 100_000);
+    assert!(file.sample_on_first_match);
+    assert_eq!(
+        (file.decision_cache.sampled, file.decision_cache.non_sampled),
+        (1000, 2000)
+    );
+}
+
+#[test]
+fn the_collectors_readme_example_is_accepted_apart_from_ottl() {
+    // The Collector README's example (flow style, every policy type), less
+    // its ottl_condition policy.
+    let src = r#"
+decision_wait: 10s
+num_traces: 100
+expected_new_traces_per_sec: 10
+decision_cache:
+  sampled_cache_size: 100_000
+  non_sampled_cache_size: 100_000
+policies:
+  [
+      { name: test-policy-1, type: always_sample },
+      { name: test-policy-2, type: latency, latency: {threshold_ms: 5000, upper_threshold_ms: 10000} },
+      { name: test-policy-3, type: numeric_attribute, numeric_attribute: {key: key1, min_value: 50, max_value: 100} },
+      { name: test-policy-4, type: probabilistic, probabilistic: {sampling_percentage: 10} },
+      { name: test-policy-5, type: status_code, status_code: {status_codes: [ERROR, UNSET]} },
+      { name: test-policy-6, type: string_attribute, string_attribute: {key: key2, values: [value1, value2]} },
+      { name: test-policy-7, type: string_attribute, string_attribute: {key: key2, values: [value1, val*], enabled_regex_matching: true, cache_max_size: 10} },
+      { name: test-policy-8, type: rate_limiting, rate_limiting: {spans_per_second: 35} },
+      { name: test-policy-9, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1024000, burst_capacity: 2048000} },
+      { name: test-policy-10, type: span_count, span_count: {min_spans: 2, max_spans: 20} },
+      { name: test-policy-11, type: trace_state, trace_state: { key: key3, values: [value1, value2] } },
+      { name: test-policy-12, type: boolean_attribute, boolean_attribute: {key: key4, value: true} },
+      { name: and-policy-1, type: and, and: { and_sub_policy: [
+          { name: test-and-policy-1, type: numeric_attribute, numeric_attribute: { key: key1, min_value: 50, max_value: 100 } },
+          { name: test-and-policy-2, type: string_attribute, string_attribute: { key: key2, values: [ value1, value2 ] } } ] } },
+      { name: drop-policy-1, type: drop, drop: { drop_sub_policy: [
+          { name: test-drop-policy-1, type: string_attribute, string_attribute: {key: url.path, values: [\/health, \/metrics], enabled_regex_matching: true} } ] } },
+      { name: composite-policy-1, type: composite, composite: {
+          max_total_spans_per_second: 1000,
+          policy_order: [test-composite-policy-1, test-composite-policy-2, test-composite-policy-3],
+          composite_sub_policy: [
+            { name: test-composite-policy-1, type: numeric_attribute, numeric_attribute: {key: key1, min_value: 50} },
+            { name: test-composite-policy-2, type: string_attribute, string_attribute: {key: key2, values: [value1, value2]} },
+            { name: test-composite-policy-3, type: always_sample } ],
+          rate_allocation: [ { policy: test-composite-policy-1, percent: 50 }, { policy: test-composite-policy-2, percent: 25 } ] } },
+  ]
+"#;
+    let file = parse(src).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.policies.len(), 15);
+    // Drop policies are evaluated first.
+    assert_eq!(file.policies.names().next(), Some("drop-policy-1"));
+    assert!(
+        file.notes
+            .iter()
+            .any(|n| n.contains("expected_new_traces_per_sec"))
+    );
+    assert!(
+        file.notes
+            .iter()
+            .any(|n| n.contains("test-composite-policy-3") && n.contains("no rate_allocation"))
+    );
+}
+
+#[test]
+fn an_unknown_key_in_a_policy_is_placed_and_names_the_policy() {
+    let e = refusal(
+        "policies:\n  - name: slow\n    type: latency\n    latency:\n      threshold_ms: 500\n      treshold: 5\n",
+    );
+    assert_eq!(e.location(), Some((6, 7)));
+    assert_eq!(e.policy(), Some("slow"));
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:6:7: policy \"slow\": latency: unknown field `treshold`, expected `threshold_ms` or `upper_threshold_ms`"
+    );
+}
+
+#[test]
+fn a_wrong_type_is_placed_at_the_value() {
+    let e = refusal(
+        "policies:\n  - name: slow\n    type: latency\n    latency:\n      threshold_ms: fast\n",
+    );
+    assert_eq!(e.location(), Some((5, 21)));
+    assert_eq!(e.policy(), Some("slow"));
+    assert!(
+        e.to_string()
+            .contains("latency.threshold_ms: invalid type: string \"fast\", expected an integer"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_unknown_setting_is_placed() {
+    let e = refusal("decision_wiat: 5s\npolicies:\n  - {name: all, type: always_sample}\n");
+    assert_eq!(e.location(), Some((1, 1)));
+    assert_eq!(e.policy(), None);
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:1:1: unknown field `decision_wiat`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_bad_duration_is_placed_at_the_value() {
+    let e = refusal("decision_wait: 10\npolicies:\n  - {name: all, type: always_sample}\n");
+    assert_eq!(e.location(), Some((1, 16)));
+    assert!(
+        e.to_string()
+            .contains("decision_wait: invalid duration 10: missing unit"),
+        "{e}"
+    );
+    let e = refusal("policies:\n  - {name: all, type: always_sample}\ndecision_wait: 5 minutes\n");
+    assert_eq!(e.location(), Some((3, 16)));
+    assert!(
+        e.to_string().contains("invalid duration \"5 minutes\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_percentage_out_of_range_names_the_policy() {
+    let e = refusal(
+        "policies:\n  - name: errors\n    type: status_code\n    status_code: {status_codes: [ERROR]}\n  - name: most\n    type: probabilistic\n    probabilistic: {sampling_percentage: 150}\n",
+    );
+    assert_eq!(e.location(), Some((5, 5)));
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:5:5: policy \"most\": sampling_percentage must be between 0 and 100 (got 150)"
+    );
+}
+
+#[test]
+fn a_duplicate_name_is_placed_at_the_second_use() {
+    let e = refusal(
+        "policies:\n  - name: a\n    type: always_sample\n  - name: b\n    type: always_sample\n  - name: a\n    type: trace_flags\n",
+    );
+    assert_eq!(e.location(), Some((6, 5)));
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:6:5: policy \"a\": duplicate policy name (first used at line 2 column 5)"
+    );
+}
+
+#[test]
+fn a_bad_regex_is_placed_at_the_value_in_flow_style_too() {
+    let e = refusal(
+        "policies:\n  - {name: routes, type: string_attribute, string_attribute: {key: r, values: [ok, '(unclosed'], enabled_regex_matching: true}}\n",
+    );
+    assert_eq!(e.policy(), Some("routes"));
+    assert_eq!(e.location(), Some((2, 84)));
+    assert!(
+        e.to_string()
+            .contains("values[1] \"(unclosed\" is not a valid regex"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_error_in_a_sub_policy_names_its_path() {
+    let e = refusal(
+        "policies:\n  - name: outer\n    type: and\n    and:\n      and_sub_policy:\n        - name: fine\n          type: always_sample\n        - name: broken\n          type: span_count\n          span_count: {min_spans: 5, max_spans: 2}\n",
+    );
+    assert_eq!(e.location(), Some((8, 11)));
+    assert_eq!(e.policy(), Some("broken"));
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:8:11: policy \"outer\" > \"broken\": max_spans (2) must not be less than min_spans (5)"
+    );
+    let e = refusal(
+        "policies:\n  - name: outer\n    type: not\n    not:\n      not_sub_policy:\n        name: inner\n        type: latency\n        latency: {threshold_ms: x}\n",
+    );
+    assert_eq!(e.policy(), Some("inner"));
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:8:33: policy \"outer\" > \"inner\": latency.threshold_ms"),
+        "{e}"
+    );
+}
+
+#[test]
+fn ottl_condition_is_refused_as_not_supported_yet() {
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      error_mode: ignore\n      span: ['attributes[\"k\"] == \"v\"']\n",
+    );
+    assert_eq!(e.location(), Some((2, 5)));
+    assert!(
+        e.to_string()
+            .contains("policy \"ottl\": type ottl_condition is not supported yet"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_types_missing_fields_and_mismatched_blocks_are_refused() {
+    let cases = [
+        (
+            "  - {name: x, type: sometimes}",
+            "unknown policy type \"sometimes\"",
+        ),
+        ("  - {name: x}", "type is required"),
+        ("  - {type: always_sample}", "name is required"),
+        (
+            "  - {name: x, type: latency}",
+            "type latency needs a `latency:` block",
+        ),
+        // The Collector README's own slip: a boolean policy with a
+        // string_attribute block, which the Collector silently ignores.
+        (
+            "  - {name: x, type: boolean_attribute, string_attribute: {key: k, values: [v]}}",
+            "has a `string_attribute` block but its type is boolean_attribute",
+        ),
+        (
+            "  - {name: x, type: status_code, status_code: {status_codes: [FAIL]}}",
+            "unknown status code \"FAIL\"",
+        ),
+        (
+            "  - {name: x, type: status_code, status_code: {status_codes: []}}",
+            "at least one of OK, ERROR, UNSET",
+        ),
+        (
+            "  - {name: x, type: numeric_attribute, numeric_attribute: {key: k}}",
+            "needs min_value or max_value",
+        ),
+        (
+            "  - {name: x, type: numeric_attribute, numeric_attribute: {key: k, min_value: 9, max_value: 3}}",
+            "min_value (9)",
+        ),
+        (
+            "  - {name: x, type: latency, latency: {threshold_ms: 500, upper_threshold_ms: 100}}",
+            "would be empty",
+        ),
+        (
+            "  - {name: x, type: rate_limiting, rate_limiting: {spans_per_second: 0}}",
+            "spans_per_second must be 1 or more",
+        ),
+        (
+            "  - {name: x, type: bytes_limiting, bytes_limiting: {bytes_per_second: 10, burst_capacity: -1}}",
+            "burst_capacity must not be negative",
+        ),
+        (
+            "  - {name: x, type: string_attribute, string_attribute: {values: [v]}}",
+            "key is required",
+        ),
+        (
+            "  - {name: x, type: probabilistic, probabilistic: {}}",
+            "needs sampling_percentage",
+        ),
+        (
+            "  - {name: x, type: probabilistic, probabilistic: {sampling_percentage: -1}}",
+            "between 0 and 100",
+        ),
+        (
+            "  - {name: x, type: and, and: {and_sub_policy: []}}",
+            "and_sub_policy is empty",
+        ),
+        (
+            "  - {name: x, type: not, not: {not_sub_policy: {name: y, type: drop}}}",
+            "type drop is not allowed inside not",
+        ),
+        (
+            "  - {name: x, type: composite, composite: {max_total_spans_per_second: 10, composite_sub_policy: [{name: a, type: always_sample}], rate_allocation: [{policy: b, percent: 5}]}}",
+            "rate_allocation[0] names \"b\", which is not a composite_sub_policy",
+        ),
+        (
+            "  - {name: x, type: composite, composite: {max_total_spans_per_second: 10, composite_sub_policy: [{name: a, type: always_sample}], rate_allocation: [{policy: a, percent: 101}]}}",
+            "percent must be between 0 and 100",
+        ),
+    ];
+    for (policy, expected) in cases {
+        let e = refusal(&format!("policies:\n{policy}\n"));
+        assert!(e.to_string().contains(expected), "{policy}\n  gave: {e}");
+        assert!(e.location().is_some(), "{e}");
+    }
+}
+
+#[test]
+fn settings_out_of_range_are_placed() {
+    let e = refusal("num_traces: 0\npolicies:\n  - {name: all, type: always_sample}\n");
+    assert_eq!(e.to_string(), "p.yaml:1:13: num_traces must be at least 1");
+    let e = refusal("policies: []\n");
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:1:11: policies is empty: at least one policy is needed"
+    );
+    let e = refusal(
+        "sampling_strategy: span-ingest\npolicies:\n  - {name: all, type: always_sample}\n",
+    );
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:1:20: sampling_strategy span-ingest is not supported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn yaml_that_is_not_a_policy_file_is_refused() {
+    let e = refusal("policies:\n  - name: a\n   type: x\n");
+    assert!(e.location().is_some(), "{e}");
+    assert!(e.to_string().starts_with("p.yaml:"), "{e}");
+    let e = refusal("- just\n- a list\n");
+    assert!(e.to_string().contains("expected a mapping"), "{e}");
+    let e = refusal("decision_wait: 5s\n");
+    assert!(e.to_string().contains("no policies"), "{e}");
+}
+
+const COLLECTOR: &str = "receivers:\n  otlp: {}\nprocessors:\n  batch: {}\n  tail_sampling/main:\n    decision_wait: 5s\n    policies:\n      - name: errors\n        type: status_code\n        status_code: {status_codes: [ERROR]}\nservice:\n  pipelines: {}\n";
+
+#[test]
+fn a_whole_collector_config_uses_its_tail_sampling_processor() {
+    let file = parse(COLLECTOR).unwrap();
+    assert_eq!(file.decision_wait, Duration::from_secs(5));
+    assert_eq!(file.policies.names().collect::<Vec<_>>(), ["errors"]);
+    assert_eq!(
+        file.origin.as_deref(),
+        Some("processors.tail_sampling/main of a Collector configuration")
+    );
+}
+
+#[test]
+fn errors_in_a_collector_config_are_placed_in_the_whole_file() {
+    let src = COLLECTOR.replace("[ERROR]", "[EROR]");
+    let e = refusal(&src);
+    assert_eq!(e.location(), Some((8, 9)));
+    assert_eq!(
+        e.to_string(),
+        "p.yaml:8:9: policy \"errors\": unknown status code \"EROR\" (supported: OK, ERROR, UNSET)"
+    );
+    let e = refusal(&COLLECTOR.replace("decision_wait: 5s", "decision_wait: soon"));
+    assert_eq!(e.location(), Some((6, 20)));
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:6:20: decision_wait: invalid duration \"soon\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_collector_config_needs_exactly_one_tail_sampling_processor_to_choose() {
+    let two = COLLECTOR.replace(
+        "  batch: {}\n",
+        "  tail_sampling/other:\n    policies: []\n",
+    );
+    let e = refusal(&two);
+    assert!(
+        e.to_string()
+            .contains("several tail_sampling processors (tail_sampling/other, tail_sampling/main)"),
+        "{e}"
+    );
+    // A plain `tail_sampling` is chosen over named ones.
+    let plain = COLLECTOR.replace(
+        "  batch: {}\n",
+        "  tail_sampling:\n    policies: [{name: all, type: always_sample}]\n",
+    );
+    assert_eq!(
+        parse(&plain).unwrap().policies.names().collect::<Vec<_>>(),
+        ["all"]
+    );
+    let none = "processors:\n  batch: {}\n";
+    assert!(
+        refusal(none)
+            .to_string()
+            .contains("no tail_sampling processor (processors: batch)")
+    );
+}
+
+#[test]
+fn a_block_under_its_own_key_is_accepted() {
+    let file =
+        parse("tail_sampling:\n  policies:\n    - {name: all, type: always_sample}\n").unwrap();
+    assert_eq!(file.origin.as_deref(), Some("tail_sampling"));
+}
+
+#[test]
+fn loading_a_missing_file_names_it() {
+    let e = PolicyFile::load(std::path::Path::new("/nonexistent/policy.yaml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/policy.yaml: cannot read:"),
+        "{e}"
+    );
+}
