@@ -6,13 +6,19 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
+
 /// Exit code for a bad command line or configuration (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 /// Exit code for a subcommand that is declared but not built yet (EX_UNAVAILABLE).
 const EXIT_NOT_BUILT: u8 = 69;
 
 #[derive(Parser)]
-#[command(name = "tailgate", version, about = "Tail-sampling cluster for OpenTelemetry traces")]
+#[command(
+    name = "tailgate",
+    version,
+    about = "Tail-sampling cluster for OpenTelemetry traces"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,6 +68,16 @@ fn not_built(what: &str, issue: u32) -> ExitCode {
     ExitCode::from(EXIT_NOT_BUILT)
 }
 
+/// Prints a command's output and turns its status into the exit code.
+fn report((output, code): (String, i32)) -> ExitCode {
+    if code == 0 {
+        print!("{output}");
+    } else {
+        eprint!("{output}");
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -78,7 +94,9 @@ fn main() -> ExitCode {
         Command::Lb { .. } => not_built("lb", 5),
         Command::Sampler { .. } => not_built("sampler", 4),
         Command::Local { .. } => not_built("local", 7),
-        Command::Policy(PolicyCommand::Check { .. }) => not_built("policy check", 3),
-        Command::Policy(PolicyCommand::Test { .. }) => not_built("policy test", 3),
+        Command::Policy(PolicyCommand::Check { file }) => report(policy::cli::check(&file)),
+        Command::Policy(PolicyCommand::Test { file, traces }) => {
+            report(policy::cli::test(&file, &traces))
+        }
     }
 }

@@ -144,7 +144,7 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    #[inline(always)]
+    #[cfg(test)]
     fn varint(&mut self) -> Result<u64, WireError> {
         let (value, next) = varint_at(self.buf, self.pos, self.base)?;
         self.pos = next;
