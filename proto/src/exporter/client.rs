@@ -1,0 +1,406 @@
+//! One OTLP/gRPC `TraceService/Export` call, the request as encoded bytes.
+
+use std::collections::BTreeMap;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use serde::{Deserialize, Serialize};
+use tonic::Code;
+use tonic::client::Grpc;
+use tonic::codec::CompressionEncoding;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+use crate::codec::{ClientCodec, EXPORT_PATH};
+
+/// How request bodies are compressed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// Where and how to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpClientConfig {
+    /// `http://host:port`.
+    pub endpoint: String,
+    /// The longest one call may take, connecting included. Default 10 s.
+    pub timeout: Duration,
+    /// The longest a TCP connect may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Default none.
+    pub compression: Compression,
+    /// gRPC metadata sent with every call (e.g. an API key). Default none.
+    pub headers: BTreeMap<String, String>,
+}
+
+impl OtlpClientConfig {
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        OtlpClientConfig {
+            endpoint: endpoint.into(),
+            timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            compression: Compression::None,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what [`OtlpClient::new`] would refuse, without a runtime.
+    pub fn validate(&self) -> Result<(), ClientConfigError> {
+        self.parts().map(|_| ())
+    }
+
+    fn parts(&self) -> Result<(Endpoint, MetadataMap), ClientConfigError> {
+        let endpoint = Endpoint::from_shared(self.endpoint.clone()).map_err(|source| {
+            ClientConfigError::Endpoint {
+                endpoint: self.endpoint.clone(),
+                source,
+            }
+        })?;
+        if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
+            return Err(ClientConfigError::Scheme {
+                endpoint: self.endpoint.clone(),
+            });
+        }
+        let mut headers = MetadataMap::new();
+        for (name, value) in &self.headers {
+            let key = AsciiMetadataKey::from_bytes(name.as_bytes())
+                .map_err(|_| ClientConfigError::HeaderName { name: name.clone() })?;
+            let value = AsciiMetadataValue::try_from(value.as_str())
+                .map_err(|_| ClientConfigError::HeaderValue { name: name.clone() })?;
+            headers.insert(key, value);
+        }
+        Ok((endpoint, headers))
+    }
+}
+
+/// A client configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientConfigError {
+    #[error("exporter endpoint {endpoint:?} is not a valid URI: {source}")]
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
+    #[error("exporter endpoint {endpoint:?} must be http://host:port (TLS is not supported)")]
+    Scheme { endpoint: String },
+    #[error("exporter header {name:?} is not a valid gRPC metadata key")]
+    HeaderName { name: String },
+    #[error("exporter header {name:?} has a value that is not visible ASCII")]
+    HeaderValue { name: String },
+}
+
+/// A call that did not succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExportError {
+    /// The server answered with a non-OK status.
+    #[error("export to {endpoint} failed: {code:?}: {message}")]
+    Status {
+        endpoint: Arc<str>,
+        code: Code,
+        message: String,
+        /// The `google.rpc.RetryInfo` delay in the status details, if any.
+        retry_after: Option<Duration>,
+    },
+    /// No connection could be made (refused, unreachable, connect timeout).
+    #[error("export to {endpoint} failed: cannot connect: {message}")]
+    Connect { endpoint: Arc<str>, message: String },
+    /// No answer within the per-request timeout.
+    #[error("export to {endpoint} failed: no answer within {timeout:?}")]
+    Timeout {
+        endpoint: Arc<str>,
+        timeout: Duration,
+    },
+}
+
+impl ExportError {
+    fn from_status(endpoint: Arc<str>, status: tonic::Status) -> Self {
+        // tonic reports a failed connect as UNAVAILABLE with the connector's
+        // error in the source chain; tell it apart from a server's answer.
+        let mut source = status.source();
+        while let Some(err) = source {
+            if err.downcast_ref::<tonic::ConnectError>().is_some() {
+                return ExportError::Connect {
+                    endpoint,
+                    message: err.to_string(),
+                };
+            }
+            source = err.source();
+        }
+        ExportError::Status {
+            endpoint,
+            code: status.code(),
+            message: status.message().to_owned(),
+            retry_after: status.get_details_retry_info().and_then(|r| r.retry_delay),
+        }
+    }
+
+    /// The endpoint the call went to.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            ExportError::Status { endpoint, .. }
+            | ExportError::Connect { endpoint, .. }
+            | ExportError::Timeout { endpoint, .. } => endpoint,
+        }
+    }
+
+    /// The gRPC code, as a client library would report it.
+    pub fn code(&self) -> Code {
+        match self {
+            ExportError::Status { code, .. } => *code,
+            ExportError::Connect { .. } => Code::Unavailable,
+            ExportError::Timeout { .. } => Code::DeadlineExceeded,
+        }
+    }
+
+    /// Whether the same request may succeed later, per the OTLP spec's
+    /// retryable codes. RESOURCE_EXHAUSTED is retryable only with RetryInfo:
+    /// without it the server says it cannot take this request at all.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExportError::Connect { .. } | ExportError::Timeout { .. } => true,
+            ExportError::Status {
+                code, retry_after, ..
+            } => match code {
+                Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss => true,
+                Code::ResourceExhausted => retry_after.is_some(),
+                _ => false,
+            },
+        }
+    }
+
+    /// The server's requested delay before a retry (`google.rpc.RetryInfo`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ExportError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the endpoint itself looks gone or stuck (refused, UNAVAILABLE,
+    /// no answer in time), so a load balancer should route around it rather
+    /// than retry it.
+    pub fn is_member_down(&self) -> bool {
+        matches!(self.code(), Code::Unavailable | Code::DeadlineExceeded)
+    }
+}
+
+/// What a successful call answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportResponse {
+    /// Spans the server accepted the request for but rejected
+    /// (`partial_success.rejected_spans`). Never retried: the OTLP spec
+    /// says the server will not accept them on a retry either.
+    pub rejected_spans: u64,
+    /// The server's `partial_success.error_message`, possibly empty.
+    pub message: String,
+}
+
+/// Sends encoded `ExportTraceServiceRequest`s to one endpoint. Cheap to
+/// clone; clones share the connection.
+#[derive(Debug, Clone)]
+pub struct OtlpClient {
+    grpc: Grpc<Channel>,
+    endpoint: Arc<str>,
+    timeout: Duration,
+    headers: MetadataMap,
+}
+
+impl OtlpClient {
+    /// Connects lazily: nothing is dialled until the first call, and a lost
+    /// connection is redialled by the next one.
+    pub fn new(config: &OtlpClientConfig) -> Result<Self, ClientConfigError> {
+        let (endpoint, headers) = config.parts()?;
+        let channel = endpoint
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let mut grpc = Grpc::new(channel)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
+        grpc = match config.compression {
+            Compression::None => grpc,
+            Compression::Gzip => grpc.send_compressed(CompressionEncoding::Gzip),
+            Compression::Zstd => grpc.send_compressed(CompressionEncoding::Zstd),
+        };
+        Ok(OtlpClient {
+            grpc,
+            endpoint: config.endpoint.as_str().into(),
+            timeout: config.timeout,
+            headers,
+        })
+    }
+
+    /// The endpoint, as configured.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// One `Export` call.
+    ///
+    /// The timeout is enforced here rather than sent as `grpc-timeout`: a
+    /// server enforcing the same deadline would race this one and turn a
+    /// DEADLINE_EXCEEDED into a CANCELLED.
+    pub async fn export(&self, request: Bytes) -> Result<ExportResponse, ExportError> {
+        let mut grpc = self.grpc.clone();
+        let mut call = tonic::Request::new(request);
+        *call.metadata_mut() = self.headers.clone();
+        let attempt = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+            grpc.unary(
+                call,
+                PathAndQuery::from_static(EXPORT_PATH),
+                ClientCodec::default(),
+            )
+            .await
+        };
+        let response = match tokio::time::timeout(self.timeout, attempt).await {
+            Err(_) => {
+                return Err(ExportError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    timeout: self.timeout,
+                });
+            }
+            Ok(Err(status)) => return Err(ExportError::from_status(self.endpoint.clone(), status)),
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        Ok(match response.partial_success {
+            Some(partial) => ExportResponse {
+                rejected_spans: u64::try_from(partial.rejected_spans).unwrap_or(0),
+                message: partial.error_message,
+            },
+            None => ExportResponse::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::{ErrorDetails, StatusExt};
+
+    fn error(status: tonic::Status) -> ExportError {
+        ExportError::from_status("http://x:1".into(), status)
+    }
+
+    #[test]
+    fn retryable_codes_follow_the_otlp_spec() {
+        let retryable = [
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unavailable,
+            Code::DataLoss,
+        ];
+        let all = [
+            Code::Unknown,
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::AlreadyExists,
+            Code::PermissionDenied,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+            Code::Unimplemented,
+            Code::Internal,
+            Code::Unauthenticated,
+        ];
+        for code in retryable {
+            assert!(
+                error(tonic::Status::new(code, "")).is_retryable(),
+                "{code:?}"
+            );
+        }
+        for code in all {
+            assert!(
+                !error(tonic::Status::new(code, "")).is_retryable(),
+                "{code:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn resource_exhausted_is_retryable_only_with_retry_info() {
+        let status = tonic::Status::with_error_details(
+            Code::ResourceExhausted,
+            "slow down",
+            ErrorDetails::with_retry_info(Some(Duration::from_secs(7))),
+        );
+        let e = error(status);
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        assert!(!e.is_member_down());
+    }
+
+    #[test]
+    fn member_down_means_unreachable_unavailable_or_too_slow() {
+        let connect = ExportError::Connect {
+            endpoint: "e".into(),
+            message: "refused".into(),
+        };
+        let timeout = ExportError::Timeout {
+            endpoint: "e".into(),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(connect.is_member_down() && connect.is_retryable());
+        assert!(timeout.is_member_down() && timeout.is_retryable());
+        assert!(error(tonic::Status::unavailable("")).is_member_down());
+        assert!(error(tonic::Status::deadline_exceeded("")).is_member_down());
+        assert!(!error(tonic::Status::aborted("")).is_member_down());
+        assert!(!error(tonic::Status::invalid_argument("")).is_member_down());
+    }
+
+    #[test]
+    fn errors_name_the_endpoint_and_the_code() {
+        let e = error(tonic::Status::invalid_argument("bad span"));
+        assert_eq!(e.endpoint(), "http://x:1");
+        assert_eq!(
+            e.to_string(),
+            "export to http://x:1 failed: InvalidArgument: bad span"
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_and_headers_are_config_errors() {
+        let bad = |f: fn(&mut OtlpClientConfig)| {
+            let mut c = OtlpClientConfig::new("http://127.0.0.1:4317");
+            f(&mut c);
+            OtlpClient::new(&c).unwrap_err()
+        };
+        assert!(matches!(
+            bad(|c| c.endpoint = "not a uri".into()),
+            ClientConfigError::Endpoint { .. }
+        ));
+        assert!(matches!(
+            bad(|c| c.endpoint = "https://x:1".into()),
+            ClientConfigError::Scheme { .. }
+        ));
+        assert!(matches!(
+            bad(|c| {
+                c.headers.insert("Bad Key".into(), "v".into());
+            }),
+            ClientConfigError::HeaderName { .. }
+        ));
+        assert!(matches!(
+            bad(|c| {
+                c.headers.insert("k".into(), "line\nbreak".into());
+            }),
+            ClientConfigError::HeaderValue { .. }
+        ));
+    }
+}
