@@ -221,7 +221,8 @@ pub struct OtlpClient {
 
 impl OtlpClient {
     /// Connects lazily: nothing is dialled until the first call, and a lost
-    /// connection is redialled by the next one.
+    /// connection is redialled by the next one. Call it inside a tokio
+    /// runtime (the channel spawns its worker task there).
     pub fn new(config: &OtlpClientConfig) -> Result<Self, ClientConfigError> {
         let (endpoint, headers) = config.parts()?;
         let channel = endpoint
