@@ -103,6 +103,8 @@ pub struct PolicySet {
     nodes: Vec<Node>,
     sample_on_first_match: bool,
     slots: Vec<SlotKind>,
+    /// The attribute keys the policies read (indexed by the rules' `attr`).
+    attribute_keys: Vec<String>,
 }
 
 /// What a stateful policy keeps between evaluations.
@@ -181,54 +183,84 @@ impl Vote {
 struct Ctx<'t> {
     trace: &'t TraceView<'t>,
     now: Duration,
-    parsed: OnceCell<Parsed<'t>>,
+    attribute_keys: &'t [String],
+    spans: OnceCell<Vec<SpanView<'t>>>,
+    attributes: OnceCell<AttributeIndex<'t>>,
 }
 
-struct Parsed<'t> {
-    /// Distinct resource headers, in order.
-    resources: Vec<&'t [u8]>,
-    spans: Vec<SpanView<'t>>,
+/// The values of the keys the policies read: for each key, the first value
+/// on each resource and on each span (pdata's `Get` returns the first).
+/// Built in one pass over the trace's attributes, however many policies
+/// read them.
+struct AttributeIndex<'t> {
+    resource: Vec<Vec<AnyValue<'t>>>,
+    span: Vec<Vec<AnyValue<'t>>>,
 }
 
 impl<'t> Ctx<'t> {
-    fn parsed(&self) -> &Parsed<'t> {
-        self.parsed.get_or_init(|| {
-            let mut resources: Vec<&'t [u8]> = Vec::new();
-            let mut spans = Vec::with_capacity(self.trace.spans.len());
-            for s in self.trace.spans {
-                let same = resources
-                    .last()
-                    .is_some_and(|r| std::ptr::eq(*r, s.resource) || *r == s.resource);
-                if !same {
-                    resources.push(s.resource);
-                }
+    fn spans(&self) -> &[SpanView<'t>] {
+        self.spans.get_or_init(|| {
+            self.trace
+                .spans
+                .iter()
                 // Stored spans were validated at ingest; one that does not
                 // parse now is left out rather than guessed at.
-                if let Ok(view) = SpanView::parse(s.span, 0) {
-                    spans.push(view);
-                }
-            }
-            Parsed { resources, spans }
+                .filter_map(|s| SpanView::parse(s.span, 0).ok())
+                .collect()
         })
     }
 
-    /// True if any resource or span has attribute `key` satisfying the
+    fn attributes(&self) -> &AttributeIndex<'t> {
+        self.attributes.get_or_init(|| {
+            let keys = self.attribute_keys;
+            let mut index = AttributeIndex {
+                resource: vec![Vec::new(); keys.len()],
+                span: vec![Vec::new(); keys.len()],
+            };
+            let mut seen = vec![false; keys.len()];
+            let mut collect = |attrs: proto::view::Attributes<'t>,
+                               into: &mut Vec<Vec<AnyValue<'t>>>| {
+                seen.iter_mut().for_each(|s| *s = false);
+                for (k, v) in attrs {
+                    if let Some(i) = keys.iter().position(|key| key.len() == k.len() && key == k)
+                        && !seen[i]
+                    {
+                        seen[i] = true;
+                        into[i].push(v);
+                    }
+                }
+            };
+            // Spans of one resource group share its header: read each
+            // distinct header once.
+            let mut read: Vec<&'t [u8]> = Vec::new();
+            for s in self.trace.spans {
+                let header = s.resource;
+                if !read
+                    .iter()
+                    .any(|r| std::ptr::eq(*r, header) || *r == header)
+                {
+                    read.push(header);
+                    collect(resource_attributes(header), &mut index.resource);
+                }
+            }
+            for view in self.spans() {
+                collect(view.attributes(), &mut index.span);
+            }
+            index
+        })
+    }
+
+    /// True if any resource or span has attribute `attr` satisfying the
     /// checks (the Collector's `hasResourceOrSpanWithCondition`).
     fn any_attribute(
         &self,
-        key: &str,
+        attr: usize,
         resource_check: impl Fn(AnyValue<'_>) -> bool,
         span_check: impl Fn(AnyValue<'_>) -> bool,
     ) -> bool {
-        let parsed = self.parsed();
-        parsed
-            .resources
-            .iter()
-            .any(|r| resource_attributes(r).get(key).is_some_and(&resource_check))
-            || parsed
-                .spans
-                .iter()
-                .any(|s| s.attribute(key).is_some_and(&span_check))
+        let index = self.attributes();
+        index.resource[attr].iter().any(|v| resource_check(*v))
+            || index.span[attr].iter().any(|v| span_check(*v))
     }
 }
 
@@ -237,11 +269,13 @@ impl PolicySet {
         nodes: Vec<Node>,
         sample_on_first_match: bool,
         slots: Vec<SlotKind>,
+        attribute_keys: Vec<String>,
     ) -> PolicySet {
         PolicySet {
             nodes,
             sample_on_first_match,
             slots,
+            attribute_keys,
         }
     }
 
@@ -250,8 +284,8 @@ impl PolicySet {
     }
 
     #[cfg(test)]
-    pub(crate) fn into_parts(self) -> (Vec<Node>, Vec<SlotKind>) {
-        (self.nodes, self.slots)
+    pub(crate) fn into_parts(self) -> (Vec<Node>, Vec<SlotKind>, Vec<String>) {
+        (self.nodes, self.slots, self.attribute_keys)
     }
 
     /// The top-level policy names, in evaluation order.
@@ -316,7 +350,9 @@ impl PolicySet {
         let ctx = Ctx {
             trace,
             now,
-            parsed: OnceCell::new(),
+            attribute_keys: &self.attribute_keys,
+            spans: OnceCell::new(),
+            attributes: OnceCell::new(),
         };
         // The first policy to cast each kind of vote, as the Collector keeps.
         let mut first_sampled: Option<usize> = None;
@@ -409,7 +445,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             }
         }
         Rule::StringAttribute {
-            key,
+            attr,
             matcher,
             invert,
             ..
@@ -422,7 +458,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             // Str() gives it ("" for a non-string); a span value only when
             // it is a non-empty string.
             let matched = ctx.any_attribute(
-                key,
+                *attr,
                 |v| matches(v.as_str().unwrap_or("")),
                 |v| v.as_str().is_some_and(|s| !s.is_empty() && matches(s)),
             );
@@ -433,10 +469,11 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             }
         }
         Rule::NumericAttribute {
-            key,
+            attr,
             min,
             max,
             invert,
+            ..
         } => {
             let (lo, hi) = (min.unwrap_or(i64::MIN), max.unwrap_or(i64::MAX));
             // pdata's Int() is 0 for a value that is not an int.
@@ -447,17 +484,22 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
                 };
                 lo <= n && n <= hi
             };
-            let matched = ctx.any_attribute(key, in_range, in_range);
+            let matched = ctx.any_attribute(*attr, in_range, in_range);
             if *invert {
                 Vote::inverted(matched)
             } else {
                 Vote::sampled_if(matched)
             }
         }
-        Rule::BooleanAttribute { key, value, invert } => {
+        Rule::BooleanAttribute {
+            attr,
+            value,
+            invert,
+            ..
+        } => {
             // pdata's Bool() is false for a value that is not a bool.
             let equal = |v: AnyValue<'_>| matches!(v, AnyValue::Bool(true)) == *value;
-            let matched = ctx.any_attribute(key, equal, equal);
+            let matched = ctx.any_attribute(*attr, equal, equal);
             if *invert {
                 Vote::inverted(matched)
             } else {
@@ -472,10 +514,10 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             })
         }
         Rule::TraceState { key, set, .. } => {
-            let matched =
-                ctx.parsed().spans.iter().any(|s| {
-                    tracestate::get(s.trace_state(), key).is_some_and(|v| set.contains(v))
-                });
+            let matched = ctx
+                .spans()
+                .iter()
+                .any(|s| tracestate::get(s.trace_state(), key).is_some_and(|v| set.contains(v)));
             Vote::sampled_if(matched)
         }
         Rule::TraceFlags => Vote::sampled_if(summary.sampled_flag_seen()),

@@ -584,7 +584,7 @@ const LEAVES: [&str; 9] = [
 ];
 
 fn double_not(leaf: &str) -> PolicySet {
-    let (nodes, slots) = policies(&format!("  - {leaf}")).into_parts();
+    let (nodes, slots, keys) = policies(&format!("  - {leaf}")).into_parts();
     let wrapped = nodes
         .into_iter()
         .map(|p| Node {
@@ -595,7 +595,7 @@ fn double_not(leaf: &str) -> PolicySet {
             })),
         })
         .collect();
-    PolicySet::new(wrapped, false, slots)
+    PolicySet::new(wrapped, false, slots, keys)
 }
 
 fn span_strategy() -> impl Strategy<Value = SpanSpec> {

@@ -78,6 +78,7 @@ impl PolicyFile {
         Compiler {
             doc: &doc,
             slots: Vec::new(),
+            attribute_keys: Vec::new(),
             notes: Vec::new(),
         }
         .file()
@@ -112,18 +113,22 @@ pub(crate) enum Rule {
     },
     StringAttribute {
         key: String,
+        /// Index of `key` in the set's attribute keys.
+        attr: usize,
         values: Vec<String>,
         matcher: StringMatcher,
         invert: bool,
     },
     NumericAttribute {
         key: String,
+        attr: usize,
         min: Option<i64>,
         max: Option<i64>,
         invert: bool,
     },
     BooleanAttribute {
         key: String,
+        attr: usize,
         value: bool,
         invert: bool,
     },
@@ -205,6 +210,9 @@ fn allowed(level: Level, kind: &str) -> bool {
 struct Compiler<'d, 's> {
     doc: &'d Document<'s>,
     slots: Vec<SlotKind>,
+    /// Every attribute key a policy reads, so that one pass over a trace's
+    /// attributes serves them all.
+    attribute_keys: Vec<String>,
     notes: Vec<String>,
 }
 
@@ -326,7 +334,12 @@ impl Compiler<'_, '_> {
             num_traces,
             decision_cache,
             sample_on_first_match,
-            policies: PolicySet::new(ordered, sample_on_first_match, self.slots),
+            policies: PolicySet::new(
+                ordered,
+                sample_on_first_match,
+                self.slots,
+                self.attribute_keys,
+            ),
             origin: match &doc.form {
                 Form::Block => None,
                 Form::Wrapped(key) => Some(key.clone()),
@@ -505,6 +518,7 @@ impl Compiler<'_, '_> {
                     StringMatcher::Exact(values.iter().filter(|v| !v.is_empty()).cloned().collect())
                 };
                 Rule::StringAttribute {
+                    attr: self.attribute_key(&key),
                     key,
                     values,
                     matcher,
@@ -533,6 +547,7 @@ impl Compiler<'_, '_> {
                     )));
                 }
                 Rule::NumericAttribute {
+                    attr: self.attribute_key(&key),
                     key,
                     min,
                     max,
@@ -549,6 +564,7 @@ impl Compiler<'_, '_> {
                     return Err(err("boolean_attribute needs value (true or false)".into()));
                 };
                 Rule::BooleanAttribute {
+                    attr: self.attribute_key(&key),
                     key,
                     value,
                     invert: c.invert_match.unwrap_or(false),
@@ -812,6 +828,16 @@ impl Compiler<'_, '_> {
         })
     }
 
+    fn attribute_key(&mut self, key: &str) -> usize {
+        match self.attribute_keys.iter().position(|k| k == key) {
+            Some(i) => i,
+            None => {
+                self.attribute_keys.push(key.to_string());
+                self.attribute_keys.len() - 1
+            }
+        }
+    }
+
     fn slot(&mut self, kind: SlotKind) -> usize {
         self.slots.push(kind);
         self.slots.len() - 1
@@ -877,6 +903,7 @@ pub(crate) fn describe(rule: &Rule) -> String {
             values,
             matcher,
             invert,
+            ..
         } => {
             let mut s = format!("string_attribute key={key} values={}", list(values));
             if matches!(matcher, StringMatcher::Regex(_)) {
@@ -892,6 +919,7 @@ pub(crate) fn describe(rule: &Rule) -> String {
             min,
             max,
             invert,
+            ..
         } => {
             let mut s = format!("numeric_attribute key={key}");
             if let Some(v) = min {
@@ -905,7 +933,9 @@ pub(crate) fn describe(rule: &Rule) -> String {
             }
             s
         }
-        Rule::BooleanAttribute { key, value, invert } => {
+        Rule::BooleanAttribute {
+            key, value, invert, ..
+        } => {
             let mut s = format!("boolean_attribute key={key} value={value}");
             if *invert {
                 s.push_str(" invert_match=true");
