@@ -809,6 +809,10 @@ fn validate_any_value_field(field: &Field<'_>, depth: usize) -> Result<(), WireE
         7 => {
             wire::bytes(field, M)?;
         }
+        // string_value_strindex (int32), used by the profiles signal only.
+        8 => {
+            varint(field, M)?;
+        }
         _ => {}
     }
     Ok(())
@@ -859,6 +863,18 @@ mod tests {
         let cut = kv(b"k", &[0x18, 0x96]);
         assert!(!is_plain_attribute(&cut));
         assert!(validate_key_value(&cut, 0, 1).is_err());
+    }
+
+    #[test]
+    fn any_value_strindex_with_the_wrong_wire_type_is_refused() {
+        // Found by the wire_split fuzz target: AnyValue field 8 is an int32
+        // (string_value_strindex); as a length-delimited field prost refuses it.
+        let bad = kv(b"service.name", &[0x42, 0x01, b'x']);
+        assert!(matches!(
+            validate_key_value(&bad, 0, 1),
+            Err(WireError::WrongWireType { message: "AnyValue", field: 8, .. })
+        ));
+        assert!(validate_key_value(&kv(b"k", &[0x40, 0x05]), 0, 1).is_ok());
     }
 
     proptest! {
