@@ -77,8 +77,12 @@ fn string(v: &str) -> any_value::Value {
     any_value::Value::StringValue(v.to_string())
 }
 
+/// A trace as stored: its ID, resource headers, (resource, span bytes)
+/// pairs and summary.
+type Fixture = (TraceId, Vec<Vec<u8>>, Vec<(usize, Vec<u8>)>, TraceSummary);
+
 /// A fast, successful, 10-span production trace across two services.
-fn fixture() -> (TraceId, Vec<Vec<u8>>, Vec<(usize, Vec<u8>)>, TraceSummary) {
+fn fixture() -> Fixture {
     // Hashes above the 10%, 1%, 0.1% and 50% thresholds.
     let id = TraceId([
         0x1d, 0x9e, 0x1f, 0x58, 0xb9, 0xf7, 0xf6, 0x62, 0xcc, 0x91, 0x5e, 0x3d, 0x22, 0xb3, 0x1e,
