@@ -1,1 +1,40 @@
+//! The sampler node, in the middle of the data path: it receives the spans
+//! the LBs route to it by trace ID, buffers each trace until it can be
+//! judged, decides with the policy file in force, and forwards kept traces,
+//! whole, to the backend.
+//!
+//! ```text
+//! receiver (gRPC, HTTP) ─▶ Sink: one checked walk, split by shard
+//!     ─▶ bounded queue per shard ─▶ shard task: TraceBuffer (insert / expire)
+//!     ─▶ decide (policy, live-reloaded) ─▶ exporter ─▶ backend
+//! ```
+//!
+//! - [`ingest`]: a request's spans, walked once and grouped by shard.
+//! - [`buffer`]: the trace buffer of one shard, a synchronous state machine
+//!   with time as an argument; [`cache`]: the decisions late spans follow.
+//! - `shard`: the task that drives a buffer and hands kept traces over.
+//! - [`run`] / [`Sampler`]: the node, its backpressure, policy reload and
+//!   staged shutdown; [`SamplerConfig`]: its configuration.
+//!
+//! Every span received is counted exactly once more: forwarded, not
+//! sampled, dropped (by reason) or still buffered (see the metrics module
+//! for the identity).
 #![forbid(unsafe_code)]
+
+mod active;
+pub mod buffer;
+pub mod cache;
+mod config;
+mod error;
+pub mod ingest;
+mod metrics;
+mod node;
+mod reload;
+mod shard;
+#[cfg(test)]
+mod testutil;
+
+pub use config::{DecisionCacheConfig, LimitsConfig, SamplerConfig, ShutdownConfig};
+pub use error::SamplerError;
+pub use node::{Sampler, run};
+pub use reload::ReloadHandle;

@@ -1,0 +1,66 @@
+//! The policy file in force, shared by every shard and swapped whole on
+//! reload (through a `watch` channel): a trace is judged by the policies in
+//! force when it is decided, whenever it arrived.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics::Counter;
+use policy::{Decision, PolicyFile, PolicyState, TraceView};
+
+use crate::metrics::Metrics;
+
+/// A validated policy file, with what evaluating it needs.
+pub(crate) struct ActivePolicy {
+    pub file: PolicyFile,
+    /// The rate limiters' tokens, shared by every shard so that a limit is
+    /// the node's, not each shard's. The lock is held for one evaluation;
+    /// a set without rate-limiting policies has an empty state, but
+    /// `policy` does not say so, so the lock is always taken.
+    state: Mutex<PolicyState>,
+    /// xxh3-64 of the file's bytes.
+    pub hash: u64,
+    /// `[sampled, not_sampled]` per deciding policy, made once per file.
+    decided: HashMap<Arc<str>, [Counter; 2]>,
+    undecided: [Counter; 2],
+}
+
+impl ActivePolicy {
+    pub fn new(file: PolicyFile, hash: u64, metrics: &Metrics) -> ActivePolicy {
+        let decided = file
+            .policies
+            .names()
+            .map(|name| (Arc::from(name), metrics.decided(name)))
+            .collect();
+        ActivePolicy {
+            state: Mutex::new(file.policies.new_state()),
+            decided,
+            undecided: metrics.decided("none"),
+            file,
+            hash,
+        }
+    }
+
+    /// Decides a trace and counts the decision by policy.
+    pub fn evaluate(&self, trace: &TraceView<'_>, now: Duration) -> Decision {
+        let decision = {
+            // A poisoned lock only means another shard panicked mid-update
+            // of token counts: still usable.
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            self.file.policies.evaluate(&mut state, trace, now)
+        };
+        let counters = decision
+            .policy
+            .as_ref()
+            .and_then(|p| self.decided.get(p))
+            .unwrap_or(&self.undecided);
+        counters[usize::from(!decision.sampled)].increment(1);
+        decision
+    }
+
+    /// The hash as the metric holds it: the top 48 bits, exact in an f64.
+    pub fn hash_gauge(&self) -> f64 {
+        (self.hash >> 16) as f64
+    }
+}

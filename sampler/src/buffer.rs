@@ -1,0 +1,1016 @@
+//! The trace buffer of one shard: a synchronous state machine, driven by the
+//! shard's task, with time passed in (`now` is any monotonic clock's
+//! reading as a [`Duration`]; the node uses time since it started).
+//!
+//! - [`TraceBuffer::insert`] adds the spans of a batch to their traces (or,
+//!   for a trace already decided, reports them as late, with the cached
+//!   decision), starting a trace's clock at its first span.
+//! - [`TraceBuffer::expire`] takes out every trace that is due and, if the
+//!   buffer is past a hard limit, the traces closest to their decision, and
+//!   says when to come back.
+//! - The driver decides what `expire` returns and records the decision with
+//!   [`TraceBuffer::record_decision`], so late spans follow it.
+//!
+//! For the cluster: [`TraceBuffer::insert_with_first_seen`] merges spans
+//! handed over by another node without restarting their trace's clock,
+//! [`TraceBuffer::take_where`] hands whole traces out, and
+//! [`TraceBuffer::record_decision`] takes decisions made elsewhere.
+//!
+//! # Memory
+//!
+//! Each trace copies its spans, at insert, into one buffer of its own as
+//! records `varint(header id) varint(len) span-bytes`, and the resource and
+//! scope headers the records point at are interned once per shard
+//! (reference-counted by span). The alternative, keeping `Bytes::slice`
+//! handles on the requests, keeps a whole request alive until its last
+//! trace is decided: with agents that batch many traces per request, one
+//! slow trace pins the bytes of hundreds of decided ones (see the
+//! `buffer_memory` benchmark). A copy costs one `memcpy` per span, and
+//! makes a span cost its encoded size plus 2 to 4 bytes, plus the growth
+//! slack of its trace's buffer, which grows by a quarter (not double) so
+//! the slack stays under 25%. Per trace: the [`Trace`] (boxed, so the map
+//! slot is a pointer), one map slot, one deadline entry.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+use std::mem::size_of;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
+use policy::TraceSummary;
+use proto::view::TraceId;
+use proto::wire::{put_varint, varint_len};
+use proto::write::SpanRef;
+
+use crate::cache::{CachedDecision, DecisionCache, Kept};
+use crate::ingest::{GroupHeader, IngestBatch};
+
+/// What the buffer of one shard is allowed, and how long it waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferSettings {
+    /// Decide this long after a trace's first span.
+    pub decision_wait: Duration,
+    /// Decide this long after the root span arrived, if that is sooner.
+    pub decision_wait_after_root: Option<Duration>,
+    /// Decide at once when a trace holds this many spans.
+    pub max_spans_per_trace: u64,
+    /// Decide at once when a trace's spans add up to this many encoded bytes.
+    pub max_bytes_per_trace: u64,
+    /// Past this many traces, the traces closest to their decision are
+    /// decided early.
+    pub max_traces: usize,
+    /// Past this many bytes held ([`TraceBuffer::held_bytes`]), likewise.
+    pub max_bytes: usize,
+    /// Decisions remembered, by kind (0 disables).
+    pub sampled_cache: usize,
+    pub not_sampled_cache: usize,
+}
+
+impl Default for BufferSettings {
+    fn default() -> Self {
+        BufferSettings {
+            decision_wait: Duration::from_secs(30),
+            decision_wait_after_root: None,
+            max_spans_per_trace: 10_000,
+            max_bytes_per_trace: 8 * 1024 * 1024,
+            max_traces: 50_000,
+            max_bytes: 512 * 1024 * 1024,
+            sampled_cache: 100_000,
+            not_sampled_cache: 100_000,
+        }
+    }
+}
+
+/// Why a trace came out of the buffer when it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Due {
+    /// `decision_wait` after its first span.
+    Wait,
+    /// `decision_wait_after_root_received` after its root span.
+    RootWait,
+    /// It reached the span cap.
+    SpanCap,
+    /// It reached the byte cap.
+    ByteCap,
+    /// The buffer held more than `max_traces`.
+    MaxTraces,
+    /// The buffer held more than `max_bytes`.
+    MaxBytes,
+    /// The node is shutting down ([`TraceBuffer::drain`]).
+    Shutdown,
+    /// Taken out by [`TraceBuffer::take_where`], undecided.
+    Taken,
+}
+
+impl Due {
+    /// Every reason a trace can be decided early, with its metric label.
+    pub const EARLY: [Due; 5] = [
+        Due::SpanCap,
+        Due::ByteCap,
+        Due::MaxTraces,
+        Due::MaxBytes,
+        Due::Shutdown,
+    ];
+
+    /// The `reason` label of `tailgate_traces_decided_early_total`, for a
+    /// trace decided before its wait was over.
+    pub fn early_reason(self) -> Option<&'static str> {
+        match self {
+            Due::SpanCap => Some("span_cap"),
+            Due::ByteCap => Some("byte_cap"),
+            Due::MaxTraces => Some("max_traces"),
+            Due::MaxBytes => Some("max_buffer_bytes"),
+            Due::Shutdown => Some("shutdown"),
+            Due::Wait | Due::RootWait | Due::Taken => None,
+        }
+    }
+
+    fn is_cap(self) -> bool {
+        matches!(self, Due::SpanCap | Due::ByteCap)
+    }
+}
+
+/// One buffered trace.
+#[derive(Debug)]
+struct Trace {
+    id: TraceId,
+    /// Nanoseconds on the driver's clock.
+    first_seen: u64,
+    deadline: u64,
+    summary: TraceSummary,
+    /// Records `varint(header id) varint(len) span` (see the module doc).
+    data: Vec<u8>,
+    due: Due,
+}
+
+/// A deadline entry: stale once its trace is gone or has another deadline.
+type Deadline = Reverse<(u64, TraceId)>;
+
+/// Estimated bytes a trace costs besides its data buffer's capacity: the
+/// boxed [`Trace`], two allocator headers, its map slot (a pointer and a
+/// control byte) and one deadline entry.
+const TRACE_OVERHEAD: usize =
+    size_of::<Trace>() + 2 * 16 + size_of::<usize>() + 1 + size_of::<Deadline>();
+/// Likewise for an interned header, besides its bytes.
+const HEADER_OVERHEAD: usize = 2 * 32 + 3 * 16 + 8;
+
+/// A trace taken out of the buffer: due for a decision, drained at shutdown
+/// or handed over. Holds its spans and shared handles on its headers.
+#[derive(Debug)]
+pub struct TakenTrace {
+    pub id: TraceId,
+    /// On the driver's clock, when its first span arrived.
+    pub first_seen: Duration,
+    pub summary: TraceSummary,
+    pub due: Due,
+    data: Vec<u8>,
+    /// The headers its records name, in order of first use.
+    headers: Vec<(u32, Arc<GroupHeader>)>,
+}
+
+impl TakenTrace {
+    /// Spans held.
+    pub fn span_count(&self) -> usize {
+        usize::try_from(self.summary.span_count()).unwrap_or(usize::MAX)
+    }
+
+    /// The spans with their headers, grouped by header (in order of first
+    /// use, spans in arrival order within a group) so that written out they
+    /// make one `ResourceSpans` per resource.
+    pub fn span_refs(&self) -> Vec<SpanRef<'_>> {
+        let mut refs: Vec<(usize, SpanRef<'_>)> = Records::new(&self.data)
+            .filter_map(|(header, span)| {
+                let at = self.headers.iter().position(|(id, _)| *id == header)?;
+                let group = &self.headers[at].1;
+                Some((
+                    at,
+                    SpanRef {
+                        resource: &group.resource,
+                        scope: &group.scope,
+                        span,
+                    },
+                ))
+            })
+            .collect();
+        refs.sort_by_key(|(at, _)| *at);
+        refs.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// The trace as one encoded `ExportTraceServiceRequest`.
+    pub fn to_request(&self) -> Bytes {
+        proto::write::request(&self.span_refs())
+    }
+}
+
+/// What [`TraceBuffer::insert`] did with a batch.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct InsertReport {
+    /// Spans added to buffered traces.
+    pub buffered: usize,
+    /// Traces started.
+    pub new_traces: usize,
+    /// Spans of traces decided as kept: index in the batch, and the
+    /// decision. The driver forwards them at once.
+    pub late_sampled: Vec<(usize, Kept)>,
+    /// Spans of traces decided as not kept: dropped.
+    pub late_not_sampled: usize,
+}
+
+/// The resource and scope headers of one shard, each stored once and shared
+/// by every span that came under it.
+#[derive(Debug, Default)]
+struct Interner {
+    slots: Vec<Option<HeaderSlot>>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    bytes: usize,
+}
+
+#[derive(Debug)]
+struct HeaderSlot {
+    header: Arc<GroupHeader>,
+    /// Span records that name this header.
+    refs: u64,
+    hash: u64,
+}
+
+impl Interner {
+    /// The id of `header`, copying it in if it is new. The caller adds the
+    /// references.
+    fn intern(&mut self, header: &GroupHeader) -> u32 {
+        let hash = self
+            .hasher
+            .hash_one((&header.resource[..], &header.scope[..]));
+        let slots = &self.slots;
+        let found = self.index.find(hash, |&id| {
+            slots[id as usize].as_ref().is_some_and(|s| {
+                s.header.resource == header.resource && s.header.scope == header.scope
+            })
+        });
+        if let Some(&id) = found {
+            return id;
+        }
+        // Copied: a handle on the request would keep the whole request alive.
+        let header = Arc::new(GroupHeader {
+            resource: Bytes::copy_from_slice(&header.resource),
+            scope: Bytes::copy_from_slice(&header.scope),
+        });
+        self.bytes += header.resource.len() + header.scope.len() + HEADER_OVERHEAD;
+        let slot = Some(HeaderSlot {
+            header,
+            refs: 0,
+            hash,
+        });
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&id| {
+            slots[id as usize].as_ref().map_or(0, |s| s.hash)
+        });
+        id
+    }
+
+    fn add_refs(&mut self, id: u32, n: u64) {
+        if let Some(Some(slot)) = self.slots.get_mut(id as usize) {
+            slot.refs += n;
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<&Arc<GroupHeader>> {
+        self.slots.get(id as usize)?.as_ref().map(|s| &s.header)
+    }
+
+    /// Drops `n` references; the header goes when none is left.
+    fn release(&mut self, id: u32, n: u64) {
+        let Some(Some(slot)) = self.slots.get_mut(id as usize) else {
+            return;
+        };
+        slot.refs = slot.refs.saturating_sub(n);
+        if slot.refs > 0 {
+            return;
+        }
+        let hash = slot.hash;
+        self.bytes -= slot.header.resource.len() + slot.header.scope.len() + HEADER_OVERHEAD;
+        if let Ok(entry) = self.index.find_entry(hash, |&x| x == id) {
+            entry.remove();
+        }
+        self.slots[id as usize] = None;
+        self.free.push(id);
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// The records of a trace's data buffer.
+struct Records<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Records<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Records { data, pos: 0 }
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.data.get(self.pos)?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (u32, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Written by `put_record` only; a record that does not read ends the walk.
+        let header = u32::try_from(self.varint()?).ok()?;
+        let len = usize::try_from(self.varint()?).ok()?;
+        let span = self.data.get(self.pos..self.pos.checked_add(len)?)?;
+        self.pos += len;
+        Some((header, span))
+    }
+}
+
+/// Appends a record, growing the buffer by a quarter at least: slack stays
+/// under 25% of the data, for O(log n) reallocations.
+fn put_record(data: &mut Vec<u8>, header: u32, span: &[u8]) {
+    let need = varint_len(u64::from(header)) + varint_len(span.len() as u64) + span.len();
+    if data.capacity() - data.len() < need {
+        data.reserve_exact(need.max(data.len() / 4));
+    }
+    put_varint(data, u64::from(header));
+    put_varint(data, span.len() as u64);
+    data.extend_from_slice(span);
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The traces of one shard, their deadlines, and its decision cache.
+#[derive(Debug)]
+pub struct TraceBuffer {
+    settings: BufferSettings,
+    traces: HashTable<Box<Trace>>,
+    hasher: DefaultHashBuilder,
+    deadlines: BinaryHeap<Deadline>,
+    headers: Interner,
+    cache: DecisionCache,
+    spans: usize,
+    /// Sum of the traces' data buffer capacities.
+    data_bytes: usize,
+    /// Per insert: the batch's group index → interned header id.
+    scratch: Vec<u32>,
+}
+
+const NO_HEADER: u32 = u32::MAX;
+
+impl TraceBuffer {
+    pub fn new(settings: BufferSettings) -> Self {
+        TraceBuffer {
+            cache: DecisionCache::new(settings.sampled_cache, settings.not_sampled_cache),
+            settings,
+            traces: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            deadlines: BinaryHeap::new(),
+            headers: Interner::default(),
+            spans: 0,
+            data_bytes: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn settings(&self) -> &BufferSettings {
+        &self.settings
+    }
+
+    /// New timing applies to traces started from now on; buffered traces
+    /// keep their deadlines. New limits apply at the next `expire`.
+    pub fn set_settings(&mut self, settings: BufferSettings) {
+        self.cache
+            .resize(settings.sampled_cache, settings.not_sampled_cache);
+        self.settings = settings;
+    }
+
+    /// Traces buffered.
+    pub fn traces(&self) -> usize {
+        self.traces.len()
+    }
+
+    /// Spans buffered.
+    pub fn spans(&self) -> usize {
+        self.spans
+    }
+
+    /// Memory held for buffered traces: their span data (as allocated), a
+    /// fixed estimate per trace, and the interned headers.
+    pub fn held_bytes(&self) -> usize {
+        self.data_bytes + self.traces.len() * TRACE_OVERHEAD + self.headers.bytes
+    }
+
+    /// Distinct resource/scope headers held.
+    pub fn headers(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Adds a batch's spans to their traces; a trace's clock starts at its
+    /// first span, `now`.
+    pub fn insert(&mut self, batch: &IngestBatch, now: Duration) -> InsertReport {
+        self.insert_inner(batch, now, None)
+    }
+
+    /// Adds spans handed over by another node, whose trace was first seen
+    /// at `first_seen` (on this buffer's clock): a trace started here gets
+    /// that first-seen time, and one already here keeps the earlier of the
+    /// two, so the decision wait does not restart on a move.
+    pub fn insert_with_first_seen(
+        &mut self,
+        batch: &IngestBatch,
+        first_seen: Duration,
+        now: Duration,
+    ) -> InsertReport {
+        self.insert_inner(batch, now, Some(first_seen.min(now)))
+    }
+
+    fn insert_inner(
+        &mut self,
+        batch: &IngestBatch,
+        now: Duration,
+        first_seen: Option<Duration>,
+    ) -> InsertReport {
+        let now = nanos(now);
+        let first_seen = first_seen.map_or(now, nanos);
+        let mut report = InsertReport::default();
+        let TraceBuffer {
+            settings,
+            traces,
+            hasher,
+            deadlines,
+            headers,
+            cache,
+            spans,
+            data_bytes,
+            scratch,
+        } = self;
+        let wait = nanos(settings.decision_wait);
+        scratch.clear();
+        scratch.resize(batch.groups(), NO_HEADER);
+        for (i, span) in batch.spans.iter().enumerate() {
+            let id = span.trace_id;
+            let hash = hasher.hash_one(id);
+            let trace = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    match cache.get(&id) {
+                        Some(CachedDecision::Sampled(kept)) => {
+                            report.late_sampled.push((i, kept.clone()));
+                            continue;
+                        }
+                        Some(CachedDecision::NotSampled) => {
+                            report.late_not_sampled += 1;
+                            continue;
+                        }
+                        None => {}
+                    }
+                    let deadline = first_seen.saturating_add(wait);
+                    deadlines.push(Reverse((deadline, id)));
+                    report.new_traces += 1;
+                    e.insert(Box::new(Trace {
+                        id,
+                        first_seen,
+                        deadline,
+                        summary: TraceSummary::new(),
+                        data: Vec::new(),
+                        due: Due::Wait,
+                    }))
+                    .into_mut()
+                }
+            };
+            if first_seen < trace.first_seen {
+                // Merging a handed-over part that is older than ours.
+                trace.first_seen = first_seen;
+                let deadline = first_seen.saturating_add(wait);
+                if deadline < trace.deadline {
+                    trace.deadline = deadline;
+                    trace.due = Due::Wait;
+                    deadlines.push(Reverse((deadline, id)));
+                }
+            }
+            let slot = &mut scratch[span.group as usize];
+            if *slot == NO_HEADER {
+                *slot = headers.intern(batch.group(span.group));
+            }
+            headers.add_refs(*slot, 1);
+            let before = trace.data.capacity();
+            put_record(&mut trace.data, *slot, batch.span_bytes(span));
+            *data_bytes += trace.data.capacity() - before;
+            let had_root = trace.summary.root_seen();
+            trace.summary.merge(&span.summary);
+            *spans += 1;
+            report.buffered += 1;
+
+            let mut due = None;
+            if let Some(after_root) = settings.decision_wait_after_root
+                && !had_root
+                && span.summary.root_seen()
+            {
+                due = Some((now.saturating_add(nanos(after_root)), Due::RootWait));
+            }
+            if !trace.due.is_cap() {
+                if trace.summary.span_count() >= settings.max_spans_per_trace {
+                    due = Some((now, Due::SpanCap));
+                } else if trace.summary.bytes() >= settings.max_bytes_per_trace {
+                    due = Some((now, Due::ByteCap));
+                }
+            }
+            if let Some((deadline, why)) = due
+                && deadline < trace.deadline
+            {
+                trace.deadline = deadline;
+                trace.due = why;
+                deadlines.push(Reverse((deadline, id)));
+            }
+        }
+        report
+    }
+
+    /// Takes out every trace due at `now`, then, while the buffer is past
+    /// `max_traces` or `max_bytes`, the traces with the nearest deadlines
+    /// (the oldest, as deadlines follow first-seen times). Returns them with
+    /// the time of the next deadline, if any (it may be a stale one: waking
+    /// early is harmless).
+    pub fn expire(&mut self, now: Duration) -> (Vec<TakenTrace>, Option<Duration>) {
+        let now = nanos(now);
+        let mut ready = Vec::new();
+        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            if let Some(trace) = self.remove_if(&id, |t| t.deadline == deadline) {
+                let due = trace.due;
+                ready.push(self.take(*trace, due));
+            }
+        }
+        loop {
+            let due = if self.traces.len() > self.settings.max_traces {
+                Due::MaxTraces
+            } else if self.held_bytes() > self.settings.max_bytes {
+                Due::MaxBytes
+            } else {
+                break;
+            };
+            // Every buffered trace has an entry for its current deadline.
+            let Some(Reverse((deadline, id))) = self.deadlines.pop() else {
+                break;
+            };
+            if let Some(trace) = self.remove_if(&id, |t| t.deadline == deadline) {
+                ready.push(self.take(*trace, due));
+            }
+        }
+        self.compact_deadlines();
+        let next = self
+            .deadlines
+            .peek()
+            .map(|Reverse((d, _))| Duration::from_nanos(*d));
+        (ready, next)
+    }
+
+    /// Takes out every trace (at shutdown), due as [`Due::Shutdown`].
+    pub fn drain(&mut self) -> Vec<TakenTrace> {
+        let all: Vec<Box<Trace>> = self.traces.drain().collect();
+        self.deadlines.clear();
+        all.into_iter()
+            .map(|t| self.take(*t, Due::Shutdown))
+            .collect()
+    }
+
+    /// Takes out, undecided, every trace whose ID satisfies `pred` (to hand
+    /// them over to another node); each keeps its first-seen time.
+    pub fn take_where(&mut self, mut pred: impl FnMut(&TraceId) -> bool) -> Vec<TakenTrace> {
+        let taken: Vec<Box<Trace>> = self.traces.extract_if(|t| pred(&t.id)).collect();
+        let out = taken
+            .into_iter()
+            .map(|t| self.take(*t, Due::Taken))
+            .collect();
+        self.compact_deadlines();
+        out
+    }
+
+    /// Remembers a decision, so later spans of the trace follow it.
+    pub fn record_decision(&mut self, id: TraceId, decision: CachedDecision) {
+        self.cache.insert(id, decision);
+    }
+
+    /// The remembered decision for a trace, if any.
+    pub fn cached_decision(&self, id: &TraceId) -> Option<&CachedDecision> {
+        self.cache.get(id)
+    }
+
+    /// Decisions remembered.
+    pub fn cached_decisions(&self) -> usize {
+        self.cache.len()
+    }
+
+    fn remove_if(&mut self, id: &TraceId, keep: impl Fn(&Trace) -> bool) -> Option<Box<Trace>> {
+        let hash = self.hasher.hash_one(id);
+        let entry = self.traces.find_entry(hash, |t| t.id == *id).ok()?;
+        if !keep(entry.get()) {
+            return None;
+        }
+        Some(entry.remove().0)
+    }
+
+    /// Releases a removed trace's accounting and header references.
+    fn take(&mut self, trace: Trace, due: Due) -> TakenTrace {
+        let Trace {
+            id,
+            first_seen,
+            summary,
+            data,
+            ..
+        } = trace;
+        self.spans -= usize::try_from(summary.span_count()).unwrap_or(0);
+        self.data_bytes -= data.capacity();
+        // Traces name few distinct headers: a list beats a map here.
+        let mut counts: Vec<(u32, u64)> = Vec::new();
+        for (header, _) in Records::new(&data) {
+            match counts.iter_mut().find(|(h, _)| *h == header) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((header, 1)),
+            }
+        }
+        let mut headers = Vec::with_capacity(counts.len());
+        for (header, n) in counts {
+            if let Some(h) = self.headers.get(header) {
+                headers.push((header, h.clone()));
+            }
+            self.headers.release(header, n);
+        }
+        TakenTrace {
+            id,
+            first_seen: Duration::from_nanos(first_seen),
+            summary,
+            due,
+            data,
+            headers,
+        }
+    }
+
+    /// Drops stale deadline entries once they outnumber the live ones, so
+    /// the heap stays O(traces) however traces leave.
+    fn compact_deadlines(&mut self) {
+        if self.deadlines.len() <= 2 * self.traces.len() + 1024 {
+            return;
+        }
+        self.deadlines = self
+            .traces
+            .iter()
+            .map(|t| Reverse((t.deadline, t.id)))
+            .collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{SpanSpec, request, span_ids, trace_id};
+    use proptest::prelude::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn settings() -> BufferSettings {
+        BufferSettings {
+            decision_wait: 10 * S,
+            decision_wait_after_root: Some(2 * S),
+            ..BufferSettings::default()
+        }
+    }
+
+    fn batch(specs: &[SpanSpec]) -> IngestBatch {
+        IngestBatch::parse(request(specs)).unwrap()
+    }
+
+    fn ids(ready: &[TakenTrace]) -> Vec<u8> {
+        let mut v: Vec<u8> = ready.iter().map(|t| t.id.0[15]).collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[test]
+    fn a_trace_is_due_decision_wait_after_its_first_span() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(&batch(&[SpanSpec::new(1, 1)]), Duration::ZERO);
+        buf.insert(&batch(&[SpanSpec::new(1, 2)]), 9 * S);
+        let (ready, next) = buf.expire(9 * S);
+        assert!(ready.is_empty());
+        assert_eq!(next, Some(10 * S));
+        let (ready, next) = buf.expire(10 * S);
+        assert_eq!(ids(&ready), [1]);
+        assert_eq!(ready[0].due, Due::Wait);
+        assert_eq!(ready[0].span_count(), 2);
+        assert_eq!(next, None);
+        assert_eq!((buf.traces(), buf.spans()), (0, 0));
+    }
+
+    #[test]
+    fn the_root_span_brings_the_decision_forward() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(&batch(&[SpanSpec::new(1, 1)]), Duration::ZERO);
+        buf.insert(&batch(&[SpanSpec::new(1, 0).root()]), 3 * S);
+        assert!(buf.expire(4 * S).0.is_empty());
+        let (ready, _) = buf.expire(5 * S);
+        assert_eq!(ids(&ready), [1]);
+        assert_eq!(ready[0].due, Due::RootWait);
+    }
+
+    #[test]
+    fn a_late_root_does_not_push_the_decision_back() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(&batch(&[SpanSpec::new(1, 1)]), Duration::ZERO);
+        buf.insert(&batch(&[SpanSpec::new(1, 0).root()]), 9 * S);
+        let (ready, _) = buf.expire(10 * S);
+        assert_eq!(ready[0].due, Due::Wait);
+    }
+
+    #[test]
+    fn a_trace_at_the_span_cap_is_decided_at_once() {
+        let mut buf = TraceBuffer::new(BufferSettings {
+            max_spans_per_trace: 3,
+            ..settings()
+        });
+        buf.insert(
+            &batch(&[
+                SpanSpec::new(1, 1),
+                SpanSpec::new(2, 1),
+                SpanSpec::new(1, 2),
+            ]),
+            Duration::ZERO,
+        );
+        assert!(buf.expire(Duration::ZERO).0.is_empty());
+        buf.insert(&batch(&[SpanSpec::new(1, 3)]), S);
+        let (ready, _) = buf.expire(S);
+        assert_eq!(ids(&ready), [1]);
+        assert_eq!(ready[0].due, Due::SpanCap);
+        assert_eq!(buf.traces(), 1, "the small trace still waits");
+    }
+
+    #[test]
+    fn a_trace_at_the_byte_cap_is_decided_at_once() {
+        let mut buf = TraceBuffer::new(BufferSettings {
+            max_bytes_per_trace: 2000,
+            ..settings()
+        });
+        buf.insert(&batch(&[SpanSpec::new(1, 1).padded(1200)]), Duration::ZERO);
+        assert!(buf.expire(Duration::ZERO).0.is_empty());
+        buf.insert(&batch(&[SpanSpec::new(1, 2).padded(1200)]), S);
+        let (ready, _) = buf.expire(S);
+        assert_eq!(ready[0].due, Due::ByteCap);
+    }
+
+    #[test]
+    fn past_max_traces_the_oldest_are_decided_early() {
+        let mut buf = TraceBuffer::new(BufferSettings {
+            max_traces: 2,
+            ..settings()
+        });
+        for (n, at) in [(1u8, 0u32), (2, 1), (3, 2), (4, 3)] {
+            buf.insert(&batch(&[SpanSpec::new(n, 1)]), at * S);
+        }
+        let (ready, _) = buf.expire(3 * S);
+        assert_eq!(ids(&ready), [1, 2]);
+        assert!(ready.iter().all(|t| t.due == Due::MaxTraces));
+        assert_eq!(buf.traces(), 2);
+    }
+
+    #[test]
+    fn past_max_bytes_the_oldest_are_decided_early_and_memory_comes_back() {
+        let mut buf = TraceBuffer::new(BufferSettings {
+            max_bytes: 6000,
+            ..settings()
+        });
+        for n in 0..8u8 {
+            buf.insert(
+                &batch(&[SpanSpec::new(n, 1).padded(1000)]),
+                u32::from(n) * S / 10,
+            );
+        }
+        let (ready, _) = buf.expire(S);
+        assert!(!ready.is_empty());
+        assert!(ready.iter().all(|t| t.due == Due::MaxBytes));
+        assert!(buf.held_bytes() <= 6000, "{}", buf.held_bytes());
+        assert!(ids(&ready).contains(&0), "the oldest goes first");
+        let rest = buf.drain();
+        assert_eq!(buf.held_bytes(), 0, "every byte is accounted back");
+        assert_eq!(ready.len() + rest.len(), 8);
+        assert_eq!(buf.headers(), 0);
+    }
+
+    #[test]
+    fn late_span_follows_cached_decision() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(
+            &batch(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]),
+            Duration::ZERO,
+        );
+        let (ready, _) = buf.expire(10 * S);
+        assert_eq!(ready.len(), 2);
+        buf.record_decision(
+            trace_id(1),
+            CachedDecision::Sampled(Kept {
+                policy: Some("p".into()),
+                threshold: None,
+            }),
+        );
+        buf.record_decision(trace_id(2), CachedDecision::NotSampled);
+        let report = buf.insert(
+            &batch(&[
+                SpanSpec::new(1, 2),
+                SpanSpec::new(2, 2),
+                SpanSpec::new(3, 1),
+            ]),
+            11 * S,
+        );
+        assert_eq!(report.late_sampled.len(), 1);
+        assert_eq!(report.late_sampled[0].0, 0);
+        assert_eq!(report.late_not_sampled, 1);
+        assert_eq!(report.buffered, 1);
+        assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
+    }
+
+    #[test]
+    fn a_span_after_the_cache_forgot_its_trace_starts_a_new_trace() {
+        let mut buf = TraceBuffer::new(BufferSettings {
+            sampled_cache: 1,
+            not_sampled_cache: 1,
+            ..settings()
+        });
+        buf.insert(&batch(&[SpanSpec::new(1, 1)]), Duration::ZERO);
+        let _ = buf.expire(10 * S);
+        buf.record_decision(trace_id(1), CachedDecision::NotSampled);
+        buf.record_decision(trace_id(2), CachedDecision::NotSampled);
+        let report = buf.insert(&batch(&[SpanSpec::new(1, 2)]), 11 * S);
+        assert_eq!((report.new_traces, report.buffered), (1, 1));
+        let (ready, _) = buf.expire(21 * S);
+        assert_eq!(ready[0].first_seen, 11 * S);
+    }
+
+    #[test]
+    fn handed_over_spans_keep_their_first_seen_time() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(&batch(&[SpanSpec::new(1, 1)]), 5 * S);
+        // Another node saw the trace first, at 1 s: due at 11 s, not 15 s.
+        buf.insert_with_first_seen(&batch(&[SpanSpec::new(1, 2)]), S, 6 * S);
+        buf.insert_with_first_seen(&batch(&[SpanSpec::new(2, 1)]), 2 * S, 6 * S);
+        let (ready, _) = buf.expire(11 * S);
+        assert_eq!(ids(&ready), [1]);
+        assert_eq!(ready[0].first_seen, S);
+        assert_eq!(ready[0].span_count(), 2);
+        let (ready, _) = buf.expire(12 * S);
+        assert_eq!(ids(&ready), [2]);
+    }
+
+    #[test]
+    fn take_where_hands_out_whole_traces_as_requests() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(
+            &batch(&[
+                SpanSpec::new(1, 1).service("a"),
+                SpanSpec::new(2, 1).service("a"),
+                SpanSpec::new(1, 2).service("b"),
+            ]),
+            Duration::ZERO,
+        );
+        buf.insert(&batch(&[SpanSpec::new(1, 3).service("a")]), S);
+        let taken = buf.take_where(|id| *id == trace_id(1));
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].due, Due::Taken);
+        let mut spans = span_ids(&taken[0].to_request());
+        // Grouped by resource: a's spans first, then b's.
+        assert_eq!(spans, [(1, 1), (1, 3), (1, 2)]);
+        spans.sort_unstable();
+        assert_eq!(buf.traces(), 1);
+        assert_eq!(buf.spans(), 1);
+        let (ready, _) = buf.expire(10 * S);
+        assert_eq!(ids(&ready), [2]);
+    }
+
+    #[test]
+    fn headers_are_stored_once_per_shard() {
+        let mut buf = TraceBuffer::new(settings());
+        for n in 0..50u8 {
+            buf.insert(
+                &batch(&[
+                    SpanSpec::new(n, 1).service("a"),
+                    SpanSpec::new(n, 2).service("b"),
+                ]),
+                Duration::ZERO,
+            );
+        }
+        assert_eq!(buf.headers(), 2);
+        let _ = buf.expire(10 * S);
+        assert_eq!(buf.headers(), 0);
+    }
+
+    /// One operation of the property test.
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(Vec<(u8, bool)>),
+        Expire,
+        Decide,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => prop::collection::vec((0u8..12, any::<bool>()), 1..8).prop_map(Op::Insert),
+            2 => Just(Op::Expire),
+            1 => Just(Op::Decide),
+        ]
+    }
+
+    proptest! {
+        /// Every span inserted is, at any time, in exactly one place:
+        /// buffered, in a trace taken out, or reported late.
+        #[test]
+        fn every_span_is_accounted_for_exactly_once(
+            ops in prop::collection::vec(op(), 1..60),
+            max_traces in 1usize..8,
+            max_spans in 2u64..6,
+        ) {
+            let mut buf = TraceBuffer::new(BufferSettings {
+                max_traces,
+                max_spans_per_trace: max_spans,
+                sampled_cache: 3,
+                not_sampled_cache: 3,
+                ..settings()
+            });
+            let (mut inserted, mut out, mut late) = (0usize, 0usize, 0usize);
+            let mut now = Duration::ZERO;
+            let mut span_no = 0u8;
+            let mut pending: Vec<TakenTrace> = Vec::new();
+            for op in ops {
+                now += S;
+                match op {
+                    Op::Insert(spans) => {
+                        let specs: Vec<SpanSpec> = spans.iter().map(|(t, root)| {
+                            span_no = span_no.wrapping_add(1);
+                            let s = SpanSpec::new(*t, span_no);
+                            if *root { s.root() } else { s }
+                        }).collect();
+                        let r = buf.insert(&batch(&specs), now);
+                        inserted += specs.len();
+                        late += r.late_sampled.len() + r.late_not_sampled;
+                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled, specs.len());
+                    }
+                    Op::Expire => {
+                        let (ready, next) = buf.expire(now);
+                        if let Some(next) = next { prop_assert!(next > now); }
+                        for t in &ready {
+                            prop_assert_eq!(t.span_refs().len(), t.span_count());
+                            if t.due == Due::Wait { prop_assert!(t.first_seen + 10 * S <= now); }
+                        }
+                        out += ready.iter().map(TakenTrace::span_count).sum::<usize>();
+                        pending.extend(ready);
+                        prop_assert!(buf.traces() <= max_traces);
+                    }
+                    Op::Decide => {
+                        for (i, t) in pending.drain(..).enumerate() {
+                            let d = if i % 2 == 0 { CachedDecision::NotSampled } else {
+                                CachedDecision::Sampled(Kept { policy: None, threshold: None })
+                            };
+                            buf.record_decision(t.id, d);
+                        }
+                    }
+                }
+                prop_assert_eq!(inserted, out + late + buf.spans());
+            }
+            out += buf.drain().iter().map(TakenTrace::span_count).sum::<usize>();
+            prop_assert_eq!(inserted, out + late);
+            prop_assert_eq!(buf.held_bytes(), 0);
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The sampler's configuration (the YAML `tailgate sampler --config FILE`
+//! reads), its defaults and cross-field checks.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use policy::PolicyFile;
+use proto::exporter::ExporterConfig;
+use proto::receiver::ReceiverConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::buffer::BufferSettings;
+use crate::error::SamplerError;
+
+const MIB: usize = 1024 * 1024;
+
+/// Everything a sampler node needs. Unknown keys are an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerConfig {
+    /// This node's name: the `node` label of every metric. It also replaces
+    /// `receiver.node` and `exporter.node`, so all of a node's metrics
+    /// agree. Default `tailgate`.
+    pub node: String,
+    /// The OTLP receivers (gRPC 0.0.0.0:4317, HTTP 0.0.0.0:4318 by default).
+    pub receiver: ReceiverConfig,
+    /// The admin server: `/metrics`, `/healthz`, `/readyz`. Default
+    /// `0.0.0.0:8888`.
+    pub admin: SocketAddr,
+    /// The policy file (the OTel Collector's `tail_sampling` syntax).
+    /// Required. Reloaded when it changes and on SIGHUP.
+    pub policy_file: PathBuf,
+    /// How often the policy file is checked for a change. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub policy_poll_interval: Duration,
+    /// The backend kept traces go to (OTLP/gRPC). `endpoint` is required.
+    pub exporter: ExporterConfig,
+    /// Buffer limits and backpressure.
+    pub limits: LimitsConfig,
+    /// Decisions remembered for late spans.
+    pub decision_cache: DecisionCacheConfig,
+    /// Write the deciding policy's name into each kept span as the
+    /// `tailsampling.policy` attribute (the Collector's `recordpolicy`
+    /// feature gate). Default false.
+    pub record_policy: bool,
+    /// Shards of the trace buffer, each owned by one task. Default 0: one
+    /// per CPU.
+    pub shards: usize,
+    /// Requests queued per shard before the receivers refuse (429 /
+    /// RESOURCE_EXHAUSTED). Default 64.
+    pub shard_queue: usize,
+    /// The staged shutdown on SIGTERM.
+    pub shutdown: ShutdownConfig,
+}
+
+/// How much the buffer may hold, and when receivers push back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Traces buffered at most; past it the oldest are decided early on
+    /// what they have. Default: the policy file's `num_traces` (50,000 if
+    /// it sets none), following it on reload.
+    pub max_traces: Option<usize>,
+    /// Bytes buffered at most (span bytes as stored, plus per-trace and
+    /// per-header bookkeeping); past it the oldest traces are decided
+    /// early. Default 512 MiB.
+    pub max_buffer_bytes: usize,
+    /// The share of `max_traces` and of `max_buffer_bytes` above which the
+    /// receivers refuse new requests with a retryable status (429 /
+    /// RESOURCE_EXHAUSTED) instead of taking them. Between 0 and 1.
+    /// Default 0.9.
+    pub high_watermark: f64,
+    /// A trace is decided at once when it holds this many spans. Default
+    /// 10,000.
+    pub max_spans_per_trace: u64,
+    /// A trace is decided at once when its spans add up to this many
+    /// encoded bytes. Default 8 MiB.
+    pub max_bytes_per_trace: u64,
+    /// The `Retry-After` (RetryInfo) given with an overloaded refusal.
+    /// Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+/// Sizes of the decision cache, in trace IDs. A policy file that sets its
+/// own `decision_cache` sizes (non-zero) overrides these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionCacheConfig {
+    /// Traces remembered as kept. Default 100,000; 0 disables.
+    pub sampled: usize,
+    /// Traces remembered as not kept. Default 100,000; 0 disables.
+    pub not_sampled: usize,
+}
+
+/// The staged shutdown (see [`crate::Sampler::serve`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long the node keeps serving after `/readyz` starts failing, so
+    /// LBs and DNS stop sending to it first. Default 5 s.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// Once the receivers stopped: the deadline for deciding every pending
+    /// trace and for the exporter to deliver what it holds; what is left
+    /// after it is dropped, and counted. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig {
+            node: "tailgate".into(),
+            receiver: ReceiverConfig::default(),
+            admin: SocketAddr::from(([0, 0, 0, 0], 8888)),
+            policy_file: PathBuf::new(),
+            policy_poll_interval: Duration::from_secs(1),
+            exporter: ExporterConfig::default(),
+            limits: LimitsConfig::default(),
+            decision_cache: DecisionCacheConfig::default(),
+            record_policy: false,
+            shards: 0,
+            shard_queue: 64,
+            shutdown: ShutdownConfig::default(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_traces: None,
+            max_buffer_bytes: 512 * MIB,
+            high_watermark: 0.9,
+            max_spans_per_trace: 10_000,
+            max_bytes_per_trace: 8 * MIB as u64,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for DecisionCacheConfig {
+    fn default() -> Self {
+        DecisionCacheConfig {
+            sampled: 100_000,
+            not_sampled: 100_000,
+        }
+    }
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            grace: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Checks everything that cannot work, without touching the network or
+    /// the policy file.
+    pub fn validate(&self) -> Result<(), SamplerError> {
+        let bad = |field: &'static str, rule: &str| {
+            Err(SamplerError::Config {
+                field,
+                rule: rule.to_owned(),
+            })
+        };
+        let l = &self.limits;
+        if self.node.is_empty() {
+            return bad("node", "must not be empty");
+        }
+        if self.policy_file.as_os_str().is_empty() {
+            return bad("policy_file", "is required");
+        }
+        if self.policy_poll_interval.is_zero() {
+            return bad("policy_poll_interval", "must be more than 0");
+        }
+        if self.receiver.grpc.is_none() && self.receiver.http.is_none() {
+            return bad("receiver", "has both grpc and http off: enable one");
+        }
+        if self.receiver.max_request_bytes == 0 {
+            return bad("receiver.max_request_bytes", "must be at least 1");
+        }
+        if l.max_traces == Some(0) {
+            return bad("limits.max_traces", "must be at least 1");
+        }
+        if l.max_buffer_bytes < MIB {
+            return bad("limits.max_buffer_bytes", "must be at least 1 MiB");
+        }
+        if !(l.high_watermark > 0.0 && l.high_watermark <= 1.0) {
+            return bad("limits.high_watermark", "must be more than 0 and at most 1");
+        }
+        if l.max_spans_per_trace == 0 {
+            return bad("limits.max_spans_per_trace", "must be at least 1");
+        }
+        if l.max_bytes_per_trace == 0 {
+            return bad("limits.max_bytes_per_trace", "must be at least 1");
+        }
+        if l.retry_after.is_zero() {
+            return bad("limits.retry_after", "must be more than 0");
+        }
+        if self.shards > 1024 {
+            return bad("shards", "must be at most 1024");
+        }
+        if self.shard_queue == 0 {
+            return bad("shard_queue", "must be at least 1");
+        }
+        if self.shutdown.drain_timeout.is_zero() {
+            return bad("shutdown.drain_timeout", "must be more than 0");
+        }
+        self.exporter.validate()?;
+        Ok(())
+    }
+
+    /// The config as the node runs it: the node name on every component,
+    /// the shard count resolved.
+    pub(crate) fn effective(mut self) -> SamplerConfig {
+        self.receiver.node = self.node.clone();
+        self.exporter.node = self.node.clone();
+        if self.shards == 0 {
+            self.shards = std::thread::available_parallelism().map_or(1, usize::from);
+        }
+        self
+    }
+
+    /// Traces buffered at most, under this policy file.
+    pub(crate) fn max_traces(&self, file: &PolicyFile) -> usize {
+        self.limits
+            .max_traces
+            .unwrap_or_else(|| usize::try_from(file.num_traces).unwrap_or(usize::MAX))
+            .max(1)
+    }
+
+    /// One shard's buffer settings under this policy file.
+    pub(crate) fn buffer_settings(&self, file: &PolicyFile) -> BufferSettings {
+        let shards = self.shards.max(1);
+        let share = |total: usize| {
+            if total == 0 {
+                0
+            } else {
+                total.div_ceil(shards)
+            }
+        };
+        let from_file = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let sampled = match file.decision_cache.sampled {
+            0 => self.decision_cache.sampled,
+            n => from_file(n),
+        };
+        let not_sampled = match file.decision_cache.non_sampled {
+            0 => self.decision_cache.not_sampled,
+            n => from_file(n),
+        };
+        BufferSettings {
+            decision_wait: file.decision_wait,
+            decision_wait_after_root: file.decision_wait_after_root_received,
+            max_spans_per_trace: self.limits.max_spans_per_trace,
+            max_bytes_per_trace: self.limits.max_bytes_per_trace,
+            max_traces: share(self.max_traces(file)).max(1),
+            max_bytes: share(self.limits.max_buffer_bytes).max(1),
+            sampled_cache: share(sampled),
+            not_sampled_cache: share(not_sampled),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> SamplerConfig {
+        serde_yaml_ng::from_str(
+            "policy_file: /etc/tailgate/policy.yaml\nexporter:\n  endpoint: http://backend:4317\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = minimal();
+        assert_eq!(c.node, "tailgate");
+        assert_eq!(c.admin, "0.0.0.0:8888".parse().unwrap());
+        assert_eq!(c.policy_poll_interval, Duration::from_secs(1));
+        assert_eq!(c.limits.max_traces, None);
+        assert_eq!(c.limits.max_buffer_bytes, 512 * MIB);
+        assert_eq!(c.limits.high_watermark, 0.9);
+        assert_eq!(c.limits.max_spans_per_trace, 10_000);
+        assert_eq!(c.limits.max_bytes_per_trace, 8 * MIB as u64);
+        assert_eq!(c.decision_cache, DecisionCacheConfig::default());
+        assert_eq!((c.shards, c.shard_queue), (0, 64));
+        assert_eq!(c.shutdown.grace, Duration::from_secs(5));
+        assert_eq!(c.shutdown.drain_timeout, Duration::from_secs(10));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = serde_yaml_ng::from_str::<SamplerConfig>("policy_fiel: x\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = serde_yaml_ng::from_str::<SamplerConfig>("limits:\n  max_trace: 3\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_the_field_at_fault() {
+        let field = |c: SamplerConfig| match c.validate() {
+            Err(SamplerError::Config { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(SamplerConfig::default()), "policy_file");
+        let mut c = minimal();
+        c.limits.high_watermark = 1.5;
+        assert_eq!(field(c), "limits.high_watermark");
+        let mut c = minimal();
+        c.limits.max_traces = Some(0);
+        assert_eq!(field(c), "limits.max_traces");
+        let mut c = minimal();
+        c.exporter.endpoint.clear();
+        assert!(matches!(c.validate(), Err(SamplerError::Exporter(_))));
+    }
+
+    #[test]
+    fn the_node_name_reaches_every_component() {
+        let mut c = minimal();
+        c.node = "sampler-2".into();
+        let c = c.effective();
+        assert_eq!(c.receiver.node, "sampler-2");
+        assert_eq!(c.exporter.node, "sampler-2");
+        assert!(c.shards >= 1);
+    }
+
+    #[test]
+    fn limits_are_shared_between_shards_and_follow_the_policy_file() {
+        let file = PolicyFile::parse(
+            "decision_wait: 5s\nnum_traces: 1000\ndecision_cache:\n  sampled_cache_size: 40\npolicies:\n  - name: all\n    type: always_sample\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let mut c = minimal();
+        c.shards = 4;
+        let s = c.buffer_settings(&file);
+        assert_eq!(s.decision_wait, Duration::from_secs(5));
+        assert_eq!(s.max_traces, 250);
+        assert_eq!(s.sampled_cache, 10, "the file's size wins");
+        assert_eq!(s.not_sampled_cache, 25_000, "the config's size");
+        c.limits.max_traces = Some(400);
+        assert_eq!(c.buffer_settings(&file).max_traces, 100);
+    }
+}

@@ -1,0 +1,227 @@
+//! The sampler's metrics, every one labelled `node`; handles are created
+//! once, when the node starts (per policy file for the per-policy ones).
+//!
+//! The accounting identity (DESIGN.md), exact once the node is quiet:
+//!
+//! ```text
+//! tailgate_spans_received_total        (the receiver's, summed over protocol)
+//!   = tailgate_spans_forwarded_total    handed to the backend exporter
+//!   + tailgate_spans_not_sampled_total  in traces decided not kept, and late spans of them
+//!   + tailgate_spans_dropped_total      by reason, dropped by the sampler itself
+//!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over)
+//! ```
+//!
+//! What the exporter does with forwarded spans has its own identity, in its
+//! own metrics: forwarded = `tailgate_exporter_spans_sent_total` +
+//! `tailgate_exporter_spans_dropped_total{reason}` (retries exhausted, not
+//! retryable, rejected, shutdown) + what it still holds.
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::buffer::Due;
+
+pub(crate) const SPANS_FORWARDED: &str = "tailgate_spans_forwarded_total";
+pub(crate) const SPANS_NOT_SAMPLED: &str = "tailgate_spans_not_sampled_total";
+pub(crate) const SPANS_DROPPED: &str = "tailgate_spans_dropped_total";
+pub(crate) const SPANS_REFUSED: &str = "tailgate_spans_refused_total";
+pub(crate) const TRACES_DECIDED: &str = "tailgate_traces_decided_total";
+pub(crate) const TRACES_DECIDED_EARLY: &str = "tailgate_traces_decided_early_total";
+pub(crate) const LATE_SPANS: &str = "tailgate_late_spans_total";
+pub(crate) const BUFFER_TRACES: &str = "tailgate_buffer_traces";
+pub(crate) const BUFFER_SPANS: &str = "tailgate_buffer_spans";
+pub(crate) const BUFFER_BYTES: &str = "tailgate_buffer_bytes";
+pub(crate) const DECISION_LATENCY: &str = "tailgate_decision_latency_seconds";
+pub(crate) const POLICY_RELOADS: &str = "tailgate_policy_reloads_total";
+pub(crate) const POLICY_HASH: &str = "tailgate_policy_hash";
+
+/// Why a request was refused: the `reason` label of
+/// `tailgate_spans_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The buffer is above its high watermark (traces or bytes).
+    BufferFull,
+    /// The export queue to the backend is full.
+    ExportBacklog,
+    /// A shard's request queue is full.
+    QueueFull,
+    /// The node is shutting down.
+    ShuttingDown,
+}
+
+impl Refused {
+    const ALL: [Refused; 4] = [
+        Refused::BufferFull,
+        Refused::ExportBacklog,
+        Refused::QueueFull,
+        Refused::ShuttingDown,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Refused::BufferFull => "buffer_full",
+            Refused::ExportBacklog => "export_backlog",
+            Refused::QueueFull => "queue_full",
+            Refused::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why the sampler dropped spans of kept traces: the `reason` label of
+/// `tailgate_spans_dropped_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dropped {
+    /// The exporter was already shut down.
+    ExporterClosed,
+    /// The export queue stayed full until the shutdown deadline.
+    ShutdownDeadline,
+}
+
+impl Dropped {
+    const ALL: [Dropped; 2] = [Dropped::ExporterClosed, Dropped::ShutdownDeadline];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Dropped::ExporterClosed => "exporter_closed",
+            Dropped::ShutdownDeadline => "shutdown_deadline",
+        }
+    }
+}
+
+pub(crate) struct Metrics {
+    pub node: String,
+    pub forwarded: Counter,
+    pub not_sampled: Counter,
+    dropped: [Counter; Dropped::ALL.len()],
+    refused: [Counter; Refused::ALL.len()],
+    early: [Counter; Due::EARLY.len()],
+    /// `[sampled, not_sampled]`.
+    pub late: [Counter; 2],
+    pub buffer_traces: Gauge,
+    pub buffer_spans: Gauge,
+    pub buffer_bytes: Gauge,
+    pub decision_latency: Histogram,
+    /// `[success, failure]`.
+    pub reloads: [Counter; 2],
+    pub policy_hash: Gauge,
+}
+
+impl Metrics {
+    /// Install the recorder first ([`proto::admin::install_metrics`]).
+    pub fn new(node: &str) -> Metrics {
+        describe();
+        let n = || node.to_owned();
+        let with = |name: &'static str, key: &'static str, value: &'static str| metrics::counter!(name, "node" => n(), key => value);
+        Metrics {
+            node: n(),
+            forwarded: metrics::counter!(SPANS_FORWARDED, "node" => n()),
+            not_sampled: metrics::counter!(SPANS_NOT_SAMPLED, "node" => n()),
+            dropped: Dropped::ALL.map(|r| with(SPANS_DROPPED, "reason", r.as_str())),
+            refused: Refused::ALL.map(|r| with(SPANS_REFUSED, "reason", r.as_str())),
+            early: Due::EARLY.map(|d| {
+                with(
+                    TRACES_DECIDED_EARLY,
+                    "reason",
+                    d.early_reason().unwrap_or(""),
+                )
+            }),
+            late: ["sampled", "not_sampled"].map(|d| with(LATE_SPANS, "decision", d)),
+            buffer_traces: metrics::gauge!(BUFFER_TRACES, "node" => n()),
+            buffer_spans: metrics::gauge!(BUFFER_SPANS, "node" => n()),
+            buffer_bytes: metrics::gauge!(BUFFER_BYTES, "node" => n()),
+            decision_latency: metrics::histogram!(DECISION_LATENCY, "node" => n()),
+            reloads: ["success", "failure"].map(|r| with(POLICY_RELOADS, "result", r)),
+            policy_hash: metrics::gauge!(POLICY_HASH, "node" => n()),
+        }
+    }
+
+    pub fn dropped(&self, reason: Dropped) -> &Counter {
+        &self.dropped[reason as usize]
+    }
+
+    pub fn refused(&self, reason: Refused) -> &Counter {
+        &self.refused[reason as usize]
+    }
+
+    pub fn decided_early(&self, due: Due) -> Option<&Counter> {
+        Due::EARLY
+            .iter()
+            .position(|d| *d == due)
+            .map(|i| &self.early[i])
+    }
+
+    /// The counters for one policy's decisions: `[sampled, not_sampled]`.
+    pub fn decided(&self, policy: &str) -> [Counter; 2] {
+        ["sampled", "not_sampled"].map(|d| {
+            metrics::counter!(
+                TRACES_DECIDED,
+                "node" => self.node.clone(),
+                "decision" => d,
+                "policy" => policy.to_owned()
+            )
+        })
+    }
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        SPANS_FORWARDED,
+        Unit::Count,
+        "Spans of kept traces (and late spans of them) handed to the backend exporter."
+    );
+    describe_counter!(
+        SPANS_NOT_SAMPLED,
+        Unit::Count,
+        "Spans of traces decided not kept, late spans of them included."
+    );
+    describe_counter!(
+        SPANS_DROPPED,
+        Unit::Count,
+        "Spans of kept traces the sampler could not hand to the exporter, by reason."
+    );
+    describe_counter!(
+        SPANS_REFUSED,
+        Unit::Count,
+        "Spans in requests refused with a retryable status (not received), by reason."
+    );
+    describe_counter!(
+        TRACES_DECIDED,
+        Unit::Count,
+        "Traces decided, by decision and deciding policy (`none` when no policy kept it)."
+    );
+    describe_counter!(
+        TRACES_DECIDED_EARLY,
+        Unit::Count,
+        "Traces decided before their wait was over, by reason."
+    );
+    describe_counter!(
+        LATE_SPANS,
+        Unit::Count,
+        "Spans that arrived after their trace was decided, by that decision."
+    );
+    describe_gauge!(BUFFER_TRACES, Unit::Count, "Traces buffered.");
+    describe_gauge!(
+        BUFFER_SPANS,
+        Unit::Count,
+        "Spans buffered, or decided and waiting for room in the export queue."
+    );
+    describe_gauge!(
+        BUFFER_BYTES,
+        Unit::Bytes,
+        "Memory held by the trace buffer: span bytes as stored, plus bookkeeping."
+    );
+    describe_histogram!(
+        DECISION_LATENCY,
+        Unit::Seconds,
+        "Time from a trace's first span to its decision."
+    );
+    describe_counter!(
+        POLICY_RELOADS,
+        Unit::Count,
+        "Policy file reloads, by result (a failed one keeps the active policies)."
+    );
+    describe_gauge!(
+        POLICY_HASH,
+        "The active policy file's hash: the top 48 bits of its xxh3-64, exact as a float."
+    );
+}

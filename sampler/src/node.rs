@@ -1,0 +1,468 @@
+//! The node: the receivers' [`Sink`], the shard tasks, the exporter, the
+//! admin server and the policy reloader, started together and stopped in
+//! stages (see [`Sampler::serve`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use proto::admin::{Admin, Readiness};
+use proto::exporter::Exporter;
+use proto::receiver::{Accepted, Batch, Receiver, Refusal, Sink};
+use proto::view::RequestView;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::active::ActivePolicy;
+use crate::config::SamplerConfig;
+use crate::error::SamplerError;
+use crate::ingest::IngestBatch;
+use crate::metrics::{Metrics, Refused};
+use crate::reload::{ReloadHandle, Reloader};
+use crate::shard::{Shard, ShardContext, ShardMsg};
+
+/// What the receivers' sink and the shards share: the node-wide load, read
+/// on every request to decide whether to push back.
+#[derive(Debug)]
+pub(crate) struct NodeState {
+    /// Set when the receivers stop: requests still arriving are refused
+    /// as unavailable.
+    closing: AtomicBool,
+    /// Shards waiting for room in the export queue.
+    export_blocked: AtomicUsize,
+    /// Bytes of accepted requests not yet copied into the buffer.
+    inflight_bytes: AtomicUsize,
+    buffered_traces: AtomicUsize,
+    buffered_bytes: AtomicUsize,
+    /// The high watermarks: above them, refuse.
+    high_traces: AtomicUsize,
+    high_bytes: usize,
+    watermark: f64,
+}
+
+impl NodeState {
+    fn new(config: &SamplerConfig, max_traces: usize) -> NodeState {
+        let watermark = config.limits.high_watermark;
+        NodeState {
+            closing: AtomicBool::new(false),
+            export_blocked: AtomicUsize::new(0),
+            inflight_bytes: AtomicUsize::new(0),
+            buffered_traces: AtomicUsize::new(0),
+            buffered_bytes: AtomicUsize::new(0),
+            high_traces: AtomicUsize::new(scale(max_traces, watermark)),
+            high_bytes: scale(config.limits.max_buffer_bytes, watermark),
+            watermark,
+        }
+    }
+
+    /// `max_traces` follows the policy file when the config leaves it unset.
+    pub fn set_max_traces(&self, max_traces: usize) {
+        self.high_traces
+            .store(scale(max_traces, self.watermark), Ordering::Relaxed);
+    }
+
+    pub fn release_inflight(&self, bytes: usize) {
+        self.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Marks a shard as waiting for the exporter until the guard drops.
+    pub fn export_blocked(self: &Arc<Self>) -> BlockedGuard {
+        self.export_blocked.fetch_add(1, Ordering::Relaxed);
+        BlockedGuard { node: self.clone() }
+    }
+
+    /// A shard's change in what it holds: `(before, now)` pairs.
+    pub fn buffered(&self, traces: (usize, usize), bytes: (usize, usize)) {
+        move_by(&self.buffered_traces, traces);
+        move_by(&self.buffered_bytes, bytes);
+    }
+
+    /// Why a request must be refused now, if it must.
+    fn refusal(&self) -> Option<Refused> {
+        if self.closing.load(Ordering::Acquire) {
+            return Some(Refused::ShuttingDown);
+        }
+        if self.export_blocked.load(Ordering::Relaxed) > 0 {
+            return Some(Refused::ExportBacklog);
+        }
+        let bytes = self.buffered_bytes.load(Ordering::Relaxed)
+            + self.inflight_bytes.load(Ordering::Relaxed);
+        if bytes >= self.high_bytes
+            || self.buffered_traces.load(Ordering::Relaxed)
+                >= self.high_traces.load(Ordering::Relaxed)
+        {
+            return Some(Refused::BufferFull);
+        }
+        None
+    }
+}
+
+fn scale(n: usize, by: f64) -> usize {
+    ((n as f64 * by) as usize).max(1)
+}
+
+fn move_by(counter: &AtomicUsize, (before, now): (usize, usize)) {
+    if now > before {
+        counter.fetch_add(now - before, Ordering::Relaxed);
+    } else if before > now {
+        counter.fetch_sub(before - now, Ordering::Relaxed);
+    }
+}
+
+pub(crate) struct BlockedGuard {
+    node: Arc<NodeState>,
+}
+
+impl Drop for BlockedGuard {
+    fn drop(&mut self) {
+        self.node.export_blocked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The receivers hand every request here.
+struct SamplerSink {
+    shards: Vec<mpsc::Sender<ShardMsg>>,
+    node: Arc<NodeState>,
+    metrics: Arc<Metrics>,
+    retry_after: Duration,
+}
+
+impl SamplerSink {
+    /// Refuses a request whole, counting its spans by reason. Counting
+    /// means walking it; a malformed one is refused as invalid instead.
+    fn refuse(&self, request: &Bytes, reason: Refused) -> Result<Accepted, Refusal> {
+        let spans = RequestView::new(request).validate()?;
+        self.metrics.refused(reason).increment(spans as u64);
+        Err(self.refusal(reason))
+    }
+
+    fn refusal(&self, reason: Refused) -> Refusal {
+        let retry_after = self.retry_after;
+        match reason {
+            Refused::ShuttingDown => Refusal::Unavailable { retry_after },
+            Refused::BufferFull | Refused::ExportBacklog | Refused::QueueFull => {
+                Refusal::Overloaded { retry_after }
+            }
+        }
+    }
+}
+
+impl Sink for SamplerSink {
+    async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let request = batch.request;
+        if let Some(reason) = self.node.refusal() {
+            return self.refuse(&request, reason);
+        }
+        let len = request.len();
+        let batches = IngestBatch::split(request.clone(), self.shards.len())?;
+        let spans: usize = batches.iter().map(IngestBatch::len).sum();
+        if spans == 0 {
+            return Ok(Accepted { spans: 0 });
+        }
+        // All or nothing: a place in every shard queue the request touches
+        // is reserved before any shard gets its part.
+        let mut permits = Vec::with_capacity(batches.len());
+        for (shard, batch) in batches.iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            match self.shards[shard].try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(TrySendError::Full(())) => {
+                    self.metrics
+                        .refused(Refused::QueueFull)
+                        .increment(spans as u64);
+                    return Err(self.refusal(Refused::QueueFull));
+                }
+                Err(TrySendError::Closed(())) => {
+                    self.metrics
+                        .refused(Refused::ShuttingDown)
+                        .increment(spans as u64);
+                    return Err(self.refusal(Refused::ShuttingDown));
+                }
+            }
+        }
+        // The request stays alive until every shard has copied its spans:
+        // charge its bytes, split between the shards, until they have.
+        self.node.inflight_bytes.fetch_add(len, Ordering::Relaxed);
+        let parts = permits.len();
+        let share = len / parts;
+        let mut first = len - share * parts;
+        let mut permits = permits.into_iter();
+        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+            let Some(permit) = permits.next() else { break };
+            permit.send(ShardMsg {
+                batch,
+                charge: share + std::mem::take(&mut first),
+            });
+        }
+        Ok(Accepted { spans })
+    }
+}
+
+/// A sampler node with its listeners bound, ready to [`serve`](Self::serve).
+pub struct Sampler {
+    config: Arc<SamplerConfig>,
+    policy: (policy::PolicyFile, u64),
+    receiver: Receiver,
+    admin: Admin,
+    reload: ReloadHandle,
+    reload_requests: mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for Sampler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("node", &self.config.node)
+            .field("grpc", &self.grpc_addr())
+            .field("http", &self.http_addr())
+            .field("admin", &self.admin_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sampler {
+    /// Checks the config, loads the policy file, then binds the listeners:
+    /// a bad config or policy file fails before any port is bound. Needs no
+    /// runtime.
+    pub fn bind(config: SamplerConfig) -> Result<Sampler, SamplerError> {
+        config.validate()?;
+        let config = config.effective();
+        let policy = crate::reload::load(&config.policy_file)?;
+        for note in &policy.0.notes {
+            tracing::info!(file = %config.policy_file.display(), "policy file: {note}");
+        }
+        let receiver = Receiver::bind(config.receiver.clone())?;
+        let admin = Admin::bind(config.admin)?;
+        let (reload, reload_requests) = ReloadHandle::new();
+        Ok(Sampler {
+            config: Arc::new(config),
+            policy,
+            receiver,
+            admin,
+            reload,
+            reload_requests,
+        })
+    }
+
+    /// The bound OTLP/gRPC address, if enabled (the real port when bound to 0).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.receiver.grpc_addr()
+    }
+
+    /// The bound OTLP/HTTP address, if enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.receiver.http_addr()
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
+    /// A handle that asks the node to reload its policy file, like SIGHUP
+    /// (which [`serve`](Self::serve) also listens for, on Unix).
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.clone()
+    }
+
+    /// Serves until `shutdown` completes (the binary maps SIGTERM onto it),
+    /// or a server fails; then shuts down in stages. This is the one place
+    /// the order is written:
+    ///
+    /// 1. `/readyz` fails, so LBs and DNS stop sending here;
+    /// 2. the node keeps serving for `shutdown.grace` while they notice;
+    /// 3. the receivers stop: requests still arriving get UNAVAILABLE / 503
+    ///    (retryable), requests in flight are answered;
+    /// 4. each shard takes what was accepted, decides every pending trace
+    ///    with the policies in force, and hands kept ones to the exporter,
+    ///    by the drain deadline (`shutdown.drain_timeout` from here);
+    /// 5. the exporter delivers what it holds by the same deadline; what is
+    ///    left is dropped and counted (`reason="shutdown"`);
+    /// 6. the policy watcher and the admin server stop.
+    ///
+    /// Returns `Ok` once all of it is done, or the error that ended serving.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), SamplerError> {
+        let Sampler {
+            config,
+            policy: (file, hash),
+            receiver,
+            admin,
+            reload: _,
+            reload_requests,
+        } = self;
+        let node = config.node.clone();
+        let handle = proto::admin::install_metrics();
+        let metrics = Arc::new(Metrics::new(&node));
+        let exporter = Exporter::start(config.exporter.clone())?;
+
+        let active = Arc::new(ActivePolicy::new(file, hash, &metrics));
+        metrics.policy_hash.set(active.hash_gauge());
+        let state = Arc::new(NodeState::new(&config, config.max_traces(&active.file)));
+        let settings = config.buffer_settings(&active.file);
+        tracing::info!(
+            node,
+            shards = config.shards,
+            policies = active.file.policies.len(),
+            hash = format!("{hash:016x}"),
+            ?settings,
+            "sampler starting"
+        );
+        let (policy_tx, policy_rx) = watch::channel(active);
+        let (stop_tx, stop_rx) = watch::channel::<Option<Instant>>(None);
+
+        let ctx = Arc::new(ShardContext {
+            exporter: exporter.clone(),
+            node: state.clone(),
+            metrics: metrics.clone(),
+            config: config.clone(),
+            epoch: Instant::now(),
+            flush_bytes: (config.exporter.max_batch_bytes / 2).clamp(64 * 1024, 1024 * 1024),
+        });
+        let mut shards = JoinSet::new();
+        let mut senders = Vec::with_capacity(config.shards);
+        for _ in 0..config.shards {
+            let (tx, rx) = mpsc::channel(config.shard_queue);
+            senders.push(tx);
+            shards.spawn(Shard::new(ctx.clone(), rx, policy_rx.clone(), stop_rx.clone()).run());
+        }
+        drop(policy_rx);
+        let sink = Arc::new(SamplerSink {
+            shards: senders,
+            node: state.clone(),
+            metrics: metrics.clone(),
+            retry_after: config.limits.retry_after,
+        });
+
+        let (reload_stop, reload_stop_rx) = watch::channel(false);
+        let max_traces_config = config.clone();
+        let reloader = Reloader::new(
+            config.policy_file.clone(),
+            config.policy_poll_interval,
+            policy_tx,
+            metrics.clone(),
+            state.clone(),
+            Box::new(move |file| max_traces_config.max_traces(file)),
+        );
+        let reloader = tokio::spawn(reloader.run(reload_requests, reload_stop_rx));
+
+        let readiness = Readiness::new();
+        let (admin_stop, admin_stop_rx) = watch::channel(false);
+        let mut admin = tokio::spawn(admin.serve(handle, readiness.clone(), until(admin_stop_rx)));
+        let (receiver_stop, receiver_stop_rx) = watch::channel(false);
+        let mut receiver = tokio::spawn(receiver.serve(sink, until(receiver_stop_rx)));
+        readiness.set_ready(true);
+
+        let task_error = |task: &'static str, message: String| SamplerError::Task {
+            node: node.clone(),
+            task,
+            message,
+        };
+        let mut failure: Option<SamplerError> = None;
+        let mut receiver_done = false;
+        let mut admin_done = false;
+        tokio::select! {
+            () = shutdown => tracing::info!(node, "shutting down"),
+            r = &mut receiver => {
+                receiver_done = true;
+                failure = Some(match r {
+                    Ok(Ok(())) => task_error("receiver", "stopped on its own".into()),
+                    Ok(Err(e)) => e.into(),
+                    Err(e) => task_error("receiver", e.to_string()),
+                });
+            }
+            r = &mut admin => {
+                admin_done = true;
+                failure = Some(match r {
+                    Ok(Ok(())) => task_error("admin", "stopped on its own".into()),
+                    Ok(Err(e)) => e.into(),
+                    Err(e) => task_error("admin", e.to_string()),
+                });
+            }
+        }
+        if let Some(e) = &failure {
+            tracing::error!(node, error = %e, "a server failed; shutting down");
+        }
+
+        // 1. Not ready.
+        readiness.set_ready(false);
+        // 2. Grace: LBs and DNS notice while requests are still served.
+        if failure.is_none() && !config.shutdown.grace.is_zero() {
+            tokio::time::sleep(config.shutdown.grace).await;
+        }
+        // 3. Receivers stop.
+        state.closing.store(true, Ordering::Release);
+        let _ = receiver_stop.send(true);
+        if !receiver_done {
+            match receiver.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e.into());
+                }
+                Err(e) => {
+                    failure.get_or_insert(task_error("receiver", e.to_string()));
+                }
+            }
+        }
+        // 4. Shards decide everything pending, by the drain deadline.
+        let deadline = Instant::now() + config.shutdown.drain_timeout;
+        stop_tx.send_replace(Some(deadline));
+        while let Some(done) = shards.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(node, error = %e, "a shard task failed");
+                failure.get_or_insert(task_error("shard", e.to_string()));
+            }
+        }
+        // 5. The exporter drains by the same deadline.
+        let report = exporter.shutdown(deadline).await;
+        tracing::info!(
+            node,
+            sent = report.sent_spans,
+            failed = report.failed_spans,
+            dropped = report.dropped_spans,
+            "exporter drained"
+        );
+        // 6. The rest.
+        let _ = reload_stop.send(true);
+        let _ = reloader.await;
+        let _ = admin_stop.send(true);
+        if !admin_done {
+            match admin.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e.into());
+                }
+                Err(e) => {
+                    failure.get_or_insert(task_error("admin", e.to_string()));
+                }
+            }
+        }
+        tracing::info!(node, "sampler stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Completes when `rx` turns true (or its sender is gone).
+async fn until(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// Runs a sampler node: binds everything (a bad config or policy file is an
+/// error before any port is bound), serves until `shutdown` completes, then
+/// shuts down in stages (see [`Sampler::serve`]). SIGHUP reloads the policy
+/// file (handled here, on Unix); for another trigger, use
+/// [`Sampler::bind`] and [`Sampler::reload_handle`].
+pub async fn run(
+    config: SamplerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), SamplerError> {
+    Sampler::bind(config)?.serve(shutdown).await
+}

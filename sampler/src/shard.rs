@@ -1,0 +1,362 @@
+//! One shard's task: owns a [`TraceBuffer`], feeds it the batches the
+//! receivers hand over, wakes at the next deadline, decides what is due with
+//! the policies in force, and hands kept traces, whole, to the exporter.
+//!
+//! No lock is taken on this path but the rate limiters' (see
+//! [`ActivePolicy`]): the buffer is the task's own, batches arrive over a
+//! bounded channel, and the node-wide counters it publishes are atomics.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use policy::{Decision, TraceView};
+use proto::exporter::{Exporter, OtlpBatch, SendError};
+use proto::write::{self, SpanRef};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::active::ActivePolicy;
+use crate::buffer::{TakenTrace, TraceBuffer};
+use crate::cache::{CachedDecision, Kept};
+use crate::config::SamplerConfig;
+use crate::ingest::IngestBatch;
+use crate::metrics::{Dropped, Metrics};
+use crate::node::NodeState;
+
+/// Work for a shard.
+#[derive(Debug)]
+pub(crate) struct ShardMsg {
+    pub batch: IngestBatch,
+    /// Bytes of the request this batch accounts for in
+    /// [`NodeState`]'s in-flight count, released once inserted.
+    pub charge: usize,
+}
+
+/// At most this many batches are inserted between two expiries, so a
+/// stream of batches cannot hold back deadlines.
+const BATCHES_PER_ROUND: usize = 32;
+
+/// What every shard shares.
+pub(crate) struct ShardContext {
+    pub exporter: Exporter,
+    pub node: Arc<NodeState>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<SamplerConfig>,
+    /// The shards' clock starts here; paused in tests.
+    pub epoch: Instant,
+    /// Kept spans are handed to the exporter in batches of about this many
+    /// bytes (a decided trace is never split).
+    pub flush_bytes: usize,
+}
+
+pub(crate) struct Shard {
+    ctx: Arc<ShardContext>,
+    buffer: TraceBuffer,
+    rx: mpsc::Receiver<ShardMsg>,
+    policies: watch::Receiver<Arc<ActivePolicy>>,
+    /// `Some(deadline)`: stop taking work, decide everything, hand it over
+    /// by `deadline`.
+    stop: watch::Receiver<Option<Instant>>,
+    /// Kept spans written, not yet handed to the exporter.
+    out: BytesMut,
+    out_spans: usize,
+    next_deadline: Option<Duration>,
+    /// What this shard last added to the node-wide gauges.
+    published: Published,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Published {
+    traces: usize,
+    spans: usize,
+    bytes: usize,
+}
+
+impl Shard {
+    pub fn new(
+        ctx: Arc<ShardContext>,
+        rx: mpsc::Receiver<ShardMsg>,
+        mut policies: watch::Receiver<Arc<ActivePolicy>>,
+        stop: watch::Receiver<Option<Instant>>,
+    ) -> Shard {
+        let settings = ctx
+            .config
+            .buffer_settings(&policies.borrow_and_update().file);
+        Shard {
+            buffer: TraceBuffer::new(settings),
+            ctx,
+            rx,
+            policies,
+            stop,
+            out: BytesMut::new(),
+            out_spans: 0,
+            next_deadline: None,
+            published: Published::default(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.ctx.epoch.elapsed()
+    }
+
+    pub async fn run(mut self) {
+        let mut policies_open = true;
+        loop {
+            let wake = self.next_deadline.map(|d| self.ctx.epoch + d);
+            tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() || self.stop.borrow().is_some() {
+                        break;
+                    }
+                }
+                changed = self.policies.changed(), if policies_open => match changed {
+                    Ok(()) => self.apply_policy(),
+                    Err(_) => policies_open = false,
+                },
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => {
+                        self.ingest(msg);
+                        for _ in 1..BATCHES_PER_ROUND {
+                            match self.rx.try_recv() {
+                                Ok(msg) => self.ingest(msg),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until(wake) => {}
+            }
+            self.expire().await;
+        }
+        self.drain().await;
+    }
+
+    fn apply_policy(&mut self) {
+        let active = self.policies.borrow_and_update().clone();
+        self.buffer
+            .set_settings(self.ctx.config.buffer_settings(&active.file));
+    }
+
+    /// Inserts a batch; late spans of kept traces are written out at once.
+    fn ingest(&mut self, msg: ShardMsg) {
+        let report = self.buffer.insert(&msg.batch, self.now());
+        let metrics = &self.ctx.metrics;
+        if !report.late_sampled.is_empty() {
+            let n = report.late_sampled.len();
+            let annotated: Vec<Cow<'_, [u8]>> = report
+                .late_sampled
+                .iter()
+                .map(|(i, kept)| {
+                    let span = msg.batch.span_ref(*i).span;
+                    annotate(span, kept, self.ctx.config.record_policy)
+                })
+                .collect();
+            let refs: Vec<SpanRef<'_>> = report
+                .late_sampled
+                .iter()
+                .zip(&annotated)
+                .map(|((i, _), span)| SpanRef {
+                    span,
+                    ..msg.batch.span_ref(*i)
+                })
+                .collect();
+            write::write_request(&refs, &mut self.out);
+            self.out_spans += n;
+            metrics.late[0].increment(n as u64);
+        }
+        if report.late_not_sampled > 0 {
+            let n = report.late_not_sampled as u64;
+            metrics.late[1].increment(n);
+            metrics.not_sampled.increment(n);
+        }
+        self.ctx.node.release_inflight(msg.charge);
+    }
+
+    /// Decides what is due, publishes the counts, hands kept spans over.
+    async fn expire(&mut self) {
+        let now = self.now();
+        let (ready, next) = self.buffer.expire(now);
+        self.next_deadline = next;
+        self.decide_all(ready, now).await;
+        self.publish();
+        self.flush().await;
+        self.publish();
+    }
+
+    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration) {
+        if ready.is_empty() {
+            return;
+        }
+        let active = self.policies.borrow().clone();
+        for trace in ready {
+            self.decide(trace, &active, now);
+            if self.out.len() >= self.ctx.flush_bytes {
+                self.publish();
+                self.flush().await;
+            }
+        }
+    }
+
+    fn decide(&mut self, trace: TakenTrace, active: &ActivePolicy, now: Duration) {
+        let metrics = &self.ctx.metrics;
+        let refs = trace.span_refs();
+        let view = TraceView {
+            trace_id: trace.id,
+            summary: &trace.summary,
+            spans: &refs,
+        };
+        let decision = active.evaluate(&view, now);
+        if let Some(counter) = metrics.decided_early(trace.due) {
+            counter.increment(1);
+        }
+        metrics
+            .decision_latency
+            .record(now.saturating_sub(trace.first_seen).as_secs_f64());
+        let spans = trace.span_count();
+        let cached = if decision.sampled {
+            let record_policy = self.ctx.config.record_policy;
+            if record_policy || decision.threshold.is_some() {
+                let annotated: Vec<Cow<'_, [u8]>> = refs
+                    .iter()
+                    .map(|r| decision.annotate(r.span, record_policy))
+                    .collect();
+                let refs: Vec<SpanRef<'_>> = refs
+                    .iter()
+                    .zip(&annotated)
+                    .map(|(r, span)| SpanRef { span, ..*r })
+                    .collect();
+                write::write_request(&refs, &mut self.out);
+            } else {
+                write::write_request(&refs, &mut self.out);
+            }
+            self.out_spans += spans;
+            CachedDecision::Sampled(Kept {
+                policy: record_policy.then(|| decision.policy.clone()).flatten(),
+                threshold: decision.threshold,
+            })
+        } else {
+            metrics.not_sampled.increment(spans as u64);
+            CachedDecision::NotSampled
+        };
+        self.buffer.record_decision(trace.id, cached);
+    }
+
+    /// Hands the written spans to the exporter. When its queue is full the
+    /// shard waits for room (and the receivers refuse new requests while
+    /// any shard waits: backpressure before dropping); only the shutdown
+    /// deadline ends the wait with a drop.
+    async fn flush(&mut self) {
+        if self.out_spans == 0 {
+            return;
+        }
+        let spans = self.out_spans;
+        let batch = OtlpBatch {
+            request: self.out.split().freeze(),
+            spans,
+        };
+        self.out_spans = 0;
+        let outcome = match self.ctx.exporter.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(SendError::QueueFull(batch)) => {
+                let _blocked = self.ctx.node.export_blocked();
+                // Counted as buffered while it waits.
+                self.publish_with(spans);
+                tokio::select! {
+                    sent = self.ctx.exporter.send(batch) => sent.map_err(|_| Dropped::ExporterClosed),
+                    () = shutdown_deadline(self.stop.clone()) => Err(Dropped::ShutdownDeadline),
+                }
+            }
+            Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
+        };
+        let metrics = &self.ctx.metrics;
+        match outcome {
+            Ok(()) => metrics.forwarded.increment(spans as u64),
+            Err(reason) => {
+                tracing::warn!(
+                    spans,
+                    reason = ?reason,
+                    "kept spans could not be handed to the exporter, dropped"
+                );
+                metrics.dropped(reason).increment(spans as u64);
+            }
+        }
+    }
+
+    /// Takes what is still queued, decides every trace, hands it over.
+    async fn drain(&mut self) {
+        self.rx.close();
+        // Batches already accepted (counted as received) are buffered first.
+        while let Ok(msg) = self.rx.try_recv() {
+            self.ingest(msg);
+        }
+        let now = self.now();
+        let ready = self.buffer.drain();
+        self.decide_all(ready, now).await;
+        self.publish();
+        self.flush().await;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        self.publish_with(0);
+    }
+
+    /// Moves the node-wide gauges by what changed since the last call.
+    /// `waiting` spans were taken out of the buffer but not handed over.
+    fn publish_with(&mut self, waiting: usize) {
+        let now = Published {
+            traces: self.buffer.traces(),
+            spans: self.buffer.spans() + self.out_spans + waiting,
+            bytes: self.buffer.held_bytes(),
+        };
+        let before = std::mem::replace(&mut self.published, now);
+        let m = &self.ctx.metrics;
+        let delta = |a: usize, b: usize| a as f64 - b as f64;
+        if now.traces != before.traces {
+            m.buffer_traces.increment(delta(now.traces, before.traces));
+        }
+        if now.spans != before.spans {
+            m.buffer_spans.increment(delta(now.spans, before.spans));
+        }
+        if now.bytes != before.bytes {
+            m.buffer_bytes.increment(delta(now.bytes, before.bytes));
+        }
+        self.ctx
+            .node
+            .buffered((before.traces, now.traces), (before.bytes, now.bytes));
+    }
+}
+
+fn annotate<'a>(span: &'a [u8], kept: &Kept, record_policy: bool) -> Cow<'a, [u8]> {
+    if kept.threshold.is_none() && (kept.policy.is_none() || !record_policy) {
+        return Cow::Borrowed(span);
+    }
+    let decision: Decision = kept.decision();
+    decision.annotate(span, record_policy)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes once a shutdown deadline is set and has passed.
+async fn shutdown_deadline(mut stop: watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *stop.borrow_and_update();
+        if let Some(deadline) = deadline {
+            tokio::time::sleep_until(deadline).await;
+            return;
+        }
+        if stop.changed().await.is_err() {
+            // Nobody can set one any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
