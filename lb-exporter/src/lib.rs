@@ -1,1 +1,15 @@
+//! The load-balancing exporter, between the receiver and the samplers.
+//!
+//! In `tailgate lb` every accepted request is split by trace owner and each
+//! part is queued for, and exported to, the sampler that owns those traces;
+//! samplers reuse the same exporter to forward spans of traces they do not
+//! own. [`resolver`] keeps the member set (DNS or static), [`ring`] maps a
+//! trace ID to its owner.
 #![forbid(unsafe_code)]
+
+pub mod member;
+pub mod resolver;
+pub mod ring;
+
+pub use member::{Member, MemberSet};
+pub use ring::Ring;

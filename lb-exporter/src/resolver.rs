@@ -1,0 +1,570 @@
+//! Membership: which members the ring is built over, from DNS (a headless
+//! Service's A and AAAA records) or from a static list.
+//!
+//! A resolver publishes a [`MemberSet`] on a `watch` channel; the exporter
+//! rebuilds its ring when the set changes. The DNS resolver asks again every
+//! `interval`; an answer that fails, times out or holds no address keeps the
+//! last good set (a DNS outage must not empty the ring), and is counted.
+//!
+//! Metrics (label `node`; `resolver` is `dns` or `static`):
+//! `tailgate_lb_resolutions_total{result}` (`ok`, `empty`, `error`),
+//! `tailgate_lb_membership_changes_total`, and the gauge `tailgate_lb_members`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig as HickoryConfig,
+};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{Name, RecordType};
+use hickory_resolver::{Resolver, TokioResolver};
+use metrics::{Counter, Gauge};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::member::{Member, MemberError, MemberSet};
+
+/// Where the member set comes from (the `resolver:` block): `dns: {...}` or
+/// `static: {...}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ResolverConfig {
+    Dns(DnsConfig),
+    Static(StaticConfig),
+}
+
+/// Members from DNS: every A and AAAA address of `hostname`, with `port`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// The name to resolve, e.g. the samplers' headless Service
+    /// `tailgate-sampler.tailgate.svc.cluster.local.` (a trailing dot skips
+    /// the search domains). Required.
+    pub hostname: String,
+    /// The members' OTLP/gRPC port. Default 4317.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// How often to resolve. Default 5 s.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// The longest one resolution may take (A and AAAA together). Default 2 s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Nameservers to ask, `IP` or `IP:port` (port 53 by default). Default
+    /// none: the system's (`/etc/resolv.conf`).
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+}
+
+fn default_port() -> u16 {
+    4317
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl DnsConfig {
+    /// A config for `hostname` with every other field at its default.
+    pub fn new(hostname: impl Into<String>) -> Self {
+        DnsConfig {
+            hostname: hostname.into(),
+            port: default_port(),
+            interval: default_interval(),
+            timeout: default_timeout(),
+            nameservers: Vec::new(),
+        }
+    }
+}
+
+/// A fixed member list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    /// Members as `host:port` (IPv6 in brackets). At least one. The ring
+    /// hashes these strings: give every node the same spelling.
+    pub members: Vec<String>,
+}
+
+/// A resolver config that cannot work, or a resolver that cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("resolver.static.members: {0}")]
+    Member(#[from] MemberError),
+    #[error("resolver.static.members is empty: list at least one host:port")]
+    NoMembers,
+    #[error("resolver.dns.hostname {hostname:?}: {why}")]
+    Hostname { hostname: String, why: String },
+    #[error("resolver.dns.{field}: {why}")]
+    Invalid { field: &'static str, why: String },
+    #[error("resolver.dns.nameservers: {nameserver:?} is not IP or IP:port")]
+    Nameserver { nameserver: String },
+    #[error("reading the system DNS configuration for {hostname:?}: {source}")]
+    System {
+        hostname: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("the resolver must be started inside a tokio runtime")]
+    NoRuntime,
+}
+
+impl ResolverError {
+    /// Only reading the system configuration may work on a later try.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ResolverError::System { .. })
+    }
+}
+
+impl ResolverConfig {
+    /// Checks everything [`start`] would refuse, without a runtime.
+    pub fn validate(&self) -> Result<(), ResolverError> {
+        match self {
+            ResolverConfig::Static(s) => s.member_set().map(|_| ()),
+            ResolverConfig::Dns(d) => d.checked().map(|_| ()),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ResolverConfig::Dns(_) => "dns",
+            ResolverConfig::Static(_) => "static",
+        }
+    }
+}
+
+impl StaticConfig {
+    fn member_set(&self) -> Result<MemberSet, ResolverError> {
+        if self.members.is_empty() {
+            return Err(ResolverError::NoMembers);
+        }
+        self.members
+            .iter()
+            .map(|m| Member::parse(m).map_err(ResolverError::from))
+            .collect()
+    }
+}
+
+impl DnsConfig {
+    fn checked(&self) -> Result<(Name, Vec<SocketAddr>), ResolverError> {
+        let name = Name::from_utf8(&self.hostname).map_err(|e| ResolverError::Hostname {
+            hostname: self.hostname.clone(),
+            why: e.to_string(),
+        })?;
+        if self.hostname.trim_end_matches('.').is_empty() {
+            return Err(ResolverError::Hostname {
+                hostname: self.hostname.clone(),
+                why: "is empty".into(),
+            });
+        }
+        let invalid = |field, why: &str| ResolverError::Invalid {
+            field,
+            why: why.into(),
+        };
+        if self.port == 0 {
+            return Err(invalid("port", "must be from 1 to 65535"));
+        }
+        if self.interval.is_zero() {
+            return Err(invalid("interval", "must be more than 0"));
+        }
+        if self.timeout.is_zero() || self.timeout > self.interval {
+            return Err(invalid(
+                "timeout",
+                "must be more than 0 and at most the interval",
+            ));
+        }
+        let nameservers = self
+            .nameservers
+            .iter()
+            .map(|ns| {
+                ns.parse::<SocketAddr>()
+                    .or_else(|_| ns.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| ResolverError::Nameserver {
+                        nameserver: ns.clone(),
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((name, nameservers))
+    }
+}
+
+/// The resolver's metric handles, created once.
+#[derive(Clone)]
+struct Metrics {
+    ok: Counter,
+    empty: Counter,
+    error: Counter,
+    changes: Counter,
+    members: Gauge,
+}
+
+impl Metrics {
+    fn new(node: &str, resolver: &'static str) -> Self {
+        metrics::describe_counter!(
+            "tailgate_lb_resolutions_total",
+            "Member set resolutions, by result (ok, empty, error); empty and error keep the last good set."
+        );
+        metrics::describe_counter!(
+            "tailgate_lb_membership_changes_total",
+            "Times the resolved member set changed."
+        );
+        metrics::describe_gauge!("tailgate_lb_members", "Members in the current set.");
+        let result = |r: &'static str| {
+            metrics::counter!("tailgate_lb_resolutions_total",
+                "node" => node.to_owned(), "resolver" => resolver, "result" => r)
+        };
+        Metrics {
+            ok: result("ok"),
+            empty: result("empty"),
+            error: result("error"),
+            changes: metrics::counter!("tailgate_lb_membership_changes_total",
+                "node" => node.to_owned(), "resolver" => resolver),
+            members: metrics::gauge!("tailgate_lb_members",
+                "node" => node.to_owned(), "resolver" => resolver),
+        }
+    }
+}
+
+/// A running resolver: the member set, kept up to date until [`stop`].
+///
+/// [`stop`]: Membership::stop
+pub struct Membership {
+    rx: watch::Receiver<MemberSet>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Membership {
+    /// A receiver of the member set; it sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<MemberSet> {
+        self.rx.clone()
+    }
+
+    /// The member set now (empty until the first good answer).
+    pub fn current(&self) -> MemberSet {
+        self.rx.borrow().clone()
+    }
+
+    /// Stops resolving; the last set stays published.
+    pub async fn stop(mut self) {
+        self.stop.send_replace(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "resolver task failed");
+        }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// Starts the resolver `config` describes. A static set is published before
+/// this returns; a DNS resolver resolves at once, then every `interval`.
+pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, ResolverError> {
+    let metrics = Metrics::new(node, config.kind());
+    let (stop, stop_rx) = watch::channel(false);
+    match config {
+        ResolverConfig::Static(s) => {
+            let set = s.member_set()?;
+            let mut tracker = Tracker::new(metrics);
+            tracker.observe(Answer::Addresses(set.clone()));
+            let (_tx, rx) = watch::channel(set);
+            Ok(Membership {
+                rx,
+                stop,
+                task: None,
+            })
+        }
+        ResolverConfig::Dns(d) => {
+            let (name, nameservers) = d.checked()?;
+            let runtime =
+                tokio::runtime::Handle::try_current().map_err(|_| ResolverError::NoRuntime)?;
+            let resolver = build_resolver(d, &nameservers)?;
+            let (tx, rx) = watch::channel(MemberSet::default());
+            let task = runtime.spawn(resolve_loop(
+                DnsLookup {
+                    resolver,
+                    name,
+                    port: d.port,
+                },
+                d.interval,
+                d.timeout,
+                tx,
+                Tracker::new(metrics),
+                stop_rx,
+            ));
+            Ok(Membership {
+                rx,
+                stop,
+                task: Some(task),
+            })
+        }
+    }
+}
+
+fn build_resolver(
+    config: &DnsConfig,
+    nameservers: &[SocketAddr],
+) -> Result<TokioResolver, ResolverError> {
+    let system = |source| ResolverError::System {
+        hostname: config.hostname.clone(),
+        source,
+    };
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio().map_err(system)?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.port = addr.port();
+                        c
+                    })
+                    .collect();
+                NameServerConfig::new(addr.ip(), true, connections)
+            })
+            .collect();
+        Resolver::builder_with_config(
+            HickoryConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let options = builder.options_mut();
+    options.timeout = config.timeout;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    builder.build().map_err(system)
+}
+
+/// One resolution's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// At least one address.
+    Addresses(MemberSet),
+    /// The name exists but has no A or AAAA record, or does not exist.
+    Empty,
+    /// No usable answer: a timeout, SERVFAIL, an unreachable nameserver.
+    Failed(String),
+}
+
+/// The last good set, and what each new answer does to it. Pure except for
+/// metrics and logs.
+struct Tracker {
+    last: MemberSet,
+    metrics: Metrics,
+}
+
+impl Tracker {
+    fn new(metrics: Metrics) -> Self {
+        Tracker {
+            last: MemberSet::default(),
+            metrics,
+        }
+    }
+
+    /// Returns the new set if the answer changed it.
+    fn observe(&mut self, answer: Answer) -> Option<MemberSet> {
+        let set = match answer {
+            Answer::Addresses(set) => {
+                self.metrics.ok.increment(1);
+                set
+            }
+            Answer::Empty => {
+                self.metrics.empty.increment(1);
+                tracing::warn!(
+                    members = %self.last,
+                    "member resolution returned no address; keeping the last good set"
+                );
+                return None;
+            }
+            Answer::Failed(error) => {
+                self.metrics.error.increment(1);
+                tracing::warn!(
+                    %error,
+                    members = %self.last,
+                    "member resolution failed; keeping the last good set"
+                );
+                return None;
+            }
+        };
+        if set == self.last {
+            return None;
+        }
+        let added: Vec<&str> = set.difference(&self.last).map(Member::as_str).collect();
+        let removed: Vec<&str> = self.last.difference(&set).map(Member::as_str).collect();
+        tracing::info!(?added, ?removed, members = set.len(), "member set changed");
+        self.metrics.changes.increment(1);
+        self.metrics.members.set(set.len() as f64);
+        self.last = set.clone();
+        Some(set)
+    }
+}
+
+struct DnsLookup {
+    resolver: TokioResolver,
+    name: Name,
+    port: u16,
+}
+
+impl DnsLookup {
+    /// A and AAAA, asked together. A type with no records is normal (most
+    /// Services are single-stack); any other failure fails the whole answer,
+    /// so a transient error on one family cannot halve the ring.
+    async fn resolve(&self) -> Answer {
+        // Ask the nameserver every time: `interval` is the refresh period,
+        // not the records' TTL.
+        self.resolver.clear_cache();
+        let (a, aaaa) = tokio::join!(
+            self.resolver.lookup(self.name.clone(), RecordType::A),
+            self.resolver.lookup(self.name.clone(), RecordType::AAAA),
+        );
+        let mut members = Vec::new();
+        for result in [a, aaaa] {
+            match result {
+                Ok(lookup) => members.extend(
+                    lookup
+                        .answers()
+                        .iter()
+                        .filter_map(|r| r.data.ip_addr())
+                        .map(|ip| Member::from_addr(SocketAddr::new(ip, self.port))),
+                ),
+                Err(e) if e.is_no_records_found() => {}
+                Err(e) => return Answer::Failed(e.to_string()),
+            }
+        }
+        if members.is_empty() {
+            Answer::Empty
+        } else {
+            Answer::Addresses(members.into_iter().collect())
+        }
+    }
+}
+
+async fn resolve_loop(
+    lookup: DnsLookup,
+    interval: Duration,
+    timeout: Duration,
+    tx: watch::Sender<MemberSet>,
+    mut tracker: Tracker,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let answer = match tokio::time::timeout(timeout, lookup.resolve()).await {
+            Ok(answer) => answer,
+            Err(_) => Answer::Failed(format!("no answer for {} within {timeout:?}", lookup.name)),
+        };
+        if let Some(set) = tracker.observe(answer) {
+            tx.send_replace(set);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> MemberSet {
+        names.iter().map(|n| Member::parse(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn failed_and_empty_answers_keep_the_last_good_set() {
+        let mut t = Tracker::new(Metrics::new("t", "dns"));
+        assert_eq!(t.observe(Answer::Empty), None);
+        let a = set(&["10.0.0.1:4317", "10.0.0.2:4317"]);
+        assert_eq!(t.observe(Answer::Addresses(a.clone())), Some(a.clone()));
+        assert_eq!(t.observe(Answer::Failed("SERVFAIL".into())), None);
+        assert_eq!(t.observe(Answer::Empty), None);
+        assert_eq!(t.last, a);
+        // The same set again is not a change.
+        assert_eq!(t.observe(Answer::Addresses(a.clone())), None);
+        let b = set(&["10.0.0.2:4317"]);
+        assert_eq!(t.observe(Answer::Addresses(b.clone())), Some(b));
+    }
+
+    #[test]
+    fn config_reads_both_kinds_with_defaults_and_refuses_unknown_keys() {
+        let dns: ResolverConfig =
+            serde_json::from_str(r#"{"dns": {"hostname": "samplers.test."}}"#).unwrap();
+        assert_eq!(dns, ResolverConfig::Dns(DnsConfig::new("samplers.test.")));
+        let ResolverConfig::Dns(d) = &dns else {
+            unreachable!()
+        };
+        assert_eq!(
+            (d.port, d.interval, d.timeout),
+            (4317, Duration::from_secs(5), Duration::from_secs(2))
+        );
+        let full: ResolverConfig = serde_json::from_str(
+            r#"{"dns": {"hostname": "s", "port": 9, "interval": "1s", "timeout": "500ms",
+                "nameservers": ["127.0.0.1:5353", "::1"]}}"#,
+        )
+        .unwrap();
+        assert!(full.validate().is_ok());
+        let st: ResolverConfig =
+            serde_json::from_str(r#"{"static": {"members": ["a:1", "b:2"]}}"#).unwrap();
+        assert!(st.validate().is_ok());
+        for bad in [
+            r#"{"dns": {"hostname": "s", "intervall": "1s"}}"#,
+            r#"{"static": {"members": [], "x": 1}}"#,
+            r#"{"consul": {}}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ResolverConfig>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn validation_names_what_is_wrong() {
+        let msg = |c: ResolverConfig| c.validate().unwrap_err().to_string();
+        assert_eq!(
+            msg(ResolverConfig::Static(StaticConfig { members: vec![] })),
+            "resolver.static.members is empty: list at least one host:port"
+        );
+        assert!(
+            msg(ResolverConfig::Static(StaticConfig {
+                members: vec!["nohost".into()]
+            }))
+            .contains("expected host:port")
+        );
+        let dns = |f: fn(&mut DnsConfig)| {
+            let mut d = DnsConfig::new("s.test.");
+            f(&mut d);
+            msg(ResolverConfig::Dns(d))
+        };
+        assert!(dns(|d| d.timeout = Duration::from_secs(9)).contains("resolver.dns.timeout"));
+        assert!(dns(|d| d.port = 0).contains("resolver.dns.port"));
+        assert!(dns(|d| d.hostname = String::new()).contains("hostname"));
+        assert!(dns(|d| d.nameservers = vec!["ns1".into()]).contains("\"ns1\""));
+    }
+
+    #[tokio::test]
+    async fn a_static_set_is_published_before_start_returns() {
+        let config = ResolverConfig::Static(StaticConfig {
+            members: vec!["b:1".into(), "a:1".into(), "b:1".into()],
+        });
+        let m = start(&config, "static-test").unwrap();
+        assert_eq!(m.current(), set(&["a:1", "b:1"]));
+        m.stop().await;
+    }
+}
