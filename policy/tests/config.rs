@@ -423,3 +423,49 @@ fn loading_a_missing_file_names_it() {
         "{e}"
     );
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    const EXAMPLES: [&str; 2] = [
+        include_str!("../../examples/policy.yaml"),
+        include_str!("../../examples/collector-config.yaml"),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The parser is fed files by hand: whatever it gets, it answers
+        /// with a policy file or an error, never a panic.
+        #[test]
+        fn parsing_arbitrary_yaml_never_panics(src in "[a-z_:{}\\[\\], \\-\\n'\"0-9.#*&!|>@`%]{0,200}") {
+            let _ = policy::PolicyFile::parse(&src, "fuzz.yaml");
+        }
+
+        #[test]
+        fn parsing_a_damaged_example_never_panics(
+            which in 0usize..2,
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0u8..3, prop::sample::select(vec![" ", "\n", ":", "-", "x", "{", "]", "0", "'", "\t"])), 1..6),
+        ) {
+            let mut src = EXAMPLES[which].to_string();
+            for (at, kind, text) in edits {
+                let mut i = at.index(src.len() + 1);
+                while !src.is_char_boundary(i) {
+                    i -= 1;
+                }
+                match kind {
+                    0 => src.insert_str(i, text),
+                    1 if i < src.len() => {
+                        let end = (i + 1..=src.len()).find(|e| src.is_char_boundary(*e)).unwrap_or(src.len());
+                        src.replace_range(i..end, "");
+                    }
+                    _ => src.truncate(i),
+                }
+            }
+            match policy::PolicyFile::parse(&src, "fuzz.yaml") {
+                Ok(file) => prop_assert!(!file.policies.is_empty()),
+                Err(e) => prop_assert!(e.to_string().starts_with("fuzz.yaml"), "{}", e),
+            }
+        }
+    }
+}
