@@ -466,3 +466,82 @@ pub async fn run(
 ) -> Result<(), SamplerError> {
     Sampler::bind(config)?.serve(shutdown).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{SpanSpec, request};
+    use proto::receiver::Protocol;
+
+    fn sink(queue: usize) -> (SamplerSink, Arc<NodeState>, mpsc::Receiver<ShardMsg>) {
+        let config = SamplerConfig {
+            policy_file: "policy.yaml".into(),
+            ..SamplerConfig::default()
+        };
+        let node = Arc::new(NodeState::new(&config, 100));
+        let (tx, rx) = mpsc::channel(queue);
+        let sink = SamplerSink {
+            shards: vec![tx],
+            node: node.clone(),
+            metrics: Arc::new(Metrics::new("test")),
+            retry_after: Duration::from_secs(2),
+        };
+        (sink, node, rx)
+    }
+
+    fn batch(request: Bytes) -> Batch {
+        Batch {
+            request,
+            protocol: Protocol::Grpc,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sink_maps_each_condition_to_its_status() {
+        let (sink, node, mut rx) = sink(1);
+        let req = request(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]);
+        assert_eq!(
+            sink.accept(batch(req.clone())).await,
+            Ok(Accepted { spans: 2 })
+        );
+        assert_eq!(node.inflight_bytes.load(Ordering::Relaxed), req.len());
+        // The shard's queue is full: overloaded, retryable.
+        let overloaded = Refusal::Overloaded {
+            retry_after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            sink.accept(batch(req.clone())).await,
+            Err(overloaded.clone())
+        );
+        let msg = rx.recv().await.unwrap();
+        node.release_inflight(msg.charge);
+        assert_eq!(node.inflight_bytes.load(Ordering::Relaxed), 0);
+        // Above the high watermark (90 of 100 traces): overloaded too.
+        node.buffered((0, 95), (0, 0));
+        assert_eq!(sink.accept(batch(req.clone())).await, Err(overloaded));
+        node.buffered((95, 0), (0, 0));
+        // Malformed: invalid, whatever the load.
+        assert!(matches!(
+            sink.accept(batch(Bytes::from_static(b"\x0a\xff"))).await,
+            Err(Refusal::Invalid(_))
+        ));
+        // Shutting down: unavailable.
+        node.closing.store(true, Ordering::Release);
+        assert_eq!(
+            sink.accept(batch(req)).await,
+            Err(Refusal::Unavailable {
+                retry_after: Duration::from_secs(2)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_request_is_accepted_without_touching_a_shard() {
+        let (sink, _node, mut rx) = sink(1);
+        assert_eq!(
+            sink.accept(batch(Bytes::new())).await,
+            Ok(Accepted { spans: 0 })
+        );
+        assert!(rx.try_recv().is_err());
+    }
+}

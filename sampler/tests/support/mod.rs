@@ -1,7 +1,7 @@
 //! Shared by the sampler's component tests: a recording OTLP backend on
 //! 127.0.0.1:0 (proto's own receiver with a recording sink), a running
 //! sampler node, OTLP clients, and reading `/metrics`.
-#![allow(dead_code)] // each test binary uses a different part
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 #[path = "../../src/testutil.rs"]
 pub mod testutil;
