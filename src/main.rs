@@ -37,6 +37,10 @@ enum Command {
         /// YAML configuration file.
         #[arg(long, env = "TAILGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Override one config key: `--set exporter.endpoint=http://tempo:4317`.
+        /// Environment variables `TAILGATE__A__B=value` override keys too.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// An LB and N samplers in one process on loopback.
     Local {
@@ -68,6 +72,69 @@ fn not_built(what: &str, issue: u32) -> ExitCode {
     ExitCode::from(EXIT_NOT_BUILT)
 }
 
+/// A bad command line or configuration: say why, exit 64 before binding anything.
+fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("tailgate: {e}");
+    ExitCode::from(EXIT_USAGE)
+}
+
+/// Runs a node on a multi-threaded runtime until SIGTERM or SIGINT, which
+/// start its staged shutdown. The node's error is `(is_config, message)`.
+fn serve<F, Fut>(node: F) -> ExitCode
+where
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = Result<(), (bool, String)>>,
+{
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tailgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match node(Box::pin(shutdown_signal())).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err((true, message)) => usage_error(&message),
+            Err((false, message)) => {
+                eprintln!("tailgate: {message}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the node can only be killed; run until then.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` sets the filter (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 /// Prints a command's output and turns its status into the exit code.
 fn report((output, code): (String, i32)) -> ExitCode {
     if code == 0 {
@@ -92,7 +159,21 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Lb { .. } => not_built("lb", 5),
-        Command::Sampler { .. } => not_built("sampler", 4),
+        Command::Sampler { config, set } => {
+            let config: sampler::SamplerConfig =
+                match config::load(config.as_deref(), std::env::vars(), &set) {
+                    Ok(c) => c,
+                    Err(e) => return usage_error(&e),
+                };
+            if let Err(e) = config.validate() {
+                return usage_error(&e);
+            }
+            serve(|shutdown| async move {
+                sampler::run(config, shutdown)
+                    .await
+                    .map_err(|e| (e.is_config(), e.to_string()))
+            })
+        }
         Command::Local { .. } => not_built("local", 7),
         Command::Policy(PolicyCommand::Check { file }) => report(policy::cli::check(&file)),
         Command::Policy(PolicyCommand::Test { file, traces }) => {
