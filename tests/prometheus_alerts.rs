@@ -1,0 +1,513 @@
+//! End to end: a real Prometheus server (Debian's `prometheus`) scrapes a
+//! sampler node on loopback, with the alert rules of `deploy/prometheus/`
+//! loaded, and the test watches the alerts through Prometheus's HTTP API.
+//!
+//! The sampler keeps every trace and exports to a backend that refuses every
+//! connection, so its export queue fills and then overflows: retries run out
+//! and spans are dropped. `TailgateSpansDropped` must go pending, then firing.
+//! Then the policy file is swapped the way the kubelet updates a ConfigMap
+//! volume (a `..data` symlink flipped to a new directory) to a file that does
+//! not parse: `TailgatePolicyReloadFailed` must fire.
+//!
+//! The sampler runs in this process (`sampler::Sampler`, what `tailgate
+//! sampler` runs), until `tailgate local` can host it. Everything listens on
+//! 127.0.0.1; Prometheus is stopped by PID when the test ends, pass or fail.
+//! Bounded: about 20 s, at most [`DEADLINE`].
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use serde_yaml_ng::Value;
+
+/// The whole test, Prometheus's start-up included, ends within this.
+const DEADLINE: Duration = Duration::from_secs(90);
+/// `for:` of TailgateSpansDropped in the rules this test loads (1m in
+/// deploy/), so pending and firing both show within seconds.
+const DROP_ALERT_FOR: &str = "4s";
+const NODE: &str = "e2e-sampler";
+
+const GOOD_POLICY: &str = "\
+decision_wait: 100ms
+num_traces: 10000
+policies:
+  - name: keep-everything
+    type: always_sample
+";
+const BAD_POLICY: &str = "\
+decision_wait: 100ms
+policies:
+  - name: keep-everything
+    type: always_sample
+    nonsense: [
+";
+
+#[test]
+fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
+    let started = Instant::now();
+    let dir = TempDir::new("tailgate-prometheus-alerts");
+
+    // The policy directory, laid out as the kubelet lays out a ConfigMap
+    // volume: policy.yaml -> ..data/policy.yaml, ..data -> a versioned dir.
+    let policy_dir = dir.path().join("policy");
+    configmap_version(&policy_dir, "v1", GOOD_POLICY);
+
+    // A backend that refuses: a port nothing listens on any more.
+    let backend = free_port();
+    let config = format!(
+        "\
+node: {NODE}
+receiver:
+  grpc: 127.0.0.1:0
+  http: 127.0.0.1:0
+admin: 127.0.0.1:0
+policy_file: {policy}
+policy_poll_interval: 200ms
+shutdown:
+  grace: 0s
+  drain_timeout: 1s
+exporter:
+  endpoint: http://127.0.0.1:{backend}
+  connect_timeout: 200ms
+  timeout: 1s
+  batch_timeout: 10ms
+  max_batch_bytes: 65536
+  queue_bytes: 131072
+  initial_interval: 50ms
+  max_interval: 100ms
+  max_elapsed_time: 2s
+",
+        policy = policy_dir.join("policy.yaml").display(),
+    );
+    let config: sampler::SamplerConfig =
+        serde_yaml_ng::from_str(&config).expect("the test's sampler config parses");
+    let node = sampler::Sampler::bind(config).expect("the sampler binds");
+    let admin = node.admin_addr();
+    let otlp_http = node.http_addr().expect("OTLP/HTTP is on");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = runtime.spawn(node.serve(async {
+        let _ = stopped.await;
+    }));
+
+    let prometheus = Prometheus::start(&dir, admin);
+
+    // Healthy first: the target is up and nothing fires.
+    wait_for(started, "Prometheus to scrape the sampler", || {
+        prometheus
+            .query("up{job=\"tailgate\"}")
+            .filter(|up| *up == 1.0)
+    });
+    wait_for(started, "a rule evaluation after the first scrapes", || {
+        prometheus
+            .query("count(tailgate_exporter_spans_dropped_total)")
+            .filter(|n| *n > 0.0)
+            .and_then(|_| prometheus.rules_evaluated().then_some(()))
+    });
+    assert_eq!(
+        prometheus.alert_state("TailgateSpansDropped"),
+        None,
+        "nothing dropped yet, no alert"
+    );
+
+    // Send kept traces until the export queue overflows (the sampler starts
+    // refusing: 429) and the exporter has dropped spans.
+    let mut refused = 0;
+    let mut trace = 0u64;
+    wait_for(
+        started,
+        "the export queue to overflow and drop spans",
+        || {
+            for _ in 0..20 {
+                trace += 1;
+                match post_traces(otlp_http, trace) {
+                    200 => {}
+                    429 | 503 => refused += 1,
+                    other => panic!("the sampler answered {other} to a valid request"),
+                }
+            }
+            let dropped = scrape(
+                admin,
+                "tailgate_exporter_spans_dropped_total",
+                "retries_exhausted",
+            );
+            (refused > 0 && dropped > 0.0).then_some(())
+        },
+    );
+
+    let pending = wait_for(started, "TailgateSpansDropped to go pending", || {
+        prometheus
+            .alert("TailgateSpansDropped")
+            .filter(|a| a.state == "pending")
+    });
+    assert_eq!(pending.label("node"), NODE);
+    assert_eq!(pending.label("reason"), "retries_exhausted");
+    assert_eq!(pending.label("exporter"), "backend");
+    assert_eq!(pending.label("severity"), "critical");
+    let pending_at = Instant::now();
+    let firing = wait_for(started, "TailgateSpansDropped to fire", || {
+        prometheus
+            .alert("TailgateSpansDropped")
+            .filter(|a| a.state == "firing")
+    });
+    assert_eq!(firing.label("reason"), "retries_exhausted");
+    assert!(
+        pending_at.elapsed() >= Duration::from_secs(2),
+        "it fired {:?} after going pending: `for:` was not honoured",
+        pending_at.elapsed()
+    );
+
+    // A policy file that does not load, swapped in as the kubelet does it.
+    configmap_version(&policy_dir, "v2", BAD_POLICY);
+    let reload = wait_for(started, "TailgatePolicyReloadFailed to fire", || {
+        prometheus
+            .alert("TailgatePolicyReloadFailed")
+            .filter(|a| a.state == "firing")
+    });
+    assert_eq!(reload.label("node"), NODE);
+
+    let _ = stop.send(());
+    let result =
+        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), serving).await });
+    assert!(
+        matches!(result, Ok(Ok(Ok(())))),
+        "the sampler stops cleanly: {result:?}"
+    );
+    drop(prometheus);
+    assert!(started.elapsed() < DEADLINE);
+}
+
+/// One version of a ConfigMap volume: writes `..<version>/policy.yaml`, then
+/// points `..data` at it with an atomic rename, as the kubelet does;
+/// `policy.yaml` is a symlink through `..data`.
+fn configmap_version(dir: &Path, version: &str, policy: &str) {
+    std::fs::create_dir_all(dir.join(format!("..{version}"))).expect("version dir");
+    std::fs::write(dir.join(format!("..{version}/policy.yaml")), policy).expect("policy file");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    let link = dir.join("policy.yaml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/policy.yaml", &link).expect("policy.yaml symlink");
+    }
+}
+
+/// Polls `check` every 200 ms until it returns something, or panics at the
+/// test's deadline.
+fn wait_for<T>(started: Instant, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "timed out after {:?} waiting for {what}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A running Prometheus; killed (by PID) and reaped when dropped.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Prometheus {
+    fn start(dir: &TempDir, target: SocketAddr) -> Prometheus {
+        let rules = dir.path().join("alerts.yaml");
+        std::fs::write(&rules, rules_for_the_test()).expect("rules file");
+        let config = dir.path().join("prometheus.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "\
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+rule_files: [{rules}]
+scrape_configs:
+  - job_name: tailgate
+    static_configs:
+      - targets: ['{target}']
+",
+                rules = rules.display()
+            ),
+        )
+        .expect("prometheus config");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let log = dir.path().join("prometheus.log");
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run `prometheus` ({e}): install Debian's prometheus package \
+                     (deploy/test.sh, run by scripts/test, does)"
+                )
+            });
+        let mut prometheus = Prometheus { child, addr, log };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = prometheus.child.try_wait().expect("try_wait") {
+                panic!(
+                    "prometheus exited ({status}): {}",
+                    std::fs::read_to_string(&prometheus.log).unwrap_or_default()
+                );
+            }
+            if http_get(addr, "/-/ready").is_some_and(|(code, _)| code == 200) {
+                return prometheus;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "prometheus not ready after 30 s: {}",
+                std::fs::read_to_string(&prometheus.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn api(&self, path: &str) -> Option<Value> {
+        let (code, body) = http_get(self.addr, path)?;
+        assert_eq!(code, 200, "GET {path}: {body}");
+        let v: Value = serde_yaml_ng::from_str(&body).expect("Prometheus answers JSON");
+        assert_eq!(v["status"].as_str(), Some("success"), "GET {path}: {body}");
+        Some(v["data"].clone())
+    }
+
+    /// The value of an instant query that yields one sample.
+    fn query(&self, promql: &str) -> Option<f64> {
+        let data = self.api(&format!("/api/v1/query?query={}", url_encode(promql)))?;
+        let result = data["result"].as_sequence()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether every rule group has been evaluated at least once.
+    fn rules_evaluated(&self) -> bool {
+        let Some(data) = self.api("/api/v1/rules") else {
+            return false;
+        };
+        let groups = data["groups"].as_sequence().cloned().unwrap_or_default();
+        !groups.is_empty()
+            && groups.iter().all(|g| {
+                g["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|t| !t.starts_with("0001-"))
+            })
+    }
+
+    fn alert(&self, name: &str) -> Option<Alert> {
+        let data = self.api("/api/v1/alerts")?;
+        data["alerts"]
+            .as_sequence()?
+            .iter()
+            .find(|a| a["labels"]["alertname"].as_str() == Some(name))
+            .map(|a| Alert {
+                state: a["state"].as_str().unwrap_or_default().to_owned(),
+                labels: a["labels"].clone(),
+            })
+    }
+
+    fn alert_state(&self, name: &str) -> Option<String> {
+        self.alert(name).map(|a| a.state)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Alert {
+    state: String,
+    labels: Value,
+}
+
+impl Alert {
+    fn label(&self, name: &str) -> &str {
+        self.labels[name].as_str().unwrap_or_default()
+    }
+}
+
+/// deploy/prometheus/alerts.yaml with TailgateSpansDropped's `for:`
+/// shortened to [`DROP_ALERT_FOR`]; every expression as it is.
+fn rules_for_the_test() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yaml");
+    let text = std::fs::read_to_string(&path).expect("deploy/prometheus/alerts.yaml");
+    let mut rules: Value = serde_yaml_ng::from_str(&text).expect("the rules parse");
+    let mut found = false;
+    for group in rules["groups"].as_sequence_mut().expect("groups") {
+        for rule in group["rules"].as_sequence_mut().expect("rules") {
+            if rule["alert"].as_str() == Some("TailgateSpansDropped") {
+                rule["for"] = Value::String(DROP_ALERT_FOR.into());
+                found = true;
+            }
+        }
+    }
+    assert!(found, "alerts.yaml has TailgateSpansDropped");
+    serde_yaml_ng::to_string(&rules).expect("rules serialize")
+}
+
+/// POSTs one trace of 20 spans (about 5 KiB) as OTLP/HTTP protobuf;
+/// returns the status.
+fn post_traces(addr: SocketAddr, trace: u64) -> u16 {
+    let mut trace_id = vec![0xe2; 8];
+    trace_id.extend_from_slice(&trace.to_be_bytes());
+    let spans = (0..20u8)
+        .map(|i| Span {
+            trace_id: trace_id.clone(),
+            span_id: vec![1, 2, 3, 4, 5, 6, 7, i + 1],
+            parent_span_id: if i == 0 {
+                Vec::new()
+            } else {
+                vec![1, 2, 3, 4, 5, 6, 7, 1]
+            },
+            name: format!("span-{i}"),
+            start_time_unix_nano: 1_700_000_000_000_000_000,
+            end_time_unix_nano: 1_700_000_000_100_000_000,
+            attributes: vec![KeyValue {
+                key: "padding".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue("x".repeat(200))),
+                }),
+                ..KeyValue::default()
+            }],
+            ..Span::default()
+        })
+        .collect();
+    let request = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("e2e".into())),
+                    }),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..ScopeSpans::default()
+            }],
+            schema_url: String::new(),
+        }],
+    };
+    let body = request.encode_to_vec();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut message = head.into_bytes();
+    message.extend_from_slice(&body);
+    let mut stream = TcpStream::connect(addr).expect("connect to the sampler");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(&message).expect("write");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    status_code(&answer).expect("an HTTP answer from the sampler")
+}
+
+/// The value of the sample of `metric` whose labels include `label_value`,
+/// read from the node's /metrics (0 if absent).
+fn scrape(admin: SocketAddr, metric: &str, label_value: &str) -> f64 {
+    let Some((200, text)) = http_get(admin, "/metrics") else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(&format!("\"{label_value}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A plain HTTP/1.0 GET; None if the server cannot be reached.
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let code = status_code(&answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((code, body.to_owned()))
+}
+
+/// The status code of an HTTP answer's status line.
+fn status_code(answer: &[u8]) -> Option<u16> {
+    let line = answer.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    line.split(' ').nth(1)?.parse().ok()
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
