@@ -1,18 +1,19 @@
 //! End to end: a real Prometheus server (Debian's `prometheus`) scrapes a
-//! sampler node on loopback, with the alert rules of `deploy/prometheus/`
-//! loaded, and the test watches the alerts through Prometheus's HTTP API.
+//! `tailgate sampler` process on loopback, with the alert rules of
+//! `deploy/prometheus/` loaded, and the test watches the alerts through
+//! Prometheus's HTTP API.
 //!
 //! The sampler keeps every trace and exports to a backend that refuses every
-//! connection, so its export queue fills and then overflows: retries run out
-//! and spans are dropped. `TailgateSpansDropped` must go pending, then firing.
-//! Then the policy file is swapped the way the kubelet updates a ConfigMap
-//! volume (a `..data` symlink flipped to a new directory) to a file that does
-//! not parse: `TailgatePolicyReloadFailed` must fire.
+//! connection, so its export queue fills and then overflows (the sampler
+//! answers 429) and, as retries run out, spans are dropped.
+//! `TailgateSpansDropped` must go pending, then firing. Then the policy file
+//! is swapped the way the kubelet updates a ConfigMap volume (a `..data`
+//! symlink flipped to a new directory) to a file that does not parse:
+//! `TailgatePolicyReloadFailed` must fire.
 //!
-//! The sampler runs in this process (`sampler::Sampler`, what `tailgate
-//! sampler` runs), until `tailgate local` can host it. Everything listens on
-//! 127.0.0.1; Prometheus is stopped by PID when the test ends, pass or fail.
-//! Bounded: about 20 s, at most [`DEADLINE`].
+//! Everything listens on 127.0.0.1. The sampler is stopped with SIGTERM and
+//! must exit 0; Prometheus is killed; both by PID, and both are killed when
+//! the test fails. Bounded: about 20 s, at most [`DEADLINE`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -61,13 +62,18 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
 
     // A backend that refuses: a port nothing listens on any more.
     let backend = free_port();
-    let config = format!(
-        "\
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let otlp_http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = dir.path().join("sampler.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "\
 node: {NODE}
 receiver:
-  grpc: 127.0.0.1:0
-  http: 127.0.0.1:0
-admin: 127.0.0.1:0
+  grpc: off
+  http: {otlp_http}
+admin: {admin}
 policy_file: {policy}
 policy_poll_interval: 200ms
 shutdown:
@@ -84,22 +90,11 @@ exporter:
   max_interval: 100ms
   max_elapsed_time: 2s
 ",
-        policy = policy_dir.join("policy.yaml").display(),
-    );
-    let config: sampler::SamplerConfig =
-        serde_yaml_ng::from_str(&config).expect("the test's sampler config parses");
-    let node = sampler::Sampler::bind(config).expect("the sampler binds");
-    let admin = node.admin_addr();
-    let otlp_http = node.http_addr().expect("OTLP/HTTP is on");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = runtime.spawn(node.serve(async {
-        let _ = stopped.await;
-    }));
+            policy = policy_dir.join("policy.yaml").display(),
+        ),
+    )
+    .expect("sampler config");
+    let mut node = Sampler::start(&dir, &config, admin);
 
     let prometheus = Prometheus::start(&dir, admin);
 
@@ -177,13 +172,7 @@ exporter:
     });
     assert_eq!(reload.label("node"), NODE);
 
-    let _ = stop.send(());
-    let result =
-        runtime.block_on(async { tokio::time::timeout(Duration::from_secs(10), serving).await });
-    assert!(
-        matches!(result, Ok(Ok(Ok(())))),
-        "the sampler stops cleanly: {result:?}"
-    );
+    node.terminate();
     drop(prometheus);
     assert!(started.elapsed() < DEADLINE);
 }
@@ -225,6 +214,83 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
+}
+
+/// A `tailgate sampler` process; killed (by PID) and reaped if dropped
+/// while it runs.
+struct Sampler {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Sampler {
+    /// Starts it and waits until its `/readyz` says ready.
+    fn start(dir: &TempDir, config: &Path, admin: SocketAddr) -> Sampler {
+        let log = dir.path().join("sampler.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .arg("sampler")
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("tailgate sampler starts");
+        let mut sampler = Sampler { child, log };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = sampler.child.try_wait().expect("try_wait") {
+                panic!("tailgate sampler exited ({status}): {}", sampler.log());
+            }
+            if http_get(admin, "/readyz").is_some_and(|(code, _)| code == 200) {
+                return sampler;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tailgate sampler not ready after 30 s: {}",
+                sampler.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for a clean exit (its staged shutdown).
+    fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "tailgate sampler still running 15 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "tailgate sampler exited with {status}: {}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 /// A running Prometheus; killed (by PID) and reaped when dropped.
