@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Checks of deploy/ that a schema validator and promtool cannot make.
 
-    check.py kubernetes RENDERED.yaml POLICY_DIR  the manifests fit together and
-                                                  keep tailgate's contracts; writes
-                                                  each policy ConfigMap's file to
-                                                  POLICY_DIR for `tailgate policy check`
+    check.py kubernetes RENDERED.yaml OUT_DIR     the manifests fit together and
+                                                  keep tailgate's contracts; writes the
+                                                  policy file and each node's config
+                                                  file and environment to OUT_DIR, for
+                                                  `tailgate policy check` and a start
     check.py metrics                             every tailgate_ metric the rules and
                                                   the dashboard use is defined in the code
     check.py alert-tests                         every alert has a unit test that fires
@@ -63,7 +64,7 @@ def duration_seconds(text):
 # ---------------------------------------------------------------- kubernetes
 
 
-def check_kubernetes(rendered_path, policy_dir):
+def check_kubernetes(rendered_path, out_dir):
     docs = [d for d in yaml.safe_load_all(Path(rendered_path).read_text()) if d]
     by_kind = {}
     for d in docs:
@@ -141,6 +142,7 @@ def check_kubernetes(rendered_path, policy_dir):
 
     # The sampler's config, as the pods get it: file, then environment.
     container = spec["containers"][0]
+    write_node_files(container, spec, by_kind, "sampler", sts["metadata"]["name"], out_dir)
     config = node_config(container, spec, by_kind, "sampler")
     if config is not None:
         grace = duration_seconds(config.get("shutdown", {}).get("grace", "5s"))
@@ -149,12 +151,13 @@ def check_kubernetes(rendered_path, policy_dir):
         if period <= grace + drain:
             fail(f"terminationGracePeriodSeconds {period} is not longer than the shutdown "
                  f"grace {grace}s + drain_timeout {drain}s")
-        check_policy_mount(container, spec, by_kind, config, policy_dir)
+        check_policy_mount(container, spec, by_kind, config, out_dir)
         backend = config.get("exporter", {}).get("endpoint", "")
         if not backend.startswith("http://"):
             fail(f"sampler exporter.endpoint {backend!r} is not http://host:port")
 
     lb_spec = deploy["spec"]["template"]["spec"]
+    write_node_files(lb_spec["containers"][0], lb_spec, by_kind, "lb", deploy["metadata"]["name"], out_dir)
     lb_config = node_config(lb_spec["containers"][0], lb_spec, by_kind, "lb")
     if lb_config is not None:
         dns = lb_config.get("resolver", {}).get("dns", {})
@@ -199,6 +202,30 @@ def check_pod(name, pod, by_kind):
             fail(f"{name}: volume {v['name']} uses a missing ConfigMap {v['configMap']['name']}")
 
 
+def write_node_files(container, spec, by_kind, role, pod_prefix, out_dir):
+    """OUT_DIR/ROLE.yaml, the --config file as mounted, and OUT_DIR/ROLE.env,
+    the container's TAILGATE__ variables (one NAME=VALUE a line), so
+    deploy/test.sh can start the node with exactly what a pod gets."""
+    args = container.get("args", [])
+    if "--config" not in args:
+        return
+    data = mounted_file(container, spec, by_kind, Path(args[args.index("--config") + 1]))
+    if data is None:
+        return
+    (Path(out_dir) / f"{role}.yaml").write_text(data)
+    lines = []
+    for e in container.get("env", []):
+        if not e["name"].startswith("TAILGATE__"):
+            continue
+        if "value" in e:
+            lines.append(f"{e['name']}={e['value']}")
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            lines.append(f"{e['name']}={pod_prefix}-0")
+        else:
+            fail(f"{role}: env {e['name']} comes from where deploy/test.sh cannot follow")
+    (Path(out_dir) / f"{role}.env").write_text("".join(line + "\n" for line in lines))
+
+
 def node_config(container, spec, by_kind, role):
     """The node's config: the --config file from its ConfigMap, then env overrides."""
     args = container.get("args", [])
@@ -232,7 +259,7 @@ def mounted_file(container, spec, by_kind, path):
     return None
 
 
-def check_policy_mount(container, spec, by_kind, config, policy_dir):
+def check_policy_mount(container, spec, by_kind, config, out_dir):
     policy = Path(config.get("policy_file", ""))
     mounts = [m for m in container.get("volumeMounts", []) if Path(m["mountPath"]) == policy.parent]
     if len(mounts) != 1:
@@ -250,7 +277,7 @@ def check_policy_mount(container, spec, by_kind, config, policy_dir):
     if text is None:
         fail(f"ConfigMap {cm_name} has no key {policy.name}")
         return
-    out = Path(policy_dir) / "policy.yaml"
+    out = Path(out_dir) / "policy.yaml"
     out.write_text(text)
     print(f"policy file written to {out}")
 

@@ -8,8 +8,9 @@
 #   1. Kubernetes: renders the base and the example overlay with
 #      `kubectl kustomize`, validates every object against the Kubernetes
 #      schemas (kubernetes-validate --strict), checks that they fit together
-#      (deploy/check.py kubernetes) and that their policy files pass
-#      `tailgate policy check`.
+#      (deploy/check.py kubernetes), that their policy files pass
+#      `tailgate policy check`, and that each node starts with the config
+#      file and environment its pods get, gets ready, and stops on SIGTERM.
 #   2. Prometheus: `promtool check rules`, `promtool test rules`, a unit test
 #      that fires and one that must not fire for every alert, the scrape job.
 #   3. Metric names: every tailgate_ metric the rules and the dashboard use is
@@ -65,15 +66,61 @@ say "kubernetes: render, validate, check"
 # For `tailgate policy check`; a no-op when the binary is up to date.
 cargo build --quiet --locked --bin tailgate
 tailgate=target/debug/tailgate
+free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Starts `tailgate ROLE` with the config file and environment a pod gets
+# (from DIR, written by check.py), on loopback ports and with the backend
+# replaced by a closed loopback port (no lookups of cluster names); waits
+# for /readyz, then SIGTERM, which must end it with 0. A config key the node
+# does not know makes it exit 64 at once.
+start_like_a_pod() {
+  local role=$1 dir=$2 admin pid code ready= envs=()
+  [ -f "$dir/$role.yaml" ] || { echo "FAILED: no $role config in $dir" >&2; return 1; }
+  while IFS= read -r line; do envs+=("$line"); done < "$dir/$role.env"
+  admin=$(free_port)
+  env "${envs[@]}" \
+    TAILGATE__RECEIVER__GRPC=127.0.0.1:0 TAILGATE__RECEIVER__HTTP=127.0.0.1:0 \
+    TAILGATE__ADMIN="127.0.0.1:$admin" TAILGATE__SHUTDOWN__GRACE=0s \
+    $( [ "$role" = sampler ] && echo "TAILGATE__POLICY_FILE=$dir/policy.yaml TAILGATE__EXPORTER__ENDPOINT=http://127.0.0.1:$(free_port)" ) \
+    "$tailgate" "$role" --config "$dir/$role.yaml" > "$dir/$role.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then break; fi
+    if curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.1
+  done
+  if [ -z "$ready" ]; then
+    kill "$pid" 2>/dev/null || true
+    code=0; wait "$pid" || code=$?
+    if [ "$code" = 69 ]; then
+      echo "skipped: tailgate $role is not built yet, so its config is not started"
+      return 0
+    fi
+    cat "$dir/$role.log" >&2
+    echo "FAILED: tailgate $role with the $dir config did not get ready (exit $code)" >&2
+    return 1
+  fi
+  kill -TERM "$pid"
+  code=0; wait "$pid" || code=$?
+  if [ "$code" != 0 ]; then
+    cat "$dir/$role.log" >&2
+    echo "FAILED: tailgate $role exited $code after SIGTERM" >&2
+    return 1
+  fi
+  echo "ok: tailgate $role starts with the config a pod gets, gets ready, and stops on SIGTERM"
+}
+
 for dir in deploy/kubernetes/base deploy/kubernetes/overlays/*/; do
   dir=${dir%/}
   name=$(echo "$dir" | tr / _)
   kubectl kustomize "$dir" > "$work/$name.yaml"
   "$venv/bin/kubernetes-validate" --strict --quiet "$work/$name.yaml"
-  mkdir -p "$work/$name.policy"
-  "$py" deploy/check.py kubernetes "$work/$name.yaml" "$work/$name.policy"
-  "$tailgate" policy check "$work/$name.policy/policy.yaml" >/dev/null
+  mkdir -p "$work/$name"
+  "$py" deploy/check.py kubernetes "$work/$name.yaml" "$work/$name"
+  "$tailgate" policy check "$work/$name/policy.yaml" >/dev/null
   echo "ok: $dir renders, validates, and its policy file passes tailgate policy check"
+  start_like_a_pod sampler "$work/$name"
+  start_like_a_pod lb "$work/$name"
 done
 
 say "prometheus: rules and their unit tests"
@@ -85,7 +132,7 @@ promtool check config "$work/scrape.yaml"
 "$py" deploy/check.py metrics
 
 say "grafana: the dashboard's queries on a real Prometheus"
-port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(free_port)
 printf 'global: {evaluation_interval: 1s}\nrule_files: [%s]\n' "$root/deploy/prometheus/alerts.yaml" > "$work/prometheus.yaml"
 prometheus --config.file="$work/prometheus.yaml" --storage.tsdb.path="$work/tsdb" \
   --web.listen-address="127.0.0.1:$port" --log.level=warn > "$work/prometheus.log" 2>&1 &
