@@ -4,12 +4,14 @@
 //! part is queued for, and exported to, the sampler that owns those traces;
 //! samplers reuse the same exporter to forward spans of traces they do not
 //! own. [`resolver`] keeps the member set (DNS or static), [`ring`] maps a
-//! trace ID to its owner.
+//! trace ID to its owner, [`exporter`] queues per member and fails over.
 #![forbid(unsafe_code)]
 
+pub mod exporter;
 pub mod member;
 pub mod resolver;
 pub mod ring;
 
+pub use exporter::{ExportConfig, LbExporter, SendError};
 pub use member::{Member, MemberSet};
 pub use ring::Ring;
