@@ -14,6 +14,8 @@
                                                   runs on a real Prometheus
     check.py scrape-config OUT.yaml              scrape.yaml, made checkable by Debian's
                                                   promtool (built without Kubernetes SD)
+    check.py dockerfile                          the binaries, files and user the
+                                                  Dockerfile names are right
 
 Each prints what it checked and exits 1 with every failure listed.
 """
@@ -372,6 +374,66 @@ def check_dashboard(prometheus_url):
     print(f"{len(panels)} panels, {len(exprs)} queries run on Prometheus")
 
 
+# ---------------------------------------------------------------- Dockerfile
+
+
+def check_dockerfile():
+    """What hadolint cannot know: the binaries the build names exist in the
+    workspace, the files it copies are in the build context, and the final
+    stage runs as a non-root user."""
+    import fnmatch
+    import subprocess
+
+    text = (ROOT / "Dockerfile").read_text()
+    lines = re.sub(r"\\\n", " ", text).splitlines()
+    instructions = [l.strip() for l in lines if l.strip() and not l.strip().startswith("#")]
+    stages = [i for i in instructions if i.upper().startswith("FROM ")]
+    if len(stages) < 2:
+        fail("the Dockerfile is not multi-stage")
+    final = instructions[instructions.index(stages[-1]):]
+
+    meta = json.loads(subprocess.run(
+        ["cargo", "metadata", "--no-deps", "--format-version", "1", "--locked"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    bins = {t["name"]: p["name"] for p in meta["packages"] for t in p["targets"] if "bin" in t["kind"]}
+    build = next((i for i in instructions if "cargo build" in i), "")
+    named_bins = re.findall(r"--bin\s+(\S+)", build)
+    named_packages = re.findall(r"(?:--package|-p)\s+(\S+)", build)
+    for b in ("tailgate", "tailgate-loadtest"):
+        if b not in named_bins:
+            fail(f"the build does not name the binary {b}")
+        if b not in bins:
+            fail(f"no binary {b} in the workspace")
+        elif bins[b] not in named_packages:
+            fail(f"the build names binary {b} but not its package {bins[b]}")
+        if not any(re.search(rf"/{re.escape(b)}(\s|$)", i) for i in final if i.startswith("COPY")):
+            fail(f"the final stage does not copy {b}")
+    if "--locked" not in build or "--release" not in build:
+        fail("the build is not `cargo build --release --locked`")
+
+    ignored = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
+               if p.strip() and not p.startswith("#")]
+    for i in instructions:
+        if not i.startswith("COPY ") or "--from=" in i:
+            continue
+        sources = [a for a in i.split()[1:-1] if not a.startswith("--")]
+        for src in sources:
+            if src == ".":
+                continue
+            if not (ROOT / src).exists():
+                fail(f"COPY {src}: no such file in the build context")
+            if any(fnmatch.fnmatch(src, p) or src.startswith(p.rstrip("/") + "/") for p in ignored):
+                fail(f"COPY {src}: excluded by .dockerignore")
+    for needed in ("Cargo.toml", "Cargo.lock", "src", "proto", "policy", "sampler", "lb-exporter", "loadtest"):
+        if needed in ignored:
+            fail(f".dockerignore excludes {needed}, which the build needs")
+
+    users = [i.split()[1] for i in final if i.upper().startswith("USER ")]
+    if not users or users[-1].split(":")[0] in ("0", "root"):
+        fail("the final stage does not switch to a non-root USER")
+    print(f"{len(stages)} stages; binaries {', '.join(named_bins)}; runs as {users[-1] if users else '?'}")
+
+
 def write_scrape_config(out):
     """scrape.yaml with its Kubernetes SD swapped for a static target: Debian's
     promtool has no Kubernetes SD, but the relabelling is checked all the same."""
@@ -397,6 +459,8 @@ def main():
         check_alert_tests()
     elif what == "dashboard":
         check_dashboard(sys.argv[2])
+    elif what == "dockerfile":
+        check_dockerfile()
     elif what == "scrape-config":
         write_scrape_config(sys.argv[2])
     else:

@@ -17,7 +17,8 @@
 #      defined in the code.
 #   4. Grafana: the dashboard's layout, and every query runs on a real
 #      Prometheus server (127.0.0.1, stopped by PID when done).
-#   5. Dockerfile: hadolint.
+#   5. Dockerfile: hadolint; the binaries and files it names exist, and it
+#      runs as non-root (it cannot be built here: no Docker).
 # The end-to-end alert test (Prometheus scraping tailgate) is
 # tests/prometheus_alerts.rs, run with the other tests.
 set -euo pipefail
@@ -152,6 +153,7 @@ rules=$(curl -fsS "http://127.0.0.1:$port/api/v1/rules" | "$py" -c 'import json,
 [ "$rules" -gt 0 ] || { echo "FAILED: the server loaded no rules" >&2; exit 1; }
 echo "ok: the server loaded $rules rules"
 
-say "Dockerfile: hadolint"
+say "Dockerfile: hadolint, and what it names exists"
 "$venv/bin/hadolint" Dockerfile
-echo "ok: Dockerfile"
+echo "ok: hadolint Dockerfile"
+"$py" deploy/check.py dockerfile
