@@ -1,1 +1,520 @@
-fn main() {}
+//! Sampler benchmarks, each a short run printing its figures (not
+//! criterion: they measure whole pipelines, CPU time by thread and RSS).
+//!
+//! ```sh
+//! cargo bench -p sampler --bench sampler -- e2e       # over loopback gRPC
+//! cargo bench -p sampler --bench sampler -- pipeline  # the same work, no network
+//! cargo bench -p sampler --bench sampler -- memory    # RSS per buffered span
+//! cargo bench -p sampler --bench sampler -- slices    # the alternative, for comparison
+//! ```
+//!
+//! Workload: requests of 1,000 spans as an agent batches them: 5 spans of
+//! each of 200 traces, under 5 services; each trace has 10 spans (root
+//! first) split over two consecutive requests; ~1% of traces have an
+//! error. Policy: keep errors, keep 10% of the rest (`e2e-all`: keep
+//! everything, the forwarding path's worst case).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
+use prost::Message;
+use proto::exporter::{OtlpClient, OtlpClientConfig};
+use proto::receiver::{Accepted, Batch, Receiver, ReceiverConfig, Refusal, Sink};
+use proto::view::RequestView;
+use sampler::buffer::{BufferSettings, TraceBuffer};
+use sampler::ingest::IngestBatch;
+use sampler::{Sampler, SamplerConfig};
+
+const POLICY: &str = "\
+decision_wait: 1s
+decision_wait_after_root_received: 300ms
+policies:
+  - name: errors
+    type: status_code
+    status_code: {status_codes: [ERROR]}
+  - name: some
+    type: probabilistic
+    probabilistic: {sampling_percentage: 10}
+";
+
+const KEEP_ALL: &str = "\
+decision_wait: 1s
+decision_wait_after_root_received: 300ms
+policies:
+  - name: all
+    type: always_sample
+";
+
+const TRACES_PER_REQUEST: u64 = 100;
+const SPANS_PER_TRACE: u64 = 10;
+const SERVICES: u64 = 5;
+
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn trace_id(t: u64) -> Vec<u8> {
+    let mut id = mix(t).to_le_bytes().to_vec();
+    id.extend(mix(t ^ 0xdead_beef).to_le_bytes());
+    id
+}
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        key_strindex: 0,
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+    }
+}
+
+fn span(t: u64, s: u64) -> Span {
+    let start = 1_700_000_000_000_000_000 + t * 1_000_000;
+    Span {
+        trace_id: trace_id(t),
+        span_id: mix(t * 16 + s).to_le_bytes().to_vec(),
+        parent_span_id: if s == 0 {
+            Vec::new()
+        } else {
+            mix(t * 16).to_le_bytes().to_vec()
+        },
+        name: "GET /api/v1/items/{id}".into(),
+        kind: 2,
+        start_time_unix_nano: start + s * 1000,
+        end_time_unix_nano: start + s * 1000 + 50_000_000,
+        attributes: vec![
+            kv("http.request.method", "GET"),
+            kv("http.route", "/api/v1/items/{id}"),
+            kv(
+                "url.full",
+                &format!("https://shop.example.com/api/v1/items/{}", mix(t) % 100_000),
+            ),
+            kv("server.address", "items.shop.svc.cluster.local"),
+            kv(
+                "user_agent.original",
+                "Mozilla/5.0 (X11; Linux x86_64) tailgate-bench",
+            ),
+        ],
+        status: (s == 3 && t.is_multiple_of(100)).then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: "upstream reset".into(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn resource(service: u64) -> Resource {
+    Resource {
+        attributes: vec![
+            kv("service.name", &format!("service-{service}")),
+            kv("service.version", "1.4.2"),
+            kv("k8s.namespace.name", "shop"),
+            kv(
+                "k8s.pod.name",
+                &format!("service-{service}-7d9f8b6c5-x2k4q"),
+            ),
+            kv("k8s.node.name", "ip-10-0-12-34.eu-west-1.compute.internal"),
+            kv("telemetry.sdk.language", "go"),
+        ],
+        ..Default::default()
+    }
+}
+
+/// Request `r`: the first half of traces `r*100..`, the second half of
+/// traces `(r-1)*100..`.
+fn make_request(r: u64) -> Bytes {
+    let mut by_service: Vec<Vec<Span>> = vec![Vec::new(); SERVICES as usize];
+    let halves = [
+        (r, 0..SPANS_PER_TRACE / 2),
+        (r.wrapping_sub(1), SPANS_PER_TRACE / 2..SPANS_PER_TRACE),
+    ];
+    for (block, spans) in halves {
+        if block == u64::MAX {
+            continue;
+        }
+        for t in block * TRACES_PER_REQUEST..(block + 1) * TRACES_PER_REQUEST {
+            for s in spans.clone() {
+                by_service[(s % SERVICES) as usize].push(span(t, s));
+            }
+        }
+    }
+    let resource_spans = by_service
+        .into_iter()
+        .enumerate()
+        .map(|(service, spans)| ResourceSpans {
+            resource: Some(resource(service as u64)),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp".into(),
+                    version: "0.49.0".into(),
+                    ..Default::default()
+                }),
+                spans,
+                schema_url: "https://opentelemetry.io/schemas/1.24.0".into(),
+            }],
+            schema_url: "https://opentelemetry.io/schemas/1.24.0".into(),
+        })
+        .collect();
+    Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+}
+
+/// Sum of the encoded `Span` messages' lengths in a request.
+fn span_bytes(request: &[u8]) -> (usize, usize) {
+    let (mut spans, mut bytes) = (0, 0);
+    RequestView::new(request)
+        .for_each_span(|_, _, s| {
+            spans += 1;
+            bytes += s.bytes().len();
+        })
+        .expect("valid");
+    (spans, bytes)
+}
+
+/// User + system CPU time of this process's threads whose name starts with
+/// `prefix`, from /proc/self/task/*/{comm,stat}.
+fn thread_cpu(prefix: &str) -> Duration {
+    let mut ticks = 0u64;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
+            let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
+            ticks += utime + stime;
+        }
+    }
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The backend: counts the spans it receives.
+#[derive(Default)]
+struct CountingSink {
+    spans: AtomicU64,
+}
+
+impl Sink for CountingSink {
+    async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let spans = RequestView::new(&batch.request).validate()?;
+        self.spans.fetch_add(spans as u64, Ordering::Relaxed);
+        Ok(Accepted { spans })
+    }
+}
+
+fn policy_file(policy: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tailgate-sampler-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, policy).expect("policy file");
+    path
+}
+
+fn e2e(requests: u64, clients: usize, policy: &str) {
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tg-load")
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let node_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tg-sampler")
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    let prepared: Vec<Bytes> = (0..requests).map(make_request).collect();
+    let (total_spans, total_bytes) = prepared
+        .iter()
+        .map(|r| span_bytes(r))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let request_bytes: usize = prepared.iter().map(Bytes::len).sum();
+
+    let sink = Arc::new(CountingSink::default());
+    let backend = Receiver::bind(ReceiverConfig {
+        grpc: Some("127.0.0.1:0".parse().expect("addr")),
+        http: None,
+        node: "backend".into(),
+        ..ReceiverConfig::default()
+    })
+    .expect("backend binds");
+    let backend_addr = backend.grpc_addr().expect("grpc");
+    load.spawn(backend.serve(sink.clone(), std::future::pending()));
+
+    let mut config: SamplerConfig = serde_json::from_value(serde_json::json!({
+        "node": "bench",
+        "admin": "127.0.0.1:0",
+        "policy_file": policy_file(policy),
+        "shards": 1,
+        "receiver": {"grpc": "127.0.0.1:0", "http": "off"},
+        "exporter": {"endpoint": format!("http://{backend_addr}")},
+        "shutdown": {"grace": "0s", "drain_timeout": "30s"},
+    }))
+    .expect("config");
+    config.limits.max_buffer_bytes = 2 << 30;
+    config.limits.max_traces = Some(10_000_000);
+    let node = Sampler::bind(config).expect("binds");
+    let addr = node.grpc_addr().expect("grpc");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = node_rt.spawn(node.serve(async move {
+        let _ = stopped.await;
+    }));
+
+    let cpu_before = thread_cpu("tg-sampler");
+    let started = Instant::now();
+    let prepared = Arc::new(prepared);
+    let refused = Arc::new(AtomicU64::new(0));
+    load.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let prepared = prepared.clone();
+            let refused = refused.clone();
+            tasks.push(tokio::spawn(async move {
+                let client = OtlpClient::new(&OtlpClientConfig::new(format!("http://{addr}")))
+                    .expect("client");
+                // Client c sends requests c, c + clients, ...: traces' two
+                // halves arrive close together, from different clients.
+                for r in (c..prepared.len()).step_by(clients) {
+                    for _attempt in 0..1000 {
+                        match client.export(prepared[r].clone()).await {
+                            Ok(_) => break,
+                            Err(e) if e.is_retryable() => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Err(e) => panic!("export failed: {e}"),
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+    });
+    let sent_at = started.elapsed();
+    let _ = stop.send(());
+    node_rt
+        .block_on(serving)
+        .expect("serve task")
+        .expect("serve");
+    let elapsed = started.elapsed();
+    let cpu = thread_cpu("tg-sampler").saturating_sub(cpu_before);
+    let kept = sink.spans.load(Ordering::Relaxed);
+
+    println!(
+        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, 1 sampler thread, 1 shard"
+    );
+    println!(
+        "  spans {total_spans}, {:.0} B/span encoded (span message), {:.0} B/span on the wire",
+        total_bytes as f64 / total_spans as f64,
+        request_bytes as f64 / total_spans as f64
+    );
+    println!(
+        "  all sent in {:.2} s, node stopped at {:.2} s; kept {kept} spans ({:.1}%); {} retried refusals",
+        sent_at.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        100.0 * kept as f64 / total_spans as f64,
+        refused.load(Ordering::Relaxed)
+    );
+    println!(
+        "  sampler CPU {:.2} s -> {:.0} spans/s per core (target >= 200,000); wall {:.0} spans/s",
+        cpu.as_secs_f64(),
+        total_spans as f64 / cpu.as_secs_f64(),
+        total_spans as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// The node's per-span work without the network: split, insert, expire,
+/// decide, write the kept traces.
+fn pipeline(requests: u64) {
+    let prepared: Vec<Bytes> = (0..requests).map(make_request).collect();
+    let file = policy::PolicyFile::parse(POLICY, "policy.yaml").expect("policy");
+    let mut state = file.policies.new_state();
+    let mut buffer = TraceBuffer::new(BufferSettings {
+        decision_wait: Duration::from_millis(1),
+        decision_wait_after_root: None,
+        max_traces: 10_000_000,
+        max_bytes: 4 << 30,
+        ..BufferSettings::default()
+    });
+    let mut out = bytes::BytesMut::new();
+    let (mut spans, mut kept) = (0usize, 0usize);
+    let started = Instant::now();
+    for (i, request) in prepared.iter().enumerate() {
+        let batch = IngestBatch::parse(request.clone()).expect("valid");
+        spans += batch.len();
+        // Each request is 1 ms on the buffer's clock: traces are due one
+        // request after their second half.
+        let now = Duration::from_millis(i as u64);
+        buffer.insert(&batch, now);
+        let (ready, _) = buffer.expire(now);
+        for trace in ready {
+            let refs = trace.span_refs();
+            let view = policy::TraceView {
+                trace_id: trace.id,
+                summary: &trace.summary,
+                spans: &refs,
+            };
+            let decision = file.policies.evaluate(&mut state, &view, now);
+            if decision.sampled {
+                let annotated: Vec<_> = refs
+                    .iter()
+                    .map(|r| decision.annotate(r.span, false))
+                    .collect();
+                let refs: Vec<_> = refs
+                    .iter()
+                    .zip(&annotated)
+                    .map(|(r, span)| proto::write::SpanRef { span, ..*r })
+                    .collect();
+                proto::write::write_request(&refs, &mut out);
+                kept += refs.len();
+            }
+        }
+        out.clear();
+    }
+    for trace in buffer.drain() {
+        std::hint::black_box(trace.span_refs());
+    }
+    let elapsed = started.elapsed();
+    println!("pipeline: {requests} requests, one thread, no network");
+    println!(
+        "  {spans} spans in {:.2} s: {:.0} spans/s; kept {kept}",
+        elapsed.as_secs_f64(),
+        spans as f64 / elapsed.as_secs_f64()
+    );
+}
+
+/// RSS per buffered span, against the span's encoded size.
+fn memory(requests: u64) {
+    let mut buffer = TraceBuffer::new(BufferSettings {
+        decision_wait: Duration::from_secs(3600),
+        max_traces: 10_000_000,
+        max_bytes: 8 << 30,
+        ..BufferSettings::default()
+    });
+    // Warm the allocator with one request's worth, then measure from here.
+    let warm = make_request(requests + 10);
+    drop(IngestBatch::parse(warm).expect("valid"));
+    let before = rss_bytes();
+    let (mut spans, mut bytes) = (0usize, 0usize);
+    for r in 0..requests {
+        let request = make_request(r);
+        let (n, b) = span_bytes(&request);
+        spans += n;
+        bytes += b;
+        let batch = IngestBatch::parse(request).expect("valid");
+        buffer.insert(&batch, Duration::ZERO);
+    }
+    let grown = rss_bytes().saturating_sub(before) as f64;
+    let per_span = grown / spans as f64;
+    let encoded = bytes as f64 / spans as f64;
+    println!(
+        "memory: {spans} spans in {} traces buffered (copy into per-trace buffers)",
+        buffer.traces()
+    );
+    println!(
+        "  RSS +{:.1} MiB: {per_span:.0} B/span for {encoded:.0} B encoded = {:.3}x; budget 1.3x + 64 = {:.0} B",
+        grown / (1 << 20) as f64,
+        per_span / encoded,
+        1.3 * encoded + 64.0
+    );
+    println!(
+        "  span data as allocated: {:.0} B/span (records + growth slack); the rest per trace: {:.0} B (budget 200)",
+        buffer.data_bytes() as f64 / spans as f64,
+        (grown - buffer.data_bytes() as f64) / buffer.traces() as f64
+    );
+    println!(
+        "  buffer's own estimate (held_bytes): {:.0} B/span; headers interned: {}",
+        buffer.held_bytes() as f64 / spans as f64,
+        buffer.headers()
+    );
+}
+
+/// The alternative to copying: `Bytes::slice` handles into the requests.
+/// Holding 1% of the traces (say, the slow ones still waiting) keeps
+/// nearly every request alive. Run alone, so RSS is not memory freed by
+/// another run.
+fn slices(requests: u64) {
+    let before = rss_bytes();
+    let mut held: Vec<Bytes> = Vec::new();
+    let mut retained = 0usize;
+    for r in 0..requests {
+        let request = make_request(r);
+        let held_before = held.len();
+        RequestView::new(&request)
+            .for_each_span(|_, _, s| {
+                if s.trace_id.0[0] < 3 {
+                    held.push(request.slice_ref(s.bytes()));
+                }
+            })
+            .expect("valid");
+        if held.len() > held_before {
+            retained += request.len();
+        }
+    }
+    let grown = rss_bytes().saturating_sub(before) as f64;
+    println!(
+        "slices: holding {} spans (~1% of traces) as Bytes slices of {requests} requests",
+        held.len()
+    );
+    println!(
+        "  requests kept alive: {:.1} MiB; RSS +{:.1} MiB = {:.0} B per held span",
+        retained as f64 / (1 << 20) as f64,
+        grown / (1 << 20) as f64,
+        grown / held.len().max(1) as f64
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; the first other argument picks the run.
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = which.is_empty();
+    let want = |name: &str| all || which.iter().any(|w| w == name);
+    if want("pipeline") {
+        pipeline(2000);
+    }
+    if want("memory") {
+        memory(1000);
+    }
+    if which.iter().any(|w| w == "slices") {
+        slices(1000);
+    }
+    if want("e2e") {
+        e2e(2000, 4, POLICY);
+    }
+    if which.iter().any(|w| w == "e2e-all") {
+        e2e(2000, 4, KEEP_ALL);
+    }
+}

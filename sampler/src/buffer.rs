@@ -432,6 +432,11 @@ impl TraceBuffer {
         self.data_bytes + self.traces.len() * TRACE_OVERHEAD + self.headers.bytes
     }
 
+    /// Bytes allocated for span data (records), growth slack included.
+    pub fn data_bytes(&self) -> usize {
+        self.data_bytes
+    }
+
     /// Distinct resource/scope headers held.
     pub fn headers(&self) -> usize {
         self.headers.len()
