@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod config;
+mod egress;
 
 /// Exit code for a bad command line or configuration (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;

@@ -527,9 +527,31 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// The first attribute named `key`.
-    pub fn get(self, key: &str) -> Option<AnyValue<'a>> {
-        self.into_iter().find_map(|(k, v)| (k == key).then_some(v))
+    /// The first attribute named `key`. Keys are compared as bytes, and only
+    /// the matching value is read: policies look up a few keys among many.
+    pub fn get(mut self, key: &str) -> Option<AnyValue<'a>> {
+        let want = key.as_bytes();
+        while let Ok(Some(field)) = self.reader.next_field() {
+            if field.number != self.field {
+                continue;
+            }
+            let Value::Len(kv) = field.value else {
+                continue;
+            };
+            let (mut found, mut value) = (false, None);
+            let mut r = Reader::new(kv);
+            while let Ok(Some(f)) = r.next_field() {
+                match (f.number, f.value) {
+                    (1, Value::Len(b)) => found = b == want,
+                    (2, Value::Len(b)) => value = Some(b),
+                    _ => {}
+                }
+            }
+            if found {
+                return Some(value.map_or(AnyValue::Empty, AnyValue::read));
+            }
+        }
+        None
     }
 }
 
@@ -866,13 +888,43 @@ mod tests {
     }
 
     #[test]
+    fn get_finds_the_first_attribute_by_key_as_the_iterator_does() {
+        let mut span = vec![0x0a, 16];
+        span.extend([1; 16]);
+        span.extend([0x12, 8]);
+        span.extend([2; 8]);
+        for (k, v) in [
+            (&b"a"[..], &[0x18u8, 1][..]),
+            (b"b", &[0x0a, 1, b'x']),
+            (b"a", &[0x18, 2]),
+            (b"e", &[]),
+        ] {
+            let attr = kv(k, v);
+            span.push(0x4a);
+            span.push(attr.len() as u8);
+            span.extend(attr);
+        }
+        let view = SpanView::parse(&span, 0).unwrap();
+        for key in ["a", "b", "e", "missing", ""] {
+            let by_iter = view.attributes().find(|(k, _)| *k == key).map(|(_, v)| v);
+            assert_eq!(view.attribute(key), by_iter, "{key}");
+        }
+        assert_eq!(view.attribute("a"), Some(AnyValue::Int(1)));
+        assert_eq!(view.attribute("e"), Some(AnyValue::Empty));
+    }
+
+    #[test]
     fn any_value_strindex_with_the_wrong_wire_type_is_refused() {
         // Found by the wire_split fuzz target: AnyValue field 8 is an int32
         // (string_value_strindex); as a length-delimited field prost refuses it.
         let bad = kv(b"service.name", &[0x42, 0x01, b'x']);
         assert!(matches!(
             validate_key_value(&bad, 0, 1),
-            Err(WireError::WrongWireType { message: "AnyValue", field: 8, .. })
+            Err(WireError::WrongWireType {
+                message: "AnyValue",
+                field: 8,
+                ..
+            })
         ));
         assert!(validate_key_value(&kv(b"k", &[0x40, 0x05]), 0, 1).is_ok());
     }

@@ -1,0 +1,247 @@
+//! Where `tailgate local` sends kept traces when the target is not an OTLP/gRPC
+//! backend: the samplers export to this in-process OTLP receiver, which
+//! writes each request out as OTLP/JSON lines, a one-line-per-trace summary,
+//! or an OTLP/HTTP POST. A failure to write is a retryable refusal, so the
+//! samplers' exporter retries and counts, as with any backend.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use prost::Message;
+use proto::receiver::{Accepted, Batch, Refusal, Sink};
+use proto::view::{RequestView, TraceId, resource_attributes};
+
+/// Where kept traces go (`--export`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An OTLP/gRPC backend: the samplers export to it directly.
+    Grpc(String),
+    /// An OTLP/HTTP backend (`POST {base}/v1/traces`, protobuf).
+    Http(String),
+    /// OTLP/JSON, one `ExportTraceServiceRequest` per line, appended.
+    File(PathBuf),
+    /// One line per kept trace on standard output.
+    Stdout,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("grpc://") {
+            Ok(Target::Grpc(format!("http://{}", host_port(rest, s)?)))
+        } else if let Some(rest) = s.strip_prefix("http://") {
+            Ok(Target::Http(format!("http://{}", host_port(rest, s)?)))
+        } else if let Some(path) = s.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("file: needs a path, e.g. file:kept.jsonl".into());
+            }
+            Ok(Target::File(PathBuf::from(path)))
+        } else if s == "stdout" {
+            Ok(Target::Stdout)
+        } else {
+            Err(format!(
+                "export target `{s}`: expected grpc://HOST:PORT, http://HOST:PORT, file:PATH or stdout"
+            ))
+        }
+    }
+}
+
+fn host_port<'a>(rest: &'a str, whole: &str) -> Result<&'a str, String> {
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(rest),
+        _ => Err(format!(
+            "export target `{whole}`: expected HOST:PORT after the scheme"
+        )),
+    }
+}
+
+/// The in-process backend for the non-gRPC targets.
+pub enum Egress {
+    Http {
+        url: String,
+        client: Client<HttpConnector, Full<Bytes>>,
+    },
+    File(Mutex<std::fs::File>),
+    Stdout,
+}
+
+/// A retryable refusal: the samplers' exporter will try again.
+fn unavailable(what: impl std::fmt::Display) -> Refusal {
+    tracing::warn!("export target: {what}");
+    Refusal::Unavailable {
+        retry_after: Duration::from_secs(1),
+    }
+}
+
+impl Egress {
+    /// `None` for a gRPC target, which needs no egress.
+    pub fn new(target: &Target) -> std::io::Result<Option<Egress>> {
+        Ok(Some(match target {
+            Target::Grpc(_) => return Ok(None),
+            Target::Http(base) => Egress::Http {
+                url: format!("{base}/v1/traces"),
+                client: Client::builder(TokioExecutor::new()).build_http(),
+            },
+            Target::File(path) => Egress::File(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            Target::Stdout => Egress::Stdout,
+        }))
+    }
+}
+
+impl Sink for Egress {
+    async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let spans = RequestView::new(&batch.request).validate()?;
+        match self {
+            Egress::Http { url, client } => {
+                let request = http::Request::post(url.as_str())
+                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+                    .body(Full::new(batch.request))
+                    .map_err(unavailable)?;
+                let response = client.request(request).await.map_err(unavailable)?;
+                let status = response.status();
+                // Drain the body so the connection can be reused.
+                let _ = response.into_body().collect().await;
+                if !status.is_success() {
+                    return Err(unavailable(format!("{url} answered {status}")));
+                }
+            }
+            Egress::File(file) => {
+                let decoded = proto::ExportTraceServiceRequest::decode(batch.request.as_ref())
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                let mut line = serde_json::to_vec(&decoded).map_err(unavailable)?;
+                line.push(b'\n');
+                let mut file = file.lock().map_err(|_| unavailable("file lock poisoned"))?;
+                file.write_all(&line).map_err(unavailable)?;
+            }
+            Egress::Stdout => {
+                let text = summary(&batch.request)?;
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).map_err(unavailable)?;
+                out.flush().map_err(unavailable)?;
+            }
+        }
+        Ok(Accepted { spans })
+    }
+}
+
+/// One line per trace in the request, in order of first appearance:
+/// `kept trace <id> spans=N service=S root="NAME" duration=D status=ok|error`.
+pub fn summary(request: &[u8]) -> Result<String, Refusal> {
+    struct Line {
+        id: TraceId,
+        spans: usize,
+        service: String,
+        root: Option<String>,
+        start: u64,
+        end: u64,
+        error: bool,
+    }
+    let mut lines: Vec<Line> = Vec::new();
+    RequestView::new(request).for_each_span(|resource, _, span| {
+        let i = match lines.iter().position(|l| l.id == span.trace_id) {
+            Some(i) => i,
+            None => {
+                let service = resource_attributes(&resource.header)
+                    .get("service.name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown")
+                    .to_owned();
+                lines.push(Line {
+                    id: span.trace_id,
+                    spans: 0,
+                    service,
+                    root: None,
+                    start: u64::MAX,
+                    end: 0,
+                    error: false,
+                });
+                lines.len() - 1
+            }
+        };
+        let line = &mut lines[i];
+        line.spans += 1;
+        line.start = line.start.min(span.start_time_unix_nano);
+        line.end = line.end.max(span.end_time_unix_nano);
+        line.error |= span.is_error();
+        if span.is_root() {
+            line.root = Some(span.name().to_owned());
+        }
+    })?;
+    let mut out = String::new();
+    for l in lines {
+        let duration = Duration::from_nanos(l.end.saturating_sub(l.start));
+        out.push_str(&format!(
+            "kept trace {} spans={} service={} root={:?} duration={:?} status={}\n",
+            l.id,
+            l.spans,
+            l.service,
+            l.root.as_deref().unwrap_or("(not seen)"),
+            duration,
+            if l.error { "error" } else { "ok" },
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_as_the_contract_says() {
+        assert_eq!(
+            "grpc://127.0.0.1:4317".parse(),
+            Ok(Target::Grpc("http://127.0.0.1:4317".into()))
+        );
+        assert_eq!(
+            "http://tempo:4318/".parse(),
+            Ok(Target::Http("http://tempo:4318".into()))
+        );
+        assert_eq!(
+            "file:kept.jsonl".parse(),
+            Ok(Target::File("kept.jsonl".into()))
+        );
+        assert_eq!("stdout".parse(), Ok(Target::Stdout));
+        for bad in [
+            "grpc://nohost",
+            "ftp://x:1",
+            "file:",
+            "http://:80",
+            "grpc://h:port",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn summary_has_one_line_per_trace_with_root_service_and_status() {
+        let json = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+          "scopeSpans":[{"spans":[
+            {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708","name":"GET /cart",
+             "startTimeUnixNano":"1000000000","endTimeUnixNano":"1600000000"},
+            {"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"1102030405060708","parentSpanId":"0102030405060708",
+             "name":"db","startTimeUnixNano":"1100000000","endTimeUnixNano":"1200000000","status":{"code":2}},
+            {"traceId":"ff02030405060708090a0b0c0d0e0f10","spanId":"2102030405060708","parentSpanId":"0102030405060708",
+             "name":"child","startTimeUnixNano":"5","endTimeUnixNano":"10"}]}]}]}"#;
+        let request = proto::json::to_protobuf(json).unwrap();
+        assert_eq!(
+            summary(&request).unwrap(),
+            "kept trace 0102030405060708090a0b0c0d0e0f10 spans=2 service=checkout root=\"GET /cart\" duration=600ms status=error\n\
+             kept trace ff02030405060708090a0b0c0d0e0f10 spans=1 service=checkout root=\"(not seen)\" duration=5ns status=ok\n"
+        );
+    }
+}
