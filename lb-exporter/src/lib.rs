@@ -9,9 +9,11 @@
 
 pub mod exporter;
 pub mod member;
+pub mod node;
 pub mod resolver;
 pub mod ring;
 
 pub use exporter::{ExportConfig, LbExporter, SendError};
 pub use member::{Member, MemberSet};
+pub use node::{Lb, LbConfig, LbConfigError, LbError, run};
 pub use ring::Ring;
