@@ -91,9 +91,11 @@ pub(crate) struct Reloader {
     /// Recomputes the node-wide limits that follow the policy file.
     pub max_traces: Box<dyn Fn(&PolicyFile) -> usize + Send + Sync>,
     stamp: Option<Stamp>,
+    hangup: Hangup,
 }
 
 impl Reloader {
+    /// Call inside a tokio runtime: the SIGHUP handler is installed here.
     pub fn new(
         path: PathBuf,
         interval: Duration,
@@ -111,14 +113,20 @@ impl Reloader {
             node,
             max_traces,
             stamp,
+            // Installed now, not when the task first runs, so that SIGHUP
+            // is handled (not fatal) from the moment the node is ready.
+            hangup: hangup_signal(),
         }
     }
 
     /// Polls the file, listens for SIGHUP and reload requests, until `stop`.
     pub async fn run(mut self, mut requests: mpsc::Receiver<()>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.interval);
+        // The first check is one interval in: the file was just loaded.
+        let first = tokio::time::Instant::now() + self.interval;
+        let mut tick = tokio::time::interval_at(first, self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut hangup = hangup_signal();
+        // Moved out: the select loop below borrows `self` mutably.
+        let mut hangup = self.hangup.take();
         let mut requests_open = true;
         loop {
             tokio::select! {

@@ -218,3 +218,43 @@ async fn run_serves_until_its_shutdown_future_completes() {
     tx.send(()).unwrap();
     within(30, task).await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_policy_file() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("sighup");
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, ERRORS_ONLY).unwrap();
+    let mut c = config("s1", &path, &backend);
+    c.policy_poll_interval = Duration::from_secs(3600);
+    let node = Node::start(c);
+    // Ready means the SIGHUP handler is in place (nextest runs each test in
+    // a process of its own, so the signal reaches only this node).
+    let mut ready = false;
+    for _ in 0..200 {
+        if http_get(node.admin, "/readyz").await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ready);
+    std::fs::write(&path, KEEP_ALL).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0
+        })
+        .await;
+    assert_eq!(
+        m.sum("tailgate_policy_reloads_total", &[("result", "success")]),
+        1.0
+    );
+    node.send(&[SpanSpec::new(4, 0).root()]).await.unwrap();
+    node.shutdown().await.unwrap();
+    assert_eq!(backend.spans_of(trace_id(4)), [0]);
+}
