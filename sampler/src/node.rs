@@ -46,7 +46,7 @@ pub(crate) struct NodeState {
 }
 
 impl NodeState {
-    fn new(config: &SamplerConfig, max_traces: usize) -> NodeState {
+    pub(crate) fn new(config: &SamplerConfig, max_traces: usize) -> NodeState {
         let watermark = config.limits.high_watermark;
         NodeState {
             closing: AtomicBool::new(false),
@@ -159,7 +159,7 @@ impl Sink for SamplerSink {
             return self.refuse(&request, reason);
         }
         let len = request.len();
-        let batches = IngestBatch::split(request.clone(), self.shards.len())?;
+        let batches = IngestBatch::split(request, self.shards.len())?;
         let spans: usize = batches.iter().map(IngestBatch::len).sum();
         if spans == 0 {
             return Ok(Accepted { spans: 0 });

@@ -183,7 +183,7 @@ impl Shard {
         self.next_deadline = next;
         self.decide_all(ready, now).await;
         self.publish();
-        self.flush().await;
+        self.flush(0).await;
         self.publish();
     }
 
@@ -192,11 +192,15 @@ impl Shard {
             return;
         }
         let active = self.policies.borrow().clone();
+        // Spans taken out of the buffer but not decided yet still count as
+        // buffered while a flush waits.
+        let mut undecided: usize = ready.iter().map(TakenTrace::span_count).sum();
         for trace in ready {
+            undecided -= trace.span_count();
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
-                self.publish();
-                self.flush().await;
+                self.publish_with(undecided);
+                self.flush(undecided).await;
             }
         }
     }
@@ -248,8 +252,9 @@ impl Shard {
     /// Hands the written spans to the exporter. When its queue is full the
     /// shard waits for room (and the receivers refuse new requests while
     /// any shard waits: backpressure before dropping); only the shutdown
-    /// deadline ends the wait with a drop.
-    async fn flush(&mut self) {
+    /// deadline ends the wait with a drop. `undecided` spans are held
+    /// besides (for the gauges).
+    async fn flush(&mut self, undecided: usize) {
         if self.out_spans == 0 {
             return;
         }
@@ -264,7 +269,7 @@ impl Shard {
             Err(SendError::QueueFull(batch)) => {
                 let _blocked = self.ctx.node.export_blocked();
                 // Counted as buffered while it waits.
-                self.publish_with(spans);
+                self.publish_with(spans + undecided);
                 tokio::select! {
                     sent = self.ctx.exporter.send(batch) => sent.map_err(|_| Dropped::ExporterClosed),
                     () = shutdown_deadline(self.stop.clone()) => Err(Dropped::ShutdownDeadline),
@@ -297,7 +302,7 @@ impl Shard {
         let ready = self.buffer.drain();
         self.decide_all(ready, now).await;
         self.publish();
-        self.flush().await;
+        self.flush(0).await;
         self.publish();
     }
 
@@ -306,7 +311,8 @@ impl Shard {
     }
 
     /// Moves the node-wide gauges by what changed since the last call.
-    /// `waiting` spans were taken out of the buffer but not handed over.
+    /// `waiting` spans were taken out of the buffer and not handed over
+    /// (nor written to `out`, which is counted here).
     fn publish_with(&mut self, waiting: usize) {
         let now = Published {
             traces: self.buffer.traces(),
@@ -358,5 +364,104 @@ async fn shutdown_deadline(mut stop: watch::Receiver<Option<Instant>>) {
             // Nobody can set one any more.
             std::future::pending::<()>().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{SpanSpec, request};
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+    use policy::PolicyFile;
+    use proto::exporter::ExporterConfig;
+
+    const POLICY: &str = "\
+decision_wait: 10s
+decision_wait_after_root_received: 2s
+policies:
+  - name: errors
+    type: status_code
+    status_code: {status_codes: [ERROR]}
+";
+
+    struct Harness {
+        recorder: PrometheusRecorder,
+        tx: mpsc::Sender<ShardMsg>,
+        _stop: watch::Sender<Option<Instant>>,
+        _policies: watch::Sender<Arc<ActivePolicy>>,
+    }
+
+    impl Harness {
+        fn start() -> Harness {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let (metrics, active) = metrics::with_local_recorder(&recorder, || {
+                let metrics = Arc::new(Metrics::new("t"));
+                let file = PolicyFile::parse(POLICY, "policy.yaml").unwrap();
+                let active = Arc::new(ActivePolicy::new(file, 7, &metrics));
+                (metrics, active)
+            });
+            let config = SamplerConfig {
+                policy_file: "policy.yaml".into(),
+                shards: 1,
+                ..SamplerConfig::default()
+            }
+            .effective();
+            // Nothing is kept by this policy: the exporter never connects.
+            let exporter = Exporter::start(ExporterConfig {
+                endpoint: "http://127.0.0.1:9".into(),
+                ..ExporterConfig::default()
+            })
+            .unwrap();
+            let ctx = Arc::new(ShardContext {
+                exporter,
+                node: Arc::new(NodeState::new(&config, 1000)),
+                metrics,
+                config: Arc::new(config),
+                epoch: Instant::now(),
+                flush_bytes: 1 << 20,
+            });
+            let (tx, rx) = mpsc::channel(4);
+            let (policies, policies_rx) = watch::channel(active);
+            let (stop, stop_rx) = watch::channel(None);
+            tokio::spawn(Shard::new(ctx, rx, policies_rx, stop_rx).run());
+            Harness {
+                recorder,
+                tx,
+                _stop: stop,
+                _policies: policies,
+            }
+        }
+
+        async fn send(&self, specs: &[SpanSpec]) {
+            let batch = IngestBatch::parse(request(specs)).unwrap();
+            self.tx.send(ShardMsg { batch, charge: 0 }).await.unwrap();
+        }
+
+        fn decided(&self) -> u64 {
+            self.recorder
+                .handle()
+                .render()
+                .lines()
+                .filter(|l| l.starts_with("tailgate_traces_decided_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+                .sum()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_shard_wakes_at_each_deadline_and_not_before() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Trace 2's root at 1 s: due at 3 s, not 11 s.
+        h.send(&[SpanSpec::new(2, 0).root()]).await;
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(h.decided(), 0, "2.9 s: nothing due yet");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.decided(), 1, "3.1 s: the trace with a root");
+        tokio::time::sleep(Duration::from_millis(6800)).await;
+        assert_eq!(h.decided(), 1, "9.9 s: the other one waits");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(h.decided(), 2, "10.1 s: decision_wait after its first span");
     }
 }
