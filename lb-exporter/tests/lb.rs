@@ -436,19 +436,19 @@ async fn full_owner_queues_answer_resource_exhausted_and_429_rather_than_drop() 
     let mut refusal = None;
     for _ in 0..500 {
         let (request, _) = traffic.fresh(20, 2);
-        match lb.send(request).await {
+        match lb.send(request.clone()).await {
             Ok(()) => accepted += 40,
             Err(e) => {
-                refusal = Some(e);
+                refusal = Some((e, request));
                 break;
             }
         }
     }
-    let refusal = refusal.expect("the queues fill up");
+    let (refusal, refused) = refusal.expect("the queues fill up");
     assert_eq!(refusal.code(), Code::ResourceExhausted, "{refusal}");
     assert!(refusal.is_retryable(), "RetryInfo makes it retryable");
     assert_eq!(refusal.retry_after(), Some(Duration::from_secs(2)));
-    let (status, head) = http_post(lb.http, "/v1/traces", &traffic.fresh(20, 2).0).await;
+    let (status, head) = http_post(lb.http, "/v1/traces", &refused).await;
     assert_eq!(status, 429, "{head}");
     assert!(
         head.to_ascii_lowercase().contains("retry-after: 2"),
@@ -472,6 +472,17 @@ async fn full_owner_queues_answer_resource_exhausted_and_429_rather_than_drop() 
     );
     assert_eq!(m.get("tailgate_lb_spans_dropped_total", &l(&[])), 0.0);
     assert_eq!(m.get("tailgate_lb_queue_spans", &l(&[])), accepted as f64);
+    let per_member: Vec<f64> = sinks
+        .iter()
+        .map(|s| {
+            let member = s.member();
+            m.get(
+                "tailgate_lb_queue_bytes",
+                &node("lb-full", &[("member", &member)]),
+            )
+        })
+        .collect();
+    assert!(per_member.iter().all(|b| *b > 0.0), "{per_member:?}");
     // At shutdown the drain deadline passes with every sink stalled: what is
     // left is dropped and counted, and the identity holds.
     lb.stop().await;
@@ -484,6 +495,7 @@ async fn full_owner_queues_answer_resource_exhausted_and_429_rather_than_drop() 
         accepted as f64
     );
     assert_eq!(m.get("tailgate_lb_queue_spans", &l(&[])), 0.0);
+    assert_eq!(m.get("tailgate_lb_queue_bytes", &l(&[])), 0.0);
 }
 
 /// A port free now on 127.0.0.1 (for `run`, which does not report the

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hickory_server::Server;
-use hickory_server::proto::rr::rdata::{A, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
@@ -419,16 +419,23 @@ impl FakeDns {
         }
     }
 
-    /// Replaces the A records of `name` (`samplers.test.`) with `ips`.
+    /// Replaces the A and AAAA records of `name` (`samplers.test.`) with
+    /// `ips` (IPv4 or IPv6).
     pub async fn set(&mut self, name: &str, ips: &[&str]) {
         let name = Name::from_ascii(name).unwrap();
         self.serial += 1;
-        self.zone
-            .records_mut()
-            .await
-            .remove(&RrKey::new(LowerName::new(&name), RecordType::A));
+        {
+            let mut records = self.zone.records_mut().await;
+            for kind in [RecordType::A, RecordType::AAAA] {
+                records.remove(&RrKey::new(LowerName::new(&name), kind));
+            }
+        }
         for ip in ips {
-            let record = Record::from_rdata(name.clone(), 0, RData::A(A(ip.parse().unwrap())));
+            let data = match ip.parse::<IpAddr>().unwrap() {
+                IpAddr::V4(v4) => RData::A(A(v4)),
+                IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+            };
+            let record = Record::from_rdata(name.clone(), 0, data);
             self.zone.upsert(record, self.serial).await;
         }
     }
