@@ -412,10 +412,28 @@ impl Tracker {
     }
 }
 
+/// One resolution, behind a trait so the loop's timing can be tested with
+/// paused time and scripted answers.
+trait Lookup: Send + Sync + 'static {
+    fn resolve(&self) -> impl std::future::Future<Output = Answer> + Send;
+    /// What is being resolved, for messages.
+    fn target(&self) -> String;
+}
+
 struct DnsLookup {
     resolver: TokioResolver,
     name: Name,
     port: u16,
+}
+
+impl Lookup for DnsLookup {
+    async fn resolve(&self) -> Answer {
+        DnsLookup::resolve(self).await
+    }
+
+    fn target(&self) -> String {
+        self.name.to_string()
+    }
 }
 
 impl DnsLookup {
@@ -452,8 +470,8 @@ impl DnsLookup {
     }
 }
 
-async fn resolve_loop(
-    lookup: DnsLookup,
+async fn resolve_loop<L: Lookup>(
+    lookup: L,
     interval: Duration,
     timeout: Duration,
     tx: watch::Sender<MemberSet>,
@@ -470,7 +488,10 @@ async fn resolve_loop(
         }
         let answer = match tokio::time::timeout(timeout, lookup.resolve()).await {
             Ok(answer) => answer,
-            Err(_) => Answer::Failed(format!("no answer for {} within {timeout:?}", lookup.name)),
+            Err(_) => Answer::Failed(format!(
+                "no answer for {} within {timeout:?}",
+                lookup.target()
+            )),
         };
         if let Some(set) = tracker.observe(answer) {
             tx.send_replace(set);
@@ -556,6 +577,91 @@ mod tests {
         assert!(dns(|d| d.port = 0).contains("resolver.dns.port"));
         assert!(dns(|d| d.hostname = String::new()).contains("hostname"));
         assert!(dns(|d| d.nameservers = vec!["ns1".into()]).contains("\"ns1\""));
+    }
+
+    /// Answers from a script (then the last answer again), each after
+    /// `delay`; counts calls.
+    struct FakeLookup {
+        script: std::sync::Mutex<Vec<Answer>>,
+        delay: Duration,
+        calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Lookup for FakeLookup {
+        async fn resolve(&self) -> Answer {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(self.delay).await;
+            let mut script = self.script.lock().unwrap();
+            if script.len() > 1 {
+                script.remove(0)
+            } else {
+                script[0].clone()
+            }
+        }
+
+        fn target(&self) -> String {
+            "fake.".into()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_resolves_at_once_then_every_interval_and_a_slow_answer_is_a_failure() {
+        let a = set(&["10.0.0.1:4317"]);
+        let b = set(&["10.0.0.2:4317"]);
+        let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lookup = FakeLookup {
+            script: std::sync::Mutex::new(vec![
+                Answer::Addresses(a.clone()),
+                Answer::Addresses(b.clone()),
+            ]),
+            delay: Duration::from_millis(100),
+            calls: calls.clone(),
+        };
+        let (tx, mut rx) = watch::channel(MemberSet::default());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(resolve_loop(
+            lookup,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            tx,
+            Tracker::new(Metrics::new("loop", "dns")),
+            stop_rx,
+        ));
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), a, "resolved at once");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), b);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // Ten more intervals: ten more calls, no change.
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 12);
+        assert!(!rx.has_changed().unwrap());
+        stop.send_replace(true);
+        task.await.unwrap();
+
+        // An answer slower than the timeout keeps the last good set.
+        let mut tracker = Tracker::new(Metrics::new("loop-slow", "dns"));
+        tracker.observe(Answer::Addresses(a.clone()));
+        let slow = FakeLookup {
+            script: std::sync::Mutex::new(vec![Answer::Addresses(b.clone())]),
+            delay: Duration::from_secs(3),
+            calls: std::sync::Arc::default(),
+        };
+        let (tx, rx) = watch::channel(a.clone());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(resolve_loop(
+            slow,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            tx,
+            tracker,
+            stop_rx,
+        ));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(*rx.borrow(), a, "timed-out answers never replaced the set");
+        stop.send_replace(true);
+        task.await.unwrap();
     }
 
     #[tokio::test]
