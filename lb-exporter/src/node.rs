@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::exporter::{ExportConfig, ExportConfigError, LbExporter, SendError, StartError};
-use crate::resolver::{self, Membership, ResolverConfig, ResolverError, StaticConfig};
+use crate::resolver::{self, Membership, ResolverConfig, ResolverError};
 
 /// The `tailgate lb` configuration (YAML; unknown keys are an error).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,9 +61,7 @@ impl Default for LbConfig {
             receiver: ReceiverConfig::default(),
             admin: DEFAULT_ADMIN_ADDR,
             // Invalid on purpose: there is no sensible default member.
-            resolver: ResolverConfig::Static(StaticConfig {
-                members: Vec::new(),
-            }),
+            resolver: ResolverConfig::default(),
             export: ExportConfig::default(),
             retry_after: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
@@ -125,14 +123,6 @@ impl LbConfig {
             && clashes(g, h)
         {
             return invalid("receiver.http", "is also the receiver.grpc address");
-        }
-        if let ResolverConfig::Static(s) = &self.resolver
-            && s.members.is_empty()
-        {
-            return invalid(
-                "resolver",
-                "required: dns: {hostname: ...} or static: {members: [host:port, ...]}",
-            );
         }
         self.resolver.validate()?;
         self.export.validate()?;
@@ -364,10 +354,11 @@ async fn track_readiness(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resolver::StaticConfig;
 
     fn valid() -> LbConfig {
         LbConfig {
-            resolver: ResolverConfig::Static(StaticConfig {
+            resolver: ResolverConfig::from_static(StaticConfig {
                 members: vec!["10.0.0.1:4317".into()],
             }),
             ..LbConfig::default()
@@ -385,6 +376,40 @@ mod tests {
         assert_eq!(c.retry_after, Duration::from_secs(1));
         assert_eq!(c.drain_timeout, Duration::from_secs(10));
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_yaml_file_reads_as_documented() {
+        let yaml = r#"
+node: lb-a
+receiver:
+  grpc: 0.0.0.0:4317
+  http: "off"
+admin: 127.0.0.1:9888
+resolver:
+  dns:
+    hostname: tailgate-sampler.tailgate.svc.cluster.local.
+    interval: 2s
+    nameservers: ["10.96.0.10"]
+export:
+  queue_bytes: 8388608
+  batch_timeout: 1ms
+retry_after: 500ms
+"#;
+        let c: LbConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        assert_eq!(c.node, "lb-a");
+        assert_eq!(c.receiver.http, None);
+        let dns = c.resolver.dns.as_ref().unwrap();
+        assert_eq!(dns.interval, Duration::from_secs(2));
+        assert_eq!(dns.port, 4317);
+        assert_eq!(c.export.queue_bytes, 8 << 20);
+        assert_eq!(c.export.batch_timeout, Duration::from_millis(1));
+        assert_eq!(c.retry_after, Duration::from_millis(500));
+        assert!(c.validate().is_ok());
+        let listed: LbConfig =
+            serde_yaml_ng::from_str("resolver:\n  static:\n    members: [a:1, \"[::1]:2\"]\n")
+                .unwrap();
+        assert!(listed.validate().is_ok());
     }
 
     #[test]
@@ -408,7 +433,7 @@ mod tests {
             c.validate().unwrap_err().to_string()
         };
         assert!(
-            msg(|c| c.resolver = LbConfig::default().resolver).starts_with("resolver: required")
+            msg(|c| c.resolver = LbConfig::default().resolver).starts_with("resolver is required")
         );
         assert!(msg(|c| c.admin = "0.0.0.0:4317".parse().unwrap()).starts_with("receiver.grpc:"));
         assert!(

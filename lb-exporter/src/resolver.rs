@@ -27,13 +27,24 @@ use tokio::task::JoinHandle;
 
 use crate::member::{Member, MemberError, MemberSet};
 
-/// Where the member set comes from (the `resolver:` block): `dns: {...}` or
-/// `static: {...}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum ResolverConfig {
-    Dns(DnsConfig),
-    Static(StaticConfig),
+/// Where the member set comes from (the `resolver:` block): exactly one of
+/// `dns: {...}` and `static: {...}`. Two optional keys rather than an enum,
+/// so YAML needs no tags and every key can be set by flag or environment.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverConfig {
+    /// Members from DNS. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsConfig>,
+    /// A fixed member list. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#static: Option<StaticConfig>,
+}
+
+/// The one source a valid [`ResolverConfig`] names.
+enum Source<'a> {
+    Dns(&'a DnsConfig),
+    Static(&'a StaticConfig),
 }
 
 /// Members from DNS: every A and AAAA address of `hostname`, with `port`.
@@ -96,6 +107,8 @@ pub struct StaticConfig {
 /// A resolver config that cannot work, or a resolver that cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolverError {
+    #[error("resolver {0}: set dns: {{hostname: ...}} or static: {{members: [host:port, ...]}}")]
+    Source(&'static str),
     #[error("resolver.static.members: {0}")]
     Member(#[from] MemberError),
     #[error("resolver.static.members is empty: list at least one host:port")]
@@ -124,18 +137,45 @@ impl ResolverError {
 }
 
 impl ResolverConfig {
-    /// Checks everything [`start`] would refuse, without a runtime.
-    pub fn validate(&self) -> Result<(), ResolverError> {
-        match self {
-            ResolverConfig::Static(s) => s.member_set().map(|_| ()),
-            ResolverConfig::Dns(d) => d.checked().map(|_| ()),
+    /// Members from DNS.
+    pub fn from_dns(dns: DnsConfig) -> Self {
+        ResolverConfig {
+            dns: Some(dns),
+            r#static: None,
         }
     }
 
+    /// A fixed member list.
+    pub fn from_static(members: StaticConfig) -> Self {
+        ResolverConfig {
+            dns: None,
+            r#static: Some(members),
+        }
+    }
+
+    /// Checks everything [`start`] would refuse, without a runtime.
+    pub fn validate(&self) -> Result<(), ResolverError> {
+        match self.source()? {
+            Source::Static(s) => s.member_set().map(|_| ()),
+            Source::Dns(d) => d.checked().map(|_| ()),
+        }
+    }
+
+    fn source(&self) -> Result<Source<'_>, ResolverError> {
+        match (&self.dns, &self.r#static) {
+            (Some(d), None) => Ok(Source::Dns(d)),
+            (None, Some(s)) => Ok(Source::Static(s)),
+            (None, None) => Err(ResolverError::Source("is required")),
+            (Some(_), Some(_)) => Err(ResolverError::Source("has both dns and static")),
+        }
+    }
+}
+
+impl Source<'_> {
     fn kind(&self) -> &'static str {
         match self {
-            ResolverConfig::Dns(_) => "dns",
-            ResolverConfig::Static(_) => "static",
+            Source::Dns(_) => "dns",
+            Source::Static(_) => "static",
         }
     }
 }
@@ -272,10 +312,11 @@ impl Drop for Membership {
 /// Starts the resolver `config` describes. A static set is published before
 /// this returns; a DNS resolver resolves at once, then every `interval`.
 pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, ResolverError> {
-    let metrics = Metrics::new(node, config.kind());
+    let source = config.source()?;
+    let metrics = Metrics::new(node, source.kind());
     let (stop, stop_rx) = watch::channel(false);
-    match config {
-        ResolverConfig::Static(s) => {
+    match source {
+        Source::Static(s) => {
             let set = s.member_set()?;
             let mut tracker = Tracker::new(metrics);
             tracker.observe(Answer::Addresses(set.clone()));
@@ -286,7 +327,7 @@ pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, Resolver
                 task: None,
             })
         }
-        ResolverConfig::Dns(d) => {
+        Source::Dns(d) => {
             let (name, nameservers) = d.checked()?;
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ResolverError::NoRuntime)?;
@@ -526,10 +567,11 @@ mod tests {
     fn config_reads_both_kinds_with_defaults_and_refuses_unknown_keys() {
         let dns: ResolverConfig =
             serde_json::from_str(r#"{"dns": {"hostname": "samplers.test."}}"#).unwrap();
-        assert_eq!(dns, ResolverConfig::Dns(DnsConfig::new("samplers.test.")));
-        let ResolverConfig::Dns(d) = &dns else {
-            unreachable!()
-        };
+        assert_eq!(
+            dns,
+            ResolverConfig::from_dns(DnsConfig::new("samplers.test."))
+        );
+        let d = dns.dns.as_ref().unwrap();
         assert_eq!(
             (d.port, d.interval, d.timeout),
             (4317, Duration::from_secs(5), Duration::from_secs(2))
@@ -547,6 +589,7 @@ mod tests {
             r#"{"dns": {"hostname": "s", "intervall": "1s"}}"#,
             r#"{"static": {"members": [], "x": 1}}"#,
             r#"{"consul": {}}"#,
+            r#"{"dns": {"hostname": "s"}, "static": {"members": ["a:1"]}, "x": 1}"#,
         ] {
             assert!(
                 serde_json::from_str::<ResolverConfig>(bad).is_err(),
@@ -559,11 +602,13 @@ mod tests {
     fn validation_names_what_is_wrong() {
         let msg = |c: ResolverConfig| c.validate().unwrap_err().to_string();
         assert_eq!(
-            msg(ResolverConfig::Static(StaticConfig { members: vec![] })),
+            msg(ResolverConfig::from_static(StaticConfig {
+                members: vec![]
+            })),
             "resolver.static.members is empty: list at least one host:port"
         );
         assert!(
-            msg(ResolverConfig::Static(StaticConfig {
+            msg(ResolverConfig::from_static(StaticConfig {
                 members: vec!["nohost".into()]
             }))
             .contains("expected host:port")
@@ -571,12 +616,20 @@ mod tests {
         let dns = |f: fn(&mut DnsConfig)| {
             let mut d = DnsConfig::new("s.test.");
             f(&mut d);
-            msg(ResolverConfig::Dns(d))
+            msg(ResolverConfig::from_dns(d))
         };
         assert!(dns(|d| d.timeout = Duration::from_secs(9)).contains("resolver.dns.timeout"));
         assert!(dns(|d| d.port = 0).contains("resolver.dns.port"));
         assert!(dns(|d| d.hostname = String::new()).contains("hostname"));
         assert!(dns(|d| d.nameservers = vec!["ns1".into()]).contains("\"ns1\""));
+        assert!(msg(ResolverConfig::default()).starts_with("resolver is required"));
+        let both = ResolverConfig {
+            dns: Some(DnsConfig::new("s.")),
+            r#static: Some(StaticConfig {
+                members: vec!["a:1".into()],
+            }),
+        };
+        assert!(msg(both).starts_with("resolver has both"));
     }
 
     /// Answers from a script (then the last answer again), each after
@@ -666,7 +719,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_static_set_is_published_before_start_returns() {
-        let config = ResolverConfig::Static(StaticConfig {
+        let config = ResolverConfig::from_static(StaticConfig {
             members: vec!["b:1".into(), "a:1".into(), "b:1".into()],
         });
         let m = start(&config, "static-test").unwrap();
