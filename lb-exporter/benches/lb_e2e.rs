@@ -328,7 +328,7 @@ fn main() {
             ..ReceiverConfig::default()
         },
         admin: "127.0.0.1:0".parse().expect("addr"),
-        resolver: ResolverConfig::from_static(StaticConfig {
+        resolver: ResolverConfig::Static(StaticConfig {
             members: sink_addrs.iter().map(|a| a.to_string()).collect(),
         }),
         export: ExportConfig::default(),

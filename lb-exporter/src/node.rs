@@ -60,8 +60,11 @@ impl Default for LbConfig {
             node: DEFAULT_NODE.into(),
             receiver: ReceiverConfig::default(),
             admin: DEFAULT_ADMIN_ADDR,
-            // Invalid on purpose: there is no sensible default member.
-            resolver: ResolverConfig::default(),
+            // Invalid on purpose (validate says "resolver is required"):
+            // there is no sensible default member.
+            resolver: ResolverConfig::Static(crate::resolver::StaticConfig {
+                members: Vec::new(),
+            }),
             export: ExportConfig::default(),
             retry_after: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
@@ -123,6 +126,11 @@ impl LbConfig {
             && clashes(g, h)
         {
             return invalid("receiver.http", "is also the receiver.grpc address");
+        }
+        if let ResolverConfig::Static(s) = &self.resolver
+            && s.members.is_empty()
+        {
+            return Err(ResolverError::Source("is required").into());
         }
         self.resolver.validate()?;
         self.export.validate()?;
@@ -358,7 +366,7 @@ mod tests {
 
     fn valid() -> LbConfig {
         LbConfig {
-            resolver: ResolverConfig::from_static(StaticConfig {
+            resolver: ResolverConfig::Static(StaticConfig {
                 members: vec!["10.0.0.1:4317".into()],
             }),
             ..LbConfig::default()
@@ -399,7 +407,9 @@ retry_after: 500ms
         let c: LbConfig = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(c.node, "lb-a");
         assert_eq!(c.receiver.http, None);
-        let dns = c.resolver.dns.as_ref().unwrap();
+        let ResolverConfig::Dns(dns) = &c.resolver else {
+            panic!("{:?}", c.resolver)
+        };
         assert_eq!(dns.interval, Duration::from_secs(2));
         assert_eq!(dns.port, 4317);
         assert_eq!(c.export.queue_bytes, 8 << 20);

@@ -28,23 +28,54 @@ use tokio::task::JoinHandle;
 use crate::member::{Member, MemberError, MemberSet};
 
 /// Where the member set comes from (the `resolver:` block): exactly one of
-/// `dns: {...}` and `static: {...}`. Two optional keys rather than an enum,
-/// so YAML needs no tags and every key can be set by flag or environment.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ResolverConfig {
-    /// Members from DNS. Default none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsConfig>,
-    /// A fixed member list. Default none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub r#static: Option<StaticConfig>,
+/// `dns: {...}` and `static: {...}`.
+///
+/// Read and written as a map with one of two optional keys rather than as
+/// a tagged enum, so YAML needs no `!dns` tag and flag or environment
+/// overrides address `resolver.dns.hostname` like any other key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "ResolverKeys", into = "ResolverKeys")]
+pub enum ResolverConfig {
+    Dns(DnsConfig),
+    Static(StaticConfig),
 }
 
-/// The one source a valid [`ResolverConfig`] names.
-enum Source<'a> {
-    Dns(&'a DnsConfig),
-    Static(&'a StaticConfig),
+/// The `resolver:` block as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolverKeys {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns: Option<DnsConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r#static: Option<StaticConfig>,
+}
+
+impl TryFrom<ResolverKeys> for ResolverConfig {
+    type Error = ResolverError;
+
+    fn try_from(keys: ResolverKeys) -> Result<Self, Self::Error> {
+        match (keys.dns, keys.r#static) {
+            (Some(d), None) => Ok(ResolverConfig::Dns(d)),
+            (None, Some(s)) => Ok(ResolverConfig::Static(s)),
+            (None, None) => Err(ResolverError::Source("is required")),
+            (Some(_), Some(_)) => Err(ResolverError::Source("has both dns and static")),
+        }
+    }
+}
+
+impl From<ResolverConfig> for ResolverKeys {
+    fn from(config: ResolverConfig) -> Self {
+        match config {
+            ResolverConfig::Dns(d) => ResolverKeys {
+                dns: Some(d),
+                r#static: None,
+            },
+            ResolverConfig::Static(s) => ResolverKeys {
+                dns: None,
+                r#static: Some(s),
+            },
+        }
+    }
 }
 
 /// Members from DNS: every A and AAAA address of `hostname`, with `port`.
@@ -137,45 +168,18 @@ impl ResolverError {
 }
 
 impl ResolverConfig {
-    /// Members from DNS.
-    pub fn from_dns(dns: DnsConfig) -> Self {
-        ResolverConfig {
-            dns: Some(dns),
-            r#static: None,
-        }
-    }
-
-    /// A fixed member list.
-    pub fn from_static(members: StaticConfig) -> Self {
-        ResolverConfig {
-            dns: None,
-            r#static: Some(members),
-        }
-    }
-
     /// Checks everything [`start`] would refuse, without a runtime.
     pub fn validate(&self) -> Result<(), ResolverError> {
-        match self.source()? {
-            Source::Static(s) => s.member_set().map(|_| ()),
-            Source::Dns(d) => d.checked().map(|_| ()),
+        match self {
+            ResolverConfig::Static(s) => s.member_set().map(|_| ()),
+            ResolverConfig::Dns(d) => d.checked().map(|_| ()),
         }
     }
 
-    fn source(&self) -> Result<Source<'_>, ResolverError> {
-        match (&self.dns, &self.r#static) {
-            (Some(d), None) => Ok(Source::Dns(d)),
-            (None, Some(s)) => Ok(Source::Static(s)),
-            (None, None) => Err(ResolverError::Source("is required")),
-            (Some(_), Some(_)) => Err(ResolverError::Source("has both dns and static")),
-        }
-    }
-}
-
-impl Source<'_> {
     fn kind(&self) -> &'static str {
         match self {
-            Source::Dns(_) => "dns",
-            Source::Static(_) => "static",
+            ResolverConfig::Dns(_) => "dns",
+            ResolverConfig::Static(_) => "static",
         }
     }
 }
@@ -312,11 +316,10 @@ impl Drop for Membership {
 /// Starts the resolver `config` describes. A static set is published before
 /// this returns; a DNS resolver resolves at once, then every `interval`.
 pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, ResolverError> {
-    let source = config.source()?;
-    let metrics = Metrics::new(node, source.kind());
+    let metrics = Metrics::new(node, config.kind());
     let (stop, stop_rx) = watch::channel(false);
-    match source {
-        Source::Static(s) => {
+    match config {
+        ResolverConfig::Static(s) => {
             let set = s.member_set()?;
             let mut tracker = Tracker::new(metrics);
             tracker.observe(Answer::Addresses(set.clone()));
@@ -327,7 +330,7 @@ pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, Resolver
                 task: None,
             })
         }
-        Source::Dns(d) => {
+        ResolverConfig::Dns(d) => {
             let (name, nameservers) = d.checked()?;
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ResolverError::NoRuntime)?;
@@ -567,11 +570,10 @@ mod tests {
     fn config_reads_both_kinds_with_defaults_and_refuses_unknown_keys() {
         let dns: ResolverConfig =
             serde_json::from_str(r#"{"dns": {"hostname": "samplers.test."}}"#).unwrap();
-        assert_eq!(
-            dns,
-            ResolverConfig::from_dns(DnsConfig::new("samplers.test."))
-        );
-        let d = dns.dns.as_ref().unwrap();
+        assert_eq!(dns, ResolverConfig::Dns(DnsConfig::new("samplers.test.")));
+        let ResolverConfig::Dns(d) = &dns else {
+            unreachable!()
+        };
         assert_eq!(
             (d.port, d.interval, d.timeout),
             (4317, Duration::from_secs(5), Duration::from_secs(2))
@@ -602,13 +604,11 @@ mod tests {
     fn validation_names_what_is_wrong() {
         let msg = |c: ResolverConfig| c.validate().unwrap_err().to_string();
         assert_eq!(
-            msg(ResolverConfig::from_static(StaticConfig {
-                members: vec![]
-            })),
+            msg(ResolverConfig::Static(StaticConfig { members: vec![] })),
             "resolver.static.members is empty: list at least one host:port"
         );
         assert!(
-            msg(ResolverConfig::from_static(StaticConfig {
+            msg(ResolverConfig::Static(StaticConfig {
                 members: vec!["nohost".into()]
             }))
             .contains("expected host:port")
@@ -616,20 +616,25 @@ mod tests {
         let dns = |f: fn(&mut DnsConfig)| {
             let mut d = DnsConfig::new("s.test.");
             f(&mut d);
-            msg(ResolverConfig::from_dns(d))
+            msg(ResolverConfig::Dns(d))
         };
         assert!(dns(|d| d.timeout = Duration::from_secs(9)).contains("resolver.dns.timeout"));
         assert!(dns(|d| d.port = 0).contains("resolver.dns.port"));
         assert!(dns(|d| d.hostname = String::new()).contains("hostname"));
         assert!(dns(|d| d.nameservers = vec!["ns1".into()]).contains("\"ns1\""));
-        assert!(msg(ResolverConfig::default()).starts_with("resolver is required"));
-        let both = ResolverConfig {
-            dns: Some(DnsConfig::new("s.")),
-            r#static: Some(StaticConfig {
-                members: vec!["a:1".into()],
-            }),
+        let parse = |json| {
+            serde_json::from_str::<ResolverConfig>(json)
+                .unwrap_err()
+                .to_string()
         };
-        assert!(msg(both).starts_with("resolver has both"));
+        assert!(parse("{}").starts_with("resolver is required"));
+        assert!(
+            parse(r#"{"dns": {"hostname": "s"}, "static": {"members": ["a:1"]}}"#)
+                .starts_with("resolver has both")
+        );
+        // And back: the same keys.
+        let json = serde_json::to_string(&ResolverConfig::Dns(DnsConfig::new("s."))).unwrap();
+        assert!(json.starts_with(r#"{"dns":{"hostname":"s.""#), "{json}");
     }
 
     /// Answers from a script (then the last answer again), each after
@@ -719,7 +724,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_static_set_is_published_before_start_returns() {
-        let config = ResolverConfig::from_static(StaticConfig {
+        let config = ResolverConfig::Static(StaticConfig {
             members: vec!["b:1".into(), "a:1".into(), "b:1".into()],
         });
         let m = start(&config, "static-test").unwrap();

@@ -53,7 +53,7 @@ fn config(name: &str, resolver: ResolverConfig) -> LbConfig {
 }
 
 fn dns_resolver(server: &FakeDns, port: u16) -> ResolverConfig {
-    ResolverConfig::from_dns(DnsConfig {
+    ResolverConfig::Dns(DnsConfig {
         hostname: HOST.into(),
         port,
         interval: Duration::from_millis(100),
@@ -210,7 +210,7 @@ async fn two_lbs_given_the_same_members_send_each_trace_to_the_same_sink() {
     let (dns, sinks, port) = dns_with_sinks().await;
     let by_dns = Node::start(config("lb-dns", dns_resolver(&dns, port))).await;
     // The same set, learnt another way and in another order.
-    let listed = ResolverConfig::from_static(StaticConfig {
+    let listed = ResolverConfig::Static(StaticConfig {
         members: IPS.iter().rev().map(|ip| format!("{ip}:{port}")).collect(),
     });
     let by_list = Node::start(config("lb-static", listed)).await;
@@ -513,7 +513,7 @@ async fn run_serves_until_shutdown_then_drains_what_it_holds() {
     let (grpc, admin) = (free_port(), free_port());
     let mut config = config(
         "lb-run",
-        ResolverConfig::from_static(StaticConfig {
+        ResolverConfig::Static(StaticConfig {
             members: vec![sink.member()],
         }),
     );

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const HOST: &str = "samplers.test.";
 
 fn config(dns: &FakeDns) -> ResolverConfig {
-    ResolverConfig::from_dns(DnsConfig {
+    ResolverConfig::Dns(DnsConfig {
         hostname: HOST.into(),
         port: 4317,
         interval: Duration::from_millis(50),
