@@ -8,10 +8,6 @@
 //! between path segments, case-insensitive). Values are YAML scalars or flow
 //! collections (`[a, b]`).
 
-// The lb and sampler subcommands load their configs through this as they land
-// (issues 4 and 5); until then only the tests use it.
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;

@@ -1,6 +1,7 @@
 //! `tailgate`: parse the command line and dispatch. No logic lives here.
 #![forbid(unsafe_code)]
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,11 +9,10 @@ use clap::{Parser, Subcommand};
 
 mod config;
 mod egress;
+mod local;
 
 /// Exit code for a bad command line or configuration (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
-/// Exit code for a subcommand that is declared but not built yet (EX_UNAVAILABLE).
-const EXIT_NOT_BUILT: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,10 @@ enum Command {
         /// YAML configuration file.
         #[arg(long, env = "TAILGATE_CONFIG")]
         config: Option<PathBuf>,
+        /// Override one config key: `--set resolver.static.members=[10.0.0.1:4317]`.
+        /// Environment variables `TAILGATE__A__B=value` override keys too.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Sampler node: buffer traces, decide, forward the kept ones to the backend.
     Sampler {
@@ -51,9 +55,19 @@ enum Command {
         /// Policy file (tail_sampling syntax); default: the embedded example.
         #[arg(long)]
         policy: Option<PathBuf>,
-        /// Where kept traces go: grpc://HOST:PORT, http://HOST:PORT, file:PATH or stdout.
+        /// Where kept traces go: grpc://HOST:PORT, http://HOST:PORT, file:PATH
+        /// (OTLP/JSON lines) or stdout (a line per kept trace).
         #[arg(long, default_value = "stdout")]
-        export: String,
+        export: egress::Target,
+        /// The LB's OTLP/gRPC listen address.
+        #[arg(long, default_value = "127.0.0.1:4317")]
+        grpc: SocketAddr,
+        /// The LB's OTLP/HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        http: SocketAddr,
+        /// The admin address (/metrics of every node, /healthz, /readyz).
+        #[arg(long, default_value = "127.0.0.1:8888")]
+        admin: SocketAddr,
     },
     /// Check or try out a policy file.
     #[command(subcommand)]
@@ -66,11 +80,6 @@ enum PolicyCommand {
     Check { file: PathBuf },
     /// Decide the traces of an OTLP/JSON file with a policy file.
     Test { file: PathBuf, traces: PathBuf },
-}
-
-fn not_built(what: &str, issue: u32) -> ExitCode {
-    eprintln!("tailgate {what}: not built yet (tracked in issue {issue})");
-    ExitCode::from(EXIT_NOT_BUILT)
 }
 
 /// A bad command line or configuration: say why, exit 64 before binding anything.
@@ -159,7 +168,21 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Lb { .. } => not_built("lb", 5),
+        Command::Lb { config, set } => {
+            let config: lb_exporter::LbConfig =
+                match config::load(config.as_deref(), std::env::vars(), &set) {
+                    Ok(c) => c,
+                    Err(e) => return usage_error(&e),
+                };
+            if let Err(e) = config.validate() {
+                return usage_error(&e);
+            }
+            serve(|shutdown| async move {
+                lb_exporter::run(config, shutdown)
+                    .await
+                    .map_err(|e| (e.is_config(), e.to_string()))
+            })
+        }
         Command::Sampler { config, set } => {
             let config: sampler::SamplerConfig =
                 match config::load(config.as_deref(), std::env::vars(), &set) {
@@ -175,7 +198,26 @@ fn main() -> ExitCode {
                     .map_err(|e| (e.is_config(), e.to_string()))
             })
         }
-        Command::Local { .. } => not_built("local", 7),
+        Command::Local {
+            samplers,
+            policy,
+            export,
+            grpc,
+            http,
+            admin,
+        } => serve(|shutdown| {
+            local::run(
+                local::LocalConfig {
+                    samplers,
+                    policy,
+                    export,
+                    grpc,
+                    http,
+                    admin,
+                },
+                shutdown,
+            )
+        }),
         Command::Policy(PolicyCommand::Check { file }) => report(policy::cli::check(&file)),
         Command::Policy(PolicyCommand::Test { file, traces }) => {
             report(policy::cli::test(&file, &traces))

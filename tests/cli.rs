@@ -12,13 +12,6 @@ fn tailgate() -> Command {
 }
 
 #[test]
-fn a_subcommand_not_built_yet_says_so_and_exits_69() {
-    let out = tailgate().args(["local"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-}
-
-#[test]
 fn an_unknown_config_key_exits_64_with_the_key_named() {
     let out = tailgate()
         .args(["sampler", "--set", "nope=1"])
