@@ -62,41 +62,25 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
 
     // A backend that refuses: a port nothing listens on any more.
     let backend = free_port();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let otlp_http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let config = dir.path().join("sampler.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "\
-node: {NODE}
-receiver:
-  grpc: off
-  http: {otlp_http}
-admin: {admin}
-policy_file: {policy}
-policy_poll_interval: 200ms
-shutdown:
-  grace: 0s
-  drain_timeout: 1s
-exporter:
-  endpoint: http://127.0.0.1:{backend}
-  connect_timeout: 200ms
-  timeout: 1s
-  batch_timeout: 10ms
-  max_batch_bytes: 65536
-  queue_bytes: 131072
-  initial_interval: 50ms
-  max_interval: 100ms
-  max_elapsed_time: 2s
-",
-            policy = policy_dir.join("policy.yaml").display(),
-        ),
-    )
-    .expect("sampler config");
-    let mut node = Sampler::start(&dir, &config, admin);
-
-    let prometheus = Prometheus::start(&dir, admin);
+    // The ports are picked free, then bound by the sampler: another process
+    // may take one in between, so a start that fails on a taken port is
+    // tried again with new ones.
+    let (mut node, admin, otlp_http) = (0..3)
+        .find_map(|_| {
+            let admin = loopback(free_port());
+            let otlp_http = loopback(free_port());
+            std::fs::write(
+                &config,
+                sampler_config(admin, otlp_http, backend, &policy_dir),
+            )
+            .expect("sampler config");
+            Sampler::start(&dir, &config, admin).map(|node| (node, admin, otlp_http))
+        })
+        .expect("tailgate sampler found free ports within three tries");
+    let prometheus = (0..3)
+        .find_map(|_| Prometheus::start(&dir, admin))
+        .expect("prometheus found a free port within three tries");
 
     // Healthy first: the target is up and nothing fires.
     wait_for(started, "Prometheus to scrape the sampler", || {
@@ -177,6 +161,43 @@ exporter:
     assert!(started.elapsed() < DEADLINE);
 }
 
+fn sampler_config(admin: SocketAddr, otlp_http: SocketAddr, backend: u16, policy: &Path) -> String {
+    format!(
+        "\
+node: {NODE}
+receiver:
+  grpc: off
+  http: {otlp_http}
+admin: {admin}
+policy_file: {policy}
+policy_poll_interval: 200ms
+shutdown:
+  grace: 0s
+  drain_timeout: 1s
+exporter:
+  endpoint: http://127.0.0.1:{backend}
+  connect_timeout: 200ms
+  timeout: 1s
+  batch_timeout: 10ms
+  max_batch_bytes: 65536
+  queue_bytes: 131072
+  initial_interval: 50ms
+  max_interval: 100ms
+  max_elapsed_time: 2s
+",
+        policy = policy.join("policy.yaml").display(),
+    )
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Whether a process's log says it could not bind a port.
+fn port_taken(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
+}
+
 /// One version of a ConfigMap volume: writes `..<version>/policy.yaml`, then
 /// points `..data` at it with an atomic rename, as the kubelet does;
 /// `policy.yaml` is a symlink through `..data`.
@@ -224,8 +245,9 @@ struct Sampler {
 }
 
 impl Sampler {
-    /// Starts it and waits until its `/readyz` says ready.
-    fn start(dir: &TempDir, config: &Path, admin: SocketAddr) -> Sampler {
+    /// Starts it and waits until its `/readyz` says ready; None if it could
+    /// not bind a port because another process took it.
+    fn start(dir: &TempDir, config: &Path, admin: SocketAddr) -> Option<Sampler> {
         let log = dir.path().join("sampler.log");
         let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
             .arg("sampler")
@@ -241,10 +263,15 @@ impl Sampler {
         let started = Instant::now();
         loop {
             if let Some(status) = sampler.child.try_wait().expect("try_wait") {
-                panic!("tailgate sampler exited ({status}): {}", sampler.log());
+                let log = sampler.log();
+                assert!(
+                    port_taken(&log),
+                    "tailgate sampler exited ({status}): {log}"
+                );
+                return None;
             }
             if http_get(admin, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return sampler;
+                return Some(sampler);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -301,7 +328,8 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &TempDir, target: SocketAddr) -> Prometheus {
+    /// Starts it and waits until it is ready; None if its port was taken.
+    fn start(dir: &TempDir, target: SocketAddr) -> Option<Prometheus> {
         let rules = dir.path().join("alerts.yaml");
         std::fs::write(&rules, rules_for_the_test()).expect("rules file");
         let config = dir.path().join("prometheus.yaml");
@@ -322,7 +350,7 @@ scrape_configs:
             ),
         )
         .expect("prometheus config");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let addr = loopback(free_port());
         let log = dir.path().join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
@@ -345,13 +373,12 @@ scrape_configs:
         let started = Instant::now();
         loop {
             if let Some(status) = prometheus.child.try_wait().expect("try_wait") {
-                panic!(
-                    "prometheus exited ({status}): {}",
-                    std::fs::read_to_string(&prometheus.log).unwrap_or_default()
-                );
+                let log = std::fs::read_to_string(&prometheus.log).unwrap_or_default();
+                assert!(port_taken(&log), "prometheus exited ({status}): {log}");
+                return None;
             }
             if http_get(addr, "/-/ready").is_some_and(|(code, _)| code == 200) {
-                return prometheus;
+                return Some(prometheus);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
