@@ -66,7 +66,7 @@ trap cleanup EXIT
 say "kubernetes: render, validate, check"
 # For `tailgate policy check`; a no-op when the binary is up to date.
 cargo build --quiet --locked --bin tailgate
-tailgate=target/debug/tailgate
+tailgate="${CARGO_TARGET_DIR:-target}/debug/tailgate"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Starts `tailgate ROLE` with the config file and environment a pod gets
