@@ -626,6 +626,34 @@ impl TraceBuffer {
         out
     }
 
+    /// Takes out, undecided, one trace if it is buffered (a decision for it
+    /// arrived from the node that decided it).
+    pub fn take_trace(&mut self, id: &TraceId) -> Option<TakenTrace> {
+        let trace = self.remove_if(id, |_| true)?;
+        let taken = self.take(*trace, Due::Taken);
+        self.compact_deadlines();
+        Some(taken)
+    }
+
+    /// Whether a trace is buffered (undecided) here.
+    pub fn holds(&self, id: &TraceId) -> bool {
+        let hash = self.hasher.hash_one(id);
+        self.traces.find(hash, |t| t.id == *id).is_some()
+    }
+
+    /// The remembered decisions whose trace ID satisfies `pred` (copies;
+    /// they stay remembered here too).
+    pub fn decisions_where(
+        &self,
+        mut pred: impl FnMut(&TraceId) -> bool,
+    ) -> Vec<(TraceId, CachedDecision)> {
+        self.cache
+            .iter()
+            .filter(|(id, _)| pred(id))
+            .map(|(id, d)| (*id, d.clone()))
+            .collect()
+    }
+
     /// Remembers a decision, so later spans of the trace follow it.
     pub fn record_decision(&mut self, id: TraceId, decision: CachedDecision) {
         self.cache.insert(id, decision);
@@ -922,6 +950,30 @@ mod tests {
         assert_eq!(buf.spans(), 1);
         let (ready, _) = buf.expire(10 * S);
         assert_eq!(ids(&ready), [2]);
+    }
+
+    #[test]
+    fn one_trace_can_be_taken_out_and_decisions_listed() {
+        let mut buf = TraceBuffer::new(settings());
+        buf.insert(
+            &batch(&[
+                SpanSpec::new(1, 1),
+                SpanSpec::new(2, 1),
+                SpanSpec::new(1, 2),
+            ]),
+            Duration::ZERO,
+        );
+        assert!(buf.holds(&trace_id(1)));
+        let taken = buf.take_trace(&trace_id(1)).unwrap();
+        assert_eq!(taken.span_count(), 2);
+        assert!(!buf.holds(&trace_id(1)));
+        assert!(buf.take_trace(&trace_id(1)).is_none());
+        assert_eq!((buf.traces(), buf.spans()), (1, 1));
+        buf.record_decision(trace_id(3), CachedDecision::NotSampled);
+        buf.record_decision(trace_id(4), CachedDecision::NotSampled);
+        let listed = buf.decisions_where(|id| *id == trace_id(4));
+        assert_eq!(listed, [(trace_id(4), CachedDecision::NotSampled)]);
+        assert_eq!(buf.cached_decisions(), 2, "listing does not forget");
     }
 
     #[test]

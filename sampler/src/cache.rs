@@ -115,6 +115,12 @@ impl DecisionCache {
         self.evict(false);
     }
 
+    /// Every remembered decision, in no particular order (to hand the
+    /// decisions for traces that moved to their new owners).
+    pub fn iter(&self) -> impl Iterator<Item = (&TraceId, &CachedDecision)> {
+        self.map.iter()
+    }
+
     /// Decisions remembered.
     pub fn len(&self) -> usize {
         self.map.len()

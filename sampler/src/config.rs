@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use lb_exporter::resolver::ResolverConfig;
+use lb_exporter::{ExportConfig, Member};
 use policy::PolicyFile;
 use proto::exporter::ExporterConfig;
 use proto::receiver::ReceiverConfig;
@@ -52,6 +54,113 @@ pub struct SamplerConfig {
     pub shard_queue: usize,
     /// The staged shutdown on SIGTERM.
     pub shutdown: ShutdownConfig,
+    /// Membership of the sampler tier. Default none: this node owns every
+    /// trace it receives (a single sampler, or LBs with a static ring and
+    /// no rescale). See [`ClusterConfig`].
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The sampler tier as one cluster: the member set (the same `resolver:`
+/// block as the LBs', so every node builds the same ring), this node's own
+/// name on it, and how traces move between members: stray spans forwarded
+/// to their owner, traces and decisions redistributed on a membership
+/// change and handed over at shutdown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Where the member set comes from: `dns: {hostname, port, interval,
+    /// ...}` (the samplers' headless Service) or `static: {members: [...]}`.
+    /// Required; give the LBs the same block.
+    pub resolver: ResolverConfig,
+    /// This node's member name, spelt as the resolver lists it: `IP:port`
+    /// (`TAILGATE__CLUSTER__SELF=$(POD_IP):4317`), or a bare IP, to which
+    /// the DNS resolver's port is added. Required.
+    #[serde(rename = "self")]
+    pub self_member: String,
+    /// How stray spans are forwarded to their owner: the LB's `export:`
+    /// block (queues per member, failover, probing). Its `headers` get the
+    /// forwarded mark added.
+    #[serde(default)]
+    pub forward: ExportConfig,
+    /// The budget for redistribution after a membership change, in encoded
+    /// bytes per second pushed to new owners (traces and decisions). Default
+    /// 32 MiB/s. The shutdown hand-over is bounded by its deadline instead.
+    #[serde(default = "default_redistribute_bytes_per_second")]
+    pub redistribute_bytes_per_second: u64,
+    /// How long the member set must stay the same before traces are
+    /// redistributed, so that a burst of changes moves each trace once.
+    /// Default 1 s.
+    #[serde(default = "default_settle", with = "humantime_serde")]
+    pub settle: Duration,
+    /// After a redistribution that could not reach some owner (their traces
+    /// stay here meanwhile), try again this long later. Default 5 s.
+    #[serde(default = "default_retry_interval", with = "humantime_serde")]
+    pub retry_interval: Duration,
+    /// The longest one push to another sampler may take. Default 5 s.
+    #[serde(default = "default_push_timeout", with = "humantime_serde")]
+    pub push_timeout: Duration,
+    /// At shutdown, the deadline for handing every trace over (from the end
+    /// of `shutdown.grace`); what is not handed over by then is decided
+    /// here, within `shutdown.drain_timeout`. Default 5 s; at most
+    /// `shutdown.drain_timeout`.
+    #[serde(default = "default_handover_timeout", with = "humantime_serde")]
+    pub handover_timeout: Duration,
+}
+
+fn default_redistribute_bytes_per_second() -> u64 {
+    32 * MIB as u64
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_retry_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_push_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_handover_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl ClusterConfig {
+    /// A cluster over `resolver` in which this node is `self_member`, every
+    /// other setting at its default.
+    pub fn new(resolver: ResolverConfig, self_member: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            resolver,
+            self_member: self_member.into(),
+            forward: ExportConfig::default(),
+            redistribute_bytes_per_second: default_redistribute_bytes_per_second(),
+            settle: default_settle(),
+            retry_interval: default_retry_interval(),
+            push_timeout: default_push_timeout(),
+            handover_timeout: default_handover_timeout(),
+        }
+    }
+
+    /// This node's member name: `self` as given, or a bare IP with the DNS
+    /// resolver's port (as the DNS resolver spells it).
+    pub fn self_member(&self) -> Result<Member, SamplerError> {
+        let bad = |rule: String| SamplerError::Config {
+            field: "cluster.self",
+            rule,
+        };
+        if let Ok(ip) = self.self_member.trim().parse::<std::net::IpAddr>() {
+            return match &self.resolver {
+                ResolverConfig::Dns(dns) => Ok(Member::from_addr(SocketAddr::new(ip, dns.port))),
+                ResolverConfig::Static(_) => Err(bad(format!(
+                    "{:?} has no port: with a static resolver, write it as in the member list",
+                    self.self_member
+                ))),
+            };
+        }
+        Member::parse(self.self_member.trim()).map_err(|e| bad(format!("{e}")))
+    }
 }
 
 /// How much the buffer may hold, and when receivers push back.
@@ -109,6 +218,41 @@ pub struct ShutdownConfig {
     pub drain_timeout: Duration,
 }
 
+impl ClusterConfig {
+    fn validate(&self, shutdown: &ShutdownConfig) -> Result<(), SamplerError> {
+        let bad = |field: &'static str, rule: String| Err(SamplerError::Config { field, rule });
+        if let Err(e) = self.resolver.validate() {
+            return bad("cluster.resolver", e.to_string());
+        }
+        self.self_member()?;
+        if let Err(e) = self.forward.validate() {
+            return bad("cluster.forward", e.to_string());
+        }
+        if self.redistribute_bytes_per_second == 0 {
+            return bad(
+                "cluster.redistribute_bytes_per_second",
+                "must be at least 1".into(),
+            );
+        }
+        if self.retry_interval.is_zero() {
+            return bad("cluster.retry_interval", "must be more than 0".into());
+        }
+        if self.push_timeout.is_zero() {
+            return bad("cluster.push_timeout", "must be more than 0".into());
+        }
+        if self.handover_timeout > shutdown.drain_timeout {
+            return bad(
+                "cluster.handover_timeout",
+                format!(
+                    "must be at most shutdown.drain_timeout ({:?})",
+                    shutdown.drain_timeout
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
@@ -124,6 +268,7 @@ impl Default for SamplerConfig {
             shards: 0,
             shard_queue: 64,
             shutdown: ShutdownConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -213,6 +358,9 @@ impl SamplerConfig {
             return bad("shutdown.drain_timeout", "must be more than 0");
         }
         self.exporter.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate(&self.shutdown)?;
+        }
         Ok(())
     }
 
@@ -330,6 +478,44 @@ mod tests {
         assert_eq!(c.receiver.node, "sampler-2");
         assert_eq!(c.exporter.node, "sampler-2");
         assert!(c.shards >= 1);
+    }
+
+    #[test]
+    fn the_cluster_block_takes_the_lbs_resolver_and_this_nodes_name() {
+        let mut c: SamplerConfig = serde_yaml_ng::from_str(
+            "policy_file: p.yaml\nexporter:\n  endpoint: http://backend:4317\ncluster:\n  resolver:\n    dns:\n      hostname: tailgate-sampler.tailgate.svc.cluster.local.\n      port: 4317\n  self: 10.1.2.3\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        let cluster = c.cluster.clone().unwrap();
+        // A bare IP (from POD_IP) gets the DNS port: the name DNS lists it under.
+        assert_eq!(cluster.self_member().unwrap().as_str(), "10.1.2.3:4317");
+        assert_eq!(cluster.settle, Duration::from_secs(1));
+        assert_eq!(cluster.handover_timeout, Duration::from_secs(5));
+        assert_eq!(cluster.redistribute_bytes_per_second, 32 * MIB as u64);
+
+        let field = |c: &SamplerConfig| match c.validate() {
+            Err(SamplerError::Config { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        let statics: SamplerConfig = serde_yaml_ng::from_str(
+            "policy_file: p.yaml\nexporter:\n  endpoint: http://b:4317\ncluster:\n  resolver:\n    static:\n      members: [127.0.0.2:4317, 127.0.0.3:4317]\n  self: 127.0.0.2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            field(&statics),
+            "cluster.self",
+            "a static member needs its port"
+        );
+        c.cluster.as_mut().unwrap().self_member = "10.1.2.3:4317".into();
+        assert!(c.validate().is_ok());
+        c.cluster.as_mut().unwrap().handover_timeout = Duration::from_secs(60);
+        assert_eq!(field(&c), "cluster.handover_timeout");
+        let e = serde_yaml_ng::from_str::<SamplerConfig>(
+            "cluster:\n  resolver:\n    static:\n      members: [a:1]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("missing field `self`"), "{e}");
     }
 
     #[test]

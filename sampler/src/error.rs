@@ -23,6 +23,9 @@ pub enum SamplerError {
     Admin(#[from] AdminError),
     #[error("starting the exporter: {0}")]
     ExporterStart(#[from] StartError),
+    /// The cluster's resolver or forwarding exporter could not start.
+    #[error("sampler node {node:?}: cluster: {message}")]
+    Cluster { node: String, message: String },
     /// A task of the node ended abnormally.
     #[error("sampler node {node:?}: task {task} failed: {message}")]
     Task {

@@ -24,6 +24,7 @@
 mod active;
 pub mod buffer;
 pub mod cache;
+pub mod cluster;
 mod config;
 mod error;
 pub mod ingest;
@@ -34,7 +35,7 @@ mod shard;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{DecisionCacheConfig, LimitsConfig, SamplerConfig, ShutdownConfig};
+pub use config::{ClusterConfig, DecisionCacheConfig, LimitsConfig, SamplerConfig, ShutdownConfig};
 pub use error::SamplerError;
 pub use node::{Sampler, run};
 pub use reload::ReloadHandle;

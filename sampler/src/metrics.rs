@@ -8,8 +8,14 @@
 //!   = tailgate_spans_forwarded_total    handed to the backend exporter
 //!   + tailgate_spans_not_sampled_total  in traces decided not kept, and late spans of them
 //!   + tailgate_spans_dropped_total      by reason, dropped by the sampler itself
-//!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over)
+//!   + tailgate_spans_handed_over_total  by reason, passed to another sampler (cluster)
+//!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over,
+//!                                       or on their way to another sampler)
 //! ```
+//!
+//! Spans another sampler passes here are received here like any others, so
+//! the identity holds on every node; summed over the cluster, a span that
+//! moved is received twice and handed over once.
 //!
 //! What the exporter does with forwarded spans has its own identity, in its
 //! own metrics: forwarded = `tailgate_exporter_spans_sent_total` +
@@ -33,6 +39,40 @@ pub(crate) const BUFFER_BYTES: &str = "tailgate_buffer_bytes";
 pub(crate) const DECISION_LATENCY: &str = "tailgate_decision_latency_seconds";
 pub(crate) const POLICY_RELOADS: &str = "tailgate_policy_reloads_total";
 pub(crate) const POLICY_HASH: &str = "tailgate_policy_hash";
+pub(crate) const SPANS_HANDED_OVER: &str = "tailgate_spans_handed_over_total";
+pub(crate) const TRACES_HANDED_OVER: &str = "tailgate_traces_handed_over_total";
+pub(crate) const DECISIONS_HANDED_OVER: &str = "tailgate_decisions_handed_over_total";
+pub(crate) const HANDOVER_FAILED: &str = "tailgate_traces_handover_failed_total";
+pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
+pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
+pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
+pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+
+/// Why spans left this sampler for another one: the `reason` label of
+/// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
+/// and decision counts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandOver {
+    /// Spans of a trace this node neither held nor owned, forwarded to the
+    /// owner.
+    Stray,
+    /// Traces this node held but no longer owned after a membership change.
+    Rebalance,
+    /// Everything held, at shutdown.
+    Shutdown,
+}
+
+impl HandOver {
+    const ALL: [HandOver; 3] = [HandOver::Stray, HandOver::Rebalance, HandOver::Shutdown];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            HandOver::Stray => "stray",
+            HandOver::Rebalance => "rebalance",
+            HandOver::Shutdown => "shutdown",
+        }
+    }
+}
 
 /// Why a request was refused: the `reason` label of
 /// `tailgate_spans_refused_total`.
@@ -103,6 +143,16 @@ pub(crate) struct Metrics {
     /// `[success, failure]`.
     pub reloads: [Counter; 2],
     pub policy_hash: Gauge,
+    handed_over: [Counter; HandOver::ALL.len()],
+    traces_handed_over: [Counter; HandOver::ALL.len()],
+    decisions_handed_over: [Counter; HandOver::ALL.len()],
+    handover_failed: [Counter; HandOver::ALL.len()],
+    pub strays_kept: Counter,
+    /// `[forwarded, handed_over]`.
+    pub from_peers: [Counter; 2],
+    pub decisions_received: Counter,
+    /// `[complete, incomplete]`.
+    pub redistributions: [Counter; 2],
 }
 
 impl Metrics {
@@ -131,7 +181,34 @@ impl Metrics {
             decision_latency: metrics::histogram!(DECISION_LATENCY, "node" => n()),
             reloads: ["success", "failure"].map(|r| with(POLICY_RELOADS, "result", r)),
             policy_hash: metrics::gauge!(POLICY_HASH, "node" => n()),
+            handed_over: HandOver::ALL.map(|r| with(SPANS_HANDED_OVER, "reason", r.as_str())),
+            traces_handed_over: HandOver::ALL
+                .map(|r| with(TRACES_HANDED_OVER, "reason", r.as_str())),
+            decisions_handed_over: HandOver::ALL
+                .map(|r| with(DECISIONS_HANDED_OVER, "reason", r.as_str())),
+            handover_failed: HandOver::ALL.map(|r| with(HANDOVER_FAILED, "reason", r.as_str())),
+            strays_kept: metrics::counter!(STRAY_SPANS_KEPT, "node" => n()),
+            from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
+            decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
+            redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
         }
+    }
+
+    /// Spans passed to another sampler: the identity's `handed_over` term.
+    pub fn handed_over(&self, reason: HandOver) -> &Counter {
+        &self.handed_over[reason as usize]
+    }
+
+    pub fn traces_handed_over(&self, reason: HandOver) -> &Counter {
+        &self.traces_handed_over[reason as usize]
+    }
+
+    pub fn decisions_handed_over(&self, reason: HandOver) -> &Counter {
+        &self.decisions_handed_over[reason as usize]
+    }
+
+    pub fn handover_failed(&self, reason: HandOver) -> &Counter {
+        &self.handover_failed[reason as usize]
     }
 
     pub fn dropped(&self, reason: Dropped) -> &Counter {
@@ -219,6 +296,46 @@ fn describe() {
         POLICY_RELOADS,
         Unit::Count,
         "Policy file reloads, by result (a failed one keeps the active policies)."
+    );
+    describe_counter!(
+        SPANS_HANDED_OVER,
+        Unit::Count,
+        "Spans passed to another sampler, by reason: stray (forwarded to the owner), rebalance (a membership change), shutdown."
+    );
+    describe_counter!(
+        TRACES_HANDED_OVER,
+        Unit::Count,
+        "Whole traces handed to their new owner, by reason (rebalance, shutdown)."
+    );
+    describe_counter!(
+        DECISIONS_HANDED_OVER,
+        Unit::Count,
+        "Decisions pushed to the new owner of their trace, by reason (rebalance, shutdown)."
+    );
+    describe_counter!(
+        HANDOVER_FAILED,
+        Unit::Count,
+        "Traces that could not be handed over (owner unreachable, deadline): kept here and tried again (rebalance), or decided here (shutdown)."
+    );
+    describe_counter!(
+        STRAY_SPANS_KEPT,
+        Unit::Count,
+        "Spans of traces owned by another sampler kept here because the owner could not be reached."
+    );
+    describe_counter!(
+        SPANS_FROM_PEERS,
+        Unit::Count,
+        "Spans received from other samplers (also in tailgate_spans_received_total), by mark: forwarded, handed_over."
+    );
+    describe_counter!(
+        DECISIONS_RECEIVED,
+        Unit::Count,
+        "Decisions received from other samplers for traces that moved here."
+    );
+    describe_counter!(
+        REDISTRIBUTIONS,
+        Unit::Count,
+        "Redistributions after a membership change, by result: complete, or incomplete (an owner was unreachable; tried again)."
     );
     describe_gauge!(
         POLICY_HASH,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use proto::admin::{Admin, Readiness};
 use proto::exporter::Exporter;
-use proto::receiver::{Accepted, Batch, Receiver, Refusal, Sink};
+use proto::receiver::{Accepted, Batch, ClusterMark, Receiver, Refusal, Sink};
 use proto::view::RequestView;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -19,12 +19,15 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::active::ActivePolicy;
+use crate::cache::CachedDecision;
+use crate::cluster::ClusterRuntime;
+use crate::cluster::mover::Mover;
 use crate::config::SamplerConfig;
 use crate::error::SamplerError;
-use crate::ingest::IngestBatch;
+use crate::ingest::{IngestBatch, shard_of};
 use crate::metrics::{Metrics, Refused};
 use crate::reload::{ReloadHandle, Reloader};
-use crate::shard::{Shard, ShardContext, ShardMsg};
+use crate::shard::{IngestMsg, Origin, Shard, ShardContext, ShardMsg};
 
 /// What the receivers' sink and the shards share: the node-wide load, read
 /// on every request to decide whether to push back.
@@ -130,6 +133,8 @@ struct SamplerSink {
     node: Arc<NodeState>,
     metrics: Arc<Metrics>,
     retry_after: Duration,
+    /// The shards' clock: a hand-over's age becomes a first-seen time on it.
+    epoch: Instant,
 }
 
 impl SamplerSink {
@@ -152,12 +157,55 @@ impl SamplerSink {
     }
 }
 
+impl SamplerSink {
+    /// Decisions another sampler pushed: each to the shard of its trace,
+    /// all or nothing like spans. Not spans: nothing is received.
+    fn accept_decisions(&self, body: &[u8]) -> Result<Accepted, Refusal> {
+        let decisions = crate::cluster::wire::read_decisions(body)?;
+        let count = decisions.len();
+        let mut per_shard: Vec<Vec<(proto::view::TraceId, CachedDecision)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (id, decision) in decisions {
+            per_shard[shard_of(&id, self.shards.len())].push((id, decision));
+        }
+        let mut permits = Vec::with_capacity(per_shard.len());
+        for (shard, list) in per_shard.iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
+            match self.shards[shard].try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(TrySendError::Full(())) => return Err(self.refusal(Refused::QueueFull)),
+                Err(TrySendError::Closed(())) => return Err(self.refusal(Refused::ShuttingDown)),
+            }
+        }
+        let mut permits = permits.into_iter();
+        for list in per_shard.into_iter().filter(|l| !l.is_empty()) {
+            let Some(permit) = permits.next() else { break };
+            permit.send(ShardMsg::Decisions(list));
+        }
+        self.metrics.decisions_received.increment(count as u64);
+        Ok(Accepted { spans: 0 })
+    }
+}
+
 impl Sink for SamplerSink {
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let request = batch.request;
         if let Some(reason) = self.node.refusal() {
+            if batch.mark == Some(ClusterMark::Decisions) {
+                return Err(self.refusal(reason));
+            }
             return self.refuse(&request, reason);
         }
+        let origin = match batch.mark {
+            None => Origin::Client,
+            Some(ClusterMark::Forwarded) => Origin::Forwarded,
+            Some(ClusterMark::HandedOver { age }) => Origin::Moved {
+                first_seen: self.epoch.elapsed().saturating_sub(age),
+            },
+            Some(ClusterMark::Decisions) => return self.accept_decisions(&request),
+        };
         let len = request.len();
         let batches = IngestBatch::split(request, self.shards.len())?;
         let spans: usize = batches.iter().map(IngestBatch::len).sum();
@@ -196,10 +244,16 @@ impl Sink for SamplerSink {
         let mut permits = permits.into_iter();
         for batch in batches.into_iter().filter(|b| !b.is_empty()) {
             let Some(permit) = permits.next() else { break };
-            permit.send(ShardMsg {
+            permit.send(ShardMsg::Ingest(IngestMsg {
                 batch,
                 charge: share + std::mem::take(&mut first),
-            });
+                origin,
+            }));
+        }
+        match origin {
+            Origin::Client => {}
+            Origin::Forwarded => self.metrics.from_peers[0].increment(spans as u64),
+            Origin::Moved { .. } => self.metrics.from_peers[1].increment(spans as u64),
         }
         Ok(Accepted { spans })
     }
@@ -279,12 +333,18 @@ impl Sampler {
     /// 2. the node keeps serving for `shutdown.grace` while they notice;
     /// 3. the receivers stop: requests still arriving get UNAVAILABLE / 503
     ///    (retryable), requests in flight are answered;
-    /// 4. each shard takes what was accepted, decides every pending trace
-    ///    with the policies in force, and hands kept ones to the exporter,
-    ///    by the drain deadline (`shutdown.drain_timeout` from here);
-    /// 5. the exporter delivers what it holds by the same deadline; what is
-    ///    left is dropped and counted (`reason="shutdown"`);
-    /// 6. the policy watcher and the admin server stop.
+    /// 4. in a cluster, the mover stops redistributing, and hands every
+    ///    trace held, then its remembered decisions, to their owners under
+    ///    the ring without this node, by `cluster.handover_timeout` from
+    ///    here;
+    /// 5. each shard takes what was accepted, decides every pending trace
+    ///    (what was not handed over) with the policies in force, and hands
+    ///    kept ones to the exporter, by the drain deadline
+    ///    (`shutdown.drain_timeout` from step 4);
+    /// 6. the exporter (and the stray forwarder) deliver what they hold by
+    ///    the same deadline; what is left is dropped and counted
+    ///    (`reason="shutdown"`);
+    /// 7. the resolver, the policy watcher and the admin server stop.
     ///
     /// Returns `Ok` once all of it is done, or the error that ended serving.
     pub async fn serve(
@@ -303,6 +363,10 @@ impl Sampler {
         let handle = proto::admin::install_metrics();
         let metrics = Arc::new(Metrics::new(&node));
         let exporter = Exporter::start(config.exporter.clone())?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(ClusterRuntime::start(c, &node)?),
+            None => None,
+        };
 
         let active = Arc::new(ActivePolicy::new(file, hash, &metrics));
         metrics.policy_hash.set(active.hash_gauge());
@@ -319,13 +383,15 @@ impl Sampler {
         let (policy_tx, policy_rx) = watch::channel(active);
         let (stop_tx, stop_rx) = watch::channel::<Option<Instant>>(None);
 
+        let epoch = Instant::now();
         let ctx = Arc::new(ShardContext {
             exporter: exporter.clone(),
             node: state.clone(),
             metrics: metrics.clone(),
             config: config.clone(),
-            epoch: Instant::now(),
+            epoch,
             flush_bytes: (config.exporter.max_batch_bytes / 2).clamp(64 * 1024, 1024 * 1024),
+            cluster: cluster.as_ref().map(|c| c.shared.clone()),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
@@ -335,11 +401,23 @@ impl Sampler {
             shards.spawn(Shard::new(ctx.clone(), rx, policy_rx.clone(), stop_rx.clone()).run());
         }
         drop(policy_rx);
+        let (mover_stop, mover_stop_rx) = watch::channel(false);
+        let mover = cluster.as_ref().map(|c| {
+            let mover = Mover::new(
+                c.shared.clone(),
+                metrics.clone(),
+                senders.clone(),
+                epoch,
+                c.config.clone(),
+            );
+            tokio::spawn(mover.run(mover_stop_rx))
+        });
         let sink = Arc::new(SamplerSink {
             shards: senders,
             node: state.clone(),
             metrics: metrics.clone(),
             retry_after: config.limits.retry_after,
+            epoch,
         });
 
         let (reload_stop, reload_stop_rx) = watch::channel(false);
@@ -412,8 +490,22 @@ impl Sampler {
                 }
             }
         }
-        // 4. Shards decide everything pending, by the drain deadline.
+        // 4. Hand-over: everything held goes to its owner without us.
         let deadline = Instant::now() + config.shutdown.drain_timeout;
+        if let (Some(task), Some(cluster)) = (mover, &cluster) {
+            let _ = mover_stop.send(true);
+            match task.await {
+                Ok(mut mover) => {
+                    let by = Instant::now() + cluster.config.handover_timeout;
+                    let pass = mover.hand_over(by.min(deadline)).await;
+                    tracing::info!(node, ?pass, "hand-over done");
+                }
+                Err(e) => {
+                    failure.get_or_insert(task_error("mover", e.to_string()));
+                }
+            }
+        }
+        // 5. Shards decide everything pending, by the drain deadline.
         stop_tx.send_replace(Some(deadline));
         while let Some(done) = shards.join_next().await {
             if let Err(e) = done {
@@ -421,7 +513,7 @@ impl Sampler {
                 failure.get_or_insert(task_error("shard", e.to_string()));
             }
         }
-        // 5. The exporter drains by the same deadline.
+        // 6. The exporters drain by the same deadline.
         let report = exporter.shutdown(deadline).await;
         tracing::info!(
             node,
@@ -430,7 +522,10 @@ impl Sampler {
             dropped = report.dropped_spans,
             "exporter drained"
         );
-        // 6. The rest.
+        if let Some(cluster) = cluster {
+            cluster.stop(deadline).await;
+        }
+        // 7. The rest.
         let _ = reload_stop.send(true);
         let _ = reloader.await;
         let _ = admin_stop.send(true);
@@ -485,6 +580,7 @@ mod tests {
             node: node.clone(),
             metrics: Arc::new(Metrics::new("test")),
             retry_after: Duration::from_secs(2),
+            epoch: Instant::now(),
         };
         (sink, node, rx)
     }
@@ -493,6 +589,7 @@ mod tests {
         Batch {
             request,
             protocol: Protocol::Grpc,
+            mark: None,
         }
     }
 
@@ -513,7 +610,9 @@ mod tests {
             sink.accept(batch(req.clone())).await,
             Err(overloaded.clone())
         );
-        let msg = rx.recv().await.unwrap();
+        let Some(ShardMsg::Ingest(msg)) = rx.recv().await else {
+            panic!("expected spans")
+        };
         node.release_inflight(msg.charge);
         assert_eq!(node.inflight_bytes.load(Ordering::Relaxed), 0);
         // Above the high watermark (90 of 100 traces): overloaded too.

@@ -5,6 +5,12 @@
 //! No lock is taken on this path but the rate limiters' (see
 //! [`ActivePolicy`]): the buffer is the task's own, batches arrive over a
 //! bounded channel, and the node-wide counters it publishes are atomics.
+//!
+//! In a cluster the shard also sorts what clients send: spans of a trace it
+//! neither holds nor owns (nor has a decision for) are strays, forwarded to
+//! their owner; and the [`crate::cluster`] mover reaches the buffer through
+//! the same channel, to take traces and decisions out ([`ShardMsg::Take`])
+//! and to put decisions taken elsewhere in ([`ShardMsg::Decisions`]).
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -13,25 +19,73 @@ use std::time::Duration;
 use bytes::BytesMut;
 use policy::{Decision, TraceView};
 use proto::exporter::{Exporter, OtlpBatch, SendError};
+use proto::view::TraceId;
 use proto::write::{self, SpanRef};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::active::ActivePolicy;
 use crate::buffer::{TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
+use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
 use crate::ingest::IngestBatch;
-use crate::metrics::{Dropped, Metrics};
+use crate::metrics::{Dropped, HandOver, Metrics};
 use crate::node::NodeState;
 
 /// Work for a shard.
+pub(crate) enum ShardMsg {
+    /// Spans to buffer.
+    Ingest(IngestMsg),
+    /// Decisions another sampler took for traces that now belong here.
+    Decisions(Vec<(TraceId, CachedDecision)>),
+    /// The cluster mover takes traces (and copies of decisions) out.
+    Take(TakeMsg),
+}
+
+/// Spans to buffer, and where they came from.
 #[derive(Debug)]
-pub(crate) struct ShardMsg {
+pub(crate) struct IngestMsg {
     pub batch: IngestBatch,
     /// Bytes of the request this batch accounts for in
     /// [`NodeState`]'s in-flight count, released once inserted.
     pub charge: usize,
+    pub origin: Origin,
+}
+
+/// Who sent a batch, which decides whether its strays may be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// An LB or any client: strays are forwarded to their owner.
+    Client,
+    /// Another sampler forwarded these strays here: kept, never forwarded
+    /// again (no loops, whatever the rings say).
+    Forwarded,
+    /// Whole traces moved here (handed over by another sampler, or put
+    /// back by this node's mover), first seen at `first_seen` on the
+    /// shard's clock: their decision wait does not restart.
+    Moved { first_seen: Duration },
+}
+
+/// A predicate over trace IDs, run on the shard's task.
+pub(crate) type IdFilter = Box<dyn FnMut(&TraceId) -> bool + Send>;
+
+/// Take out, undecided, up to `max_traces` traces matching `traces`, and
+/// copies of the remembered decisions matching `decisions`.
+pub(crate) struct TakeMsg {
+    pub traces: IdFilter,
+    pub max_traces: usize,
+    pub decisions: Option<IdFilter>,
+    pub reply: oneshot::Sender<Taken>,
+}
+
+/// What a [`TakeMsg`] took. The traces' spans still count as buffered
+/// (`tailgate_buffer_spans`) until the mover hands them over or puts them
+/// back.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub traces: Vec<TakenTrace>,
+    pub decisions: Vec<(TraceId, CachedDecision)>,
 }
 
 /// At most this many batches are inserted between two expiries, so a
@@ -49,6 +103,8 @@ pub(crate) struct ShardContext {
     /// Kept spans are handed to the exporter in batches of about this many
     /// bytes (a decided trace is never split).
     pub flush_bytes: usize,
+    /// Ownership and stray forwarding, when the node is in a cluster.
+    pub cluster: Option<Arc<ClusterShared>>,
 }
 
 pub(crate) struct Shard {
@@ -118,10 +174,10 @@ impl Shard {
                 },
                 msg = self.rx.recv() => match msg {
                     Some(msg) => {
-                        self.ingest(msg);
+                        self.handle(msg);
                         for _ in 1..BATCHES_PER_ROUND {
                             match self.rx.try_recv() {
-                                Ok(msg) => self.ingest(msg),
+                                Ok(msg) => self.handle(msg),
                                 Err(_) => break,
                             }
                         }
@@ -141,9 +197,27 @@ impl Shard {
             .set_settings(self.ctx.config.buffer_settings(&active.file));
     }
 
+    fn handle(&mut self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Ingest(msg) => self.ingest(msg),
+            ShardMsg::Decisions(decisions) => self.apply_decisions(decisions),
+            ShardMsg::Take(msg) => self.take(msg),
+        }
+    }
+
     /// Inserts a batch; late spans of kept traces are written out at once.
-    fn ingest(&mut self, msg: ShardMsg) {
-        let report = self.buffer.insert(&msg.batch, self.now());
+    /// A client's strays are forwarded to their owner first.
+    fn ingest(&mut self, mut msg: IngestMsg) {
+        if msg.origin == Origin::Client {
+            self.forward_strays(&mut msg.batch);
+        }
+        let report = match msg.origin {
+            Origin::Moved { first_seen } => {
+                self.buffer
+                    .insert_with_first_seen(&msg.batch, first_seen, self.now())
+            }
+            Origin::Client | Origin::Forwarded => self.buffer.insert(&msg.batch, self.now()),
+        };
         let metrics = &self.ctx.metrics;
         if !report.late_sampled.is_empty() {
             let n = report.late_sampled.len();
@@ -174,6 +248,150 @@ impl Shard {
             metrics.not_sampled.increment(n);
         }
         self.ctx.node.release_inflight(msg.charge);
+    }
+
+    /// Forwards, through the load-balancing exporter and marked as
+    /// forwarded, the spans of traces this node neither owns, nor holds,
+    /// nor has a decision for, and removes them from `batch`. When the
+    /// owner cannot be reached (marked down, or the exporter refuses), they
+    /// stay in the batch: this node keeps the trace, and the mover offers
+    /// it to the owner later.
+    fn forward_strays(&mut self, batch: &mut IngestBatch) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let ownership = cluster.ownership.borrow().clone();
+        let stray: Vec<bool> = batch
+            .spans
+            .iter()
+            .map(|span| {
+                let id = &span.trace_id;
+                !ownership.owns(id)
+                    && !self.buffer.holds(id)
+                    && self.buffer.cached_decision(id).is_none()
+            })
+            .collect();
+        let strays = stray.iter().filter(|s| **s).count();
+        if strays == 0 {
+            return;
+        }
+        let down = cluster.forwarder.members_down();
+        let reachable = |i: usize| {
+            let id = &batch.spans[i].trace_id;
+            !ownership.owner(id).is_some_and(|m| down.contains(m))
+        };
+        let send: Vec<usize> = (0..stray.len())
+            .filter(|&i| stray[i] && reachable(i))
+            .collect();
+        let mut sent = vec![false; stray.len()];
+        if !send.is_empty() {
+            let refs: Vec<SpanRef<'_>> = send.iter().map(|&i| batch.span_ref(i)).collect();
+            let request = write::request(&refs);
+            match cluster.forwarder.send(&request) {
+                Ok(spans) => {
+                    self.ctx
+                        .metrics
+                        .handed_over(HandOver::Stray)
+                        .increment(spans as u64);
+                    for &i in &send {
+                        sent[i] = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, spans = send.len(), "stray spans kept: the owner cannot take them now");
+                }
+            }
+        }
+        let kept = strays - sent.iter().filter(|s| **s).count();
+        if kept > 0 {
+            self.ctx.metrics.strays_kept.increment(kept as u64);
+            cluster.kept_unowned.notify_one();
+        }
+        let mut i = 0;
+        batch.spans.retain(|_| {
+            let keep = !sent[i];
+            i += 1;
+            keep
+        });
+    }
+
+    /// Takes traces and copies of decisions out for the mover. Their spans
+    /// stay counted as buffered until the mover settles them.
+    fn take(&mut self, mut msg: TakeMsg) {
+        let mut n = 0;
+        let max = msg.max_traces;
+        let pred = &mut msg.traces;
+        let traces = self.buffer.take_where(|id| {
+            if n < max && pred(id) {
+                n += 1;
+                true
+            } else {
+                false
+            }
+        });
+        let decisions = match msg.decisions.as_mut() {
+            Some(pred) => self.buffer.decisions_where(|id| pred(id)),
+            None => Vec::new(),
+        };
+        let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
+        self.ctx.metrics.buffer_spans.increment(spans as f64);
+        if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
+            // The mover is gone: the traces stay here.
+            self.ctx.metrics.buffer_spans.decrement(spans as f64);
+            for trace in taken.traces {
+                self.put_back(trace);
+            }
+        }
+    }
+
+    /// Buffers a taken trace again, keeping its first-seen time.
+    fn put_back(&mut self, trace: TakenTrace) {
+        match IngestBatch::parse(trace.to_request()) {
+            Ok(batch) => self.ingest(IngestMsg {
+                batch,
+                charge: 0,
+                origin: Origin::Moved {
+                    first_seen: trace.first_seen,
+                },
+            }),
+            // Written by us from spans that parsed; cannot happen.
+            Err(e) => tracing::error!(error = %e, "a taken trace no longer parses"),
+        }
+    }
+
+    /// Follows decisions taken elsewhere: a trace buffered here is decided
+    /// at once (its spans count as late spans of that decision), and later
+    /// spans follow the remembered decision.
+    fn apply_decisions(&mut self, decisions: Vec<(TraceId, CachedDecision)>) {
+        for (id, decision) in decisions {
+            if let Some(trace) = self.buffer.take_trace(&id) {
+                let spans = trace.span_count();
+                let metrics = &self.ctx.metrics;
+                match &decision {
+                    CachedDecision::Sampled(kept) => {
+                        let record_policy = self.ctx.config.record_policy;
+                        let refs = trace.span_refs();
+                        let annotated: Vec<Cow<'_, [u8]>> = refs
+                            .iter()
+                            .map(|r| annotate(r.span, kept, record_policy))
+                            .collect();
+                        let refs: Vec<SpanRef<'_>> = refs
+                            .iter()
+                            .zip(&annotated)
+                            .map(|(r, span)| SpanRef { span, ..*r })
+                            .collect();
+                        write::write_request(&refs, &mut self.out);
+                        self.out_spans += spans;
+                        metrics.late[0].increment(spans as u64);
+                    }
+                    CachedDecision::NotSampled => {
+                        metrics.late[1].increment(spans as u64);
+                        metrics.not_sampled.increment(spans as u64);
+                    }
+                }
+            }
+            self.buffer.record_decision(id, decision);
+        }
     }
 
     /// Decides what is due, publishes the counts, hands kept spans over.
@@ -296,10 +514,20 @@ impl Shard {
         self.rx.close();
         // Batches already accepted (counted as received) are buffered first.
         while let Ok(msg) = self.rx.try_recv() {
-            self.ingest(msg);
+            self.handle(msg);
         }
         let now = self.now();
         let ready = self.buffer.drain();
+        // In a cluster, what is left now is what the hand-over did not place.
+        if !ready.is_empty()
+            && let Some(cluster) = &self.ctx.cluster
+            && cluster.ownership.borrow().has_others()
+        {
+            self.ctx
+                .metrics
+                .handover_failed(HandOver::Shutdown)
+                .increment(ready.len() as u64);
+        }
         self.decide_all(ready, now).await;
         self.publish();
         self.flush(0).await;
@@ -419,6 +647,7 @@ policies:
                 config: Arc::new(config),
                 epoch: Instant::now(),
                 flush_bytes: 1 << 20,
+                cluster: None,
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);
@@ -434,7 +663,14 @@ policies:
 
         async fn send(&self, specs: &[SpanSpec]) {
             let batch = IngestBatch::parse(request(specs)).unwrap();
-            self.tx.send(ShardMsg { batch, charge: 0 }).await.unwrap();
+            self.tx
+                .send(ShardMsg::Ingest(IngestMsg {
+                    batch,
+                    charge: 0,
+                    origin: Origin::Client,
+                }))
+                .await
+                .unwrap();
         }
 
         fn decided(&self) -> u64 {

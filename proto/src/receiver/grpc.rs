@@ -24,7 +24,7 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
-use super::{Outcome, Protocol, ReceiverError, Shared, Sink};
+use super::{ClusterMark, Outcome, Protocol, ReceiverError, Shared, Sink};
 use crate::ExportTraceServiceResponse;
 use crate::codec::{EXPORT_PATH, SERVICE_NAME, ServerCodec};
 
@@ -148,8 +148,13 @@ impl<S: Sink> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.handled.store(true, Ordering::Release);
         let shared = self.shared.clone();
+        let metadata = request.metadata();
+        let mark = ClusterMark::from_headers(|name| metadata.get(name).map(|v| v.as_bytes()));
         Box::pin(async move {
-            match shared.deliver(request.into_inner(), Protocol::Grpc).await {
+            match shared
+                .deliver(request.into_inner(), Protocol::Grpc, mark)
+                .await
+            {
                 Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),
                 Err(refusal) => Err(refusal.grpc_status()),
             }

@@ -27,7 +27,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tonic::Code;
 
-use super::{Outcome, Protocol, ReceiverError, Refusal, Shared, Sink, retry_after_secs};
+use super::{
+    ClusterMark, Outcome, Protocol, ReceiverError, Refusal, Shared, Sink, retry_after_secs,
+};
 use crate::ExportTraceServiceResponse;
 
 /// The OTLP/HTTP traces path.
@@ -178,6 +180,7 @@ async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failur
         .unread());
     };
     let encoding = encoding(&parts.headers).map_err(|e| Failure::unsupported(e).unread())?;
+    let mark = ClusterMark::from_headers(|name| parts.headers.get(name).map(|v| v.as_bytes()));
     if let Some(len) = content_length(&parts.headers)
         && len > max as u64
     {
@@ -209,7 +212,7 @@ async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failur
             })??
     };
     shared
-        .deliver(request, Protocol::Http)
+        .deliver(request, Protocol::Http, mark)
         .await
         .map(|_| ())
         .map_err(Failure::from)

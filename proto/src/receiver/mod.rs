@@ -66,9 +66,104 @@ impl Protocol {
 /// One export request, as the node receives it.
 #[derive(Debug, Clone)]
 pub struct Batch {
-    /// An encoded `ExportTraceServiceRequest`, not yet validated.
+    /// An encoded `ExportTraceServiceRequest`, not yet validated (for
+    /// [`ClusterMark::Decisions`], the sampler's decision list instead).
     pub request: Bytes,
     pub protocol: Protocol,
+    /// Set when another tailgate sampler sent this batch (gRPC metadata or
+    /// HTTP header, see [`ClusterMark`]); `None` for every other client.
+    pub mark: Option<ClusterMark>,
+}
+
+/// Stray spans a sampler forwards to their owner: `x-tailgate-forwarded: 1`.
+pub const FORWARDED_HEADER: &str = "x-tailgate-forwarded";
+/// Traces a sampler hands over to their new owner:
+/// `x-tailgate-handover: <age in ms>`, the time since the sender first saw
+/// the youngest trace of the request.
+pub const HANDOVER_HEADER: &str = "x-tailgate-handover";
+/// Decisions a sampler pushes to the new owners of their traces:
+/// `x-tailgate-decisions: 1`; the body is the sampler's decision list, not
+/// an OTLP request.
+pub const DECISIONS_HEADER: &str = "x-tailgate-decisions";
+
+/// How a batch came from another sampler of the cluster. Samplers exchange
+/// traces over the same OTLP Export call every client uses, and mark them
+/// with one of three headers (gRPC metadata or HTTP headers) so that the
+/// receiving sampler neither forwards them again (no loops) nor restarts
+/// their decision wait. The receiver only reads the mark; what it means is
+/// the sampler's business. Any client can set these headers: they are for
+/// the samplers' own network, not for agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterMark {
+    /// `x-tailgate-forwarded: 1`: spans of traces the sender neither held nor
+    /// owned. Never forwarded again.
+    Forwarded,
+    /// `x-tailgate-handover: <ms>`: whole traces that moved here, first seen
+    /// `age` before the request was sent (an age, because the two nodes'
+    /// clocks are not comparable). Never forwarded again.
+    HandedOver { age: Duration },
+    /// `x-tailgate-decisions: 1`: decisions taken by the sender for traces
+    /// that now belong here.
+    Decisions,
+}
+
+impl ClusterMark {
+    /// The header name and value that carry this mark.
+    pub fn header(&self) -> (&'static str, String) {
+        match self {
+            ClusterMark::Forwarded => (FORWARDED_HEADER, "1".into()),
+            ClusterMark::HandedOver { age } => (HANDOVER_HEADER, age.as_millis().to_string()),
+            ClusterMark::Decisions => (DECISIONS_HEADER, "1".into()),
+        }
+    }
+
+    /// Reads the mark from a request's headers (`get` looks one up by its
+    /// lower-case name). More than one mark, or a value that does not
+    /// parse, is a client error.
+    pub fn from_headers<'a>(
+        get: impl Fn(&'static str) -> Option<&'a [u8]>,
+    ) -> Result<Option<ClusterMark>, Refusal> {
+        let flag = |name: &'static str| -> Result<bool, Refusal> {
+            match get(name) {
+                None => Ok(false),
+                Some(b"1") => Ok(true),
+                Some(other) => Err(Refusal::Invalid(format!(
+                    "header {name}: {:?} is not 1",
+                    String::from_utf8_lossy(other)
+                ))),
+            }
+        };
+        let handover = match get(HANDOVER_HEADER) {
+            None => None,
+            Some(value) => {
+                let ms = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Refusal::Invalid(format!(
+                            "header {HANDOVER_HEADER}: {:?} is not an age in milliseconds",
+                            String::from_utf8_lossy(value)
+                        ))
+                    })?;
+                Some(ClusterMark::HandedOver {
+                    age: Duration::from_millis(ms),
+                })
+            }
+        };
+        let marks = [
+            flag(FORWARDED_HEADER)?.then_some(ClusterMark::Forwarded),
+            handover,
+            flag(DECISIONS_HEADER)?.then_some(ClusterMark::Decisions),
+        ];
+        let mut set = marks.into_iter().flatten();
+        let mark = set.next();
+        if set.next().is_some() {
+            return Err(Refusal::Invalid(format!(
+                "more than one of {FORWARDED_HEADER}, {HANDOVER_HEADER}, {DECISIONS_HEADER}"
+            )));
+        }
+        Ok(mark)
+    }
 }
 
 /// The node took the whole batch.
@@ -390,10 +485,28 @@ impl<S: Sink> Shared<S> {
         }
     }
 
-    /// Hands a batch to the node and counts the outcome.
-    async fn deliver(&self, request: Bytes, protocol: Protocol) -> Result<Accepted, Refusal> {
+    /// Hands a batch to the node and counts the outcome. `mark` is what
+    /// [`ClusterMark::from_headers`] read (a bad mark is refused here, so it
+    /// is counted like any other refusal).
+    async fn deliver(
+        &self,
+        request: Bytes,
+        protocol: Protocol,
+        mark: Result<Option<ClusterMark>, Refusal>,
+    ) -> Result<Accepted, Refusal> {
         self.metrics.request_bytes.record(request.len() as f64);
-        let result = self.sink.accept(Batch { request, protocol }).await;
+        let result = match mark {
+            Ok(mark) => {
+                self.sink
+                    .accept(Batch {
+                        request,
+                        protocol,
+                        mark,
+                    })
+                    .await
+            }
+            Err(refusal) => Err(refusal),
+        };
         match &result {
             Ok(accepted) => {
                 self.metrics.spans_received.increment(accepted.spans as u64);
@@ -619,6 +732,50 @@ mod tests {
     fn wire_errors_become_invalid_refusals() {
         let refusal = Refusal::from(WireError::FieldZero { offset: 7 });
         assert_eq!(refusal, Refusal::Invalid("field number 0 at byte 7".into()));
+    }
+
+    #[test]
+    fn cluster_marks_are_read_from_headers_and_round_trip() {
+        let read = |pairs: &[(&str, &str)]| {
+            let pairs: Vec<(String, Vec<u8>)> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            ClusterMark::from_headers(|name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_slice())
+            })
+        };
+        assert_eq!(read(&[]), Ok(None));
+        assert_eq!(
+            read(&[("x-tailgate-forwarded", "1")]),
+            Ok(Some(ClusterMark::Forwarded))
+        );
+        assert_eq!(
+            read(&[("x-tailgate-handover", "1500")]),
+            Ok(Some(ClusterMark::HandedOver {
+                age: Duration::from_millis(1500)
+            }))
+        );
+        assert_eq!(
+            read(&[("x-tailgate-decisions", "1")]),
+            Ok(Some(ClusterMark::Decisions))
+        );
+        assert!(read(&[("x-tailgate-handover", "soon")]).is_err());
+        assert!(read(&[("x-tailgate-forwarded", "yes")]).is_err());
+        assert!(read(&[("x-tailgate-forwarded", "1"), ("x-tailgate-decisions", "1")]).is_err());
+        for mark in [
+            ClusterMark::Forwarded,
+            ClusterMark::HandedOver {
+                age: Duration::from_millis(42),
+            },
+            ClusterMark::Decisions,
+        ] {
+            let (name, value) = mark.header();
+            assert_eq!(read(&[(name, &value)]), Ok(Some(mark)));
+        }
     }
 
     #[test]
