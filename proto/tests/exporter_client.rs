@@ -146,6 +146,34 @@ async fn connection_refused_is_a_retryable_connect_error_and_member_down() {
     assert!(e.to_string().contains(&endpoint), "{e}");
 }
 
+#[tokio::test]
+async fn a_connection_lost_mid_call_is_retryable_and_member_down() {
+    // A peer that accepts, reads a little of the request, then hangs up.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let peer = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        for _ in 0..4 {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 64];
+            let _ = socket.read(&mut buf).await;
+            drop(socket);
+        }
+    });
+
+    let e = client(&endpoint)
+        .export(batch([1], 0).request)
+        .await
+        .unwrap_err();
+    peer.abort();
+
+    assert!(matches!(e, ExportError::Disconnected { .. }), "{e:?}");
+    assert!(e.is_retryable(), "{e:?}");
+    assert!(e.is_member_down(), "{e:?}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_slow_backend_times_out_as_deadline_exceeded() {
     let backend = FakeBackend::default();

@@ -441,7 +441,7 @@ async fn export(shared: Arc<Shared>, lane: Arc<Lane>, request: Request) -> Outco
             }
             Err(error) => error,
         };
-        if means_member_down(&error) {
+        if error.is_member_down() {
             return Outcome::Down { request, error };
         }
         if !error.is_retryable() {
@@ -467,18 +467,6 @@ async fn export(shared: Arc<Shared>, lane: Arc<Lane>, request: Request) -> Outco
     }
 }
 
-/// Whether an export error means the member is gone or stuck, so its
-/// traffic should go to the next member rather than be retried there.
-///
-/// Besides [`ExportError::is_member_down`] (refused, UNAVAILABLE, timeout):
-/// tonic reports a connection lost mid-call (the member crashed or reset
-/// it) as UNKNOWN "transport error", and `ExportError` keeps no source to
-/// tell it apart by. OTLP servers do not answer UNKNOWN themselves, so it is
-/// taken as "down": the probe brings back a member that was only confused.
-pub(crate) fn means_member_down(error: &ExportError) -> bool {
-    error.is_member_down() || error.code() == tonic::Code::Unknown
-}
-
 /// Probes a member marked down with an empty export, backing off, until it
 /// answers (anything but "down") or leaves, or the exporter stops.
 pub(crate) async fn probe(shared: Arc<Shared>, lane: Arc<Lane>) {
@@ -500,7 +488,7 @@ pub(crate) async fn probe(shared: Arc<Shared>, lane: Arc<Lane>) {
         };
         match client.export(Bytes::new()).await {
             Ok(_) => break,
-            Err(e) if means_member_down(&e) => {
+            Err(e) if e.is_member_down() => {
                 tracing::debug!(member = %lane.member, error = %e, "probe failed, member still down");
             }
             // It answered: it is up, even if it did not like the probe.

@@ -113,6 +113,10 @@ pub enum ExportError {
     /// No connection could be made (refused, unreachable, connect timeout).
     #[error("export to {endpoint} failed: cannot connect: {message}")]
     Connect { endpoint: Arc<str>, message: String },
+    /// The connection was lost during the call (the peer crashed or reset
+    /// it): the request may or may not have arrived.
+    #[error("export to {endpoint} failed: connection lost: {message}")]
+    Disconnected { endpoint: Arc<str>, message: String },
     /// No answer within the per-request timeout.
     #[error("export to {endpoint} failed: no answer within {timeout:?}")]
     Timeout {
@@ -125,10 +129,21 @@ impl ExportError {
     fn from_status(endpoint: Arc<str>, status: tonic::Status) -> Self {
         // tonic reports a failed connect as UNAVAILABLE with the connector's
         // error in the source chain; tell it apart from a server's answer.
+        // A connection lost mid-call comes back as UNKNOWN "transport error"
+        // with hyper's or the socket's error in the chain: the peer is gone
+        // (member down, retryable), whether or not it got the request.
         let mut source = status.source();
         while let Some(err) = source {
             if err.downcast_ref::<tonic::ConnectError>().is_some() {
                 return ExportError::Connect {
+                    endpoint,
+                    message: err.to_string(),
+                };
+            }
+            if err.downcast_ref::<hyper::Error>().is_some()
+                || err.downcast_ref::<std::io::Error>().is_some()
+            {
+                return ExportError::Disconnected {
                     endpoint,
                     message: err.to_string(),
                 };
@@ -148,6 +163,7 @@ impl ExportError {
         match self {
             ExportError::Status { endpoint, .. }
             | ExportError::Connect { endpoint, .. }
+            | ExportError::Disconnected { endpoint, .. }
             | ExportError::Timeout { endpoint, .. } => endpoint,
         }
     }
@@ -156,7 +172,7 @@ impl ExportError {
     pub fn code(&self) -> Code {
         match self {
             ExportError::Status { code, .. } => *code,
-            ExportError::Connect { .. } => Code::Unavailable,
+            ExportError::Connect { .. } | ExportError::Disconnected { .. } => Code::Unavailable,
             ExportError::Timeout { .. } => Code::DeadlineExceeded,
         }
     }
@@ -166,7 +182,9 @@ impl ExportError {
     /// without it the server says it cannot take this request at all.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ExportError::Connect { .. } | ExportError::Timeout { .. } => true,
+            ExportError::Connect { .. }
+            | ExportError::Disconnected { .. }
+            | ExportError::Timeout { .. } => true,
             ExportError::Status {
                 code, retry_after, ..
             } => match code {
