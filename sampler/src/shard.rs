@@ -662,15 +662,43 @@ policies:
         }
 
         async fn send(&self, specs: &[SpanSpec]) {
+            self.send_from(specs, Origin::Client).await;
+        }
+
+        async fn send_from(&self, specs: &[SpanSpec], origin: Origin) {
             let batch = IngestBatch::parse(request(specs)).unwrap();
             self.tx
                 .send(ShardMsg::Ingest(IngestMsg {
                     batch,
                     charge: 0,
-                    origin: Origin::Client,
+                    origin,
                 }))
                 .await
                 .unwrap();
+        }
+
+        async fn take_all(&self) -> Taken {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(ShardMsg::Take(TakeMsg {
+                    traces: Box::new(|_| true),
+                    max_traces: usize::MAX,
+                    decisions: Some(Box::new(|_| true)),
+                    reply,
+                }))
+                .await
+                .unwrap();
+            rx.await.unwrap()
+        }
+
+        fn metric(&self, name: &str) -> f64 {
+            self.recorder
+                .handle()
+                .render()
+                .lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
         }
 
         fn decided(&self) -> u64 {
@@ -682,6 +710,67 @@ policies:
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
                 .sum()
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_moved_trace_keeps_its_decision_wait() {
+        let h = Harness::start();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        // First seen 8 s ago on the node it comes from: due in 2 s, not 10.
+        h.send_from(
+            &[SpanSpec::new(1, 1)],
+            Origin::Moved {
+                first_seen: Duration::from_secs(12),
+            },
+        )
+        .await;
+        h.send(&[SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(h.decided(), 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            h.decided(),
+            1,
+            "the moved trace, 10 s after it was first seen"
+        );
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert_eq!(h.decided(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn taken_traces_stay_counted_as_buffered_and_decisions_from_elsewhere_decide_held_traces()
+    {
+        let h = Harness::start();
+        h.send(&[
+            SpanSpec::new(1, 1),
+            SpanSpec::new(1, 2),
+            SpanSpec::new(2, 1),
+        ])
+        .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let taken = h.take_all().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(taken.traces.len(), 2);
+        assert_eq!(
+            h.metric("tailgate_buffer_spans"),
+            3.0,
+            "the mover holds them; still on the books"
+        );
+        // A decision for a trace buffered here decides it at once.
+        h.send(&[SpanSpec::new(3, 1), SpanSpec::new(3, 2)]).await;
+        h.tx.send(ShardMsg::Decisions(vec![(
+            crate::testutil::trace_id(3),
+            CachedDecision::NotSampled,
+        )]))
+        .await
+        .unwrap();
+        // And a later span follows it.
+        h.send(&[SpanSpec::new(3, 3)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 3.0);
+        assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
+        assert_eq!(h.metric("tailgate_buffer_spans"), 3.0);
+        assert_eq!(h.decided(), 0, "decided elsewhere, not here");
     }
 
     #[tokio::test(start_paused = true)]

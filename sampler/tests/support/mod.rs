@@ -187,8 +187,13 @@ pub struct Node {
 
 impl Node {
     pub fn start(config: SamplerConfig) -> Node {
+        Node::try_start(config).unwrap()
+    }
+
+    /// Like `start`, but a bind failure (a port taken meanwhile) is returned.
+    pub fn try_start(config: SamplerConfig) -> Result<Node, SamplerError> {
         let name = config.node.clone();
-        let sampler = Sampler::bind(config).unwrap();
+        let sampler = Sampler::bind(config)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let node = Node {
             grpc: sampler.grpc_addr().unwrap(),
@@ -202,10 +207,10 @@ impl Node {
         let task = tokio::spawn(sampler.serve(async move {
             let _ = stopped.await;
         }));
-        Node {
+        Ok(Node {
             task: Some(task),
             ..node
-        }
+        })
     }
 
     /// Completes the shutdown future (what SIGTERM does in the binary).
@@ -339,13 +344,14 @@ impl Metrics {
     }
 
     /// The accounting identity's two sides for `node`: (received,
-    /// forwarded + not sampled + dropped + buffered).
+    /// forwarded + not sampled + dropped + handed over + buffered).
     pub fn identity(&self, node: &str) -> (f64, f64) {
         let n = [("node", node)];
         let received = self.sum("tailgate_spans_received_total", &n);
         let accounted = self.sum("tailgate_spans_forwarded_total", &n)
             + self.sum("tailgate_spans_not_sampled_total", &n)
             + self.sum("tailgate_spans_dropped_total", &n)
+            + self.sum("tailgate_spans_handed_over_total", &n)
             + self.sum("tailgate_buffer_spans", &n);
         (received, accounted)
     }

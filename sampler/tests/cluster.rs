@@ -1,0 +1,577 @@
+//! Component tests of the sampler tier as a cluster, with samplers in this
+//! process on 127.0.0.2 and 127.0.0.3 (one gRPC port, as DNS lists them):
+//! stray spans reach their owner once, hand-over at shutdown, and
+//! redistribution when the member set changes. Metrics are read from the
+//! process-wide recorder, so a node's books can be checked after it stopped.
+
+#[path = "support/dns.rs"]
+mod dns;
+mod support;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use dns::FakeDns;
+use lb_exporter::resolver::{DnsConfig, ResolverConfig, StaticConfig};
+use lb_exporter::{ExportConfig, Member, MemberSet};
+use proto::exporter::{OtlpClient, OtlpClientConfig};
+use proto::view::TraceId;
+use sampler::cluster::Ownership;
+use sampler::{ClusterConfig, SamplerConfig};
+use support::*;
+
+/// Traces with a root span are decided 300 ms after it; others wait 30 s
+/// (longer than any test), so they stay buffered until moved. Errors are
+/// kept.
+const POLICY: &str = "\
+decision_wait: 30s
+decision_wait_after_root_received: 300ms
+policies:
+  - name: errors
+    type: status_code
+    status_code: {status_codes: [ERROR]}
+";
+
+const A: &str = "127.0.0.2";
+const B: &str = "127.0.0.3";
+/// Listed as a member, never started: an owner that refuses connections.
+const DEAD: &str = "127.0.0.4";
+
+fn member(ip: &str, port: u16) -> Member {
+    Member::parse(&format!("{ip}:{port}")).unwrap()
+}
+
+fn static_resolver(ips: &[&str], port: u16) -> ResolverConfig {
+    ResolverConfig::Static(StaticConfig {
+        members: ips.iter().map(|ip| format!("{ip}:{port}")).collect(),
+    })
+}
+
+fn dns_resolver(dns: &FakeDns, port: u16) -> ResolverConfig {
+    ResolverConfig::Dns(DnsConfig {
+        port,
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        nameservers: vec![dns.addr.to_string()],
+        ..DnsConfig::new("samplers.test.")
+    })
+}
+
+/// A sampler on `ip:port` in a cluster over `resolver`, with test timings.
+fn cluster_config(
+    name: &str,
+    ip: &str,
+    port: u16,
+    resolver: ResolverConfig,
+    policy: &std::path::Path,
+    backend: &Backend,
+) -> SamplerConfig {
+    let mut c = config(name, policy, backend);
+    c.receiver.grpc = Some(SocketAddr::new(ip.parse::<IpAddr>().unwrap(), port));
+    c.shutdown.grace = Duration::from_millis(100);
+    c.cluster = Some(ClusterConfig {
+        settle: Duration::from_millis(100),
+        retry_interval: Duration::from_millis(500),
+        push_timeout: Duration::from_secs(2),
+        handover_timeout: Duration::from_secs(3),
+        forward: ExportConfig {
+            timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(200),
+            probe_interval: Duration::from_millis(100),
+            probe_max_interval: Duration::from_millis(500),
+            ..ExportConfig::default()
+        },
+        ..ClusterConfig::new(resolver, format!("{ip}:{port}"))
+    });
+    c
+}
+
+/// Starts one sampler per `(name, ip)`, all on one gRPC port; `make` builds
+/// each config from (name, ip, port). Retries with another port if one is
+/// taken meanwhile.
+fn start_on_one_port(
+    nodes: &[(&str, &str)],
+    make: impl Fn(&str, &str, u16) -> SamplerConfig,
+) -> (Vec<Node>, u16) {
+    for _ in 0..20 {
+        let port = std::net::TcpListener::bind((nodes[0].1, 0))
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut started = Vec::new();
+        for (name, ip) in nodes {
+            match Node::try_start(make(name, ip, port)) {
+                Ok(node) => started.push(node),
+                Err(e) if e.is_retryable() => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        if started.len() == nodes.len() {
+            return (started, port);
+        }
+        for mut node in started {
+            node.trigger_shutdown();
+        }
+    }
+    panic!("no port free on all of {nodes:?}");
+}
+
+/// `n` trace IDs that `owner` owns on a ring over `members`.
+fn owned_by(members: &[Member], owner: &Member, n: usize, salt: u8) -> Vec<TraceId> {
+    let set: MemberSet = members.iter().cloned().collect();
+    let ownership = Ownership::new(set, owner.clone());
+    (0u64..)
+        .map(|k| {
+            let mut id = [0u8; 16];
+            id[0] = 0xcd;
+            id[1] = salt;
+            id[8..].copy_from_slice(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            // SpanSpec::with_trace_id names the trace by the last byte.
+            id[15] = (k % 250) as u8 + 1;
+            TraceId(id)
+        })
+        .filter(|id| ownership.owns(id))
+        .take(n)
+        .collect()
+}
+
+fn span(id: TraceId, n: u8) -> SpanSpec {
+    SpanSpec::new(0, n).with_trace_id(id)
+}
+
+fn global() -> Metrics {
+    Metrics::parse(&proto::admin::install_metrics().render())
+}
+
+/// Scrapes the recorder until `check` holds, at most `tries` × 50 ms.
+async fn global_until(tries: usize, check: impl Fn(&Metrics) -> bool) -> Metrics {
+    for _ in 0..tries {
+        let m = global();
+        if check(&m) {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    global()
+}
+
+fn count(m: &Metrics, name: &str, node: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut all = vec![("node", node)];
+    all.extend_from_slice(labels);
+    m.sum(name, &all)
+}
+
+/// Waits until the node's books balance, and checks they do.
+async fn assert_identity(node: &str) {
+    let m = global_until(200, |m| {
+        let (received, accounted) = m.identity(node);
+        received > 0.0 && received == accounted
+    })
+    .await;
+    let (received, accounted) = m.identity(node);
+    assert_eq!(received, accounted, "the accounting identity on {node}");
+}
+
+async fn send_marked(node: &Node, header: (&str, &str), specs: &[SpanSpec]) {
+    let mut config = OtlpClientConfig::new(format!("http://{}", node.grpc));
+    config
+        .headers
+        .insert(header.0.to_owned(), header.1.to_owned());
+    OtlpClient::new(&config)
+        .unwrap()
+        .export(request(specs))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_spans_reach_the_owner_once_and_the_trace_arrives_whole() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("cluster-stray");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (nodes, port) = start_on_one_port(&[("stray-a", A), ("stray-b", B)], |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, B], port),
+            &policy,
+            &backend,
+        )
+    });
+    let members = [member(A, port), member(B, port)];
+    let ids = owned_by(&members, &members[0], 3, 1);
+    for id in &ids {
+        // Two spans reach the owner, two (the error root among them) reach
+        // the other sampler: another LB, another ring, an agent elsewhere.
+        nodes[0].send(&[span(*id, 1), span(*id, 2)]).await.unwrap();
+        nodes[1]
+            .send(&[span(*id, 0).root().error(), span(*id, 3)])
+            .await
+            .unwrap();
+    }
+    let whole = wait_for(300, || {
+        ids.iter().all(|id| backend.spans_of(*id).len() >= 4)
+    })
+    .await;
+    assert!(whole, "every trace arrives whole");
+    for id in &ids {
+        assert_eq!(backend.spans_of(*id), [0, 1, 2, 3], "once each");
+    }
+    let m = global();
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_spans_handed_over_total",
+            "stray-b",
+            &[("reason", "stray")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_spans_received_from_peers_total",
+            "stray-a",
+            &[("mark", "forwarded")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_traces_decided_total", "stray-b", &[]),
+        0.0,
+        "the stray side decides nothing"
+    );
+    assert_identity("stray-a").await;
+    assert_identity("stray-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_span_is_kept_where_it_lands_and_never_forwarded_again() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("cluster-noloop");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (nodes, port) = start_on_one_port(&[("loop-a", A), ("loop-b", B)], |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, B], port),
+            &policy,
+            &backend,
+        )
+    });
+    let members = [member(A, port), member(B, port)];
+    // Owned by A, but marked as forwarded and sent to B: B keeps it.
+    let id = owned_by(&members, &members[0], 1, 2)[0];
+    send_marked(
+        &nodes[1],
+        ("x-tailgate-forwarded", "1"),
+        &[span(id, 0).root().error(), span(id, 1)],
+    )
+    .await;
+    assert!(wait_for(300, || backend.spans_of(id).len() >= 2).await);
+    assert_eq!(backend.spans_of(id), [0, 1]);
+    let m = global();
+    assert_eq!(
+        count(&m, "tailgate_spans_handed_over_total", "loop-b", &[]),
+        0.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_spans_received_total", "loop-a", &[]),
+        0.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_traces_decided_total",
+            "loop-b",
+            &[("decision", "sampled")]
+        ),
+        1.0
+    );
+    assert_identity("loop-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stray_whose_owner_cannot_be_reached_is_kept_and_arrives_whole() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("cluster-unreachable");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (nodes, port) = start_on_one_port(&[("alone-a", A)], |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, DEAD], port),
+            &policy,
+            &backend,
+        )
+    });
+    let members = [member(A, port), member(DEAD, port)];
+    let ids = owned_by(&members, &members[1], 2, 3);
+    // The first: forwarded, refused, marked down, re-routed to the next
+    // member on the ring (this node), which keeps it.
+    nodes[0]
+        .send(&[span(ids[0], 0).root().error(), span(ids[0], 1)])
+        .await
+        .unwrap();
+    let m = global_until(200, |m| {
+        count(m, "tailgate_lb_members_down", "alone-a", &[]) == 1.0
+    })
+    .await;
+    assert_eq!(count(&m, "tailgate_lb_members_down", "alone-a", &[]), 1.0);
+    // The second: the owner is known down, so it is kept at once.
+    nodes[0]
+        .send(&[span(ids[1], 0).root().error(), span(ids[1], 1)])
+        .await
+        .unwrap();
+    assert!(
+        wait_for(300, || ids
+            .iter()
+            .all(|id| backend.spans_of(*id).len() >= 2))
+        .await
+    );
+    for id in &ids {
+        assert_eq!(backend.spans_of(*id), [0, 1]);
+    }
+    let m = global();
+    assert_eq!(
+        count(&m, "tailgate_stray_spans_kept_total", "alone-a", &[]),
+        2.0
+    );
+    assert_identity("alone-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_traces_and_decisions_to_the_owner_without_it() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("cluster-handover");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (mut nodes, port) = start_on_one_port(&[("hand-a", A), ("hand-b", B)], |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, B], port),
+            &policy,
+            &backend,
+        )
+    });
+    let members = [member(A, port), member(B, port)];
+    let ids = owned_by(&members, &members[0], 12, 4);
+    let (kept, dropped, held) = (ids[0], ids[1], &ids[2..]);
+    nodes[0]
+        .send(&[span(kept, 0).root().error(), span(dropped, 0).root()])
+        .await
+        .unwrap();
+    for id in held {
+        nodes[0].send(&[span(*id, 1), span(*id, 2)]).await.unwrap();
+    }
+    let m = global_until(200, |m| {
+        count(m, "tailgate_traces_decided_total", "hand-a", &[]) == 2.0
+    })
+    .await;
+    assert_eq!(
+        count(&m, "tailgate_traces_decided_total", "hand-a", &[]),
+        2.0
+    );
+
+    let a = nodes.remove(0);
+    within(20, a.shutdown()).await.unwrap();
+    let m = global();
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_traces_handed_over_total",
+            "hand-a",
+            &[("reason", "shutdown")]
+        ),
+        10.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_spans_received_from_peers_total",
+            "hand-b",
+            &[("mark", "handed_over")]
+        ),
+        20.0
+    );
+    assert!(count(&m, "tailgate_decisions_handed_over_total", "hand-a", &[]) >= 2.0);
+    assert!(count(&m, "tailgate_decisions_received_total", "hand-b", &[]) >= 2.0);
+    assert_eq!(
+        count(&m, "tailgate_traces_handover_failed_total", "hand-a", &[]),
+        0.0
+    );
+
+    // Late spans reaching the new owner follow the decisions taken before.
+    let b = &nodes[0];
+    b.send(&[span(kept, 5), span(dropped, 5)]).await.unwrap();
+    // And the rest of a moved trace joins it there.
+    b.send(&[span(held[0], 0).root().error()]).await.unwrap();
+    assert!(
+        wait_for(300, || backend.spans_of(held[0]).len() >= 3
+            && backend.spans_of(kept).len() >= 2)
+        .await
+    );
+    assert_eq!(backend.spans_of(held[0]), [0, 1, 2], "whole, decided once");
+    assert_eq!(backend.spans_of(kept), [0, 5]);
+    assert_eq!(backend.spans_of(dropped), Vec::<u8>::new());
+    let m = global();
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_late_spans_total",
+            "hand-b",
+            &[("decision", "not_sampled")]
+        ),
+        1.0
+    );
+    assert_identity("hand-a").await;
+    assert_identity("hand-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_that_reaches_nobody_decides_here_and_counts_it() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("cluster-handover-fails");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (mut nodes, port) = start_on_one_port(&[("lone-a", A)], |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, DEAD], port),
+            &policy,
+            &backend,
+        )
+    });
+    let members = [member(A, port), member(DEAD, port)];
+    let ids = owned_by(&members, &members[0], 4, 5);
+    for id in &ids {
+        nodes[0]
+            .send(&[span(*id, 1).error(), span(*id, 2)])
+            .await
+            .unwrap();
+    }
+    let a = nodes.remove(0);
+    within(20, a.shutdown()).await.unwrap();
+    for id in &ids {
+        assert_eq!(backend.spans_of(*id), [1, 2], "decided here, kept whole");
+    }
+    let m = global();
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_traces_handover_failed_total",
+            "lone-a",
+            &[("reason", "shutdown")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_traces_handed_over_total", "lone-a", &[]),
+        0.0
+    );
+    assert_identity("lone-a").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner() {
+    let backend = Backend::start().await;
+    let mut dns = FakeDns::start().await;
+    dns.set("samplers.test.", &[A]).await;
+    let dir = temp_dir("cluster-rebalance");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let (nodes, port) = start_on_one_port(&[("move-a", A), ("move-b", B)], |n, ip, port| {
+        cluster_config(n, ip, port, dns_resolver(&dns, port), &policy, &backend)
+    });
+    let members = [member(A, port), member(B, port)];
+    // A owns everything while alone; these go to B once it joins.
+    let ids = owned_by(&members, &members[1], 10, 6);
+    let (kept, dropped, held) = (ids[0], ids[1], &ids[2..]);
+    let m = global_until(200, |m| {
+        count(m, "tailgate_lb_ring_members", "move-a", &[]) == 1.0
+            && count(m, "tailgate_lb_ring_members", "move-b", &[]) == 1.0
+    })
+    .await;
+    assert_eq!(count(&m, "tailgate_lb_ring_members", "move-a", &[]), 1.0);
+    nodes[0]
+        .send(&[span(kept, 0).root().error(), span(dropped, 0).root()])
+        .await
+        .unwrap();
+    for id in held {
+        nodes[0].send(&[span(*id, 1), span(*id, 2)]).await.unwrap();
+    }
+    global_until(200, |m| {
+        count(m, "tailgate_traces_decided_total", "move-a", &[]) == 2.0
+    })
+    .await;
+
+    dns.set("samplers.test.", &[A, B]).await;
+    let m = global_until(300, |m| {
+        count(
+            m,
+            "tailgate_spans_received_from_peers_total",
+            "move-b",
+            &[("mark", "handed_over")],
+        ) == 16.0
+            && count(m, "tailgate_decisions_received_total", "move-b", &[]) >= 2.0
+    })
+    .await;
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_traces_handed_over_total",
+            "move-a",
+            &[("reason", "rebalance")]
+        ),
+        8.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_spans_received_from_peers_total",
+            "move-b",
+            &[("mark", "handed_over")]
+        ),
+        16.0
+    );
+    assert!(count(&m, "tailgate_decisions_received_total", "move-b", &[]) >= 2.0);
+    assert!(
+        count(
+            &m,
+            "tailgate_redistributions_total",
+            "move-a",
+            &[("result", "complete")]
+        ) >= 1.0
+    );
+
+    // The LBs now route these traces to B: the rest joins what moved, and
+    // late spans follow the decisions A took.
+    let b = &nodes[1];
+    b.send(&[
+        span(held[0], 0).root().error(),
+        span(kept, 7),
+        span(dropped, 7),
+    ])
+    .await
+    .unwrap();
+    assert!(
+        wait_for(300, || backend.spans_of(held[0]).len() >= 3
+            && backend.spans_of(kept).len() >= 2)
+        .await
+    );
+    assert_eq!(backend.spans_of(held[0]), [0, 1, 2]);
+    assert_eq!(backend.spans_of(kept), [0, 7]);
+    assert_eq!(backend.spans_of(dropped), Vec::<u8>::new());
+    assert_identity("move-a").await;
+    assert_identity("move-b").await;
+}
