@@ -157,11 +157,30 @@ def check_kubernetes(rendered_path, out_dir):
         backend = config.get("exporter", {}).get("endpoint", "")
         if not backend.startswith("http://"):
             fail(f"sampler exporter.endpoint {backend!r} is not http://host:port")
+        cluster = config.get("cluster")
+        if not cluster:
+            fail("the samplers have no cluster block: no forwarding, no hand-over")
+        else:
+            handover = duration_seconds(cluster.get("handover_timeout", "5s"))
+            if handover > drain:
+                fail(f"cluster.handover_timeout {handover}s is longer than shutdown.drain_timeout {drain}s")
+            env = {e["name"]: e for e in container.get("env", [])}
+            self_value = env.get("TAILGATE__CLUSTER__SELF", {}).get("value", "")
+            ip_var = re.fullmatch(r"\$\((\w+)\)", self_value)
+            ip_field = env.get(ip_var.group(1), {}) if ip_var else {}
+            if ip_field.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "status.podIP":
+                fail("TAILGATE__CLUSTER__SELF is not the pod's IP: the sampler would not find itself on the ring")
 
     lb_spec = deploy["spec"]["template"]["spec"]
     write_node_files(lb_spec["containers"][0], lb_spec, by_kind, "lb", deploy["metadata"]["name"], out_dir)
     lb_config = node_config(lb_spec["containers"][0], lb_spec, by_kind, "lb")
     if lb_config is not None:
+        drain = duration_seconds(lb_config.get("drain_timeout", "10s"))
+        period = lb_spec.get("terminationGracePeriodSeconds", 30)
+        if period <= drain:
+            fail(f"LB terminationGracePeriodSeconds {period} is not longer than its drain_timeout {drain}s")
+        if config is not None and config.get("cluster", {}).get("resolver") != lb_config.get("resolver"):
+            fail("the samplers' cluster.resolver differs from the LBs' resolver: they would build different rings")
         dns = lb_config.get("resolver", {}).get("dns", {})
         want = f"{headless['metadata']['name']}.{namespace}.svc."
         if not dns.get("hostname", "").startswith(want):
@@ -215,17 +234,25 @@ def write_node_files(container, spec, by_kind, role, pod_prefix, out_dir):
     if data is None:
         return
     (Path(out_dir) / f"{role}.yaml").write_text(data)
-    lines = []
+    env = pod_env(container, pod_prefix, role)
+    (Path(out_dir) / f"{role}.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+
+def pod_env(container, pod_prefix, role):
+    """The container's environment as the kubelet makes it for the first
+    pod on a loopback machine: the pod's name, 127.0.0.1 for its IP, and
+    $(VAR) references to earlier variables expanded."""
+    fields = {"metadata.name": f"{pod_prefix}-0", "status.podIP": "127.0.0.1"}
+    env = {}
     for e in container.get("env", []):
-        if not e["name"].startswith("TAILGATE__"):
-            continue
         if "value" in e:
-            lines.append(f"{e['name']}={e['value']}")
-        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
-            lines.append(f"{e['name']}={pod_prefix}-0")
+            env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                    lambda m: env.get(m.group(1), m.group(0)), e["value"])
+        elif e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") in fields:
+            env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             fail(f"{role}: env {e['name']} comes from where deploy/test.sh cannot follow")
-    (Path(out_dir) / f"{role}.env").write_text("".join(line + "\n" for line in lines))
+    return env
 
 
 def node_config(container, spec, by_kind, role):
@@ -240,13 +267,13 @@ def node_config(container, spec, by_kind, role):
         fail(f"{role}: the config file {path} is not in a mounted ConfigMap")
         return None
     config = yaml.safe_load(data) or {}
-    for e in container.get("env", []):
-        if e["name"].startswith("TAILGATE__") and "value" in e:
-            keys = e["name"][len("TAILGATE__"):].lower().split("__")
+    for name, value in pod_env(container, "pod", role).items():
+        if name.startswith("TAILGATE__"):
+            keys = name[len("TAILGATE__"):].lower().split("__")
             node = config
             for k in keys[:-1]:
                 node = node.setdefault(k, {})
-            node[keys[-1]] = yaml.safe_load(e["value"])
+            node[keys[-1]] = yaml.safe_load(value)
     return config
 
 

@@ -70,19 +70,30 @@ tailgate="${CARGO_TARGET_DIR:-target}/debug/tailgate"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Starts `tailgate ROLE` with the config file and environment a pod gets
-# (from DIR, written by check.py), on loopback ports and with the backend
-# replaced by a closed loopback port (no lookups of cluster names); waits
+# (from DIR, written by check.py), on loopback ports, with the backend or the
+# samplers replaced by closed loopback ports (no lookups of cluster names); waits
 # for /readyz, then SIGTERM, which must end it with 0. A config key the node
 # does not know makes it exit 64 at once.
 start_like_a_pod() {
-  local role=$1 dir=$2 admin pid code ready= envs=()
+  local role=$1 dir=$2 admin grpc pid code ready= envs=()
   [ -f "$dir/$role.yaml" ] || { echo "FAILED: no $role config in $dir" >&2; return 1; }
   while IFS= read -r line; do envs+=("$line"); done < "$dir/$role.env"
   admin=$(free_port)
+  grpc=$(free_port)
+  case $role in
+    # The backend: a closed loopback port.
+    # The samplers: this one alone, a static member, instead of a DNS lookup
+    # of the cluster's Service name.
+    sampler) envs+=(TAILGATE__POLICY_FILE="$dir/policy.yaml" TAILGATE__SHUTDOWN__GRACE=0s
+                    TAILGATE__EXPORTER__ENDPOINT="http://127.0.0.1:$(free_port)"
+                    TAILGATE__CLUSTER__RESOLVER="{static: {members: ['127.0.0.1:$grpc']}}"
+                    TAILGATE__CLUSTER__SELF="127.0.0.1:$grpc") ;;
+    # The samplers: one static member on a closed loopback port.
+    lb) envs+=(TAILGATE__RESOLVER="{static: {members: ['127.0.0.1:$(free_port)']}}") ;;
+  esac
   env "${envs[@]}" \
-    TAILGATE__RECEIVER__GRPC=127.0.0.1:0 TAILGATE__RECEIVER__HTTP=127.0.0.1:0 \
-    TAILGATE__ADMIN="127.0.0.1:$admin" TAILGATE__SHUTDOWN__GRACE=0s \
-    $( [ "$role" = sampler ] && echo "TAILGATE__POLICY_FILE=$dir/policy.yaml TAILGATE__EXPORTER__ENDPOINT=http://127.0.0.1:$(free_port)" ) \
+    TAILGATE__RECEIVER__GRPC="127.0.0.1:$grpc" TAILGATE__RECEIVER__HTTP=127.0.0.1:0 \
+    TAILGATE__ADMIN="127.0.0.1:$admin" \
     "$tailgate" "$role" --config "$dir/$role.yaml" > "$dir/$role.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 100); do
