@@ -4,8 +4,10 @@
 //! the cluster must export to this sink (`sink.grpc` / `sink.http`). It reads
 //! the CPU time and RSS of the processes given as `pids` from `/proc`, and,
 //! when given their admin `/metrics` URLs, the change in every `tailgate_`
-//! counter about decisions and drops. Starting a local cluster itself waits
-//! for `tailgate local`.
+//! counter about decisions and drops. Without `endpoints` it starts
+//! `tailgate local` itself (the `tailgate` binary beside this one, or
+//! `local.tailgate`) on free loopback ports, exporting to the sink, measures
+//! that process, and stops it with SIGTERM at the end.
 //!
 //! Order of a run:
 //! 1. start the sink (the backend of the cluster), recording;
@@ -58,14 +60,118 @@ pub struct BenchConfig {
     pub expect: Expectations,
     /// Where the manifest and record go.
     pub dir: PathBuf,
+    /// The cluster to start when `traffic.endpoints` is empty.
+    pub local: LocalSpec,
+}
+
+/// How the bench starts `tailgate local`.
+#[derive(Debug, Clone)]
+pub struct LocalSpec {
+    /// The `tailgate` binary; default: beside the running executable.
+    pub tailgate: Option<PathBuf>,
+    /// Sampler nodes. Default 3.
+    pub samplers: usize,
+}
+
+impl Default for LocalSpec {
+    fn default() -> Self {
+        LocalSpec {
+            tailgate: None,
+            samplers: 3,
+        }
+    }
+}
+
+/// A `tailgate local` process the bench started; SIGTERM (then SIGKILL
+/// after 60 s) when dropped, so a failed run leaves nothing behind.
+struct LocalCluster {
+    child: std::process::Child,
+}
+
+impl LocalCluster {
+    async fn start(
+        spec: &LocalSpec,
+        export: std::net::SocketAddr,
+    ) -> Result<(LocalCluster, Endpoint, String), BenchError> {
+        let tailgate = match &spec.tailgate {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .map_err(|e| BenchError::Config(format!("locating tailgate: {e}")))?
+                .with_file_name("tailgate"),
+        };
+        let port = || -> Result<u16, BenchError> {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| BenchError::Config(format!("finding a free port: {e}")))
+        };
+        let (grpc, http, admin) = (port()?, port()?, port()?);
+        let child = std::process::Command::new(&tailgate)
+            .arg("local")
+            .args(["--samplers", &spec.samplers.to_string()])
+            .args(["--export", &format!("grpc://{export}")])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--admin", &format!("127.0.0.1:{admin}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| BenchError::Config(format!("starting {}: {e}", tailgate.display())))?;
+        let cluster = LocalCluster { child };
+        let metrics = format!("http://127.0.0.1:{admin}/metrics");
+        let ready = format!("http://127.0.0.1:{admin}/readyz");
+        // Ready once the LB answers /readyz 200; bounded.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // fetch() is Ok only on a 2xx answer.
+            if fetch(&ready).await.is_ok() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Config(format!(
+                    "{} local did not become ready within 30 s",
+                    tailgate.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let endpoint = Endpoint::grpc(std::net::SocketAddr::from(([127, 0, 0, 1], grpc)));
+        Ok((cluster, endpoint, metrics))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then wait (bounded) for the staged shutdown.
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error(
-        "bench: starting a local cluster needs `tailgate local`, which is not built yet; pass --endpoints (and --pid) for a running cluster"
-    )]
-    NoLocalCluster,
     #[error("bench: {0}")]
     Config(String),
     #[error("{0}")]
@@ -229,9 +335,6 @@ impl std::fmt::Display for BenchReport {
 /// Runs the bench. Verification failing is not an error here: it is in the
 /// report (`verify.passed()`).
 pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
-    if config.traffic.endpoints.is_empty() {
-        return Err(BenchError::NoLocalCluster);
-    }
     if config.traffic.duration.is_none() {
         return Err(BenchError::Config("a bench runs for a --duration".into()));
     }
@@ -242,6 +345,20 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
     config.traffic.manifest = Some(manifest.clone());
     config.sink.record = Some(record.clone());
     let backend = sink::start(config.sink.clone()).await?;
+
+    let mut local = None;
+    if config.traffic.endpoints.is_empty() {
+        let export = backend.grpc_addr().ok_or_else(|| {
+            BenchError::Config(
+                "a local cluster exports over gRPC: the sink needs --sink-grpc".into(),
+            )
+        })?;
+        let (cluster, endpoint, metrics) = LocalCluster::start(&config.local, export).await?;
+        config.traffic.endpoints = vec![endpoint];
+        config.pids.push((cluster.pid(), "tailgate local".into()));
+        config.metrics.push(metrics);
+        local = Some(cluster);
+    }
 
     let baseline = if config.baseline.is_zero() {
         None
@@ -291,6 +408,12 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
         });
     }
     let metrics_after = scrape_all(&config.metrics).await?;
+    if let Some(mut cluster) = local {
+        // Decide and flush what is pending before the record is read.
+        tokio::task::spawn_blocking(move || cluster.stop())
+            .await
+            .map_err(|e| BenchError::Config(format!("stopping tailgate local: {e}")))?;
+    }
     let metrics = metrics_after
         .iter()
         .map(|(k, v)| (k.clone(), v - metrics_before.get(k).copied().unwrap_or(0.0)))

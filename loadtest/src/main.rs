@@ -1,8 +1,8 @@
 //! `tailgate-loadtest`: parse the command line, call the library, print the
 //! report, exit. Exit codes: 0 done (verify: passed), 1 verify failed (or
 //! gen sent nothing), 64 a bad command line, 65 a malformed manifest or
-//! record, 69 `bench` without `--endpoints` (needs `tailgate local`),
-//! 74 an I/O or network failure.
+//! record, 74 an I/O or network failure (including a `tailgate local` the
+//! bench could not start).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use loadtest::bench::{self, BenchConfig, BenchError};
+use loadtest::bench::{self, BenchConfig};
 use loadtest::generate::{self, GenConfig};
 use loadtest::shape::ShapeConfig;
 use loadtest::sink::{self, Bounds, Outage, SinkConfig};
@@ -22,7 +22,6 @@ use loadtest::verify::{self, Expectations, VerifyError};
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 64;
 const EXIT_DATA: u8 = 65;
-const EXIT_NOT_BUILT: u8 = 69;
 const EXIT_IO: u8 = 74;
 
 #[derive(Parser)]
@@ -298,6 +297,13 @@ struct BenchArgs {
     quiet: bool,
     #[arg(long)]
     json: bool,
+    /// Without --endpoints: the `tailgate` binary to start `tailgate local` with
+    /// (default: the one beside this executable).
+    #[arg(long)]
+    tailgate: Option<PathBuf>,
+    /// Without --endpoints: sampler nodes of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    samplers: usize,
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -438,14 +444,19 @@ fn verify_command(args: VerifyArgs) -> ExitCode {
 }
 
 fn bench_command(args: BenchArgs) -> ExitCode {
-    if args.traffic.endpoints.is_empty() {
-        eprintln!("tailgate-loadtest: {}", BenchError::NoLocalCluster);
-        return ExitCode::from(EXIT_NOT_BUILT);
-    }
     let mut traffic = args.traffic.config();
     traffic.duration = traffic.duration.or(Some(Duration::from_secs(30)));
     traffic.progress = !args.quiet;
-    if let Err(e) = traffic.validate() {
+    // Without endpoints the bench starts `tailgate local` and fills them in;
+    // check the rest of the traffic settings now, against a placeholder.
+    let mut check = traffic.clone();
+    if check.endpoints.is_empty() {
+        check.endpoints = vec![loadtest::transport::Endpoint::grpc(SocketAddr::from((
+            [127, 0, 0, 1],
+            4317,
+        )))];
+    }
+    if let Err(e) = check.validate() {
         return usage(&e.to_string());
     }
     let mut pids = Vec::new();
@@ -480,6 +491,10 @@ fn bench_command(args: BenchArgs) -> ExitCode {
             probability: (args.expect_probability >= 0.0).then_some(args.expect_probability),
         },
         dir: dir.clone(),
+        local: bench::LocalSpec {
+            tailgate: args.tailgate.clone(),
+            samplers: args.samplers,
+        },
     };
     let run = || -> anyhow::Result<ExitCode> {
         let report = runtime(args.traffic.threads)?.block_on(bench::run(config))?;

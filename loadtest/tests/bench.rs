@@ -71,6 +71,7 @@ async fn bench_against_given_endpoints_reports_rates_cpu_rss_latency_metrics_and
         settle: Duration::from_millis(100),
         expect: Expectations::keep_all(),
         dir: dir.path().join("bench"),
+        local: bench::LocalSpec::default(),
     };
     let report = bench::run(config).await.expect("bench runs");
 
@@ -101,7 +102,7 @@ async fn bench_against_given_endpoints_reports_rates_cpu_rss_latency_metrics_and
 }
 
 #[tokio::test]
-async fn bench_without_endpoints_needs_tailgate_local() {
+async fn bench_without_endpoints_fails_clearly_when_tailgate_cannot_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut traffic = small_run(vec![], 1, &dir.path().join("m"));
     traffic.duration = Some(Duration::from_secs(1));
@@ -114,7 +115,14 @@ async fn bench_without_endpoints_needs_tailgate_local() {
         settle: Duration::ZERO,
         expect: Expectations::default_policy(),
         dir: dir.path().to_owned(),
+        local: bench::LocalSpec {
+            tailgate: Some("/nonexistent/tailgate".into()),
+            samplers: 1,
+        },
     };
     let err = bench::run(config).await.expect_err("no cluster to start");
-    assert!(matches!(err, BenchError::NoLocalCluster), "{err}");
+    assert!(
+        matches!(err, BenchError::Config(ref m) if m.contains("starting /nonexistent/tailgate")),
+        "{err}"
+    );
 }

@@ -26,13 +26,15 @@ fn a_sink_without_a_bound_is_a_usage_error() {
 }
 
 #[test]
-fn bench_without_endpoints_says_it_needs_tailgate_local() {
+fn bench_without_endpoints_and_without_a_tailgate_binary_says_what_it_tried() {
     let out = binary()
-        .args(["bench", "--duration", "1s"])
+        .args(["bench", "--duration", "1s", "--baseline", "0s"])
+        .args(["--sink-grpc", "127.0.0.1:0", "--sink-http", "off"])
+        .args(["--tailgate", "/nonexistent/tailgate"])
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(69));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("tailgate local"));
+    assert_eq!(out.status.code(), Some(74));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("starting /nonexistent/tailgate"));
 }
 
 #[test]

@@ -1,0 +1,52 @@
+//! `tailgate-loadtest bench` with no endpoints starts a real `tailgate local`
+//! (this package's binary), drives it, stops it, and verifies what the
+//! backend got against the default policy.
+
+use std::time::Duration;
+
+use loadtest::bench::{self, BenchConfig, LocalSpec};
+use loadtest::generate::GenConfig;
+use loadtest::sink::SinkConfig;
+use loadtest::verify::Expectations;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_starts_a_local_cluster_and_the_default_policy_holds_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("tailgate-bench-local-{}", std::process::id()));
+    // Endpoints left empty: the bench starts the cluster and fills them in.
+    let mut traffic = GenConfig::new(vec![]);
+    traffic.rate = 3_000.0;
+    traffic.duration = Some(Duration::from_secs(3));
+    // Enough error and slow traces in 3 s to check them.
+    traffic.shape.error_rate = 0.05;
+    traffic.shape.slow_rate = 0.05;
+    let config = BenchConfig {
+        traffic,
+        sink: SinkConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: None,
+            ..SinkConfig::default()
+        },
+        pids: vec![],
+        metrics: vec![],
+        baseline: Duration::ZERO,
+        // The default policy decides 2 s after the root span arrives.
+        settle: Duration::from_secs(3),
+        // Too few "other" traces in 3 s for a tight share: keep the 4σ check.
+        expect: Expectations::default_policy(),
+        dir: dir.clone(),
+        local: LocalSpec {
+            tailgate: Some(env!("CARGO_BIN_EXE_tailgate").into()),
+            samplers: 2,
+        },
+    };
+    let report = bench::run(config).await.expect("bench runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(report.verify.passed(), "{report}");
+    assert!(report.traffic.spans_sent > 0, "{report}");
+    assert!(
+        report.traffic.error_traces > 0 && report.traffic.slow_traces > 0,
+        "{report}"
+    );
+    assert_eq!(report.processes.len(), 1, "{report}");
+    assert!(report.processes[0].cpu_secs > 0.0, "{report}");
+}
