@@ -1,19 +1,25 @@
 //! End to end: a real Prometheus server (Debian's `prometheus`) scrapes a
-//! `tailgate sampler` process on loopback, with the alert rules of
-//! `deploy/prometheus/` loaded, and the test watches the alerts through
-//! Prometheus's HTTP API.
+//! `tailgate lb` and a `tailgate sampler` process on loopback, with the
+//! alert rules of `deploy/prometheus/` loaded, and the test watches the
+//! alerts through Prometheus's HTTP API.
 //!
-//! The sampler keeps every trace and exports to a backend that refuses every
-//! connection, so its export queue fills and then overflows (the sampler
-//! answers 429) and, as retries run out, spans are dropped.
-//! `TailgateSpansDropped` must go pending, then firing. Then the policy file
-//! is swapped the way the kubelet updates a ConfigMap volume (a `..data`
-//! symlink flipped to a new directory) to a file that does not parse:
-//! `TailgatePolicyReloadFailed` must fire.
+//! Traces go to the LB, which routes them to the sampler; the sampler keeps
+//! every one and exports to a backend that refuses every connection, so its
+//! export queue fills and overflows (it refuses: `export_backlog`) and, as
+//! retries run out, spans are dropped. `TailgateSpansDropped` must go
+//! pending, then firing. Then the policy file is swapped the way the kubelet
+//! updates a ConfigMap volume (a `..data` symlink flipped to a new
+//! directory) to a file that does not parse: `TailgatePolicyReloadFailed`
+//! must fire. Last, every metric the rules and the dashboard use must be
+//! among the series Prometheus scraped from the two nodes.
 //!
-//! Everything listens on 127.0.0.1. The sampler is stopped with SIGTERM and
-//! must exit 0; Prometheus is killed; both by PID, and both are killed when
-//! the test fails. Bounded: about 20 s, at most [`DEADLINE`].
+//! (`tailgate local` would be the natural cluster to scrape, but it takes no
+//! config beyond its flags, and its default export queue and retry budget
+//! put the first drop minutes away.)
+//!
+//! Everything listens on 127.0.0.1. The nodes are stopped with SIGTERM and
+//! must exit 0; Prometheus is killed; all by PID, and all are killed when
+//! the test fails. Bounded: about 15 s, at most [`DEADLINE`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,7 +39,8 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// `for:` of TailgateSpansDropped in the rules this test loads (1m in
 /// deploy/), so pending and firing both show within seconds.
 const DROP_ALERT_FOR: &str = "4s";
-const NODE: &str = "e2e-sampler";
+const SAMPLER: &str = "e2e-sampler";
+const LB: &str = "e2e-lb";
 
 const GOOD_POLICY: &str = "\
 decision_wait: 100ms
@@ -62,31 +69,32 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
 
     // A backend that refuses: a port nothing listens on any more.
     let backend = free_port();
-    let config = dir.path().join("sampler.yaml");
-    // The ports are picked free, then bound by the sampler: another process
-    // may take one in between, so a start that fails on a taken port is
-    // tried again with new ones.
-    let (mut node, admin, otlp_http) = (0..3)
+    // Ports are picked free, then bound by the node: another process may
+    // take one in between, so a start that fails on a taken port is tried
+    // again with new ones.
+    let (mut sampler, sampler_admin, sampler_grpc) = (0..3)
         .find_map(|_| {
-            let admin = loopback(free_port());
-            let otlp_http = loopback(free_port());
-            std::fs::write(
-                &config,
-                sampler_config(admin, otlp_http, backend, &policy_dir),
-            )
-            .expect("sampler config");
-            Sampler::start(&dir, &config, admin).map(|node| (node, admin, otlp_http))
+            let (admin, grpc) = (loopback(free_port()), loopback(free_port()));
+            let config = sampler_config(admin, grpc, backend, &policy_dir);
+            Node::start(&dir, "sampler", &config, admin).map(|node| (node, admin, grpc))
         })
         .expect("tailgate sampler found free ports within three tries");
+    let (mut lb, lb_admin, lb_http) = (0..3)
+        .find_map(|_| {
+            let (admin, http) = (loopback(free_port()), loopback(free_port()));
+            let config = lb_config(admin, http, sampler_grpc);
+            Node::start(&dir, "lb", &config, admin).map(|node| (node, admin, http))
+        })
+        .expect("tailgate lb found free ports within three tries");
     let prometheus = (0..3)
-        .find_map(|_| Prometheus::start(&dir, admin))
+        .find_map(|_| Prometheus::start(&dir, &[lb_admin, sampler_admin]))
         .expect("prometheus found a free port within three tries");
 
-    // Healthy first: the target is up and nothing fires.
-    wait_for(started, "Prometheus to scrape the sampler", || {
+    // Healthy first: both targets are up and nothing fires.
+    wait_for(started, "Prometheus to scrape both nodes", || {
         prometheus
-            .query("up{job=\"tailgate\"}")
-            .filter(|up| *up == 1.0)
+            .query("sum(up{job=\"tailgate\"})")
+            .filter(|up| *up == 2.0)
     });
     wait_for(started, "a rule evaluation after the first scrapes", || {
         prometheus
@@ -100,9 +108,9 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
         "nothing dropped yet, no alert"
     );
 
-    // Send kept traces until the export queue overflows (the sampler starts
-    // refusing: 429) and the exporter has dropped spans.
-    let mut refused = 0;
+    // Send kept traces through the LB until the sampler's export queue
+    // overflows (it refuses: export_backlog) and its exporter, out of
+    // retries, has dropped spans.
     let mut trace = 0u64;
     wait_for(
         started,
@@ -110,18 +118,22 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
         || {
             for _ in 0..20 {
                 trace += 1;
-                match post_traces(otlp_http, trace) {
-                    200 => {}
-                    429 | 503 => refused += 1,
-                    other => panic!("the sampler answered {other} to a valid request"),
+                match post_traces(lb_http, trace) {
+                    200 | 429 | 503 => {}
+                    other => panic!("the LB answered {other} to a valid request"),
                 }
             }
+            let refused = scrape(
+                sampler_admin,
+                "tailgate_spans_refused_total",
+                "export_backlog",
+            );
             let dropped = scrape(
-                admin,
+                sampler_admin,
                 "tailgate_exporter_spans_dropped_total",
                 "retries_exhausted",
             );
-            (refused > 0 && dropped > 0.0).then_some(())
+            (refused > 0.0 && dropped > 0.0).then_some(())
         },
     );
 
@@ -130,7 +142,7 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
             .alert("TailgateSpansDropped")
             .filter(|a| a.state == "pending")
     });
-    assert_eq!(pending.label("node"), NODE);
+    assert_eq!(pending.label("node"), SAMPLER);
     assert_eq!(pending.label("reason"), "retries_exhausted");
     assert_eq!(pending.label("exporter"), "backend");
     assert_eq!(pending.label("severity"), "critical");
@@ -154,20 +166,39 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
             .alert("TailgatePolicyReloadFailed")
             .filter(|a| a.state == "firing")
     });
-    assert_eq!(reload.label("node"), NODE);
+    assert_eq!(reload.label("node"), SAMPLER);
 
-    node.terminate();
+    // Every metric the rules and the dashboard use is one these nodes
+    // export under that name (kube-state-metrics' and Prometheus's own
+    // aside).
+    let exported = prometheus.metric_names();
+    let missing: Vec<String> = deploy_metric_names()
+        .into_iter()
+        .filter(|name| {
+            // A histogram is exported as its _bucket, _sum and _count.
+            ![name.clone(), format!("{name}_count")]
+                .iter()
+                .any(|n| exported.contains(n))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/ uses metrics the running nodes do not export: {missing:?}"
+    );
+
+    lb.terminate();
+    sampler.terminate();
     drop(prometheus);
     assert!(started.elapsed() < DEADLINE);
 }
 
-fn sampler_config(admin: SocketAddr, otlp_http: SocketAddr, backend: u16, policy: &Path) -> String {
+fn sampler_config(admin: SocketAddr, grpc: SocketAddr, backend: u16, policy: &Path) -> String {
     format!(
         "\
-node: {NODE}
+node: {SAMPLER}
 receiver:
-  grpc: off
-  http: {otlp_http}
+  grpc: {grpc}
+  http: off
 admin: {admin}
 policy_file: {policy}
 policy_poll_interval: 200ms
@@ -186,6 +217,22 @@ exporter:
   max_elapsed_time: 2s
 ",
         policy = policy.join("policy.yaml").display(),
+    )
+}
+
+fn lb_config(admin: SocketAddr, http: SocketAddr, sampler: SocketAddr) -> String {
+    format!(
+        "\
+node: {LB}
+receiver:
+  grpc: off
+  http: {http}
+admin: {admin}
+resolver:
+  static:
+    members: ['{sampler}']
+drain_timeout: 1s
+"
     )
 }
 
@@ -237,46 +284,47 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A `tailgate sampler` process; killed (by PID) and reaped if dropped
-/// while it runs.
-struct Sampler {
+/// A `tailgate ROLE` process; killed (by PID) and reaped if dropped while
+/// it runs.
+struct Node {
+    role: &'static str,
     child: Child,
     log: PathBuf,
 }
 
-impl Sampler {
-    /// Starts it and waits until its `/readyz` says ready; None if it could
-    /// not bind a port because another process took it.
-    fn start(dir: &TempDir, config: &Path, admin: SocketAddr) -> Option<Sampler> {
-        let log = dir.path().join("sampler.log");
+impl Node {
+    /// Writes its config, starts it and waits until its `/readyz` says
+    /// ready; None if it could not bind a port because another process
+    /// took it.
+    fn start(dir: &TempDir, role: &'static str, config: &str, admin: SocketAddr) -> Option<Node> {
+        let path = dir.path().join(format!("{role}.yaml"));
+        std::fs::write(&path, config).expect("node config");
+        let log = dir.path().join(format!("{role}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
-            .arg("sampler")
+            .arg(role)
             .arg("--config")
-            .arg(config)
+            .arg(&path)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
-            .expect("tailgate sampler starts");
-        let mut sampler = Sampler { child, log };
+            .expect("tailgate starts");
+        let mut node = Node { role, child, log };
         let started = Instant::now();
         loop {
-            if let Some(status) = sampler.child.try_wait().expect("try_wait") {
-                let log = sampler.log();
-                assert!(
-                    port_taken(&log),
-                    "tailgate sampler exited ({status}): {log}"
-                );
+            if let Some(status) = node.child.try_wait().expect("try_wait") {
+                let log = node.log();
+                assert!(port_taken(&log), "tailgate {role} exited ({status}): {log}");
                 return None;
             }
             if http_get(admin, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return Some(sampler);
+                return Some(node);
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "tailgate sampler not ready after 30 s: {}",
-                sampler.log()
+                "tailgate {role} not ready after 30 s: {}",
+                node.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -288,6 +336,7 @@ impl Sampler {
 
     /// SIGTERM, then waits for a clean exit (its staged shutdown).
     fn terminate(&mut self) {
+        let role = self.role;
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status();
         assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
@@ -298,20 +347,20 @@ impl Sampler {
             }
             assert!(
                 started.elapsed() < Duration::from_secs(15),
-                "tailgate sampler still running 15 s after SIGTERM: {}",
+                "tailgate {role} still running 15 s after SIGTERM: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(
             status.success(),
-            "tailgate sampler exited with {status}: {}",
+            "tailgate {role} exited with {status}: {}",
             self.log()
         );
     }
 }
 
-impl Drop for Sampler {
+impl Drop for Node {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
@@ -329,7 +378,7 @@ struct Prometheus {
 
 impl Prometheus {
     /// Starts it and waits until it is ready; None if its port was taken.
-    fn start(dir: &TempDir, target: SocketAddr) -> Option<Prometheus> {
+    fn start(dir: &TempDir, targets: &[SocketAddr]) -> Option<Prometheus> {
         let rules = dir.path().join("alerts.yaml");
         std::fs::write(&rules, rules_for_the_test()).expect("rules file");
         let config = dir.path().join("prometheus.yaml");
@@ -344,9 +393,14 @@ rule_files: [{rules}]
 scrape_configs:
   - job_name: tailgate
     static_configs:
-      - targets: ['{target}']
+      - targets: [{targets}]
 ",
-                rules = rules.display()
+                rules = rules.display(),
+                targets = targets
+                    .iter()
+                    .map(|t| format!("'{t}'"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             ),
         )
         .expect("prometheus config");
@@ -421,6 +475,18 @@ scrape_configs:
             })
     }
 
+    /// The names of every series Prometheus holds.
+    fn metric_names(&self) -> Vec<String> {
+        let data = self
+            .api("/api/v1/label/__name__/values")
+            .expect("Prometheus answers");
+        data.as_sequence()
+            .expect("a list of names")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    }
+
     fn alert(&self, name: &str) -> Option<Alert> {
         let data = self.api("/api/v1/alerts")?;
         data["alerts"]
@@ -455,6 +521,31 @@ impl Alert {
     fn label(&self, name: &str) -> &str {
         self.labels[name].as_str().unwrap_or_default()
     }
+}
+
+/// Every `tailgate_` metric name deploy/prometheus/alerts.yaml and
+/// deploy/grafana/tailgate.json use.
+fn deploy_metric_names() -> Vec<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut names = Vec::new();
+    for file in [
+        "deploy/prometheus/alerts.yaml",
+        "deploy/grafana/tailgate.json",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("tailgate_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .unwrap_or(tail.len());
+            names.push(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// deploy/prometheus/alerts.yaml with TailgateSpansDropped's `for:`
