@@ -226,6 +226,9 @@ pub async fn start(config: SinkConfig) -> Result<RunningSink, SinkError> {
         http: config.http,
         max_request_bytes: config.max_request_bytes,
         node: "loadtest-sink".into(),
+        // A stand-in backend takes requests of any span count.
+        max_spans_per_request: 0,
+        ..ReceiverConfig::default()
     })?;
     let (record, writer) = match &config.record {
         Some(path) => {

@@ -14,6 +14,7 @@ pub mod exporter;
 pub mod json;
 pub mod receiver;
 pub mod split;
+pub mod tls;
 pub mod view;
 pub mod wire;
 pub mod write;

@@ -26,6 +26,11 @@ pub struct ExportConfig {
     pub compression: Compression,
     /// gRPC metadata sent with every call. Default none.
     pub headers: BTreeMap<String, String>,
+    /// TLS to the members (mTLS with `cert_file` and `key_file`): every
+    /// member's certificate must chain to `ca_file` and carry `server_name`
+    /// (default: the member's host, an IP address from DNS). Default none:
+    /// plain HTTP/2.
+    pub tls: Option<proto::tls::ClientTlsConfig>,
     /// A request to a member is sent once it holds this many spans.
     /// Default 8192.
     pub max_batch_spans: usize,
@@ -73,6 +78,7 @@ impl Default for ExportConfig {
             connect_timeout: Duration::from_secs(1),
             compression: Compression::None,
             headers: BTreeMap::new(),
+            tls: None,
             max_batch_spans: 8192,
             max_batch_bytes: 4 * MIB,
             batch_timeout: Duration::ZERO,
@@ -95,7 +101,8 @@ pub enum ExportConfigError {
         field: &'static str,
         rule: &'static str,
     },
-    #[error("export.headers: {0}")]
+    /// A bad header, or TLS files that cannot be used.
+    #[error("export: {0}")]
     Headers(String),
 }
 
@@ -123,6 +130,7 @@ impl ExportConfig {
             connect_timeout: self.connect_timeout,
             compression: self.compression,
             headers: self.headers.clone(),
+            tls: self.tls.clone(),
         }
     }
 
@@ -170,7 +178,8 @@ impl ExportConfig {
         if let Some((_, field, rule)) = checks.into_iter().find(|(bad, _, _)| *bad) {
             return Err(ExportConfigError::Invalid { field, rule });
         }
-        // The endpoint is checked per member; here only the headers matter.
+        // The endpoint is checked per member; here only the headers and
+        // the TLS files matter.
         c.client("http://member.invalid:4317".into())
             .validate()
             .map_err(|e| ExportConfigError::Headers(e.to_string()))?;

@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
 use crate::codec::{ClientCodec, EXPORT_PATH};
+use crate::tls::{ClientTls, ClientTlsConfig, TlsConnector, TlsError};
 
 /// How request bodies are compressed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -30,7 +31,7 @@ pub enum Compression {
 /// Where and how to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpClientConfig {
-    /// `http://host:port`.
+    /// `http://host:port`, or `https://host:port` for TLS.
     pub endpoint: String,
     /// The longest one call may take, connecting included. Default 10 s.
     pub timeout: Duration,
@@ -40,6 +41,9 @@ pub struct OtlpClientConfig {
     pub compression: Compression,
     /// gRPC metadata sent with every call (e.g. an API key). Default none.
     pub headers: BTreeMap<String, String>,
+    /// TLS settings; TLS is on when set or when the endpoint is `https://`
+    /// (then with the system's roots). Default none.
+    pub tls: Option<ClientTlsConfig>,
 }
 
 impl OtlpClientConfig {
@@ -50,26 +54,61 @@ impl OtlpClientConfig {
             connect_timeout: Duration::from_secs(5),
             compression: Compression::None,
             headers: BTreeMap::new(),
+            tls: None,
         }
     }
 
-    /// Checks what [`OtlpClient::new`] would refuse, without a runtime.
+    /// Checks what [`OtlpClient::new`] would refuse, without a runtime
+    /// (TLS files are read).
     pub fn validate(&self) -> Result<(), ClientConfigError> {
         self.parts().map(|_| ())
     }
 
-    fn parts(&self) -> Result<(Endpoint, MetadataMap), ClientConfigError> {
-        let endpoint = Endpoint::from_shared(self.endpoint.clone()).map_err(|source| {
-            ClientConfigError::Endpoint {
-                endpoint: self.endpoint.clone(),
-                source,
+    /// The endpoint tonic dials (always `http://`: with TLS, our connector
+    /// does the handshake), the metadata, and the TLS connector if any.
+    fn parts(&self) -> Result<(Endpoint, MetadataMap, Option<TlsConnector>), ClientConfigError> {
+        let bad_uri = |source| ClientConfigError::Endpoint {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let uri = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(bad_uri)?
+            .uri()
+            .clone();
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => {
+                return Err(ClientConfigError::Scheme {
+                    endpoint: self.endpoint.clone(),
+                });
             }
-        })?;
-        if endpoint.uri().scheme_str() != Some("http") || endpoint.uri().host().is_none() {
+        };
+        let Some(host) = uri.host() else {
             return Err(ClientConfigError::Scheme {
                 endpoint: self.endpoint.clone(),
             });
-        }
+        };
+        let tls = match (&self.tls, https) {
+            (Some(config), _) => Some(config.clone()),
+            (None, true) => Some(ClientTlsConfig::default()),
+            (None, false) => None,
+        };
+        let connector = tls
+            .map(|config| {
+                let tls = Arc::new(ClientTls::new(&config)?);
+                TlsConnector::new(tls, host, true)
+            })
+            .transpose()
+            .map_err(|source| ClientConfigError::Tls {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(source),
+            })?;
+        let plain = match https {
+            true => format!("http{}", &self.endpoint["https".len()..]),
+            false => self.endpoint.clone(),
+        };
+        let endpoint = Endpoint::from_shared(plain).map_err(bad_uri)?;
         let mut headers = MetadataMap::new();
         for (name, value) in &self.headers {
             let key = AsciiMetadataKey::from_bytes(name.as_bytes())
@@ -78,7 +117,7 @@ impl OtlpClientConfig {
                 .map_err(|_| ClientConfigError::HeaderValue { name: name.clone() })?;
             headers.insert(key, value);
         }
-        Ok((endpoint, headers))
+        Ok((endpoint, headers, connector))
     }
 }
 
@@ -90,8 +129,15 @@ pub enum ClientConfigError {
         endpoint: String,
         source: tonic::transport::Error,
     },
-    #[error("exporter endpoint {endpoint:?} must be http://host:port (TLS is not supported)")]
+    #[error("exporter endpoint {endpoint:?} must be http://host:port or https://host:port")]
     Scheme { endpoint: String },
+    #[error("exporter endpoint {endpoint:?}: {source}")]
+    Tls {
+        endpoint: String,
+        // Boxed: rustls errors are large, and this is the rare path.
+        #[source]
+        source: Box<TlsError>,
+    },
     #[error("exporter header {name:?} is not a valid gRPC metadata key")]
     HeaderName { name: String },
     #[error("exporter header {name:?} has a value that is not visible ASCII")]
@@ -242,11 +288,14 @@ impl OtlpClient {
     /// connection is redialled by the next one. Call it inside a tokio
     /// runtime (the channel spawns its worker task there).
     pub fn new(config: &OtlpClientConfig) -> Result<Self, ClientConfigError> {
-        let (endpoint, headers) = config.parts()?;
-        let channel = endpoint
+        let (endpoint, headers, tls) = config.parts()?;
+        let endpoint = endpoint
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match tls {
+            Some(connector) => endpoint.connect_with_connector_lazy(connector),
+            None => endpoint.connect_lazy(),
+        };
         let mut grpc = Grpc::new(channel)
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd);
@@ -406,8 +455,15 @@ mod tests {
             ClientConfigError::Endpoint { .. }
         ));
         assert!(matches!(
-            bad(|c| c.endpoint = "https://x:1".into()),
+            bad(|c| c.endpoint = "ftp://x:1".into()),
             ClientConfigError::Scheme { .. }
+        ));
+        assert!(matches!(
+            bad(|c| c.tls = Some(ClientTlsConfig {
+                ca_file: Some("/nonexistent/ca.pem".into()),
+                ..ClientTlsConfig::default()
+            })),
+            ClientConfigError::Tls { .. }
         ));
         assert!(matches!(
             bad(|c| {

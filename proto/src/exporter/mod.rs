@@ -47,7 +47,8 @@ const MIB: usize = 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExporterConfig {
-    /// The OTLP/gRPC endpoint, `http://host:port`. Required.
+    /// The OTLP/gRPC endpoint, `http://host:port` or `https://host:port`.
+    /// Required.
     pub endpoint: String,
     /// The longest one export call may take. Default 10 s.
     #[serde(with = "humantime_serde")]
@@ -59,6 +60,10 @@ pub struct ExporterConfig {
     pub compression: Compression,
     /// gRPC metadata sent with every call, e.g. an API key. Default none.
     pub headers: BTreeMap<String, String>,
+    /// TLS: trusted CAs, a client certificate for mTLS, the server name.
+    /// TLS is on when this is set or the endpoint is `https://`. Default
+    /// none.
+    pub tls: Option<crate::tls::ClientTlsConfig>,
     /// A request is sent once it holds this many spans. Default 8192.
     pub max_batch_spans: usize,
     /// A request is sent once it holds this many bytes (encoded). A single
@@ -105,6 +110,7 @@ impl Default for ExporterConfig {
             connect_timeout: client.connect_timeout,
             compression: client.compression,
             headers: client.headers,
+            tls: None,
             max_batch_spans: 8192,
             max_batch_bytes: 4 * MIB,
             batch_timeout: Duration::from_millis(200),
@@ -225,6 +231,7 @@ impl TryFrom<ExporterConfig> for Settings {
             connect_timeout: c.connect_timeout,
             compression: c.compression,
             headers: c.headers,
+            tls: c.tls,
         };
         client
             .validate()
@@ -951,7 +958,7 @@ mod tests {
         ));
         assert!(matches!(
             ExporterConfig {
-                endpoint: "https://x:1".into(),
+                endpoint: "ftp://x:1".into(),
                 ..config()
             }
             .validate(),

@@ -7,13 +7,20 @@
 //! inflated past it). Those refusals happen before our handler runs; the
 //! service below recognises them to count them and to give them OTLP
 //! semantics (see [`refused_before_handler`]).
+//!
+//! Before that, the service checks the request's credentials (if the
+//! receiver has `auth`), and the body must arrive within `read_timeout` of
+//! the headers ([`DeadlineBody`]): a client that trickles its body gets
+//! DEADLINE_EXCEEDED instead of holding a stream open.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use ::http::{HeaderValue, Request, Response};
 use bytes::Bytes;
@@ -21,9 +28,9 @@ use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
 use tonic::codegen::BoxFuture;
 use tonic::server::{Grpc, NamedService, UnaryService};
-use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Status};
 
+use super::conn::{self, AcceptConfig};
 use super::{ClusterMark, Outcome, Protocol, ReceiverError, Shared, Sink};
 use crate::ExportTraceServiceResponse;
 use crate::codec::{EXPORT_PATH, SERVICE_NAME, ServerCodec};
@@ -32,6 +39,7 @@ pub(super) async fn serve<S: Sink>(
     socket: std::net::TcpListener,
     addr: SocketAddr,
     shared: Arc<Shared<S>>,
+    accept: AcceptConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ReceiverError> {
     let listener =
@@ -40,8 +48,9 @@ pub(super) async fn serve<S: Sink>(
             addr,
             source,
         })?;
-    // Small unary requests and responses: do not let Nagle hold them back.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Connections come bounded in number, TLS done, TCP_NODELAY set.
+    let mut ready = conn::accept(listener, accept);
+    let incoming = futures::stream::poll_fn(move |cx| ready.poll_recv(cx));
     tonic::transport::Server::builder()
         .add_service(TraceService { shared })
         .serve_with_incoming_shutdown(incoming, shutdown)
@@ -81,6 +90,20 @@ impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         let shared = self.shared.clone();
+        if let Err(message) =
+            shared.authenticate(|name| req.headers().get(name).map(|v| v.as_bytes()))
+        {
+            shared.metrics.count(Outcome::Unauthenticated);
+            return Box::pin(async move { Ok(Status::unauthenticated(message).into_http()) });
+        }
+        let expired = Arc::new(AtomicBool::new(false));
+        let req = req.map(|body| {
+            Body::new(DeadlineBody::new(
+                body,
+                shared.limits.read_timeout,
+                expired.clone(),
+            ))
+        });
         Box::pin(async move {
             let max = shared.max_request_bytes;
             let handled = Arc::new(AtomicBool::new(false));
@@ -94,7 +117,12 @@ impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
                 .max_decoding_message_size(max);
             let mut response = grpc.unary(export, req).await;
             if !handled.load(Ordering::Acquire) {
-                let outcome = refused_before_handler(&mut response);
+                let outcome = if expired.load(Ordering::Acquire) {
+                    set_code(&mut response, Code::DeadlineExceeded);
+                    Outcome::TimedOut
+                } else {
+                    refused_before_handler(&mut response)
+                };
                 shared.metrics.count(outcome);
             }
             Ok(response)
@@ -131,6 +159,65 @@ fn refused_before_handler(response: &mut Response<Body>) -> Outcome {
             .insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
     }
     outcome
+}
+
+fn set_code(response: &mut Response<Body>, code: Code) {
+    response
+        .headers_mut()
+        .insert(Status::GRPC_STATUS, HeaderValue::from(code as i32));
+}
+
+/// A request body that fails once `timeout` has passed since the request's
+/// headers arrived, so a body trickled in byte by byte cannot hold a stream
+/// (and its buffer) open for ever. `expired` tells the service why the
+/// request failed.
+struct DeadlineBody {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    expired: Arc<AtomicBool>,
+}
+
+impl DeadlineBody {
+    fn new(inner: Body, timeout: Duration, expired: Arc<AtomicBool>) -> Self {
+        DeadlineBody {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            expired,
+        }
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            this.expired.store(true, Ordering::Release);
+            return Poll::Ready(Some(Err(Status::deadline_exceeded(format!(
+                "the request body did not arrive within {:?} (read_timeout)",
+                this.timeout
+            )))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// One Export call: hands the bytes to the node.

@@ -7,6 +7,11 @@
 //! most `limit + 1` bytes, so a gzip bomb costs at most the limit in memory.
 //! Responses follow the OTLP/HTTP spec: an `ExportTraceServiceResponse` on
 //! success, a `google.rpc.Status` on failure, both in the request's format.
+//!
+//! Connections are served by hyper directly (not `axum::serve`) so that
+//! they can be TLS and bounded in number ([`super::conn`]), and so that a
+//! client gets `read_timeout` to send its headers (HTTP/1; then the
+//! connection is closed) and again its body (then 408).
 
 use std::future::Future;
 use std::io::Read;
@@ -14,19 +19,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use ::http::header::{
+    CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use ::http::{HeaderMap, HeaderValue, StatusCode, Version};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::serve::ListenerExt;
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 use tonic::Code;
 
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+
+use super::conn::{self, AcceptConfig};
 use super::{
     ClusterMark, Outcome, Protocol, ReceiverError, Refusal, Shared, Sink, retry_after_secs,
 };
@@ -43,6 +55,7 @@ pub(super) async fn serve<S: Sink>(
     socket: std::net::TcpListener,
     addr: SocketAddr,
     shared: Arc<Shared<S>>,
+    accept: AcceptConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ReceiverError> {
     let listener =
@@ -51,19 +64,42 @@ pub(super) async fn serve<S: Sink>(
             addr,
             source,
         })?;
-    let listener = listener.tap_io(|tcp| {
-        // Best effort: a socket without TCP_NODELAY still works.
-        let _ = tcp.set_nodelay(true);
-    });
+    let read_timeout = shared.limits.read_timeout;
     let app = Router::new()
         .route(TRACES_PATH, post(export::<S>))
         // We bound the body ourselves, with the configured limit and a 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|source| ReceiverError::Http { addr, source })
+    let service = TowerToHyperService::new(app);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(read_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut ready = conn::accept(listener, accept);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            conn = ready.recv() => conn,
+            () = &mut shutdown => break,
+        };
+        let Some(Ok(conn)) = conn else {
+            // The accept task ended: nothing more will come.
+            break;
+        };
+        let connection = builder.serve_connection(TokioIo::new(conn), service.clone());
+        let connection = graceful.watch(connection.into_owned());
+        tokio::spawn(async move {
+            // A client that goes away mid-request is not our error.
+            let _ = connection.await;
+        });
+    }
+    // Stop accepting, let requests in flight be answered, close idle
+    // connections.
+    drop(ready);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +168,24 @@ impl Failure {
         )
     }
 
+    fn unauthenticated(message: String) -> Self {
+        Failure::new(
+            Outcome::Unauthenticated,
+            StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated,
+            message,
+        )
+    }
+
+    fn timed_out(message: String) -> Self {
+        Failure::new(
+            Outcome::TimedOut,
+            StatusCode::REQUEST_TIMEOUT,
+            Code::DeadlineExceeded,
+            message,
+        )
+    }
+
     fn unread(mut self) -> Self {
         self.unread_body = true;
         self
@@ -169,6 +223,11 @@ async fn export<S: Sink>(State(shared): State<Arc<Shared<S>>>, req: Request) -> 
 async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failure> {
     let max = shared.max_request_bytes;
     let (parts, body) = req.into_parts();
+    // Credentials before anything else: an unauthenticated client learns
+    // nothing about what the node would accept.
+    shared
+        .authenticate(|name| parts.headers.get(name).map(|v| v.as_bytes()))
+        .map_err(|message| Failure::unauthenticated(message).unread())?;
     let Some(format) = format(&parts.headers) else {
         let found = parts
             .headers
@@ -190,7 +249,16 @@ async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failur
         .unread());
     }
     // Without a Content-Length (chunked, h2), the stream is cut at the limit.
-    let body = match Limited::new(body, max).collect().await {
+    let read_timeout = shared.limits.read_timeout;
+    let collected = tokio::time::timeout(read_timeout, Limited::new(body, max).collect())
+        .await
+        .map_err(|_| {
+            Failure::timed_out(format!(
+                "the body did not arrive within {read_timeout:?} (read_timeout)"
+            ))
+            .unread()
+        })?;
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(Failure::too_large(format!("body is over the {max}-byte limit")).unread());
@@ -326,6 +394,9 @@ fn failure_response(failure: Failure, format: Format, version: Version) -> Respo
     let headers = response.headers_mut();
     if let Some(delay) = failure.retry_after {
         headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(delay)));
+    }
+    if failure.status == StatusCode::UNAUTHORIZED {
+        headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     // HTTP/2 streams are independent; an HTTP/1.1 connection with an unread
     // body is not, so tell the client not to reuse it.

@@ -28,10 +28,15 @@
 //! request by outcome; `tailgate_request_bytes` is the size of each request
 //! handed to the node (protobuf, after decompression and JSON conversion).
 
+mod auth;
+mod conn;
 mod grpc;
 mod http;
+mod limits;
 
+pub use self::auth::{AuthConfig, AuthError};
 pub use self::http::TRACES_PATH;
+pub use self::limits::count_spans;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -44,6 +49,7 @@ use metrics::{Counter, Histogram};
 use serde::{Deserialize, Serialize};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::tls::{ServerTls, ServerTlsConfig, TlsError};
 use crate::wire::WireError;
 
 /// The transport a batch arrived on.
@@ -180,6 +186,11 @@ pub enum Refusal {
     /// INVALID_ARGUMENT / 400; the client must not retry it.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The request is over a limit it would be over on every retry (too
+    /// many spans). RESOURCE_EXHAUSTED without RetryInfo / 413; the client
+    /// must not retry it.
+    #[error("request too large: {0}")]
+    TooLarge(String),
     /// The node is at capacity. RESOURCE_EXHAUSTED / 429.
     #[error("overloaded, retry after {}s", retry_after_secs(*retry_after))]
     Overloaded { retry_after: Duration },
@@ -192,13 +203,13 @@ pub enum Refusal {
 impl Refusal {
     /// Whether the client should send the same batch again later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Refusal::Invalid(_))
+        !matches!(self, Refusal::Invalid(_) | Refusal::TooLarge(_))
     }
 
     /// How long the client should wait before retrying, if it should.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Refusal::Invalid(_) => None,
+            Refusal::Invalid(_) | Refusal::TooLarge(_) => None,
             Refusal::Overloaded { retry_after } | Refusal::Unavailable { retry_after } => {
                 Some(*retry_after)
             }
@@ -208,7 +219,7 @@ impl Refusal {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             Refusal::Invalid(_) => tonic::Code::InvalidArgument,
-            Refusal::Overloaded { .. } => tonic::Code::ResourceExhausted,
+            Refusal::TooLarge(_) | Refusal::Overloaded { .. } => tonic::Code::ResourceExhausted,
             Refusal::Unavailable { .. } => tonic::Code::Unavailable,
         }
     }
@@ -230,6 +241,7 @@ impl Refusal {
     pub fn http_status(&self) -> ::http::StatusCode {
         match self {
             Refusal::Invalid(_) => ::http::StatusCode::BAD_REQUEST,
+            Refusal::TooLarge(_) => ::http::StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::Overloaded { .. } => ::http::StatusCode::TOO_MANY_REQUESTS,
             Refusal::Unavailable { .. } => ::http::StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -273,6 +285,23 @@ pub struct ReceiverConfig {
     /// This node's name, the `node` label of the receiver's metrics.
     /// Default `tailgate`.
     pub node: String,
+    /// Most spans in one request; a request with more is refused whole
+    /// (RESOURCE_EXHAUSTED without RetryInfo / 413), as it would be on every
+    /// retry. 0 = no limit. Default 100,000.
+    pub max_spans_per_request: usize,
+    /// The longest a client may take to send a request: the TLS handshake,
+    /// HTTP/1 headers, and the body (timed from the headers); past it the
+    /// connection is closed or the request answered DEADLINE_EXCEEDED /
+    /// 408. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Open connections per listener; past it a new connection is closed at
+    /// once (counted). Default 4096.
+    pub max_connections: usize,
+    /// TLS on both listeners (mTLS with `client_ca_file`). Default none.
+    pub tls: Option<ServerTlsConfig>,
+    /// Tokens every export request must carry. Default none: no check.
+    pub auth: Option<AuthConfig>,
 }
 
 pub const DEFAULT_GRPC_ADDR: SocketAddr =
@@ -280,6 +309,9 @@ pub const DEFAULT_GRPC_ADDR: SocketAddr =
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4318);
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+pub const DEFAULT_MAX_SPANS_PER_REQUEST: usize = 100_000;
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
@@ -288,6 +320,11 @@ impl Default for ReceiverConfig {
             http: Some(DEFAULT_HTTP_ADDR),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             node: "tailgate".into(),
+            max_spans_per_request: DEFAULT_MAX_SPANS_PER_REQUEST,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -324,6 +361,10 @@ mod listen {
 pub enum ReceiverError {
     #[error("receiver config: {0}")]
     Config(String),
+    #[error("receiver tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("binding the OTLP/{} listener on {addr}: {source}", protocol.as_str())]
     Bind {
         protocol: Protocol,
@@ -381,6 +422,18 @@ pub struct Receiver {
     http: Option<Listener>,
     max_request_bytes: usize,
     node: String,
+    limits: Limits,
+    grpc_tls: Option<Arc<ServerTls>>,
+    http_tls: Option<Arc<ServerTls>>,
+    auth: Option<Arc<auth::Auth>>,
+}
+
+/// The per-request and per-connection bounds, as configured.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_spans_per_request: usize,
+    read_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Receiver {
@@ -396,6 +449,30 @@ impl Receiver {
                 "both grpc and http are off: enable at least one".into(),
             ));
         }
+        if config.read_timeout.is_zero() {
+            return Err(ReceiverError::Config(
+                "read_timeout must be more than 0".into(),
+            ));
+        }
+        if config.max_connections == 0 {
+            return Err(ReceiverError::Config(
+                "max_connections must be at least 1".into(),
+            ));
+        }
+        // Files and secrets first: a bad one fails before a port is bound.
+        let (grpc_tls, http_tls) = match &config.tls {
+            None => (None, None),
+            Some(tls) => (
+                Some(Arc::new(ServerTls::new(tls, &[b"h2"])?)),
+                Some(Arc::new(ServerTls::new(tls, &[b"h2", b"http/1.1"])?)),
+            ),
+        };
+        let auth = config
+            .auth
+            .as_ref()
+            .map(|a| auth::Auth::new(a, |var| std::env::var(var).ok()))
+            .transpose()?
+            .map(Arc::new);
         let grpc = config
             .grpc
             .map(|addr| Listener::bind(Protocol::Grpc, addr))
@@ -409,6 +486,14 @@ impl Receiver {
             http,
             max_request_bytes: config.max_request_bytes,
             node: config.node,
+            limits: Limits {
+                max_spans_per_request: config.max_spans_per_request,
+                read_timeout: config.read_timeout,
+                max_connections: config.max_connections,
+            },
+            grpc_tls,
+            http_tls,
+            auth,
         })
     }
 
@@ -435,23 +520,40 @@ impl Receiver {
     ) -> Result<(), ReceiverError> {
         describe_metrics();
         let shutdown = shutdown.shared();
-        let grpc = self.grpc.map(|listener| {
-            let shared = Arc::new(Shared::new(
+        let shared = |protocol| {
+            Arc::new(Shared::new(
                 sink.clone(),
                 &self.node,
-                Protocol::Grpc,
+                protocol,
                 self.max_request_bytes,
-            ));
-            grpc::serve(listener.socket, listener.addr, shared, shutdown.clone())
+                self.limits,
+                self.auth.clone(),
+            ))
+        };
+        let accept = |protocol, tls: &Option<Arc<ServerTls>>| conn::AcceptConfig {
+            protocol,
+            node: self.node.clone(),
+            max_connections: self.limits.max_connections,
+            tls: tls.clone(),
+            handshake_timeout: self.limits.read_timeout,
+        };
+        let grpc = self.grpc.map(|listener| {
+            grpc::serve(
+                listener.socket,
+                listener.addr,
+                shared(Protocol::Grpc),
+                accept(Protocol::Grpc, &self.grpc_tls),
+                shutdown.clone(),
+            )
         });
         let http = self.http.map(|listener| {
-            let shared = Arc::new(Shared::new(
-                sink.clone(),
-                &self.node,
-                Protocol::Http,
-                self.max_request_bytes,
-            ));
-            http::serve(listener.socket, listener.addr, shared, shutdown.clone())
+            http::serve(
+                listener.socket,
+                listener.addr,
+                shared(Protocol::Http),
+                accept(Protocol::Http, &self.http_tls),
+                shutdown.clone(),
+            )
         });
         let grpc = async {
             match grpc {
@@ -474,15 +576,50 @@ struct Shared<S> {
     sink: Arc<S>,
     metrics: Metrics,
     max_request_bytes: usize,
+    limits: Limits,
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl<S: Sink> Shared<S> {
-    fn new(sink: Arc<S>, node: &str, protocol: Protocol, max_request_bytes: usize) -> Self {
+    fn new(
+        sink: Arc<S>,
+        node: &str,
+        protocol: Protocol,
+        max_request_bytes: usize,
+        limits: Limits,
+        auth: Option<Arc<auth::Auth>>,
+    ) -> Self {
         Shared {
             sink,
             metrics: Metrics::new(node, protocol),
             max_request_bytes,
+            limits,
+            auth,
         }
+    }
+
+    /// Checks a request's credentials (`get` looks a header up by name);
+    /// the refusal message never includes what was presented.
+    fn authenticate<'a>(
+        &self,
+        get: impl Fn(&::http::HeaderName) -> Option<&'a [u8]>,
+    ) -> Result<(), String> {
+        match &self.auth {
+            None => Ok(()),
+            Some(auth) => auth
+                .check(get(auth.header()))
+                .map_err(|denied| denied.message(auth.header().as_str())),
+        }
+    }
+
+    /// Refuses a request with more spans than allowed, before the node
+    /// sees it. A malformed request passes here and the node refuses it.
+    fn check_span_count(&self, request: &[u8]) -> Result<(), String> {
+        let max = self.limits.max_spans_per_request;
+        if max > 0 && limits::count_spans(request, max + 1) > max {
+            return Err(format!("request holds more than {max} spans, the limit"));
+        }
+        Ok(())
     }
 
     /// Hands a batch to the node and counts the outcome. `mark` is what
@@ -495,6 +632,15 @@ impl<S: Sink> Shared<S> {
         mark: Result<Option<ClusterMark>, Refusal>,
     ) -> Result<Accepted, Refusal> {
         self.metrics.request_bytes.record(request.len() as f64);
+        // A decision list is not an OTLP request: nothing to count.
+        let decisions = matches!(mark, Ok(Some(ClusterMark::Decisions)));
+        if let Err(message) = match decisions {
+            true => Ok(()),
+            false => self.check_span_count(&request),
+        } {
+            self.metrics.count(Outcome::TooManySpans);
+            return Err(Refusal::TooLarge(message));
+        }
         let result = match mark {
             Ok(mark) => {
                 self.sink
@@ -527,16 +673,22 @@ enum Outcome {
     UnsupportedMediaType,
     Overloaded,
     Unavailable,
+    TooManySpans,
+    TimedOut,
+    Unauthenticated,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 6] = [
+    const ALL: [Outcome; 9] = [
         Outcome::Accepted,
         Outcome::Invalid,
         Outcome::TooLarge,
         Outcome::UnsupportedMediaType,
         Outcome::Overloaded,
         Outcome::Unavailable,
+        Outcome::TooManySpans,
+        Outcome::TimedOut,
+        Outcome::Unauthenticated,
     ];
 
     fn as_str(self) -> &'static str {
@@ -547,6 +699,9 @@ impl Outcome {
             Outcome::UnsupportedMediaType => "unsupported_media_type",
             Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
+            Outcome::TooManySpans => "too_many_spans",
+            Outcome::TimedOut => "timeout",
+            Outcome::Unauthenticated => "unauthenticated",
         }
     }
 }
@@ -555,6 +710,7 @@ impl From<&Refusal> for Outcome {
     fn from(refusal: &Refusal) -> Self {
         match refusal {
             Refusal::Invalid(_) => Outcome::Invalid,
+            Refusal::TooLarge(_) => Outcome::TooManySpans,
             Refusal::Overloaded { .. } => Outcome::Overloaded,
             Refusal::Unavailable { .. } => Outcome::Unavailable,
         }

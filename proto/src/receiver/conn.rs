@@ -1,0 +1,239 @@
+//! Accepting connections, for both protocols: at most `max_connections`
+//! open at once per listener, and for TLS the handshake done here, bounded
+//! by `read_timeout`, before a connection reaches the HTTP/2 or HTTP/1
+//! server.
+//!
+//! A connection past the limit is accepted and closed at once, and counted:
+//! the client sees a closed connection it can retry, rather than a SYN that
+//! waits in the backlog while idle or hostile connections hold every slot.
+//! A failed or slow handshake is closed and counted the same way.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use metrics::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::Protocol;
+use crate::tls::ServerTls;
+
+/// Connections handshaken but not yet taken by the server.
+const READY_QUEUE: usize = 64;
+
+/// How a listener accepts.
+pub(super) struct AcceptConfig {
+    pub protocol: Protocol,
+    pub node: String,
+    pub max_connections: usize,
+    pub tls: Option<Arc<ServerTls>>,
+    pub handshake_timeout: Duration,
+}
+
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// An accepted connection; holds its slot until dropped.
+pub(super) struct Conn {
+    io: Io,
+    info: TcpConnectInfo,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for Conn {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Why a connection was closed before it could carry a request: the
+/// `reason` label of `tailgate_connections_refused_total`.
+#[derive(Clone, Copy)]
+enum Refused {
+    Limit,
+    Handshake,
+}
+
+const CONNECTIONS_REFUSED: &str = "tailgate_connections_refused_total";
+
+struct ConnMetrics {
+    limit: Counter,
+    handshake: Counter,
+}
+
+impl ConnMetrics {
+    fn new(node: &str, protocol: Protocol) -> Self {
+        metrics::describe_counter!(
+            CONNECTIONS_REFUSED,
+            metrics::Unit::Count,
+            "Connections closed before a request: over max_connections, or a TLS handshake that failed or was too slow."
+        );
+        let counter = |reason: &'static str| {
+            metrics::counter!(
+                CONNECTIONS_REFUSED,
+                "node" => node.to_owned(),
+                "protocol" => protocol.as_str(),
+                "reason" => reason
+            )
+        };
+        ConnMetrics {
+            limit: counter("limit"),
+            handshake: counter("tls_handshake"),
+        }
+    }
+
+    fn count(&self, reason: Refused) {
+        match reason {
+            Refused::Limit => self.limit.increment(1),
+            Refused::Handshake => self.handshake.increment(1),
+        }
+    }
+}
+
+/// Accepts on `listener` until the returned receiver is dropped (the
+/// server stopped), yielding connections ready for HTTP.
+pub(super) fn accept(
+    listener: TcpListener,
+    config: AcceptConfig,
+) -> mpsc::Receiver<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel(READY_QUEUE);
+    let metrics = Arc::new(ConnMetrics::new(&config.node, config.protocol));
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = tx.closed() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Per-connection failures (reset before accept, out of
+                    // descriptors): back off briefly rather than spin.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                metrics.count(Refused::Limit);
+                drop(tcp);
+                continue;
+            };
+            // Best effort: a socket without TCP_NODELAY still works.
+            let _ = tcp.set_nodelay(true);
+            let info = TcpConnectInfo {
+                local_addr: tcp.local_addr().ok(),
+                remote_addr: Some(remote),
+            };
+            match &config.tls {
+                None => {
+                    let conn = Conn {
+                        io: Io::Plain(tcp),
+                        info,
+                        _slot: slot,
+                    };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    // Handshakes run beside the accept loop, so one slow
+                    // client cannot hold up the others.
+                    let acceptor = tls.acceptor();
+                    let tx = tx.clone();
+                    let metrics = metrics.clone();
+                    let timeout = config.handshake_timeout;
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let conn = Conn {
+                                    io: Io::Tls(Box::new(stream)),
+                                    info,
+                                    _slot: slot,
+                                };
+                                let _ = tx.send(Ok(conn)).await;
+                            }
+                            Ok(Err(e)) => {
+                                metrics.count(Refused::Handshake);
+                                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                metrics.count(Refused::Handshake);
+                                tracing::debug!(%remote, "TLS handshake timed out");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    });
+    rx
+}

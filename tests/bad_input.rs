@@ -1,0 +1,854 @@
+//! Bad input against a live node: a `tailgate sampler` process on loopback,
+//! keeping every trace and exporting to an in-process recording sink, takes
+//! valid traffic from `loadtest::generate` (OTLP/gRPC and OTLP/HTTP) the
+//! whole time a second task throws bad input at it: truncated protobuf,
+//! garbage, wrong wire types, 0- and 17-byte trace IDs, invalid UTF-8, JSON
+//! with wrong types, gzip bombs, 100 MiB bodies, bodies and headers that
+//! trickle in, and a few hundred idle connections.
+//!
+//! Every bad request must get its clear client error (and be counted under
+//! `tailgate_requests_total{result}`), the node must keep answering, and
+//! afterwards every span of every valid trace must have reached the sink,
+//! whole, exactly once (`loadtest::verify`, keep-all expectations).
+//!
+//! Bounded: valid traffic runs in rounds of two seconds, at most
+//! [`MAX_ROUNDS`], until the bad-input task is done; every network wait has
+//! a timeout; the sampler is stopped by PID (killed on drop if the test
+//! fails).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use loadtest::generate::{GenConfig, GenReport};
+use loadtest::sink::{RunningSink, SinkConfig};
+use loadtest::verify::{Expectations, verify_files};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use proto::exporter::{Compression, ExportError, OtlpClient, OtlpClientConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+
+/// The node's request limit in this test (compressed and decompressed).
+const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Rounds of valid traffic, two seconds each, at most.
+const MAX_ROUNDS: u64 = 30;
+/// Idle connections held open per protocol while valid traffic flows.
+const IDLE_CONNECTIONS: usize = 200;
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_refuses_every_bad_input_and_loses_no_valid_span() {
+    let dir = TempDir::new("tailgate-bad-input");
+    let record = dir.path().join("kept.bin");
+    let sink = loadtest::sink::start(SinkConfig {
+        record: Some(record.clone()),
+        http: None,
+        ..SinkConfig::loopback()
+    })
+    .await
+    .expect("the recording sink starts");
+    let backend = sink.grpc_addr().expect("sink gRPC address");
+
+    let node = Node::start(&dir, backend);
+    let grpc = node.grpc;
+
+    // Bad input in one task, valid traffic in rounds until it is done.
+    let bad = tokio::spawn(bad_inputs(node.grpc, node.http));
+    let mut manifests = Vec::new();
+    let mut reports = Vec::new();
+    for round in 0..MAX_ROUNDS {
+        let manifest = dir.path().join(format!("sent-{round}.jsonl"));
+        reports.push(valid_traffic(&node, round, &manifest).await);
+        manifests.push(manifest);
+        if bad.is_finished() {
+            break;
+        }
+    }
+    assert!(
+        bad.is_finished(),
+        "the bad-input task outlasted {MAX_ROUNDS} rounds of valid traffic"
+    );
+    let failures = bad.await.expect("the bad-input task ran to its end");
+
+    // Still serving: one more valid request is accepted.
+    let client = client(grpc, Compression::None);
+    let accepted = client.export(Bytes::from(valid_request(AFTER_TRACE))).await;
+    // The two requests sent outside the generator, in their own manifest.
+    let extra = dir.path().join("sent-extra.jsonl");
+    write_manifest(&extra, &[HELD_TRACE, AFTER_TRACE]);
+    manifests.push(extra);
+    let metrics = node.metrics();
+    node.terminate();
+    let stats = stop_sink(sink).await;
+
+    assert!(
+        failures.is_empty(),
+        "bad inputs not refused as expected:\n{}",
+        failures.join("\n")
+    );
+    assert!(
+        accepted.is_ok(),
+        "a valid request after the bad input: {accepted:?}"
+    );
+    for report in &reports {
+        assert_eq!(
+            report.spans_unsent, 0,
+            "gen gave up on spans: {:?}",
+            report.last_error
+        );
+        assert_eq!(report.spans_rejected, 0, "the node rejected valid spans");
+        assert!(report.spans_sent > 0, "a round sent nothing");
+    }
+    let verified = verify_files(&manifests, &[record], Expectations::keep_all());
+    assert!(
+        verified.is_ok(),
+        "valid traffic was lost or duplicated ({} spans reached the sink): {verified:?}",
+        stats.spans
+    );
+    for result in ["invalid", "too_large"] {
+        let count = requests_counted(&metrics, result);
+        assert!(count > 0.0, "no request counted as {result}:\n{metrics}");
+    }
+}
+
+/// Throws every kind of bad input at the node, one after another, and
+/// returns what was not answered as expected.
+async fn bad_inputs(grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut check = |case: &str, outcome: Result<(), String>| {
+        if let Err(e) = outcome {
+            failures.push(format!("{case}: {e}"));
+        }
+    };
+    let plain = client(grpc, Compression::None);
+    let valid = request(vec![1; 16], b"valid");
+
+    // The protobuf path, over gRPC.
+    let truncated = Bytes::copy_from_slice(&valid[..valid.len() / 2]);
+    check(
+        "grpc truncated protobuf",
+        expect_code(&plain, truncated, Code::InvalidArgument).await,
+    );
+    check(
+        "grpc garbage bytes",
+        expect_code(&plain, Bytes::from(garbage(4096, 1)), Code::InvalidArgument).await,
+    );
+    // Field 1 (resource_spans) is a message; here it is a varint.
+    let wrong_wire_type = Bytes::from_static(&[0x08, 0x01]);
+    check(
+        "grpc wrong wire type",
+        expect_code(&plain, wrong_wire_type, Code::InvalidArgument).await,
+    );
+    // A span (field 2 of ScopeSpans) as a fixed64.
+    let wrong_nested = Bytes::from_static(&[0x0a, 0x0b, 0x12, 0x09, 0x11, 1, 2, 3, 4, 5, 6, 7, 8]);
+    check(
+        "grpc wrong nested wire type",
+        expect_code(&plain, wrong_nested, Code::InvalidArgument).await,
+    );
+    check(
+        "grpc 0-byte trace ID",
+        expect_code(
+            &plain,
+            Bytes::from(request(Vec::new(), b"x")),
+            Code::InvalidArgument,
+        )
+        .await,
+    );
+    check(
+        "grpc 17-byte trace ID",
+        expect_code(
+            &plain,
+            Bytes::from(request(vec![3; 17], b"x")),
+            Code::InvalidArgument,
+        )
+        .await,
+    );
+    check(
+        "grpc invalid UTF-8 span name",
+        expect_code(
+            &plain,
+            Bytes::from(invalid_utf8_request()),
+            Code::InvalidArgument,
+        )
+        .await,
+    );
+    // 16 MiB of zeros (4 × the limit), gzip-compressed by the client to
+    // about 16 KiB.
+    let gzip = client(grpc, Compression::Gzip);
+    check(
+        "grpc gzip bomb",
+        expect_code(
+            &gzip,
+            Bytes::from(vec![0u8; 16 * MIB]),
+            Code::ResourceExhausted,
+        )
+        .await,
+    );
+    check(
+        "grpc 100 MiB message",
+        expect_code(
+            &plain,
+            Bytes::from(vec![0x0a; 100 * MIB]),
+            Code::ResourceExhausted,
+        )
+        .await,
+    );
+
+    // The HTTP path.
+    let pb = "application/x-protobuf";
+    let json = "application/json";
+    check(
+        "http truncated protobuf",
+        expect_status(http, pb, &[], &valid[..valid.len() / 2], 400).await,
+    );
+    check(
+        "http garbage bytes",
+        expect_status(http, pb, &[], &garbage(4096, 2), 400).await,
+    );
+    check(
+        "http wrong wire type",
+        expect_status(http, pb, &[], &[0x08, 0x01], 400).await,
+    );
+    check(
+        "http 0-byte trace ID",
+        expect_status(http, pb, &[], &request(Vec::new(), b"x"), 400).await,
+    );
+    check(
+        "http 17-byte trace ID",
+        expect_status(http, pb, &[], &request(vec![3; 17], b"x"), 400).await,
+    );
+    check(
+        "http invalid UTF-8 protobuf",
+        expect_status(http, pb, &[], &invalid_utf8_request(), 400).await,
+    );
+    check(
+        "http invalid UTF-8 JSON",
+        expect_status(
+            http,
+            json,
+            &[],
+            b"{\"resourceSpans\":[{\"\xff\xfe\":1}]}",
+            400,
+        )
+        .await,
+    );
+    check(
+        "http JSON with wrong types",
+        expect_status(
+            http,
+            json,
+            &[],
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":12,"spanId":true,"name":["x"]}]}]}]}"#,
+            400,
+        )
+        .await,
+    );
+    check(
+        "http JSON with a 17-byte trace ID",
+        expect_status(
+            http,
+            json,
+            &[],
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"000102030405060708090a0b0c0d0e0f10","spanId":"0001020304050607","name":"x"}]}]}]}"#,
+            400,
+        )
+        .await,
+    );
+    check(
+        "http JSON that is not an object",
+        expect_status(http, json, &[], b"[1,2,3]", 400).await,
+    );
+    check(
+        "http gzip bomb",
+        expect_status(
+            http,
+            pb,
+            &[("content-encoding", "gzip")],
+            &gzip_zeros(64 * MIB),
+            413,
+        )
+        .await,
+    );
+    check(
+        "http corrupt gzip",
+        expect_status(
+            http,
+            pb,
+            &[("content-encoding", "gzip")],
+            b"\x1f\x8b\x08garbage",
+            400,
+        )
+        .await,
+    );
+    check("http 100 MiB body", huge_body(http, true).await);
+    check("http 100 MiB chunked body", huge_body(http, false).await);
+    check("http body that trickles in", trickle_body(http).await);
+    check("http headers that trickle in", trickle_headers(http).await);
+    check(
+        "many idle connections",
+        idle_connections(grpc, http, &plain).await,
+    );
+    failures
+}
+
+/// One round of valid traffic: two seconds at 2,000 spans/s over gRPC and
+/// HTTP, every answer awaited.
+async fn valid_traffic(node: &Node, round: u64, manifest: &Path) -> GenReport {
+    let endpoints = vec![
+        format!("grpc://{}", node.grpc)
+            .parse()
+            .expect("gRPC endpoint"),
+        format!("http://{}", node.http)
+            .parse()
+            .expect("HTTP endpoint"),
+    ];
+    let mut config = GenConfig::new(endpoints);
+    config.connections = 2;
+    config.rate = 2000.0;
+    config.duration = Some(Duration::from_secs(2));
+    config.seed = Some(0x5eed_0000 + round);
+    config.manifest = Some(manifest.to_path_buf());
+    config.drain_timeout = Duration::from_secs(20);
+    loadtest::generate::run(config)
+        .await
+        .expect("a round of valid traffic runs")
+}
+
+fn client(grpc: SocketAddr, compression: Compression) -> OtlpClient {
+    let mut config = OtlpClientConfig::new(format!("http://{grpc}"));
+    config.compression = compression;
+    config.timeout = Duration::from_secs(30);
+    OtlpClient::new(&config).expect("client config")
+}
+
+async fn expect_code(client: &OtlpClient, body: Bytes, expected: Code) -> Result<(), String> {
+    match client.export(body).await {
+        Ok(_) => Err(format!("accepted, expected {expected:?}")),
+        Err(ExportError::Status { code, message, .. }) if code == expected => {
+            if message.is_empty() {
+                Err(format!("{code:?} without a message"))
+            } else {
+                Ok(())
+            }
+        }
+        Err(e) => Err(format!("{e}, expected {expected:?}")),
+    }
+}
+
+/// One HTTP/1.1 POST /v1/traces on a fresh connection; the status code.
+async fn post(
+    http: SocketAddr,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<u16, String> {
+    let mut stream = connect(http).await?;
+    let mut head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
+    // The server may answer (and close) before the whole body is read.
+    let _ = stream.write_all(body).await;
+    read_status(&mut stream).await
+}
+
+async fn expect_status(
+    http: SocketAddr,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    expected: u16,
+) -> Result<(), String> {
+    match post(http, content_type, headers, body).await? {
+        status if status == expected => Ok(()),
+        status => Err(format!("HTTP {status}, expected {expected}")),
+    }
+}
+
+/// 100 MiB announced with a Content-Length (refused before reading), or
+/// streamed chunked (cut at the limit): 413 either way, and the node never
+/// buffers more than its limit.
+async fn huge_body(http: SocketAddr, with_length: bool) -> Result<(), String> {
+    let mut stream = connect(http).await?;
+    let framing = if with_length {
+        format!("content-length: {}", 100 * MIB)
+    } else {
+        "transfer-encoding: chunked".to_owned()
+    };
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\n{framing}\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
+    let (mut read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let chunk = vec![0x0au8; MIB];
+        for _ in 0..100 {
+            let sent = if with_length {
+                write.write_all(&chunk).await
+            } else {
+                let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+                framed.extend_from_slice(&chunk);
+                framed.extend_from_slice(b"\r\n");
+                write.write_all(&framed).await
+            };
+            // The node answered and closed: it did not read the rest.
+            if sent.is_err() {
+                return;
+            }
+        }
+        let _ = write.write_all(b"0\r\n\r\n").await;
+    });
+    let status = read_status_from(&mut read).await;
+    writer.abort();
+    match status? {
+        413 => Ok(()),
+        other => Err(format!("HTTP {other}, expected 413")),
+    }
+}
+
+/// Headers complete, then the body one byte every 100 ms: the node must
+/// give up on it (408, or close the connection) long before it is complete.
+async fn trickle_body(http: SocketAddr) -> Result<(), String> {
+    let mut stream = connect(http).await?;
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
+    trickle(stream, 1000, 408).await
+}
+
+/// The request line, then the headers one byte every 100 ms.
+async fn trickle_headers(http: SocketAddr) -> Result<(), String> {
+    let mut stream = connect(http).await?;
+    stream
+        .write_all(b"POST /v1/traces HTTP/1.1\r\n")
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
+    trickle(stream, 1000, 408).await
+}
+
+/// Sends a byte every 100 ms, at most `bytes` of them (100 s), until the
+/// node answers or closes. Within the node's read timeout (3 s here) it
+/// must; 100 bytes (10 s) is ample.
+async fn trickle(stream: TcpStream, bytes: usize, expected: u16) -> Result<(), String> {
+    let (mut read, mut write) = stream.into_split();
+    let sender = tokio::spawn(async move {
+        for _ in 0..bytes {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut buf = vec![0u8; 4096];
+    let answer = tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf)).await;
+    sender.abort();
+    match answer {
+        Err(_) => Err("still reading after 100 trickled bytes (10 s)".into()),
+        // Closed without an answer, or reset: the node gave up on it.
+        Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
+        Ok(Ok(n)) => match parse_status(&buf[..n]) {
+            Some(status) if status == expected => Ok(()),
+            other => Err(format!(
+                "answered {other:?}, expected {expected} or a close"
+            )),
+        },
+    }
+}
+
+/// Opens [`IDLE_CONNECTIONS`] connections to each port, each with a
+/// partial request, and holds them while a valid request goes through.
+async fn idle_connections(
+    grpc: SocketAddr,
+    http: SocketAddr,
+    client: &OtlpClient,
+) -> Result<(), String> {
+    let mut held = Vec::new();
+    for i in 0..IDLE_CONNECTIONS * 2 {
+        let (addr, partial): (SocketAddr, &[u8]) = if i % 2 == 0 {
+            (http, b"POST /v1/traces HTTP/1.1\r\nhost: x\r\n")
+        } else {
+            (grpc, b"PRI * HTTP/2.0\r\n")
+        };
+        let mut stream = connect(addr).await?;
+        stream
+            .write_all(partial)
+            .await
+            .map_err(|e| format!("writing: {e}"))?;
+        held.push(stream);
+    }
+    let answer = client.export(Bytes::from(valid_request(HELD_TRACE))).await;
+    drop(held);
+    answer
+        .map(|_| ())
+        .map_err(|e| format!("a valid request while connections were held: {e}"))
+}
+
+async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+    tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("connecting to {addr} timed out"))?
+        .map_err(|e| format!("connecting to {addr}: {e}"))
+}
+
+async fn read_status(stream: &mut TcpStream) -> Result<u16, String> {
+    read_status_from(stream).await
+}
+
+/// Reads until the status line is in, within 30 s.
+async fn read_status_from(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<u16, String> {
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if answer.windows(2).any(|w| w == b"\r\n") {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| "no answer within 30 s".to_owned())?;
+    parse_status(&answer)
+        .ok_or_else(|| format!("no status line in {:?}", String::from_utf8_lossy(&answer)))
+}
+
+fn parse_status(answer: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(answer).ok()?;
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// Trace numbers of the valid requests sent outside the generator (which
+/// draws 128 random bits: these small ones never collide with its).
+const HELD_TRACE: u128 = 0x0bad_0001;
+const AFTER_TRACE: u128 = 0x0bad_0002;
+
+/// A valid one-span request with the IDs `loadtest::verify` recognises.
+fn valid_request(n: u128) -> Vec<u8> {
+    let trace = loadtest::ids::trace_id(n);
+    let mut bytes = request(trace.0.to_vec(), b"valid");
+    let span = loadtest::ids::span_id(&trace, 0);
+    let at = bytes
+        .windows(8)
+        .position(|w| w == [1; 8])
+        .expect("the span ID is in the encoding");
+    bytes[at..at + 8].copy_from_slice(&span.0);
+    bytes
+}
+
+fn write_manifest(path: &Path, traces: &[u128]) {
+    use loadtest::manifest::{Class, Header, ManifestWriter, TraceEntry};
+    let mut writer = ManifestWriter::create(path, &Header::default()).expect("manifest");
+    for &n in traces {
+        let entry = TraceEntry {
+            trace_id: loadtest::ids::trace_id(n),
+            spans: 1,
+            class: Class::Normal,
+            duration_us: 0,
+        };
+        writer.trace(&entry).expect("manifest line");
+    }
+    writer.finish().expect("manifest end");
+}
+
+/// A one-span request, encoded by prost.
+fn request(trace_id: Vec<u8>, name: &[u8]) -> Vec<u8> {
+    let span = Span {
+        trace_id,
+        span_id: vec![1; 8],
+        name: String::from_utf8_lossy(name).into_owned(),
+        start_time_unix_nano: 1,
+        end_time_unix_nano: 2,
+        ..Span::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource::default()),
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A request whose span name is not UTF-8 (prost cannot write one: the
+/// name is patched in the encoding).
+fn invalid_utf8_request() -> Vec<u8> {
+    let mut bytes = request(vec![5; 16], b"NAME");
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"NAME")
+        .expect("the name is in the encoding");
+    bytes[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
+    bytes
+}
+
+/// Deterministic noise (xorshift), so a failure replays.
+fn garbage(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn gzip_zeros(len: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let zeros = vec![0u8; MIB];
+    for _ in 0..len / MIB {
+        encoder.write_all(&zeros).expect("in memory");
+    }
+    encoder.finish().expect("in memory")
+}
+
+/// The value of `tailgate_requests_total` summed over protocols for one
+/// `result`.
+fn requests_counted(metrics: &str, result: &str) -> f64 {
+    let label = format!("result=\"{result}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tailgate_requests_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn stop_sink(sink: RunningSink) -> loadtest::sink::SinkStats {
+    // The node has drained and exited: wait for the sink to go quiet, then
+    // stop it so the record is flushed.
+    for _ in 0..100 {
+        if sink
+            .sink()
+            .idle()
+            .is_some_and(|idle| idle >= Duration::from_millis(500))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sink.stop()
+        .await
+        .expect("the sink stops and flushes its record")
+}
+
+const POLICY: &str = "\
+decision_wait: 2s
+num_traces: 100000
+policies:
+  - name: keep-everything
+    type: always_sample
+";
+
+/// A `tailgate sampler` process; killed by PID on drop if still running.
+struct Node {
+    child: Child,
+    log: PathBuf,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Node {
+    fn start(dir: &TempDir, backend: SocketAddr) -> Node {
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(&policy, POLICY).expect("policy file");
+        // Ports are picked free, then bound by the node: another process
+        // may take one in between, so a start that fails on a taken port is
+        // tried again with new ones.
+        for attempt in 0..3 {
+            let [grpc, http, admin] = [free_port(), free_port(), free_port()];
+            let config = dir.path().join(format!("sampler-{attempt}.yaml"));
+            std::fs::write(
+                &config,
+                format!(
+                    "\
+node: bad-input
+receiver:
+  grpc: {grpc}
+  http: {http}
+  max_request_bytes: {MAX_REQUEST_BYTES}
+  read_timeout: 3s
+admin: {admin}
+policy_file: {policy}
+shutdown:
+  grace: 0s
+  drain_timeout: 10s
+exporter:
+  endpoint: http://{backend}
+  batch_timeout: 10ms
+",
+                    policy = policy.display()
+                ),
+            )
+            .expect("sampler config");
+            let log = dir.path().join(format!("sampler-{attempt}.log"));
+            let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+                .args(["sampler", "--config"])
+                .arg(&config)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("tailgate sampler starts");
+            let mut node = Node {
+                child,
+                log,
+                grpc,
+                http,
+                admin,
+            };
+            if node.wait_ready() {
+                return node;
+            }
+        }
+        panic!("tailgate sampler did not find free ports in three tries");
+    }
+
+    /// True once `/readyz` answers 200; false if the node exited because a
+    /// port was taken; panics on any other exit or after 30 s.
+    fn wait_ready(&mut self) -> bool {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let log = self.log();
+                assert!(
+                    log.to_ascii_lowercase().contains("address already in use"),
+                    "tailgate sampler exited ({status}): {log}"
+                );
+                return false;
+            }
+            if http_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
+                return true;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tailgate sampler not ready after 30 s: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits (at most 30 s) for exit 0: every pending trace
+    /// decided and delivered.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tailgate sampler still running 30 s after SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "tailgate sampler exited {status}: {}",
+            self.log()
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+}
+
+/// A blocking GET on the admin port: (status, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).ok()?;
+    let text = String::from_utf8_lossy(&answer);
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
