@@ -1,0 +1,441 @@
+//! TLS, mTLS and tokens between the OTLP exporter and a real receiver on
+//! 127.0.0.1, with certificates made in the test (rcgen): a CA, a server
+//! certificate for 127.0.0.1 and `localhost`, client certificates.
+
+mod receiver_support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use prost::Message;
+use proto::exporter::{ExportError, OtlpClient, OtlpClientConfig};
+use proto::receiver::{AuthConfig, ReceiverConfig};
+use proto::tls::{ClientTlsConfig, ServerTlsConfig};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use receiver_support::{Running, loopback_config, sample_request, start};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+
+/// A CA that issues certificates into files under `dir`.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+    cert_file: PathBuf,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("tailgate test CA {name}"),
+        );
+        let issuer =
+            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
+        let cert_file = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&cert_file, issuer.pem()).expect("CA file");
+        Ca { issuer, cert_file }
+    }
+
+    /// A leaf for `names`, written to `<file>.pem` and `<file>.key`.
+    fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let params = CertificateParams::new(names).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        let (cert_file, key_file) = (
+            dir.join(format!("{file}.pem")),
+            dir.join(format!("{file}.key")),
+        );
+        // Written whole then renamed, as a Secret update lands: a reader
+        // never sees half a file.
+        write_atomically(&cert_file, cert.pem().as_bytes());
+        write_atomically(&key_file, key.serialize_pem().as_bytes());
+        (cert_file, key_file)
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let path =
+            std::env::temp_dir().join(format!("tailgate-{name}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Dir(path)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tls_receiver(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Running {
+    start(ReceiverConfig {
+        tls: Some(ServerTlsConfig {
+            cert_file: cert.to_owned(),
+            key_file: key.to_owned(),
+            client_ca_file: client_ca.map(Path::to_owned),
+        }),
+        ..loopback_config("tls")
+    })
+}
+
+fn client(endpoint: String, tls: Option<ClientTlsConfig>) -> OtlpClient {
+    let mut config = OtlpClientConfig::new(endpoint);
+    config.tls = tls;
+    config.timeout = Duration::from_secs(10);
+    OtlpClient::new(&config).expect("client config")
+}
+
+fn request() -> Bytes {
+    Bytes::from(sample_request(3, 1).encode_to_vec())
+}
+
+#[tokio::test]
+async fn exporter_sends_over_tls_and_checks_the_server_certificate() {
+    let dir = Dir::new("tls");
+    let ca = Ca::new(&dir.0, "main");
+    let (cert, key) = ca.issue(&dir.0, "server", &["localhost", "127.0.0.1"]);
+    let mut running = tls_receiver(&cert, &key, None);
+
+    let trusted = ClientTlsConfig {
+        ca_file: Some(ca.cert_file.clone()),
+        ..ClientTlsConfig::default()
+    };
+    let tls_client = client(format!("https://{}", running.grpc), Some(trusted.clone()));
+    tls_client.export(request()).await.expect("export over TLS");
+    assert_eq!(running.sink.batches().len(), 1);
+
+    // By name: the certificate carries `localhost` too.
+    let by_name = client(
+        format!("https://localhost:{}", running.grpc.port()),
+        Some(trusted.clone()),
+    );
+    by_name
+        .export(request())
+        .await
+        .expect("export to localhost");
+
+    // A CA the server's certificate does not chain to: no connection.
+    let other = Ca::new(&dir.0, "other");
+    let untrusted = client(
+        format!("https://{}", running.grpc),
+        Some(ClientTlsConfig {
+            ca_file: Some(other.cert_file.clone()),
+            ..ClientTlsConfig::default()
+        }),
+    );
+    let err = untrusted
+        .export(request())
+        .await
+        .expect_err("untrusted server");
+    assert!(matches!(err, ExportError::Connect { .. }), "{err}");
+
+    // A name the certificate does not carry.
+    let wrong_name = client(
+        format!("https://{}", running.grpc),
+        Some(ClientTlsConfig {
+            server_name: Some("tempo.example".into()),
+            ..trusted
+        }),
+    );
+    let err = wrong_name.export(request()).await.expect_err("wrong name");
+    assert!(matches!(err, ExportError::Connect { .. }), "{err}");
+
+    // Plain HTTP/2 to a TLS listener fails too: nothing is accepted.
+    let plain = client(format!("http://{}", running.grpc), None);
+    assert!(plain.export(request()).await.is_err());
+    assert_eq!(running.sink.batches().len(), 2);
+    running.stop();
+}
+
+#[tokio::test]
+async fn otlp_http_is_served_over_tls() {
+    let dir = Dir::new("tls-http");
+    let ca = Ca::new(&dir.0, "main");
+    let (cert, key) = ca.issue(&dir.0, "server", &["127.0.0.1"]);
+    let mut running = tls_receiver(&cert, &key, None);
+
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&ca.cert_file).expect("CA");
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let body = sample_request(2, 2).encode_to_vec();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.expect("write");
+    tls.write_all(&body).await.expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(running.sink.batches().len(), 1);
+    running.stop();
+}
+
+use rustls_pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn mtls_accepts_only_clients_with_a_certificate_from_the_client_ca() {
+    let dir = Dir::new("mtls");
+    let ca = Ca::new(&dir.0, "main");
+    let clients = Ca::new(&dir.0, "clients");
+    let (cert, key) = ca.issue(&dir.0, "server", &["127.0.0.1"]);
+    let mut running = tls_receiver(&cert, &key, Some(&clients.cert_file));
+    let endpoint = format!("https://{}", running.grpc);
+    let trust = ClientTlsConfig {
+        ca_file: Some(ca.cert_file.clone()),
+        ..ClientTlsConfig::default()
+    };
+
+    let anonymous = client(endpoint.clone(), Some(trust.clone()));
+    assert!(
+        anonymous.export(request()).await.is_err(),
+        "no client certificate"
+    );
+
+    // Signed by the server's CA, not the client CA.
+    let (stranger_cert, stranger_key) = ca.issue(&dir.0, "stranger", &["lb-0"]);
+    let stranger = client(
+        endpoint.clone(),
+        Some(ClientTlsConfig {
+            cert_file: Some(stranger_cert),
+            key_file: Some(stranger_key),
+            ..trust.clone()
+        }),
+    );
+    assert!(stranger.export(request()).await.is_err(), "wrong client CA");
+    assert!(running.sink.batches().is_empty());
+
+    let (lb_cert, lb_key) = clients.issue(&dir.0, "lb", &["lb-0"]);
+    let lb = client(
+        endpoint,
+        Some(ClientTlsConfig {
+            cert_file: Some(lb_cert),
+            key_file: Some(lb_key),
+            ..trust
+        }),
+    );
+    lb.export(request())
+        .await
+        .expect("a client certificate from the client CA");
+    assert_eq!(running.sink.batches().len(), 1);
+    let refused = running.metric(
+        "tailgate_connections_refused_total",
+        &[("protocol", "grpc"), ("reason", "tls_handshake")],
+    );
+    assert!(refused >= 2.0, "handshakes refused: {refused}");
+    running.stop();
+}
+
+#[tokio::test]
+async fn a_rotated_server_certificate_is_used_without_a_restart() {
+    let dir = Dir::new("rotate");
+    let old_ca = Ca::new(&dir.0, "old");
+    let (cert, key) = old_ca.issue(&dir.0, "server", &["127.0.0.1"]);
+    let mut running = tls_receiver(&cert, &key, None);
+    let endpoint = format!("https://{}", running.grpc);
+    let trusting = |ca: &Ca| {
+        Some(ClientTlsConfig {
+            ca_file: Some(ca.cert_file.clone()),
+            ..ClientTlsConfig::default()
+        })
+    };
+    client(endpoint.clone(), trusting(&old_ca))
+        .export(request())
+        .await
+        .expect("the first certificate");
+
+    // The files are replaced by ones from a new CA (same paths).
+    let new_ca = Ca::new(&dir.0, "new");
+    new_ca.issue(&dir.0, "server", &["127.0.0.1"]);
+    // Each client dials anew; the receiver checks its files at most once a
+    // second, so the new certificate shows within a few tries.
+    let mut rotated = false;
+    for _ in 0..50 {
+        let fresh = client(endpoint.clone(), trusting(&new_ca));
+        if fresh.export(request()).await.is_ok() {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new certificate was never served");
+    let old = client(endpoint, trusting(&old_ca));
+    assert!(
+        old.export(request()).await.is_err(),
+        "the old certificate is gone"
+    );
+    running.stop();
+}
+
+#[tokio::test]
+async fn requests_without_an_accepted_token_are_unauthenticated_and_counted() {
+    let dir = Dir::new("auth");
+    let tokens = dir.0.join("tokens");
+    std::fs::write(&tokens, "# receiver tokens\ns3cret-one\ns3cret-two\n").expect("tokens");
+    let mut running = start(ReceiverConfig {
+        auth: Some(AuthConfig {
+            tokens_file: Some(tokens.clone()),
+            tokens_env: None,
+            header: "authorization".into(),
+        }),
+        ..loopback_config("auth")
+    });
+    let with_header = |value: Option<&str>| {
+        let mut config = OtlpClientConfig::new(format!("http://{}", running.grpc));
+        if let Some(value) = value {
+            config.headers.insert("authorization".into(), value.into());
+        }
+        OtlpClient::new(&config).expect("client")
+    };
+    for value in [None, Some("Bearer wrong"), Some("s3cret-one")] {
+        let err = with_header(value)
+            .export(request())
+            .await
+            .expect_err("refused");
+        assert_eq!(err.code(), Code::Unauthenticated, "{value:?}: {err}");
+        assert!(!err.is_retryable());
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
+    with_header(Some("Bearer s3cret-two"))
+        .export(request())
+        .await
+        .expect("an accepted token");
+    assert_eq!(running.requests("grpc", "unauthenticated"), 3.0);
+    assert_eq!(running.requests("grpc", "accepted"), 1.0);
+
+    // OTLP/HTTP: 401 without reading the body.
+    let mut tcp = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    tcp.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: 3\r\nauthorization: Bearer nope\r\n\r\nabc",
+    )
+    .await
+    .expect("write");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{answer}"
+    );
+    assert_eq!(running.requests("http", "unauthenticated"), 1.0);
+    assert_eq!(running.sink.batches().len(), 1);
+
+    // The file is rotated: the old tokens stop working, the new one works.
+    std::fs::write(&tokens, "s3cret-three\n").expect("tokens");
+    let mut rotated = false;
+    for _ in 0..50 {
+        if with_header(Some("Bearer s3cret-three"))
+            .export(request())
+            .await
+            .is_ok()
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new token was never accepted");
+    let err = with_header(Some("Bearer s3cret-two"))
+        .export(request())
+        .await
+        .expect_err("old token");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    running.stop();
+}
+
+#[tokio::test]
+async fn a_request_over_the_span_limit_is_refused_whole_and_counted() {
+    let mut running = start(ReceiverConfig {
+        max_spans_per_request: 10,
+        ..loopback_config("limits")
+    });
+    let client = client(format!("http://{}", running.grpc), None);
+    let err = client
+        .export(Bytes::from(sample_request(11, 3).encode_to_vec()))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(
+        !err.is_retryable(),
+        "no RetryInfo: the same request fails again"
+    );
+    client
+        .export(Bytes::from(sample_request(10, 3).encode_to_vec()))
+        .await
+        .expect("at the limit");
+    assert_eq!(running.requests("grpc", "too_many_spans"), 1.0);
+    assert_eq!(running.sink.batches().len(), 1);
+    running.stop();
+}
+
+#[tokio::test]
+async fn connections_past_the_limit_are_closed_and_counted() {
+    let mut running = start(ReceiverConfig {
+        max_connections: 2,
+        ..loopback_config("conns")
+    });
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(running.http)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The third is accepted and closed at once: reading it ends.
+    let mut third = tokio::net::TcpStream::connect(running.http)
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    assert_eq!(
+        running.metric(
+            "tailgate_connections_refused_total",
+            &[("protocol", "http"), ("reason", "limit")]
+        ),
+        1.0
+    );
+    drop(held);
+    running.stop();
+}
