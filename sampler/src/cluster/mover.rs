@@ -310,7 +310,11 @@ impl Mover {
         if let Some(peer) = self.peers.get(member) {
             return Some(peer.clone());
         }
-        match Peer::new(member, self.config.forward.connect_timeout) {
+        match Peer::with_tls(
+            member,
+            self.config.forward.connect_timeout,
+            self.config.forward.tls.as_ref(),
+        ) {
             Ok(peer) => {
                 self.peers.insert(member.clone(), peer.clone());
                 Some(peer)

@@ -41,17 +41,34 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// Needs a tokio runtime (the channel's worker is spawned there).
-    pub fn new(member: &Member, connect_timeout: Duration) -> Result<Peer, PushError> {
-        let endpoint =
-            Endpoint::from_shared(member.endpoint()).map_err(|e| PushError::Endpoint {
-                member: member.clone(),
-                message: e.to_string(),
-            })?;
-        let channel = endpoint
+    /// Needs a tokio runtime (the channel's worker is spawned there). Over
+    /// TLS when `tls` is set (`cluster.forward.tls`: the same CA and client
+    /// certificate as stray forwarding, so a member whose receiver requires
+    /// mTLS takes pushes too).
+    pub fn with_tls(
+        member: &Member,
+        connect_timeout: Duration,
+        tls: Option<&proto::tls::ClientTlsConfig>,
+    ) -> Result<Peer, PushError> {
+        let bad = |message: String| PushError::Endpoint {
+            member: member.clone(),
+            message,
+        };
+        let endpoint = Endpoint::from_shared(member.endpoint())
+            .map_err(|e| bad(e.to_string()))?
             .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        let channel = match tls {
+            None => endpoint.connect_lazy(),
+            Some(config) => {
+                let tls = proto::tls::ClientTls::new(config).map_err(|e| bad(e.to_string()))?;
+                let host = endpoint.uri().host().unwrap_or_default().to_owned();
+                let connector =
+                    proto::tls::TlsConnector::new(std::sync::Arc::new(tls), &host, true)
+                        .map_err(|e| bad(e.to_string()))?;
+                endpoint.connect_with_connector_lazy(connector)
+            }
+        };
         Ok(Peer {
             member: member.clone(),
             grpc: Grpc::new(channel),
