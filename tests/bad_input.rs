@@ -852,3 +852,43 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+#[test]
+fn tls_or_token_files_that_do_not_load_are_a_config_error_exit_64() {
+    let dir = TempDir::new("tailgate-bad-security-config");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).expect("policy file");
+    let missing = dir.path().join("missing.pem");
+    for (case, block) in [
+        (
+            "tls",
+            format!(
+                "  tls: {{cert_file: {m}, key_file: {m}}}\n",
+                m = missing.display()
+            ),
+        ),
+        (
+            "auth",
+            format!("  auth: {{tokens_file: {}}}\n", missing.display()),
+        ),
+    ] {
+        let config = dir.path().join(format!("{case}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "receiver:\n  grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\n{block}admin: 127.0.0.1:0\npolicy_file: {}\nexporter:\n  endpoint: http://127.0.0.1:9\n",
+                policy.display()
+            ),
+        )
+        .expect("config");
+        let out = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+            .args(["sampler", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tailgate runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{case}: {stderr}");
+        assert!(stderr.contains("missing.pem"), "{case}: {stderr}");
+    }
+}

@@ -172,7 +172,12 @@ impl LbError {
     /// A bad configuration: exit code 64, not worth retrying.
     pub fn is_config(&self) -> bool {
         matches!(self, LbError::Config(_))
-            || matches!(self, LbError::Receiver(ReceiverError::Config(_)))
+            || matches!(
+                self,
+                LbError::Receiver(
+                    ReceiverError::Config(_) | ReceiverError::Tls(_) | ReceiverError::Auth(_)
+                )
+            )
     }
 
     /// Whether starting again later may work (a port still in use, the

@@ -43,7 +43,9 @@ impl SamplerError {
             SamplerError::Config { .. }
                 | SamplerError::Exporter(_)
                 | SamplerError::Policy(_)
-                | SamplerError::Receiver(ReceiverError::Config(_))
+                | SamplerError::Receiver(
+                    ReceiverError::Config(_) | ReceiverError::Tls(_) | ReceiverError::Auth(_)
+                )
                 | SamplerError::ExporterStart(StartError::Config(_))
         )
     }
