@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -93,6 +94,36 @@ pub fn load<T: DeserializeOwned>(
     };
     serde_yaml_ng::from_value(root).map_err(|e| ConfigError::Invalid {
         origin,
+        message: e.to_string(),
+    })
+}
+
+/// `base` with `sets` (`a.b.c=value`) applied, for a config built in code
+/// (`tailgate local`'s nodes); `origin` names the flag in errors.
+pub fn with_overrides<T: Serialize + DeserializeOwned + Clone>(
+    base: &T,
+    sets: &[String],
+    origin: &str,
+) -> Result<T, ConfigError> {
+    if sets.is_empty() {
+        return Ok(base.clone());
+    }
+    let mut root = serde_yaml_ng::to_value(base).map_err(|e| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        message: e.to_string(),
+    })?;
+    for item in sets {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(ConfigError::BadOverride {
+                origin: origin.to_owned(),
+                key: item.clone(),
+            });
+        };
+        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+        set(&mut root, &path, value, origin)?;
+    }
+    serde_yaml_ng::from_value(root).map_err(|e| ConfigError::Invalid {
+        origin: origin.to_owned(),
         message: e.to_string(),
     })
 }
@@ -224,6 +255,42 @@ mod tests {
         ];
         let err = load::<Node>(None, vec![], &sets).unwrap_err().to_string();
         assert!(err.contains("unknown field `nope`"), "{err}");
+    }
+
+    #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Small {
+        a: u32,
+        inner: Inner,
+    }
+
+    #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Inner {
+        b: String,
+    }
+
+    #[test]
+    fn overrides_apply_to_a_config_built_in_code() {
+        let base = Small {
+            a: 1,
+            inner: Inner { b: "x".into() },
+        };
+        let got =
+            with_overrides(&base, &["inner.b=y".into(), "a=7".into()], "--set-sampler").unwrap();
+        assert_eq!(
+            got,
+            Small {
+                a: 7,
+                inner: Inner { b: "y".into() }
+            }
+        );
+        let err = with_overrides(&base, &["inner.c=1".into()], "--set-sampler").unwrap_err();
+        assert!(
+            err.to_string().contains("--set-sampler")
+                && err.to_string().contains("unknown field `c`"),
+            "{err}"
+        );
     }
 
     #[test]

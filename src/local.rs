@@ -37,6 +37,10 @@ pub struct LocalConfig {
     pub grpc: SocketAddr,
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// `KEY=VALUE` overrides applied to every sampler's config.
+    pub set_sampler: Vec<String>,
+    /// `KEY=VALUE` overrides applied to the LB's config.
+    pub set_lb: Vec<String>,
 }
 
 /// An error and whether it is the user's configuration (exit 64).
@@ -114,6 +118,8 @@ pub async fn run(
         sc.receiver.grpc = Some(loopback(0));
         sc.receiver.http = None;
         sc.exporter.endpoint = endpoint.clone();
+        let sc = crate::config::with_overrides(&sc, &config.set_sampler, "--set-sampler")
+            .map_err(config_error)?;
         sc.validate().map_err(config_error)?;
         let sampler = Sampler::bind(sc).map_err(|e| (e.is_config(), e.to_string()))?;
         let addr = sampler
@@ -133,6 +139,8 @@ pub async fn run(
     };
     lc.receiver.grpc = Some(config.grpc);
     lc.receiver.http = Some(config.http);
+    let lc =
+        crate::config::with_overrides(&lc, &config.set_lb, "--set-lb").map_err(config_error)?;
     lc.validate().map_err(config_error)?;
     let lb = Lb::bind(lc).map_err(|e| (e.is_config(), e.to_string()))?;
 

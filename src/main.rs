@@ -68,6 +68,13 @@ enum Command {
         /// The admin address (/metrics of every node, /healthz, /readyz).
         #[arg(long, default_value = "127.0.0.1:8888")]
         admin: SocketAddr,
+        /// Override a key of every sampler's config (as `tailgate sampler --set`),
+        /// e.g. `--set-sampler exporter.queue_bytes=4194304`.
+        #[arg(long = "set-sampler", value_name = "KEY=VALUE")]
+        set_sampler: Vec<String>,
+        /// Override a key of the LB's config (as `tailgate lb --set`).
+        #[arg(long = "set-lb", value_name = "KEY=VALUE")]
+        set_lb: Vec<String>,
     },
     /// Check or try out a policy file.
     #[command(subcommand)]
@@ -205,6 +212,8 @@ fn main() -> ExitCode {
             grpc,
             http,
             admin,
+            set_sampler,
+            set_lb,
         } => serve(|shutdown| {
             local::run(
                 local::LocalConfig {
@@ -214,6 +223,8 @@ fn main() -> ExitCode {
                     grpc,
                     http,
                     admin,
+                    set_sampler,
+                    set_lb,
                 },
                 shutdown,
             )
