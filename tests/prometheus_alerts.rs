@@ -1,7 +1,8 @@
 //! End to end: a real Prometheus server (Debian's `prometheus`) scrapes a
-//! `tailgate lb` and a `tailgate sampler` process on loopback, with the
-//! alert rules of `deploy/prometheus/` loaded, and the test watches the
-//! alerts through Prometheus's HTTP API.
+//! `tailgate local` cluster (an LB and a sampler in one process, every
+//! node's metrics on its admin port) on loopback, with the alert rules of
+//! `deploy/prometheus/` loaded, and the test watches the alerts through
+//! Prometheus's HTTP API.
 //!
 //! Traces go to the LB, which routes them to the sampler; the sampler keeps
 //! every one and exports to a backend that refuses every connection, so its
@@ -11,13 +12,12 @@
 //! updates a ConfigMap volume (a `..data` symlink flipped to a new
 //! directory) to a file that does not parse: `TailgatePolicyReloadFailed`
 //! must fire. Last, every metric the rules and the dashboard use must be
-//! among the series Prometheus scraped from the two nodes.
+//! among the series Prometheus scraped from the cluster.
 //!
-//! (`tailgate local` would be the natural cluster to scrape, but it takes no
-//! config beyond its flags, and its default export queue and retry budget
-//! put the first drop minutes away.)
+//! The sampler's export queue and retry budget are shrunk with
+//! `--set-sampler`, so the first drop comes within seconds.
 //!
-//! Everything listens on 127.0.0.1. The nodes are stopped with SIGTERM and
+//! Everything listens on 127.0.0.1. The cluster is stopped with SIGTERM and
 //! must exit 0; Prometheus is killed; all by PID, and all are killed when
 //! the test fails. Bounded: about 20 s, at most [`DEADLINE`].
 
@@ -40,8 +40,8 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// deploy/), so pending and firing both show within seconds; long enough
 /// that a busy machine cannot hide the pending state between two polls.
 const DROP_ALERT_FOR: &str = "8s";
-const SAMPLER: &str = "e2e-sampler";
-const LB: &str = "e2e-lb";
+/// The node names `tailgate local` gives its sampler.
+const SAMPLER: &str = "sampler-0";
 
 const GOOD_POLICY: &str = "\
 decision_wait: 100ms
@@ -70,32 +70,32 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
 
     // A backend that refuses: a port nothing listens on any more.
     let backend = free_port();
-    // Ports are picked free, then bound by the node: another process may
-    // take one in between, so a start that fails on a taken port is tried
-    // again with new ones.
-    let (mut sampler, sampler_admin, sampler_grpc) = (0..3)
+    // One `tailgate local` process: an LB and a sampler, every node's
+    // metrics on its admin port. Ports are picked free, then bound by the
+    // node: another process may take one in between, so a start that fails
+    // on a taken port is tried again with new ones.
+    let (mut local, admin, lb_http) = (0..3)
         .find_map(|_| {
-            let (admin, grpc) = (loopback(free_port()), loopback(free_port()));
-            let config = sampler_config(admin, grpc, backend, &policy_dir);
-            Node::start(&dir, "sampler", &config, admin).map(|node| (node, admin, grpc))
+            let (admin, grpc, http) = (
+                loopback(free_port()),
+                loopback(free_port()),
+                loopback(free_port()),
+            );
+            let args = local_args(admin, grpc, http, backend, &policy_dir);
+            Node::start(&dir, "local", &args, admin).map(|node| (node, admin, http))
         })
-        .expect("tailgate sampler found free ports within three tries");
-    let (mut lb, lb_admin, lb_http) = (0..3)
-        .find_map(|_| {
-            let (admin, http) = (loopback(free_port()), loopback(free_port()));
-            let config = lb_config(admin, http, sampler_grpc);
-            Node::start(&dir, "lb", &config, admin).map(|node| (node, admin, http))
-        })
-        .expect("tailgate lb found free ports within three tries");
+        .expect("tailgate local found free ports within three tries");
+    // Every node's metrics are on the one admin port.
+    let sampler_admin = admin;
     let prometheus = (0..3)
-        .find_map(|_| Prometheus::start(&dir, &[lb_admin, sampler_admin]))
+        .find_map(|_| Prometheus::start(&dir, &[admin]))
         .expect("prometheus found a free port within three tries");
 
-    // Healthy first: both targets are up and nothing fires.
-    wait_for(started, "Prometheus to scrape both nodes", || {
+    // Healthy first: the target is up and nothing fires.
+    wait_for(started, "Prometheus to scrape the cluster", || {
         prometheus
             .query("sum(up{job=\"tailgate\"})")
-            .filter(|up| *up == 2.0)
+            .filter(|up| *up == 1.0)
     });
     wait_for(started, "a rule evaluation after the first scrapes", || {
         prometheus
@@ -187,54 +187,54 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
         "deploy/ uses metrics the running nodes do not export: {missing:?}"
     );
 
-    lb.terminate();
-    sampler.terminate();
+    local.terminate();
     drop(prometheus);
     assert!(started.elapsed() < DEADLINE);
 }
 
-fn sampler_config(admin: SocketAddr, grpc: SocketAddr, backend: u16, policy: &Path) -> String {
-    format!(
-        "\
-node: {SAMPLER}
-receiver:
-  grpc: {grpc}
-  http: off
-admin: {admin}
-policy_file: {policy}
-policy_poll_interval: 200ms
-shutdown:
-  grace: 0s
-  drain_timeout: 1s
-exporter:
-  endpoint: http://127.0.0.1:{backend}
-  connect_timeout: 200ms
-  timeout: 1s
-  batch_timeout: 10ms
-  max_batch_bytes: 65536
-  queue_bytes: 131072
-  initial_interval: 50ms
-  max_interval: 100ms
-  max_elapsed_time: 2s
-",
-        policy = policy.join("policy.yaml").display(),
-    )
-}
-
-fn lb_config(admin: SocketAddr, http: SocketAddr, sampler: SocketAddr) -> String {
-    format!(
-        "\
-node: {LB}
-receiver:
-  grpc: off
-  http: {http}
-admin: {admin}
-resolver:
-  static:
-    members: ['{sampler}']
-drain_timeout: 1s
-"
-    )
+/// `tailgate local` with one sampler whose exporter gives up fast on the
+/// refusing backend (so the queue overflows and drops within seconds), the
+/// policy file polled often, and quick shutdowns.
+fn local_args(
+    admin: SocketAddr,
+    grpc: SocketAddr,
+    http: SocketAddr,
+    backend: u16,
+    policy: &Path,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--samplers".into(),
+        "1".into(),
+        "--policy".into(),
+        policy.join("policy.yaml").display().to_string(),
+        "--export".into(),
+        format!("grpc://127.0.0.1:{backend}"),
+        "--grpc".into(),
+        grpc.to_string(),
+        "--http".into(),
+        http.to_string(),
+        "--admin".into(),
+        admin.to_string(),
+        "--set-lb".into(),
+        "drain_timeout=1s".into(),
+    ];
+    for set in [
+        "policy_poll_interval=200ms",
+        "shutdown.grace=0s",
+        "shutdown.drain_timeout=1s",
+        "exporter.connect_timeout=200ms",
+        "exporter.timeout=1s",
+        "exporter.batch_timeout=10ms",
+        "exporter.max_batch_bytes=65536",
+        "exporter.queue_bytes=131072",
+        "exporter.initial_interval=50ms",
+        "exporter.max_interval=100ms",
+        "exporter.max_elapsed_time=2s",
+    ] {
+        args.push("--set-sampler".into());
+        args.push(set.into());
+    }
+    args
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -297,14 +297,16 @@ impl Node {
     /// Writes its config, starts it and waits until its `/readyz` says
     /// ready; None if it could not bind a port because another process
     /// took it.
-    fn start(dir: &TempDir, role: &'static str, config: &str, admin: SocketAddr) -> Option<Node> {
-        let path = dir.path().join(format!("{role}.yaml"));
-        std::fs::write(&path, config).expect("node config");
+    fn start(
+        dir: &TempDir,
+        role: &'static str,
+        args: &[String],
+        admin: SocketAddr,
+    ) -> Option<Node> {
         let log = dir.path().join(format!("{role}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
             .arg(role)
-            .arg("--config")
-            .arg(&path)
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
