@@ -210,6 +210,14 @@ impl Shard {
     fn ingest(&mut self, mut msg: IngestMsg) {
         if msg.origin == Origin::Client {
             self.forward_strays(&mut msg.batch);
+        } else if let Some(cluster) = &self.ctx.cluster {
+            // Sent here by a sampler whose ring is ahead of or behind ours:
+            // kept (never bounced back at once), and offered to the owner
+            // by the mover once the rings agree.
+            let ownership = cluster.ownership.borrow();
+            if msg.batch.spans.iter().any(|s| !ownership.owns(&s.trace_id)) {
+                cluster.kept_unowned.notify_one();
+            }
         }
         let report = match msg.origin {
             Origin::Moved { first_seen } => {

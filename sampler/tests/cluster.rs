@@ -248,7 +248,7 @@ async fn stray_spans_reach_the_owner_once_and_the_trace_arrives_whole() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forwarded_span_is_kept_where_it_lands_and_never_forwarded_again() {
+async fn a_forwarded_span_is_never_forwarded_again_and_its_trace_is_handed_to_the_owner() {
     let backend = Backend::start().await;
     let dir = temp_dir("cluster-noloop");
     let policy = dir.join("policy.yaml");
@@ -264,34 +264,54 @@ async fn a_forwarded_span_is_kept_where_it_lands_and_never_forwarded_again() {
         )
     });
     let members = [member(A, port), member(B, port)];
-    // Owned by A, but marked as forwarded and sent to B: B keeps it.
+    // Owned by A, but forwarded to B by a sampler whose ring said B: B
+    // keeps it rather than bounce it back at once (no loops), then its
+    // mover hands the whole trace to the owner.
     let id = owned_by(&members, &members[0], 1, 2)[0];
     send_marked(
         &nodes[1],
         ("x-tailgate-forwarded", "1"),
-        &[span(id, 0).root().error(), span(id, 1)],
+        &[span(id, 1), span(id, 2)],
     )
     .await;
-    assert!(wait_for(300, || backend.spans_of(id).len() >= 2).await);
-    assert_eq!(backend.spans_of(id), [0, 1]);
-    let m = global();
+    let m = global_until(200, |m| {
+        count(
+            m,
+            "tailgate_spans_received_from_peers_total",
+            "loop-a",
+            &[("mark", "handed_over")],
+        ) == 2.0
+    })
+    .await;
     assert_eq!(
-        count(&m, "tailgate_spans_handed_over_total", "loop-b", &[]),
-        0.0
-    );
-    assert_eq!(
-        count(&m, "tailgate_spans_received_total", "loop-a", &[]),
-        0.0
+        count(
+            &m,
+            "tailgate_spans_handed_over_total",
+            "loop-b",
+            &[("reason", "stray")]
+        ),
+        0.0,
+        "never forwarded as a stray again"
     );
     assert_eq!(
         count(
             &m,
-            "tailgate_traces_decided_total",
+            "tailgate_spans_handed_over_total",
             "loop-b",
-            &[("decision", "sampled")]
+            &[("reason", "rebalance")]
         ),
-        1.0
+        2.0
     );
+    // The root reaches the owner, which holds the rest: decided once, whole.
+    nodes[0].send(&[span(id, 0).root().error()]).await.unwrap();
+    assert!(wait_for(300, || backend.spans_of(id).len() >= 3).await);
+    assert_eq!(backend.spans_of(id), [0, 1, 2]);
+    let m = global();
+    assert_eq!(
+        count(&m, "tailgate_traces_decided_total", "loop-b", &[]),
+        0.0
+    );
+    assert_identity("loop-a").await;
     assert_identity("loop-b").await;
 }
 

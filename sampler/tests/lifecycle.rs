@@ -115,7 +115,12 @@ async fn sigterm_fails_readyz_first_then_flushes_everything_pending() {
     for chunk in traces.chunks(20) {
         node.send(chunk).await.unwrap();
     }
-    let before = node.metrics().await;
+    // Accepted means queued for a shard; buffered a moment later.
+    let before = node
+        .metrics_until(200, |m| {
+            m.sum("tailgate_buffer_spans", &[("node", "s1")]) == 200.0
+        })
+        .await;
     assert_eq!(
         before.sum("tailgate_buffer_spans", &[("node", "s1")]),
         200.0

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use lb_exporter::Member;
+use lb_exporter::{Member, MemberSet};
 use proto::receiver::ClusterMark;
 use proto::view::TraceId;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -90,6 +90,9 @@ pub(crate) struct Mover {
     config: ClusterConfig,
     peers: HashMap<Member, Peer>,
     pace: Pace,
+    /// The member set every remembered decision was last pushed for: a
+    /// pass on the same ring (a retry, a kept stray) pushes none again.
+    decisions_pushed_for: Option<MemberSet>,
 }
 
 /// What may cut a pass short between rounds.
@@ -131,6 +134,7 @@ impl Mover {
             epoch,
             config,
             peers: HashMap::new(),
+            decisions_pushed_for: None,
         }
     }
 
@@ -245,7 +249,12 @@ impl Mover {
                 .await;
             self.put_back(failed, reason).await;
         }
-        if !interrupt.past_deadline() {
+        let members = ownership.members();
+        let decisions_due =
+            reason == HandOver::Shutdown || self.decisions_pushed_for.as_ref() != Some(&members);
+        if interrupt.past_deadline() {
+            complete = false;
+        } else if decisions_due {
             if interrupt.interrupted() {
                 return Pass::Interrupted;
             }
@@ -270,8 +279,9 @@ impl Mover {
                 &mut unreached,
             )
             .await;
-        } else {
-            complete = false;
+            if unreached.is_empty() {
+                self.decisions_pushed_for = Some(members);
+            }
         }
         if complete && unreached.is_empty() {
             Pass::Complete
