@@ -670,6 +670,9 @@ pub fn assert_verified(report: &VerifyReport, load: &GenReport) {
         load.spans_sent, load.elapsed_secs, load.retries, load.spans_unsent
     );
     assert!(load.spans_sent > 10_000, "the load was real: {load:?}");
+    // Clients saw at most retryable refusals, and gave up on nothing.
+    assert_eq!(load.spans_unsent, 0, "{load:?}");
+    assert_eq!(load.requests_given_up, 0, "{load:?}");
     assert!(report.passed(), "{report}");
     assert_eq!(report.duplicate_spans, 0, "{report}");
     assert!(
