@@ -15,10 +15,13 @@
 //! - `shard`: the task that drives a buffer and hands kept traces over.
 //! - [`run`] / [`Sampler`]: the node, its backpressure, policy reload and
 //!   staged shutdown; [`SamplerConfig`]: its configuration.
+//! - [`cluster`]: the sampler tier as a cluster: ownership on the LBs'
+//!   ring, stray spans forwarded to their owner, traces and decisions
+//!   moved on a membership change and handed over at shutdown.
 //!
 //! Every span received is counted exactly once more: forwarded, not
-//! sampled, dropped (by reason) or still buffered (see the metrics module
-//! for the identity).
+//! sampled, dropped (by reason), handed over to another sampler (by
+//! reason) or still buffered (see the metrics module for the identity).
 #![forbid(unsafe_code)]
 
 mod active;
