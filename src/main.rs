@@ -114,7 +114,8 @@ where
         }
     };
     runtime.block_on(async move {
-        match node(Box::pin(shutdown_signal())).await {
+        let shutdown = shutdown_signal();
+        match node(Box::pin(shutdown)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err((true, message)) => usage_error(&message),
             Err((false, message)) => {
@@ -125,19 +126,25 @@ where
     })
 }
 
-/// Completes on the first SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT. The handlers are installed
+/// here, when called, not when the future is first polled: a signal that
+/// arrives while the node is still starting must start its shutdown, not
+/// kill the process with the default action.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the node can only be killed; run until then.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the node can only be killed; run until then.
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
     }
 }
 
