@@ -95,6 +95,23 @@ fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// A node's config from its file, the environment and `--set`, checked;
+/// on any error the message is printed and the exit code (64) returned.
+fn node_config<T, E>(
+    file: Option<PathBuf>,
+    set: &[String],
+    validate: fn(&T) -> Result<(), E>,
+) -> Result<T, ExitCode>
+where
+    T: serde::de::DeserializeOwned,
+    E: std::fmt::Display,
+{
+    let config: T =
+        config::load(file.as_deref(), std::env::vars(), set).map_err(|e| usage_error(&e))?;
+    validate(&config).map_err(|e| usage_error(&e))?;
+    Ok(config)
+}
+
 /// Runs a node on a multi-threaded runtime until SIGTERM or SIGINT, which
 /// start its staged shutdown. The node's error is `(is_config, message)`.
 fn serve<F, Fut>(node: F) -> ExitCode
@@ -183,14 +200,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Lb { config, set } => {
-            let config: lb_exporter::LbConfig =
-                match config::load(config.as_deref(), std::env::vars(), &set) {
-                    Ok(c) => c,
-                    Err(e) => return usage_error(&e),
-                };
-            if let Err(e) = config.validate() {
-                return usage_error(&e);
-            }
+            let config = match node_config(config, &set, lb_exporter::LbConfig::validate) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
             serve(|shutdown| async move {
                 lb_exporter::run(config, shutdown)
                     .await
@@ -198,14 +211,10 @@ fn main() -> ExitCode {
             })
         }
         Command::Sampler { config, set } => {
-            let config: sampler::SamplerConfig =
-                match config::load(config.as_deref(), std::env::vars(), &set) {
-                    Ok(c) => c,
-                    Err(e) => return usage_error(&e),
-                };
-            if let Err(e) = config.validate() {
-                return usage_error(&e);
-            }
+            let config = match node_config(config, &set, sampler::SamplerConfig::validate) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
             serve(|shutdown| async move {
                 sampler::run(config, shutdown)
                     .await
