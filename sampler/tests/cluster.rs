@@ -4,7 +4,7 @@
 //! redistribution when the member set changes. Metrics are read from the
 //! process-wide recorder, so a node's books can be checked after it stopped.
 
-#[path = "support/dns.rs"]
+#[path = "../../lb-exporter/tests/support/dns.rs"]
 mod dns;
 mod support;
 

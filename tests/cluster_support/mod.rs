@@ -16,7 +16,7 @@
 //! test leaves nothing running.
 #![allow(dead_code)] // each scenario uses a different part
 
-#[path = "../../sampler/tests/support/dns.rs"]
+#[path = "../../lb-exporter/tests/support/dns.rs"]
 mod dns;
 
 use std::collections::BTreeMap;

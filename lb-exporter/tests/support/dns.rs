@@ -1,7 +1,8 @@
 //! An authoritative DNS server for `test.` on 127.0.0.1 (UDP and TCP, one
 //! port) whose A records the test changes while it runs: the samplers'
-//! headless Service, as the resolvers see it. Shared by the sampler's
-//! cluster component tests and the root package's cluster tests.
+//! headless Service, as the resolvers see it. Shared by lb-exporter's tests
+//! and, through `#[path]`, the sampler's cluster component tests and the root
+//! package's cluster tests.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr};
