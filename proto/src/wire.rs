@@ -17,7 +17,7 @@ pub const MAX_DEPTH: usize = 64;
 pub enum WireError {
     #[error("truncated varint at byte {offset}")]
     TruncatedVarint { offset: usize },
-    #[error("varint longer than 10 bytes at byte {offset}")]
+    #[error("varint longer than 10 bytes or over 64 bits at byte {offset}")]
     VarintTooLong { offset: usize },
     #[error("truncated {bits}-bit fixed field at byte {offset}")]
     TruncatedFixed { offset: usize, bits: u8 },
@@ -241,6 +241,11 @@ fn varint_slow(buf: &[u8], pos: usize, base: usize) -> Result<(u64, usize), Wire
         let Some(&b) = buf.get(pos + i) else {
             return Err(truncated_varint(base + pos));
         };
+        // The tenth byte holds bit 63 only: more would overflow 64 bits,
+        // which prost refuses as an invalid varint, so we do too.
+        if i == 9 && b > 1 {
+            return Err(WireError::VarintTooLong { offset: base + pos });
+        }
         value |= u64::from(b & 0x7f) << (7 * i);
         if b < 0x80 {
             return Ok((value, pos + i + 1));
@@ -401,6 +406,21 @@ mod tests {
             Reader::new(&buf).varint(),
             Err(WireError::VarintTooLong { offset: 0 })
         );
+    }
+
+    #[test]
+    fn a_ten_byte_varint_over_64_bits_is_refused_as_prost_does() {
+        // Found by the wire_split fuzz target: the tenth byte may only be 0 or 1.
+        let mut max = vec![0xff; 9];
+        max.push(0x01);
+        assert_eq!(Reader::new(&max).varint(), Ok(u64::MAX));
+        let mut over = vec![0xff; 9];
+        over.push(0x04);
+        assert_eq!(
+            Reader::new(&over).varint(),
+            Err(WireError::VarintTooLong { offset: 0 })
+        );
+        assert!(prost::encoding::decode_varint(&mut over.as_slice()).is_err());
     }
 
     #[test]
