@@ -89,13 +89,13 @@ policies:
     assert_eq!(http_post_traces(node.http, b"\x0a\xff\xff").await.0, 400);
 
     let quiet = |m: &Metrics, sent: usize, decided: f64| {
-        let (received, accounted) = m.identity("mixed");
+        let (received, accounted) = m.identity(&[("node", "mixed")]);
         received == sent as f64
             && received == accounted
             && m.sum("tailgate_traces_decided_total", &n) >= decided
     };
     let m = node.metrics_until(400, |m| quiet(m, sent, 200.0)).await;
-    assert_eq!(m.identity("mixed"), (sent as f64, sent as f64));
+    assert_eq!(m.identity(&[("node", "mixed")]), (sent as f64, sent as f64));
     assert_eq!(m.sum("tailgate_buffer_spans", &n), 30.0);
     assert_eq!(m.sum("tailgate_buffer_traces", &n), 30.0);
     assert_eq!(
@@ -116,7 +116,7 @@ policies:
             quiet(m, sent, 200.0) && m.sum("tailgate_late_spans_total", &n) == 40.0
         })
         .await;
-    assert_eq!(m.identity("mixed"), (sent as f64, sent as f64));
+    assert_eq!(m.identity(&[("node", "mixed")]), (sent as f64, sent as f64));
     assert_eq!(m.sum("tailgate_late_spans_total", &n), 40.0);
     assert_eq!(m.sum("tailgate_buffer_spans", &n), 30.0);
     for protocol in ["grpc", "http"] {
@@ -128,7 +128,7 @@ policies:
     //    nothing buffered.
     node.shutdown().await.unwrap();
     let m = Metrics::parse(&proto::admin::install_metrics().render());
-    assert_eq!(m.identity("mixed"), (sent as f64, sent as f64));
+    assert_eq!(m.identity(&[("node", "mixed")]), (sent as f64, sent as f64));
     assert_eq!(m.sum("tailgate_buffer_spans", &n), 0.0);
     assert_eq!(m.sum("tailgate_buffer_traces", &n), 0.0);
     let forwarded = m.sum("tailgate_spans_forwarded_total", &n);
@@ -169,8 +169,10 @@ async fn overload_gets_backpressure_statuses_while_memory_stays_under_the_limit(
             }
         }
         // Let the shards take it in, so the watermark sees it.
-        node.metrics_until(100, |m| m.identity("busy").0 == m.identity("busy").1)
-            .await;
+        node.metrics_until(100, |m| {
+            m.identity(&[("node", "busy")]).0 == m.identity(&[("node", "busy")]).1
+        })
+        .await;
     }
     let refused = refused.expect("the node pushed back");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
@@ -191,7 +193,7 @@ async fn overload_gets_backpressure_statuses_while_memory_stays_under_the_limit(
     // Pushed back before the hard limit: nothing decided early, nothing dropped.
     assert_eq!(m.sum("tailgate_traces_decided_early_total", &n), 0.0);
     assert_eq!(m.sum("tailgate_spans_dropped_total", &n), 0.0);
-    let (received, accounted) = m.identity("busy");
+    let (received, accounted) = m.identity(&[("node", "busy")]);
     assert_eq!(received, accounted);
     assert_eq!(m.sum("tailgate_buffer_spans", &n), received);
     node.shutdown().await.unwrap();
@@ -264,11 +266,11 @@ policies:
     backend.set_down(false);
     let m = node
         .metrics_until(600, |m| {
-            let (received, _) = m.identity("backlog");
+            let (received, _) = m.identity(&[("node", "backlog")]);
             m.sum("tailgate_exporter_spans_sent_total", &n) == received
         })
         .await;
-    let (received, accounted) = m.identity("backlog");
+    let (received, accounted) = m.identity(&[("node", "backlog")]);
     assert_eq!(received, accounted);
     assert_eq!(m.sum("tailgate_exporter_spans_sent_total", &n), received);
     assert_eq!(m.sum("tailgate_spans_forwarded_total", &n), received);

@@ -164,11 +164,11 @@ fn count(m: &Metrics, name: &str, node: &str, labels: &[(&str, &str)]) -> f64 {
 /// Waits until the node's books balance, and checks they do.
 async fn assert_identity(node: &str) {
     let m = global_until(200, |m| {
-        let (received, accounted) = m.identity(node);
+        let (received, accounted) = m.identity(&[("node", node)]);
         received > 0.0 && received == accounted
     })
     .await;
-    let (received, accounted) = m.identity(node);
+    let (received, accounted) = m.identity(&[("node", node)]);
     assert_eq!(received, accounted, "the accounting identity on {node}");
 }
 

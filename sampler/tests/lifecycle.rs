@@ -155,7 +155,7 @@ async fn sigterm_fails_readyz_first_then_flushes_everything_pending() {
         ),
         51.0
     );
-    assert_eq!(m.identity("s1"), (201.0, 201.0));
+    assert_eq!(m.identity(&[("node", "s1")]), (201.0, 201.0));
     assert_eq!(
         m.sum("tailgate_spans_forwarded_total", &[("node", "s1")]),
         201.0

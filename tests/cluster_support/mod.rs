@@ -18,6 +18,8 @@
 
 #[path = "../../lb-exporter/tests/support/dns.rs"]
 mod dns;
+#[path = "../../sampler/tests/support/metrics.rs"]
+mod metrics;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +34,7 @@ use loadtest::manifest::{self, Line};
 use loadtest::sink::{RunningSink, SinkConfig};
 use loadtest::verify::{Expectations, Verifier, VerifyReport};
 use loadtest::{Endpoint, ShapeConfig};
+pub use metrics::Metrics;
 use proto::view::TraceId;
 use sampler::cluster::Ownership;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,67 +158,6 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .await
         .ok()
         .flatten()
-}
-
-/// A parsed Prometheus scrape.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics(Vec<(String, BTreeMap<String, String>, f64)>);
-
-impl Metrics {
-    pub fn parse(text: &str) -> Metrics {
-        let mut out = Vec::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => {
-                    let mut labels = BTreeMap::new();
-                    for pair in rest.trim_end_matches('}').split("\",") {
-                        if let Some((k, v)) = pair.split_once("=\"") {
-                            labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-                        }
-                    }
-                    (name.to_owned(), labels)
-                }
-                None => (series.to_owned(), BTreeMap::new()),
-            };
-            out.push((name, labels, value));
-        }
-        Metrics(out)
-    }
-
-    /// The sum over the series of `name` whose labels include `labels`.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).is_some_and(|x| x == v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// A sampler's books: (received, forwarded + not sampled + dropped +
-    /// handed over + buffered).
-    pub fn identity(&self) -> (f64, f64) {
-        let received = self.sum("tailgate_spans_received_total", &[]);
-        let accounted = self.sum("tailgate_spans_forwarded_total", &[])
-            + self.sum("tailgate_spans_not_sampled_total", &[])
-            + self.sum("tailgate_spans_dropped_total", &[])
-            + self.sum("tailgate_spans_handed_over_total", &[])
-            + self.sum("tailgate_buffer_spans", &[]);
-        (received, accounted)
-    }
 }
 
 /// A port free on every one of `ips` (bound, then released).
@@ -565,7 +507,7 @@ drain_timeout: 5s
     pub async fn assert_identities(&self) {
         for i in self.samplers.keys() {
             let m = self.metrics(*i).await;
-            let (received, accounted) = m.identity();
+            let (received, accounted) = m.identity(&[]);
             assert_eq!(
                 received, accounted,
                 "the accounting identity on sampler-{i}"

@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 
 pub use testutil::{SpanSpec, request, trace_id};
 
+mod metrics;
+pub use metrics::Metrics;
+
 /// The node label of the recording backend's own receiver metrics, kept
 /// apart from the sampler's.
 pub const BACKEND_NODE: &str = "backend";
@@ -293,68 +296,6 @@ pub async fn http_post_traces(addr: SocketAddr, body: &[u8]) -> (u16, String) {
         body,
     )
     .await
-}
-
-/// A parsed Prometheus text scrape: `(name, labels) → value`.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics(pub Vec<(String, BTreeMap<String, String>, f64)>);
-
-impl Metrics {
-    pub fn parse(text: &str) -> Metrics {
-        let mut out = Vec::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let Some((series, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            let Ok(value) = value.parse::<f64>() else {
-                continue;
-            };
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => {
-                    let mut labels = BTreeMap::new();
-                    for pair in rest.trim_end_matches('}').split("\",") {
-                        if let Some((k, v)) = pair.split_once("=\"") {
-                            labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
-                        }
-                    }
-                    (name.to_owned(), labels)
-                }
-                None => (series.to_owned(), BTreeMap::new()),
-            };
-            out.push((name, labels, value));
-        }
-        Metrics(out)
-    }
-
-    /// The sum over every series of `name` whose labels include `labels`.
-    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.get(*k).is_some_and(|x| x == v))
-            })
-            .map(|(_, _, v)| v)
-            .sum()
-    }
-
-    /// The accounting identity's two sides for `node`: (received,
-    /// forwarded + not sampled + dropped + handed over + buffered).
-    pub fn identity(&self, node: &str) -> (f64, f64) {
-        let n = [("node", node)];
-        let received = self.sum("tailgate_spans_received_total", &n);
-        let accounted = self.sum("tailgate_spans_forwarded_total", &n)
-            + self.sum("tailgate_spans_not_sampled_total", &n)
-            + self.sum("tailgate_spans_dropped_total", &n)
-            + self.sum("tailgate_spans_handed_over_total", &n)
-            + self.sum("tailgate_buffer_spans", &n);
-        (received, accounted)
-    }
 }
 
 /// Runs `f` with a timeout, failing the test rather than hanging it.
