@@ -3,8 +3,9 @@
 //! valid traffic from `loadtest::generate` (OTLP/gRPC and OTLP/HTTP) the
 //! whole time a second task throws bad input at it: truncated protobuf,
 //! garbage, wrong wire types, 0- and 17-byte trace IDs, invalid UTF-8, JSON
-//! with wrong types, gzip bombs, 100 MiB bodies, bodies and headers that
-//! trickle in, and a few hundred idle connections.
+//! with wrong types, an attribute value over the limit, gzip bombs, 100 MiB
+//! bodies, bodies (HTTP/1 and gRPC over h2) and headers that trickle in, and
+//! a few hundred idle connections.
 //!
 //! Every bad request must get its clear client error (and be counted under
 //! `tailgate_requests_total{result}`), the node must keep answering, and
@@ -111,7 +112,7 @@ async fn node_refuses_every_bad_input_and_loses_no_valid_span() {
         "valid traffic was lost or duplicated ({} spans reached the sink): {verified:?}",
         stats.spans
     );
-    for result in ["invalid", "too_large"] {
+    for result in ["invalid", "too_large", "attribute_too_long", "timeout"] {
         let count = requests_counted(&metrics, result);
         assert!(count > 0.0, "no request counted as {result}:\n{metrics}");
     }
@@ -190,6 +191,16 @@ async fn bad_inputs(grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
         )
         .await,
     );
+    check(
+        "grpc attribute value over the limit",
+        expect_code(
+            &plain,
+            Bytes::from(long_attribute_request()),
+            Code::ResourceExhausted,
+        )
+        .await,
+    );
+    check("grpc body that trickles in", trickle_grpc_body(grpc).await);
     check(
         "grpc 100 MiB message",
         expect_code(
@@ -285,6 +296,10 @@ async fn bad_inputs(grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
             400,
         )
         .await,
+    );
+    check(
+        "http attribute value over the limit",
+        expect_status(http, pb, &[], &long_attribute_request(), 413).await,
     );
     check("http 100 MiB body", huge_body(http, true).await);
     check("http 100 MiB chunked body", huge_body(http, false).await);
@@ -447,6 +462,77 @@ async fn trickle_headers(http: SocketAddr) -> Result<(), String> {
     trickle(stream, 1000, 408).await
 }
 
+/// A gRPC call over h2 whose message (1,000 bytes, framed) trickles in a
+/// byte every 100 ms after its 5-byte frame header: the node must end the
+/// call DEADLINE_EXCEEDED at its read timeout (3 s here), well before the
+/// 100 s the body would take.
+async fn trickle_grpc_body(grpc: SocketAddr) -> Result<(), String> {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let stream = connect(grpc).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("h2 handshake: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(
+        0usize,
+        |sent| async move {
+            let chunk = match sent {
+                0 => Bytes::from_static(&[0, 0, 0, 0x03, 0xe8]),
+                1..=1000 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Bytes::from_static(b"x")
+                }
+                _ => return None,
+            };
+            Some((
+                Ok::<_, std::convert::Infallible>(Frame::data(chunk)),
+                sent + 1,
+            ))
+        },
+    )));
+    let request = hyper::Request::post(format!(
+        "http://{grpc}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(body)
+    .map_err(|e| format!("building the request: {e}"))?;
+    let call = async {
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("sending: {e}"))?;
+        // A trailers-only answer carries the status in its headers.
+        if let Some(status) = response.headers().get("grpc-status") {
+            return Ok(status.as_bytes().to_vec());
+        }
+        let trailers = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .map(|status| status.as_bytes().to_vec());
+        trailers.ok_or_else(|| "no grpc-status in the answer".to_owned())
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(10), call).await;
+    driver.abort();
+    match answer {
+        Err(_) => Err("no answer after 100 trickled bytes (10 s)".into()),
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(status)) if status.as_slice() == b"4" => Ok(()),
+        Ok(Ok(status)) => Err(format!(
+            "grpc-status {}, expected 4 (DEADLINE_EXCEEDED)",
+            String::from_utf8_lossy(&status)
+        )),
+    }
+}
+
 /// Sends a byte every 100 ms, at most `bytes` of them (100 s), until the
 /// node answers or closes. Within the node's read timeout (3 s here) it
 /// must; 100 bytes (10 s) is ample.
@@ -600,6 +686,24 @@ fn request(trace_id: Vec<u8>, name: &[u8]) -> Vec<u8> {
     .encode_to_vec()
 }
 
+/// A one-span request with a `db.statement` of 2 KiB, over the node's
+/// `max_attribute_value_bytes` (1 KiB here).
+fn long_attribute_request() -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let mut request = ExportTraceServiceRequest::decode(&request(vec![6; 16], b"query")[..])
+        .expect("our own encoding");
+    request.resource_spans[0].scope_spans[0].spans[0]
+        .attributes
+        .push(KeyValue {
+            key: "db.statement".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("x".repeat(2048))),
+            }),
+            ..KeyValue::default()
+        });
+    request.encode_to_vec()
+}
+
 /// A request whose span name is not UTF-8 (prost cannot write one: the
 /// name is patched in the encoding).
 fn invalid_utf8_request() -> Vec<u8> {
@@ -701,6 +805,7 @@ receiver:
   http: {http}
   max_request_bytes: {MAX_REQUEST_BYTES}
   read_timeout: 3s
+  max_attribute_value_bytes: 1024
 admin: {admin}
 policy_file: {policy}
 shutdown:

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
 use proto::exporter::{ExportError, OtlpClient, OtlpClientConfig};
 use proto::receiver::{AuthConfig, ReceiverConfig};
@@ -405,6 +406,63 @@ async fn a_request_over_the_span_limit_is_refused_whole_and_counted() {
         .expect("at the limit");
     assert_eq!(running.requests("grpc", "too_many_spans"), 1.0);
     assert_eq!(running.sink.batches().len(), 1);
+    running.stop();
+}
+
+#[tokio::test]
+async fn an_attribute_value_over_the_limit_is_refused_whole_with_its_key_and_counted() {
+    let mut running = start(ReceiverConfig {
+        max_attribute_value_bytes: 4096,
+        ..loopback_config("attribute-limit")
+    });
+    let with_statement = |len: usize| {
+        let mut request = sample_request(3, 5);
+        let span = &mut request.resource_spans[0].scope_spans[0].spans[1];
+        span.attributes.push(receiver_support::kv(
+            "db.statement",
+            any_value::Value::StringValue("s".repeat(len)),
+        ));
+        request
+    };
+    let client = client(format!("http://{}", running.grpc), None);
+    let err = client
+        .export(Bytes::from(with_statement(5000).encode_to_vec()))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    assert!(!err.is_retryable(), "the same request fails again");
+    assert!(
+        err.to_string().contains(
+            "span attribute \"db.statement\" has a value of 5003 bytes, over the limit of 4096"
+        ),
+        "{err}"
+    );
+    // At the limit: the encoded value (tag, 2-byte length, string) is 4096 bytes.
+    client
+        .export(Bytes::from(with_statement(4093).encode_to_vec()))
+        .await
+        .expect("at the limit");
+
+    // OTLP/JSON reaches the same check after conversion.
+    let json = serde_json::to_vec(&with_statement(5000)).expect("json");
+    let reply = receiver_support::post(
+        &receiver_support::http1_client(),
+        running.http,
+        "/v1/traces",
+        &[("content-type", "application/json")],
+        json,
+    )
+    .await;
+    assert_eq!(reply.status, 413);
+    assert!(String::from_utf8_lossy(&reply.body).contains("db.statement"));
+
+    assert_eq!(running.requests("grpc", "attribute_too_long"), 1.0);
+    assert_eq!(running.requests("http", "attribute_too_long"), 1.0);
+    assert_eq!(
+        running.sink.batches().len(),
+        1,
+        "only the request at the limit"
+    );
     running.stop();
 }
 

@@ -2,11 +2,13 @@
 //! route and OTLP/HTTP on `POST /v1/traces`, both handing the node the same
 //! [`Batch`]: an encoded `ExportTraceServiceRequest`.
 //!
-//! The receiver only unframes, decompresses, checks sizes and content types
-//! and converts OTLP/JSON (once, [`crate::json`]). It never walks the
-//! protobuf: the node does that with [`crate::view`] / [`crate::split`], and
-//! walking it here too would double the cost. A malformed body therefore
-//! reaches the node, which answers [`Refusal::Invalid`].
+//! The receiver only unframes, decompresses, checks sizes and content types,
+//! converts OTLP/JSON (once, [`crate::json`]) and applies the request limits
+//! ([`limits`]: span count, attribute value length) by reading lengths. It
+//! never walks the spans: the node does that with [`crate::view`] /
+//! [`crate::split`], and walking them here too would double the cost. A
+//! malformed body therefore reaches the node, which answers
+//! [`Refusal::Invalid`].
 //!
 //! What the node answers decides the status the client sees:
 //!
@@ -17,9 +19,10 @@
 //! | [`Refusal::Overloaded`] | RESOURCE_EXHAUSTED + RetryInfo | 429 + Retry-After |
 //! | [`Refusal::Unavailable`] | UNAVAILABLE + RetryInfo | 503 + Retry-After |
 //!
-//! and the receiver itself refuses a body over `max_request_bytes`
-//! (RESOURCE_EXHAUSTED without RetryInfo, so OTLP clients do not retry it /
-//! 413), an unsupported content type or encoding (UNIMPLEMENTED / 415) and
+//! and the receiver itself refuses a body over `max_request_bytes`, more
+//! spans than `max_spans_per_request` or an attribute value over
+//! `max_attribute_value_bytes` (RESOURCE_EXHAUSTED without RetryInfo, so
+//! OTLP clients do not retry it / 413), an unsupported content type or encoding (UNIMPLEMENTED / 415) and
 //! bad JSON or corrupt compression (INVALID_ARGUMENT / 400).
 //!
 //! Metrics (labels `node`, `protocol`): `tailgate_spans_received_total`
@@ -36,7 +39,7 @@ mod limits;
 
 pub use self::auth::{AuthConfig, AuthError};
 pub use self::http::TRACES_PATH;
-pub use self::limits::count_spans;
+pub use self::limits::{RequestLimits, Violation};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -289,6 +292,12 @@ pub struct ReceiverConfig {
     /// (RESOURCE_EXHAUSTED without RetryInfo / 413), as it would be on every
     /// retry. 0 = no limit. Default 100,000.
     pub max_spans_per_request: usize,
+    /// Longest resource or span attribute value (encoded `AnyValue`) in a
+    /// request: what a policy may read. A request with a longer one is
+    /// refused whole (RESOURCE_EXHAUSTED without RetryInfo / 413), naming
+    /// the attribute. Event, link and scope attributes are not bounded.
+    /// 0 = no limit. Default 1 MiB.
+    pub max_attribute_value_bytes: usize,
     /// The longest a client may take to send a request: the TLS handshake,
     /// HTTP/1 headers, and the body (timed from the headers); past it the
     /// connection is closed or the request answered DEADLINE_EXCEEDED /
@@ -310,6 +319,7 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 4318);
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_SPANS_PER_REQUEST: usize = 100_000;
+pub const DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
@@ -321,6 +331,7 @@ impl Default for ReceiverConfig {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             node: "tailgate".into(),
             max_spans_per_request: DEFAULT_MAX_SPANS_PER_REQUEST,
+            max_attribute_value_bytes: DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             tls: None,
@@ -431,7 +442,7 @@ pub struct Receiver {
 /// The per-request and per-connection bounds, as configured.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
-    max_spans_per_request: usize,
+    request: RequestLimits,
     read_timeout: Duration,
     max_connections: usize,
 }
@@ -487,7 +498,10 @@ impl Receiver {
             max_request_bytes: config.max_request_bytes,
             node: config.node,
             limits: Limits {
-                max_spans_per_request: config.max_spans_per_request,
+                request: RequestLimits {
+                    max_spans: config.max_spans_per_request,
+                    max_attribute_value_bytes: config.max_attribute_value_bytes,
+                },
                 read_timeout: config.read_timeout,
                 max_connections: config.max_connections,
             },
@@ -612,16 +626,6 @@ impl<S: Sink> Shared<S> {
         }
     }
 
-    /// Refuses a request with more spans than allowed, before the node
-    /// sees it. A malformed request passes here and the node refuses it.
-    fn check_span_count(&self, request: &[u8]) -> Result<(), String> {
-        let max = self.limits.max_spans_per_request;
-        if max > 0 && limits::count_spans(request, max + 1) > max {
-            return Err(format!("request holds more than {max} spans, the limit"));
-        }
-        Ok(())
-    }
-
     /// Hands a batch to the node and counts the outcome. `mark` is what
     /// [`ClusterMark::from_headers`] read (a bad mark is refused here, so it
     /// is counted like any other refusal).
@@ -634,12 +638,17 @@ impl<S: Sink> Shared<S> {
         self.metrics.request_bytes.record(request.len() as f64);
         // A decision list is not an OTLP request: nothing to count.
         let decisions = matches!(mark, Ok(Some(ClusterMark::Decisions)));
-        if let Err(message) = match decisions {
+        // Checked before the node sees the request; a malformed request
+        // passes here and the node refuses it with the reason.
+        if let Err(violation) = match decisions {
             true => Ok(()),
-            false => self.check_span_count(&request),
+            false => limits::check(&request, self.limits.request),
         } {
-            self.metrics.count(Outcome::TooManySpans);
-            return Err(Refusal::TooLarge(message));
+            self.metrics.count(match violation {
+                Violation::TooManySpans { .. } => Outcome::TooManySpans,
+                Violation::AttributeTooLong { .. } => Outcome::AttributeTooLong,
+            });
+            return Err(Refusal::TooLarge(violation.to_string()));
         }
         let result = match mark {
             Ok(mark) => {
@@ -674,12 +683,13 @@ enum Outcome {
     Overloaded,
     Unavailable,
     TooManySpans,
+    AttributeTooLong,
     TimedOut,
     Unauthenticated,
 }
 
 impl Outcome {
-    const ALL: [Outcome; 9] = [
+    const ALL: [Outcome; 10] = [
         Outcome::Accepted,
         Outcome::Invalid,
         Outcome::TooLarge,
@@ -687,6 +697,7 @@ impl Outcome {
         Outcome::Overloaded,
         Outcome::Unavailable,
         Outcome::TooManySpans,
+        Outcome::AttributeTooLong,
         Outcome::TimedOut,
         Outcome::Unauthenticated,
     ];
@@ -700,6 +711,7 @@ impl Outcome {
             Outcome::Overloaded => "overloaded",
             Outcome::Unavailable => "unavailable",
             Outcome::TooManySpans => "too_many_spans",
+            Outcome::AttributeTooLong => "attribute_too_long",
             Outcome::TimedOut => "timeout",
             Outcome::Unauthenticated => "unauthenticated",
         }
