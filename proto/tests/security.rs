@@ -3,6 +3,7 @@
 //! certificate for 127.0.0.1 and `localhost`, client certificates.
 
 mod receiver_support;
+mod tls_support;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,55 +15,10 @@ use prost::Message;
 use proto::exporter::{ExportError, OtlpClient, OtlpClientConfig};
 use proto::receiver::{AuthConfig, ReceiverConfig};
 use proto::tls::{ClientTlsConfig, ServerTlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use receiver_support::{Running, loopback_config, sample_request, start};
+use tls_support::Ca;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-
-/// A CA that issues certificates into files under `dir`.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    cert_file: PathBuf,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            format!("tailgate test CA {name}"),
-        );
-        let issuer =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA");
-        let cert_file = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&cert_file, issuer.pem()).expect("CA file");
-        Ca { issuer, cert_file }
-    }
-
-    /// A leaf for `names`, written to `<file>.pem` and `<file>.key`.
-    fn issue(&self, dir: &Path, file: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let params = CertificateParams::new(names).expect("params");
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        let (cert_file, key_file) = (
-            dir.join(format!("{file}.pem")),
-            dir.join(format!("{file}.key")),
-        );
-        // Written whole then renamed, as a Secret update lands: a reader
-        // never sees half a file.
-        write_atomically(&cert_file, cert.pem().as_bytes());
-        write_atomically(&key_file, key.serialize_pem().as_bytes());
-        (cert_file, key_file)
-    }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).expect("write");
-    std::fs::rename(&tmp, path).expect("rename");
-}
 
 struct Dir(PathBuf);
 

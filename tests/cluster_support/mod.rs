@@ -204,7 +204,39 @@ pub struct Cluster {
     /// The samplers' OTLP/gRPC and admin ports.
     pub port: u16,
     pub admin_port: u16,
+    /// mTLS between every node (`None`: plaintext).
+    pub tls: Option<ClusterTls>,
     restarts: usize,
+}
+
+/// mTLS for the cluster: every node holds the same certificate (for the
+/// samplers' IPs), as the README's example does, and trusts one CA.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+impl ClusterTls {
+    /// A client or server `tls:` block, YAML flow style.
+    fn client(&self) -> String {
+        format!(
+            "{{ca_file: {}, cert_file: {}, key_file: {}}}",
+            self.ca_file.display(),
+            self.cert_file.display(),
+            self.key_file.display()
+        )
+    }
+
+    fn server(&self) -> String {
+        format!(
+            "{{cert_file: {}, key_file: {}, client_ca_file: {}}}",
+            self.cert_file.display(),
+            self.key_file.display(),
+            self.ca_file.display()
+        )
+    }
 }
 
 pub fn sampler_ip(i: usize) -> IpAddr {
@@ -215,7 +247,19 @@ impl Cluster {
     /// Starts the sink, the DNS server, `samplers` samplers (listed in DNS
     /// once ready) and two LBs. `max_samplers` bounds the indices used later.
     pub async fn start(name: &str, samplers: usize, max_samplers: usize) -> Cluster {
+        Cluster::start_with_tls(name, samplers, max_samplers, |_| None).await
+    }
+
+    /// [`Cluster::start`], with mTLS on every hop inside the cluster when
+    /// `tls` (given the scenario's directory, for its files) says so.
+    pub async fn start_with_tls(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        tls: impl FnOnce(&Path) -> Option<ClusterTls>,
+    ) -> Cluster {
         let dir = scenario_dir(name);
+        let tls = tls(&dir);
         std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy file");
         let ips: Vec<IpAddr> = (0..max_samplers).map(sampler_ip).collect();
         let port = common_port(&ips);
@@ -241,6 +285,7 @@ impl Cluster {
             listed: Vec::new(),
             port,
             admin_port,
+            tls,
             restarts: 0,
         };
         for i in 0..samplers {
@@ -275,6 +320,13 @@ impl Cluster {
     fn sampler_config(&self, i: usize) -> String {
         let ip = sampler_ip(i);
         let sink = self.sink().grpc_addr().expect("sink grpc");
+        let (server_tls, client_tls) = match &self.tls {
+            Some(tls) => (
+                format!("  tls: {}\n", tls.server()),
+                format!("    tls: {}\n", tls.client()),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "node: sampler-{i}
 admin: {ip}:{admin}
@@ -283,7 +335,7 @@ shards: 2
 receiver:
   grpc: {ip}:{port}
   http: off
-exporter:
+{server_tls}exporter:
   endpoint: http://{sink}
   batch_timeout: 50ms
   initial_interval: 200ms
@@ -310,7 +362,7 @@ cluster:
     connect_timeout: 300ms
     probe_interval: 200ms
     probe_max_interval: 1s
-",
+{client_tls}",
             admin = self.admin_port,
             port = self.port,
             dns = self.dns.addr,
@@ -319,6 +371,10 @@ cluster:
     }
 
     fn lb_config(&self, i: usize, grpc: SocketAddr, admin: SocketAddr) -> String {
+        let tls = match &self.tls {
+            Some(tls) => format!("  tls: {}\n", tls.client()),
+            None => String::new(),
+        };
         format!(
             "node: lb-{i}
 admin: {admin}
@@ -337,7 +393,7 @@ export:
   connect_timeout: 300ms
   probe_interval: 200ms
   probe_max_interval: 1s
-drain_timeout: 5s
+{tls}drain_timeout: 5s
 ",
             port = self.port,
             dns = self.dns.addr,
