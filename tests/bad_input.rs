@@ -976,6 +976,13 @@ fn tls_or_token_files_that_do_not_load_are_a_config_error_exit_64() {
             "auth",
             format!("  auth: {{tokens_file: {}}}\n", missing.display()),
         ),
+        (
+            "admin_tls",
+            format!(
+                "admin_tls: {{cert_file: {m}, key_file: {m}}}\n",
+                m = missing.display()
+            ),
+        ),
     ] {
         let config = dir.path().join(format!("{case}.yaml"));
         std::fs::write(
@@ -996,4 +1003,23 @@ fn tls_or_token_files_that_do_not_load_are_a_config_error_exit_64() {
         assert_eq!(out.status.code(), Some(64), "{case}: {stderr}");
         assert!(stderr.contains("missing.pem"), "{case}: {stderr}");
     }
+    // The LB's admin port too.
+    let config = dir.path().join("lb.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "receiver:\n  grpc: 127.0.0.1:0\n  http: 127.0.0.1:0\nadmin: 127.0.0.1:0\nadmin_tls: {{cert_file: {m}, key_file: {m}}}\nresolver:\n  static: {{members: [\"127.0.0.1:9\"]}}\n",
+            m = missing.display()
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_tailgate"))
+        .args(["lb", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("tailgate runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "lb admin_tls: {stderr}");
+    assert!(stderr.contains("missing.pem"), "lb admin_tls: {stderr}");
 }

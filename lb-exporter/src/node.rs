@@ -34,6 +34,9 @@ pub struct LbConfig {
     /// The admin server (`/metrics`, `/healthz`, `/readyz`) listen address.
     /// Default `0.0.0.0:8888`.
     pub admin: SocketAddr,
+    /// TLS on the admin server (mTLS with `client_ca_file`). Default none:
+    /// plain HTTP.
+    pub admin_tls: Option<proto::tls::ServerTlsConfig>,
     /// Where the members (samplers) come from: `dns: {hostname, port,
     /// interval, timeout, nameservers}` or `static: {members}`. Required.
     pub resolver: ResolverConfig,
@@ -60,6 +63,7 @@ impl Default for LbConfig {
             node: DEFAULT_NODE.into(),
             receiver: ReceiverConfig::default(),
             admin: DEFAULT_ADMIN_ADDR,
+            admin_tls: None,
             // Invalid on purpose (validate says "resolver is required"):
             // there is no sensible default member.
             resolver: ResolverConfig::Static(crate::resolver::StaticConfig {
@@ -172,6 +176,7 @@ impl LbError {
     /// A bad configuration: exit code 64, not worth retrying.
     pub fn is_config(&self) -> bool {
         matches!(self, LbError::Config(_))
+            || matches!(self, LbError::Admin(e) if e.is_config())
             || matches!(
                 self,
                 LbError::Receiver(
@@ -239,7 +244,7 @@ impl Lb {
         proto::admin::install_metrics();
         config.receiver.node = config.node.clone();
         let receiver = Receiver::bind(config.receiver)?;
-        let admin = Admin::bind(config.admin)?;
+        let admin = Admin::bind_tls(config.admin, config.admin_tls.as_ref(), &config.node)?;
         let membership = resolver::start(&config.resolver, &config.node)?;
         let exporter = LbExporter::start(&config.export, &config.node, membership.subscribe())?;
         Ok(Lb {

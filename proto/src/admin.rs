@@ -3,6 +3,13 @@
 //! serves) and `GET /readyz` (200 when [`Readiness`] says so, 503 otherwise;
 //! a sampler fails it on SIGTERM so LBs and DNS stop sending to it).
 //!
+//! Plain HTTP by default; with `admin_tls` in a node's config it is served
+//! over TLS only (mTLS with `client_ca_file`: only scrapers holding a
+//! certificate from that CA), with the receivers' accept loop: handshakes
+//! beside the accept loop, bounded in time and in connections, counted
+//! under `tailgate_connections_refused_total{protocol="admin"}`, and the
+//! files re-read when they change.
+//!
 //! Metrics go through the `metrics` facade to one global Prometheus recorder,
 //! installed by [`install_metrics`]. Install it before building components:
 //! their counter handles bind to the recorder in place when they are created.
@@ -19,6 +26,15 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::mpsc;
+
+use crate::receiver::conn::{self, AcceptConfig, Conn};
+use crate::tls::{ServerTls, ServerTlsConfig, TlsError};
+
+/// With TLS: the longest a client may take over its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// With TLS: open admin connections at most (scrapers and probes are few).
+const MAX_CONNECTIONS: usize = 256;
 
 /// Histogram buckets for durations (`*_seconds` and any histogram without a
 /// more specific rule): 0.5 ms to 60 s.
@@ -127,6 +143,8 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    #[error("admin_tls: {0}")]
+    Tls(#[from] TlsError),
     #[error("admin server on {addr}: {source}")]
     Serve {
         addr: SocketAddr,
@@ -142,11 +160,20 @@ impl AdminError {
     }
 }
 
+impl AdminError {
+    /// A certificate or key that cannot be used: the configuration's fault.
+    pub fn is_config(&self) -> bool {
+        matches!(self, AdminError::Tls(_))
+    }
+}
+
 /// A bound, not yet serving, admin server.
 #[derive(Debug)]
 pub struct Admin {
     listener: std::net::TcpListener,
     addr: SocketAddr,
+    /// TLS, and the node's name for the connection metrics.
+    tls: Option<(Arc<ServerTls>, String)>,
 }
 
 #[derive(Clone)]
@@ -159,6 +186,21 @@ impl Admin {
     /// Binds the listener (use port 0 for any free port). Needs no runtime,
     /// so a bad address fails before anything starts.
     pub fn bind(addr: SocketAddr) -> Result<Admin, AdminError> {
+        Admin::bind_tls(addr, None, "")
+    }
+
+    /// [`Admin::bind`], served over TLS when `tls` is set. The files are
+    /// loaded first: one that cannot be used fails before the port is bound.
+    /// `node` labels the connection metrics.
+    pub fn bind_tls(
+        addr: SocketAddr,
+        tls: Option<&ServerTlsConfig>,
+        node: &str,
+    ) -> Result<Admin, AdminError> {
+        let tls = tls
+            .map(|config| ServerTls::new(config, &[b"h2", b"http/1.1"]))
+            .transpose()?
+            .map(|tls| (Arc::new(tls), node.to_owned()));
         let bind = |addr| {
             let listener = std::net::TcpListener::bind(addr)?;
             listener.set_nonblocking(true)?;
@@ -166,7 +208,11 @@ impl Admin {
             Ok::<_, std::io::Error>((listener, local))
         };
         let (listener, addr) = bind(addr).map_err(|source| AdminError::Bind { addr, source })?;
-        Ok(Admin { listener, addr })
+        Ok(Admin {
+            listener,
+            addr,
+            tls,
+        })
     }
 
     /// The bound address (with the real port when bound to port 0).
@@ -189,10 +235,59 @@ impl Admin {
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .with_state(AdminState { handle, readiness });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| AdminError::Serve { addr, source })
+        let served = match self.tls {
+            None => {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some((tls, node)) => {
+                let ready = conn::accept(
+                    listener,
+                    AcceptConfig {
+                        listener: "admin",
+                        node,
+                        max_connections: MAX_CONNECTIONS,
+                        tls: Some(tls),
+                        handshake_timeout: HANDSHAKE_TIMEOUT,
+                    },
+                );
+                axum::serve(TlsListener { ready, addr }, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
+        served.map_err(|source| AdminError::Serve { addr, source })
+    }
+}
+
+/// Connections that finished their TLS handshake, for axum.
+struct TlsListener {
+    ready: mpsc::Receiver<std::io::Result<Conn>>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        loop {
+            match self.ready.recv().await {
+                Some(Ok(conn)) => {
+                    let remote = conn.remote_addr().unwrap_or(self.addr);
+                    return (conn, remote);
+                }
+                Some(Err(e)) => tracing::debug!(error = %e, "admin accept failed"),
+                // The accept loop ended (its listener failed): serve what is
+                // open until shutdown.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use prost::Message;
+use proto::admin::{Admin, Readiness, install_metrics};
 use proto::exporter::{ExportError, OtlpClient, OtlpClientConfig};
 use proto::receiver::{AuthConfig, ReceiverConfig};
 use proto::tls::{ClientTlsConfig, ServerTlsConfig};
@@ -452,4 +453,146 @@ async fn connections_past_the_limit_are_closed_and_counted() {
     );
     drop(held);
     running.stop();
+}
+
+/// `GET path` over TLS, trusting `ca` and presenting `identity` (a
+/// certificate and key file) if given; the whole answer, or why not.
+async fn https_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<String, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("a usable CA");
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots);
+    let config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .expect("cert file")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("certificates"),
+                PrivateKeyDer::from_pem_file(key).expect("key"),
+            )
+            .expect("a usable identity"),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let exchange = async {
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut tls = connector
+            .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+        tls.write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut answer = Vec::new();
+        tls.read_to_end(&mut answer)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| "no answer within 10 s".to_owned())?
+}
+
+#[tokio::test]
+async fn the_admin_server_over_mtls_answers_only_scrapers_with_a_certificate() {
+    let dir = Dir::new("admin-tls");
+    let ca = Ca::new(&dir.0, "main");
+    let (cert, key) = ca.issue(&dir.0, "admin", &["127.0.0.1"]);
+    let (scraper_cert, scraper_key) = ca.issue(&dir.0, "prometheus", &["prometheus"]);
+    let tls = ServerTlsConfig {
+        cert_file: cert,
+        key_file: key,
+        client_ca_file: Some(ca.cert_file.clone()),
+    };
+    let admin = Admin::bind_tls(
+        "127.0.0.1:0".parse().expect("addr"),
+        Some(&tls),
+        "admin-tls",
+    )
+    .expect("binds");
+    let addr = admin.local_addr();
+    let readiness = Readiness::new();
+    readiness.set_ready(true);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(admin.serve(install_metrics(), readiness, async {
+        let _ = stopped.await;
+    }));
+
+    let scraper = Some((scraper_cert.as_path(), scraper_key.as_path()));
+    let ready = https_get(addr, "/readyz", &ca.cert_file, scraper).await;
+    assert!(
+        ready.as_ref().is_ok_and(|a| a.starts_with("HTTP/1.1 200")),
+        "{ready:?}"
+    );
+    let anonymous = https_get(addr, "/metrics", &ca.cert_file, None).await;
+    assert!(
+        anonymous.as_ref().is_err() || anonymous.as_ref().is_ok_and(String::is_empty),
+        "no client certificate, no metrics: {anonymous:?}"
+    );
+    let plain = tokio::time::timeout(Duration::from_secs(10), plain_get(addr, "/metrics"))
+        .await
+        .expect("answered or closed within 10 s");
+    assert!(!plain.contains("HTTP/1.1 200"), "plaintext: {plain:?}");
+
+    let metrics = https_get(addr, "/metrics", &ca.cert_file, scraper)
+        .await
+        .expect("metrics over mTLS");
+    let refused = receiver_support::metric(
+        metrics.split_once("\r\n\r\n").map_or("", |(_, body)| body),
+        "tailgate_connections_refused_total",
+        &[
+            ("node", "admin-tls"),
+            ("protocol", "admin"),
+            ("reason", "tls_handshake"),
+        ],
+    );
+    assert!(
+        refused >= 2.0,
+        "both refusals counted: {refused}\n{metrics}"
+    );
+    let _ = stop.send(());
+    server.await.expect("joins").expect("served");
+
+    // A key that does not load is an error before the port is bound.
+    let broken = ServerTlsConfig {
+        key_file: dir.0.join("missing.key"),
+        ..tls
+    };
+    let err = Admin::bind_tls("127.0.0.1:0".parse().expect("addr"), Some(&broken), "x")
+        .expect_err("missing key");
+    assert!(err.is_config(), "{err}");
+}
+
+/// A plaintext `GET` to a TLS port: whatever comes back before it closes.
+async fn plain_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(addr).await else {
+        return String::new();
+    };
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    if tcp.write_all(head.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -30,6 +30,9 @@ pub struct SamplerConfig {
     /// The admin server: `/metrics`, `/healthz`, `/readyz`. Default
     /// `0.0.0.0:8888`.
     pub admin: SocketAddr,
+    /// TLS on the admin server (mTLS with `client_ca_file`). Default none:
+    /// plain HTTP.
+    pub admin_tls: Option<proto::tls::ServerTlsConfig>,
     /// The policy file (the OTel Collector's `tail_sampling` syntax).
     /// Required. Reloaded when it changes and on SIGHUP.
     pub policy_file: PathBuf,
@@ -259,6 +262,7 @@ impl Default for SamplerConfig {
             node: "tailgate".into(),
             receiver: ReceiverConfig::default(),
             admin: SocketAddr::from(([0, 0, 0, 0], 8888)),
+            admin_tls: None,
             policy_file: PathBuf::new(),
             policy_poll_interval: Duration::from_secs(1),
             exporter: ExporterConfig::default(),

@@ -38,16 +38,17 @@ pub enum SamplerError {
 impl SamplerError {
     /// A bad config or policy file: the caller exits with its usage code.
     pub fn is_config(&self) -> bool {
-        matches!(
-            self,
-            SamplerError::Config { .. }
-                | SamplerError::Exporter(_)
-                | SamplerError::Policy(_)
-                | SamplerError::Receiver(
-                    ReceiverError::Config(_) | ReceiverError::Tls(_) | ReceiverError::Auth(_)
-                )
-                | SamplerError::ExporterStart(StartError::Config(_))
-        )
+        matches!(self, SamplerError::Admin(e) if e.is_config())
+            || matches!(
+                self,
+                SamplerError::Config { .. }
+                    | SamplerError::Exporter(_)
+                    | SamplerError::Policy(_)
+                    | SamplerError::Receiver(
+                        ReceiverError::Config(_) | ReceiverError::Tls(_) | ReceiverError::Auth(_)
+                    )
+                    | SamplerError::ExporterStart(StartError::Config(_))
+            )
     }
 
     /// Only a port still in use may work on a later try.

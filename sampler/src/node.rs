@@ -292,7 +292,7 @@ impl Sampler {
             tracing::info!(file = %config.policy_file.display(), "policy file: {note}");
         }
         let receiver = Receiver::bind(config.receiver.clone())?;
-        let admin = Admin::bind(config.admin)?;
+        let admin = Admin::bind_tls(config.admin, config.admin_tls.as_ref(), &config.node)?;
         let (reload, reload_requests) = ReloadHandle::new();
         Ok(Sampler {
             config: Arc::new(config),

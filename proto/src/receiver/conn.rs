@@ -1,7 +1,7 @@
-//! Accepting connections, for both protocols: at most `max_connections`
-//! open at once per listener, and for TLS the handshake done here, bounded
-//! by `read_timeout`, before a connection reaches the HTTP/2 or HTTP/1
-//! server.
+//! Accepting connections, for both OTLP protocols and the admin server: at
+//! most `max_connections` open at once per listener, and for TLS the
+//! handshake done here, bounded by `read_timeout`, before a connection
+//! reaches the HTTP/2 or HTTP/1 server.
 //!
 //! A connection past the limit is accepted and closed at once, and counted:
 //! the client sees a closed connection it can retry, rather than a SYN that
@@ -20,15 +20,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-use super::Protocol;
 use crate::tls::ServerTls;
 
 /// Connections handshaken but not yet taken by the server.
 const READY_QUEUE: usize = 64;
 
 /// How a listener accepts.
-pub(super) struct AcceptConfig {
-    pub protocol: Protocol,
+pub(crate) struct AcceptConfig {
+    /// The `protocol` label of the connection metrics: `grpc`, `http`,
+    /// `admin`.
+    pub listener: &'static str,
     pub node: String,
     pub max_connections: usize,
     pub tls: Option<Arc<ServerTls>>,
@@ -41,10 +42,16 @@ enum Io {
 }
 
 /// An accepted connection; holds its slot until dropped.
-pub(super) struct Conn {
+pub(crate) struct Conn {
     io: Io,
     info: TcpConnectInfo,
     _slot: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    pub(crate) fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.info.remote_addr
+    }
 }
 
 impl Connected for Conn {
@@ -129,7 +136,7 @@ struct ConnMetrics {
 }
 
 impl ConnMetrics {
-    fn new(node: &str, protocol: Protocol) -> Self {
+    fn new(node: &str, listener: &'static str) -> Self {
         metrics::describe_counter!(
             CONNECTIONS_REFUSED,
             metrics::Unit::Count,
@@ -139,7 +146,7 @@ impl ConnMetrics {
             metrics::counter!(
                 CONNECTIONS_REFUSED,
                 "node" => node.to_owned(),
-                "protocol" => protocol.as_str(),
+                "protocol" => listener,
                 "reason" => reason
             )
         };
@@ -159,12 +166,12 @@ impl ConnMetrics {
 
 /// Accepts on `listener` until the returned receiver is dropped (the
 /// server stopped), yielding connections ready for HTTP.
-pub(super) fn accept(
+pub(crate) fn accept(
     listener: TcpListener,
     config: AcceptConfig,
 ) -> mpsc::Receiver<io::Result<Conn>> {
     let (tx, rx) = mpsc::channel(READY_QUEUE);
-    let metrics = Arc::new(ConnMetrics::new(&config.node, config.protocol));
+    let metrics = Arc::new(ConnMetrics::new(&config.node, config.listener));
     let slots = Arc::new(Semaphore::new(config.max_connections));
     tokio::spawn(async move {
         loop {

@@ -32,7 +32,7 @@
 //! handed to the node (protobuf, after decompression and JSON conversion).
 
 mod auth;
-mod conn;
+pub(crate) mod conn;
 mod grpc;
 mod http;
 mod limits;
@@ -544,8 +544,8 @@ impl Receiver {
                 self.auth.clone(),
             ))
         };
-        let accept = |protocol, tls: &Option<Arc<ServerTls>>| conn::AcceptConfig {
-            protocol,
+        let accept = |protocol: Protocol, tls: &Option<Arc<ServerTls>>| conn::AcceptConfig {
+            listener: protocol.as_str(),
             node: self.node.clone(),
             max_connections: self.limits.max_connections,
             tls: tls.clone(),
