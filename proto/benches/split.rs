@@ -193,6 +193,15 @@ fn bench(c: &mut Criterion) {
     group.bench_function("validate_only", |b| {
         b.iter(|| black_box(proto::view::RequestView::new(black_box(&encoded)).validate()))
     });
+    // What every receiver runs before the node: span count and attribute
+    // value lengths, at the defaults.
+    let limits = proto::receiver::RequestLimits {
+        max_spans: proto::receiver::DEFAULT_MAX_SPANS_PER_REQUEST,
+        max_attribute_value_bytes: proto::receiver::DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
+    };
+    group.bench_function("receiver_limits", |b| {
+        b.iter(|| black_box(proto::receiver::check_limits(black_box(&encoded), limits)))
+    });
     group.finish();
     eprintln!(
         "request: {} bytes, {} spans, {:.0} bytes/span",

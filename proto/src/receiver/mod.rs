@@ -39,7 +39,7 @@ mod limits;
 
 pub use self::auth::{AuthConfig, AuthError};
 pub use self::http::TRACES_PATH;
-pub use self::limits::{RequestLimits, Violation};
+pub use self::limits::{RequestLimits, Violation, check as check_limits};
 
 use std::future::Future;
 use std::net::SocketAddr;
