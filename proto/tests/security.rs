@@ -261,6 +261,49 @@ async fn a_rotated_server_certificate_is_used_without_a_restart() {
 }
 
 #[tokio::test]
+async fn a_rotated_client_certificate_is_presented_without_a_restart() {
+    let dir = Dir::new("rotate-client");
+    let ca = Ca::new(&dir.0, "main");
+    let clients = Ca::new(&dir.0, "clients");
+    let (cert, key) = ca.issue(&dir.0, "server", &["127.0.0.1"]);
+    let mut running = tls_receiver(&cert, &key, Some(&clients.cert_file));
+    // The exporter's identity starts out from the wrong CA.
+    let (client_cert, client_key) = ca.issue(&dir.0, "lb", &["lb-0"]);
+    let exporter = client(
+        format!("https://{}", running.grpc),
+        Some(ClientTlsConfig {
+            ca_file: Some(ca.cert_file.clone()),
+            cert_file: Some(client_cert),
+            key_file: Some(client_key),
+            server_name: None,
+        }),
+    );
+    assert!(
+        exporter.export(request()).await.is_err(),
+        "a certificate the receiver does not trust"
+    );
+
+    // cert-manager renews it in place, from the right CA. The same exporter
+    // (no restart) presents it on its next connection: it checks its files
+    // at most once a second.
+    clients.issue(&dir.0, "lb", &["lb-0"]);
+    let mut accepted = false;
+    for _ in 0..50 {
+        if exporter.export(request()).await.is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        accepted,
+        "the renewed client certificate was never presented"
+    );
+    assert_eq!(running.sink.batches().len(), 1);
+    running.stop();
+}
+
+#[tokio::test]
 async fn requests_without_an_accepted_token_are_unauthenticated_and_counted() {
     let dir = Dir::new("auth");
     let tokens = dir.0.join("tokens");
