@@ -993,15 +993,7 @@ fn tls_or_token_files_that_do_not_load_are_a_config_error_exit_64() {
             ),
         )
         .expect("config");
-        let out = Command::new(env!("CARGO_BIN_EXE_tailgate"))
-            .args(["sampler", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .output()
-            .expect("tailgate runs");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{case}: {stderr}");
-        assert!(stderr.contains("missing.pem"), "{case}: {stderr}");
+        refused_before_binding("sampler", &config, case);
     }
     // The LB's admin port too.
     let config = dir.path().join("lb.yaml");
@@ -1013,13 +1005,18 @@ fn tls_or_token_files_that_do_not_load_are_a_config_error_exit_64() {
         ),
     )
     .expect("config");
+    refused_before_binding("lb", &config, "lb admin_tls");
+}
+
+/// `tailgate ROLE --config CONFIG` must exit 64 naming the missing file.
+fn refused_before_binding(role: &str, config: &Path, case: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_tailgate"))
-        .args(["lb", "--config"])
-        .arg(&config)
+        .args([role, "--config"])
+        .arg(config)
         .stdin(Stdio::null())
         .output()
         .expect("tailgate runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(64), "lb admin_tls: {stderr}");
-    assert!(stderr.contains("missing.pem"), "lb admin_tls: {stderr}");
+    assert_eq!(out.status.code(), Some(64), "{case}: {stderr}");
+    assert!(stderr.contains("missing.pem"), "{case}: {stderr}");
 }
