@@ -216,11 +216,23 @@ def check_pod(name, pod, by_kind):
             fail(f"{name}: TAILGATE__NODE (the metrics' node label) is not the pod name")
         if c.get("securityContext", {}).get("allowPrivilegeEscalation") is not False:
             fail(f"{name}: allowPrivilegeEscalation is not false")
+        # Files the config names through the environment (TLS certificates,
+        # token files) must be under a mounted volume.
+        mounts = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])]
+        for e in c.get("env", []):
+            for path in re.findall(r"/etc/tailgate/[^\s,}'\"]+", e.get("value", "")):
+                if not any(path.startswith(m) for m in mounts):
+                    fail(f"{name}: env {e['name']} names {path}, which no volume is mounted over")
     if annotations.get("prometheus.io/scrape") != "true" or annotations.get("prometheus.io/port") != "8888":
         fail(f"{name}: pods lack the prometheus.io scrape annotations for port 8888")
     for v in spec.get("volumes", []):
         if "configMap" in v and v["configMap"]["name"] not in by_kind.get("ConfigMap", {}):
             fail(f"{name}: volume {v['name']} uses a missing ConfigMap {v['configMap']['name']}")
+    names = {v["name"] for v in spec.get("volumes", [])}
+    for c in spec["containers"]:
+        for m in c.get("volumeMounts", []):
+            if m["name"] not in names:
+                fail(f"{name}: mount {m['mountPath']} uses a missing volume {m['name']}")
 
 
 def write_node_files(container, spec, by_kind, role, pod_prefix, out_dir):

@@ -40,6 +40,10 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   say "installing Debian's prometheus (promtool and the server)"
   apt_install prometheus
 fi
+if ! command -v openssl >/dev/null; then
+  say "installing openssl (certificates for the mTLS overlay)"
+  apt_install openssl
+fi
 if ! command -v kubectl >/dev/null; then
   say "installing kubectl (Debian's kubernetes-client)"
   apt_install kubernetes-client
@@ -69,6 +73,25 @@ cargo build --quiet --locked --bin tailgate
 tailgate="${CARGO_TARGET_DIR:-target}/debug/tailgate"
 free_port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# The files of the Secret `tailgate-tls` the mTLS overlay mounts: a CA, and
+# one certificate for the name the overlay checks (and 127.0.0.1), for server
+# and client authentication, as its certificate.yaml asks cert-manager for.
+make_tls() {
+  local out=$1
+  [ -f "$out/tls.crt" ] && return 0
+  mkdir -p "$out"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=tailgate test CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign \
+    -keyout "$out/ca.key" -out "$out/ca.crt" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=tailgate" \
+    -keyout "$out/tls.key" -out "$out/tls.csr" 2>/dev/null
+  printf '%s\n' 'subjectAltName=DNS:tailgate-sampler.tailgate.svc,IP:127.0.0.1' \
+    'extendedKeyUsage=serverAuth,clientAuth' 'basicConstraints=CA:FALSE' > "$out/ext.cnf"
+  openssl x509 -req -in "$out/tls.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" -CAcreateserial \
+    -days 2 -extfile "$out/ext.cnf" -out "$out/tls.crt" 2>/dev/null
+}
+
 # Starts `tailgate ROLE` with the config file and environment a pod gets
 # (from DIR, written by check.py), on loopback ports, with the backend or the
 # samplers replaced by closed loopback ports (no lookups of cluster names); waits
@@ -91,6 +114,12 @@ start_like_a_pod() {
     # The samplers: one static member on a closed loopback port.
     lb) envs+=(TAILGATE__RESOLVER="{static: {members: ['127.0.0.1:$(free_port)']}}") ;;
   esac
+  # TLS files from the pod's Secret: made here, and the paths pointed at them.
+  if grep -q /etc/tailgate/tls "$dir/$role.env" "$dir/$role.yaml"; then
+    make_tls "$dir/tls"
+    sed -i "s|/etc/tailgate/tls|$dir/tls|g" "$dir/$role.yaml"
+    for i in "${!envs[@]}"; do envs[i]=${envs[i]//\/etc\/tailgate\/tls/$dir/tls}; done
+  fi
   env "${envs[@]}" \
     TAILGATE__RECEIVER__GRPC="127.0.0.1:$grpc" TAILGATE__RECEIVER__HTTP=127.0.0.1:0 \
     TAILGATE__ADMIN="127.0.0.1:$admin" \
