@@ -17,10 +17,13 @@
 //! a timeout; the sampler is stopped by PID (killed on drop if the test
 //! fails).
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod process_support;
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bytes::Bytes;
 use loadtest::generate::{GenConfig, GenReport};
@@ -34,6 +37,8 @@ use proto::exporter::{Compression, ExportError, OtlpClient, OtlpClientConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
+
+use process_support::{Process, TempDir, free_port, http_get};
 
 /// The node's request limit in this test (compressed and decompressed).
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -776,10 +781,10 @@ policies:
     type: always_sample
 ";
 
-/// A `tailgate sampler` process; killed by PID on drop if still running.
+/// A `tailgate sampler` process and its ports; killed by PID on drop if
+/// still running.
 struct Node {
-    child: Child,
-    log: PathBuf,
+    process: Process,
     grpc: SocketAddr,
     http: SocketAddr,
     admin: SocketAddr,
@@ -820,52 +825,24 @@ exporter:
             )
             .expect("sampler config");
             let log = dir.path().join(format!("sampler-{attempt}.log"));
-            let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
-                .args(["sampler", "--config"])
-                .arg(&config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .spawn()
-                .expect("tailgate sampler starts");
-            let mut node = Node {
-                child,
+            let mut process = Process::tailgate(
+                &[
+                    OsStr::new("sampler"),
+                    OsStr::new("--config"),
+                    config.as_os_str(),
+                ],
                 log,
-                grpc,
-                http,
-                admin,
-            };
-            if node.wait_ready() {
-                return node;
+            );
+            if process.wait_ready(admin, "/readyz") {
+                return Node {
+                    process,
+                    grpc,
+                    http,
+                    admin,
+                };
             }
         }
         panic!("tailgate sampler did not find free ports in three tries");
-    }
-
-    /// True once `/readyz` answers 200; false if the node exited because a
-    /// port was taken; panics on any other exit or after 30 s.
-    fn wait_ready(&mut self) -> bool {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let log = self.log();
-                assert!(
-                    log.to_ascii_lowercase().contains("address already in use"),
-                    "tailgate sampler exited ({status}): {log}"
-                );
-                return false;
-            }
-            if http_get(self.admin, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return true;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tailgate sampler not ready after 30 s: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
     }
 
     fn metrics(&self) -> String {
@@ -874,87 +851,10 @@ exporter:
             .unwrap_or_default()
     }
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// SIGTERM, then waits (at most 30 s) for exit 0: every pending trace
     /// decided and delivered.
     fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tailgate sampler still running 30 s after SIGTERM: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(
-            status.success(),
-            "tailgate sampler exited {status}: {}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-}
-
-/// A blocking GET on the admin port: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).ok()?;
-    let text = String::from_utf8_lossy(&answer);
-    let code = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or_default();
-        let path = std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.process.terminate(Duration::from_secs(30));
     }
 }
 

@@ -21,10 +21,12 @@
 //! must exit 0; Prometheus is killed; all by PID, and all are killed when
 //! the test fails. Bounded: about 20 s, at most [`DEADLINE`].
 
+mod process_support;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -33,6 +35,8 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 use serde_yaml_ng::Value;
+
+use process_support::{Process, TempDir, free_port, http_get, status_code};
 
 /// The whole test, Prometheus's start-up included, ends within this.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -76,13 +80,13 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
     // on a taken port is tried again with new ones.
     let (mut local, admin, lb_http) = (0..3)
         .find_map(|_| {
-            let (admin, grpc, http) = (
-                loopback(free_port()),
-                loopback(free_port()),
-                loopback(free_port()),
-            );
-            let args = local_args(admin, grpc, http, backend, &policy_dir);
-            Node::start(&dir, "local", &args, admin).map(|node| (node, admin, http))
+            let (admin, grpc, http) = (free_port(), free_port(), free_port());
+            let mut args = vec!["local".to_owned()];
+            args.extend(local_args(admin, grpc, http, backend, &policy_dir));
+            let mut local = Process::tailgate(&args, dir.path().join("local.log"));
+            local
+                .wait_ready(admin, "/readyz")
+                .then_some((local, admin, http))
         })
         .expect("tailgate local found free ports within three tries");
     // Every node's metrics are on the one admin port.
@@ -187,7 +191,7 @@ fn drop_alert_goes_pending_then_firing_when_the_backend_refuses() {
         "deploy/ uses metrics the running nodes do not export: {missing:?}"
     );
 
-    local.terminate();
+    local.terminate(Duration::from_secs(15));
     drop(prometheus);
     assert!(started.elapsed() < DEADLINE);
 }
@@ -199,7 +203,7 @@ fn local_args(
     admin: SocketAddr,
     grpc: SocketAddr,
     http: SocketAddr,
-    backend: u16,
+    backend: SocketAddr,
     policy: &Path,
 ) -> Vec<String> {
     let mut args: Vec<String> = vec![
@@ -208,7 +212,7 @@ fn local_args(
         "--policy".into(),
         policy.join("policy.yaml").display().to_string(),
         "--export".into(),
-        format!("grpc://127.0.0.1:{backend}"),
+        format!("grpc://{backend}"),
         "--grpc".into(),
         grpc.to_string(),
         "--http".into(),
@@ -235,15 +239,6 @@ fn local_args(
         args.push(set.into());
     }
     args
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-/// Whether a process's log says it could not bind a port.
-fn port_taken(log: &str) -> bool {
-    log.to_ascii_lowercase().contains("address already in use")
 }
 
 /// One version of a ConfigMap volume: writes `..<version>/policy.yaml`, then
@@ -278,105 +273,10 @@ fn wait_for<T>(started: Instant, what: &str, mut check: impl FnMut() -> Option<T
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// A `tailgate ROLE` process; killed (by PID) and reaped if dropped while
-/// it runs.
-struct Node {
-    role: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Node {
-    /// Writes its config, starts it and waits until its `/readyz` says
-    /// ready; None if it could not bind a port because another process
-    /// took it.
-    fn start(
-        dir: &TempDir,
-        role: &'static str,
-        args: &[String],
-        admin: SocketAddr,
-    ) -> Option<Node> {
-        let log = dir.path().join(format!("{role}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_tailgate"))
-            .arg(role)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("tailgate starts");
-        let mut node = Node { role, child, log };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = node.child.try_wait().expect("try_wait") {
-                let log = node.log();
-                assert!(port_taken(&log), "tailgate {role} exited ({status}): {log}");
-                return None;
-            }
-            if http_get(admin, "/readyz").is_some_and(|(code, _)| code == 200) {
-                return Some(node);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "tailgate {role} not ready after 30 s: {}",
-                node.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits for a clean exit (its staged shutdown).
-    fn terminate(&mut self) {
-        let role = self.role;
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(15),
-                "tailgate {role} still running 15 s after SIGTERM: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(
-            status.success(),
-            "tailgate {role} exited with {status}: {}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A running Prometheus; killed (by PID) and reaped when dropped.
 struct Prometheus {
-    child: Child,
+    _process: Process,
     addr: SocketAddr,
-    log: PathBuf,
 }
 
 impl Prometheus {
@@ -407,43 +307,26 @@ scrape_configs:
             ),
         )
         .expect("prometheus config");
-        let addr = loopback(free_port());
-        let log = dir.path().join("prometheus.log");
-        let child = Command::new("prometheus")
+        let addr = free_port();
+        let mut command = Command::new("prometheus");
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("tsdb").display()
             ))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
+            .arg(format!("--web.listen-address={addr}"));
+        let mut process = Process::spawn("prometheus", command, dir.path().join("prometheus.log"))
             .unwrap_or_else(|e| {
                 panic!(
                     "cannot run `prometheus` ({e}): install Debian's prometheus package \
                      (deploy/test.sh, run by scripts/test, does)"
                 )
             });
-        let mut prometheus = Prometheus { child, addr, log };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = prometheus.child.try_wait().expect("try_wait") {
-                let log = std::fs::read_to_string(&prometheus.log).unwrap_or_default();
-                assert!(port_taken(&log), "prometheus exited ({status}): {log}");
-                return None;
-            }
-            if http_get(addr, "/-/ready").is_some_and(|(code, _)| code == 200) {
-                return Some(prometheus);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "prometheus not ready after 30 s: {}",
-                std::fs::read_to_string(&prometheus.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        process.wait_ready(addr, "/-/ready").then_some(Prometheus {
+            _process: process,
+            addr,
+        })
     }
 
     fn api(&self, path: &str) -> Option<Value> {
@@ -504,13 +387,6 @@ scrape_configs:
 
     fn alert_state(&self, name: &str) -> Option<String> {
         self.alert(name).map(|a| a.state)
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -646,26 +522,6 @@ fn scrape(admin: SocketAddr, metric: &str, label_value: &str) -> f64 {
         .sum()
 }
 
-/// A plain HTTP/1.0 GET; None if the server cannot be reached.
-fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).ok()?;
-    let code = status_code(&answer)?;
-    let text = String::from_utf8_lossy(&answer);
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    Some((code, body.to_owned()))
-}
-
-/// The status code of an HTTP answer's status line.
-fn status_code(answer: &[u8]) -> Option<u16> {
-    let line = answer.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    line.split(' ').nth(1)?.parse().ok()
-}
-
 fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -675,26 +531,4 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

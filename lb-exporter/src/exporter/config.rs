@@ -10,6 +10,15 @@ const MIB: usize = 1024 * 1024;
 
 /// How spans are sent to each member. Every member gets its own queue,
 /// connection and export slots with these settings.
+///
+/// Many keys are those of the sampler's `exporter:` block
+/// ([`proto::exporter::ExporterConfig`]), on purpose with other defaults
+/// (members are near: short timeouts, no batching delay, quick fail-over)
+/// and without the backend's backoff shape. The keys are listed again
+/// rather than shared through `#[serde(flatten)]`, which serde cannot
+/// combine with `deny_unknown_fields`: a misspelt key must stay an error.
+/// Both turn into the same [`OtlpClientConfig`], [`BatchLimits`] and
+/// [`BackoffPolicy`] below.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ExportConfig {
