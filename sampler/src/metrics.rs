@@ -36,6 +36,8 @@ pub(crate) const LATE_SPANS: &str = "tailgate_late_spans_total";
 pub(crate) const BUFFER_TRACES: &str = "tailgate_buffer_traces";
 pub(crate) const BUFFER_SPANS: &str = "tailgate_buffer_spans";
 pub(crate) const BUFFER_BYTES: &str = "tailgate_buffer_bytes";
+pub(crate) const BUFFER_LIMIT_TRACES: &str = "tailgate_buffer_limit_traces";
+pub(crate) const BUFFER_LIMIT_BYTES: &str = "tailgate_buffer_limit_bytes";
 pub(crate) const DECISION_LATENCY: &str = "tailgate_decision_latency_seconds";
 pub(crate) const POLICY_RELOADS: &str = "tailgate_policy_reloads_total";
 pub(crate) const POLICY_HASH: &str = "tailgate_policy_hash";
@@ -139,6 +141,10 @@ pub(crate) struct Metrics {
     pub buffer_traces: Gauge,
     pub buffer_spans: Gauge,
     pub buffer_bytes: Gauge,
+    /// The limits the buffer gauges are held to (`limits.max_traces`, which
+    /// may follow the policy file, and `limits.max_buffer_bytes`).
+    pub buffer_limit_traces: Gauge,
+    pub buffer_limit_bytes: Gauge,
     pub decision_latency: Histogram,
     /// `[success, failure]`.
     pub reloads: [Counter; 2],
@@ -178,6 +184,8 @@ impl Metrics {
             buffer_traces: metrics::gauge!(BUFFER_TRACES, "node" => n()),
             buffer_spans: metrics::gauge!(BUFFER_SPANS, "node" => n()),
             buffer_bytes: metrics::gauge!(BUFFER_BYTES, "node" => n()),
+            buffer_limit_traces: metrics::gauge!(BUFFER_LIMIT_TRACES, "node" => n()),
+            buffer_limit_bytes: metrics::gauge!(BUFFER_LIMIT_BYTES, "node" => n()),
             decision_latency: metrics::histogram!(DECISION_LATENCY, "node" => n()),
             reloads: ["success", "failure"].map(|r| with(POLICY_RELOADS, "result", r)),
             policy_hash: metrics::gauge!(POLICY_HASH, "node" => n()),
@@ -286,6 +294,16 @@ fn describe() {
         BUFFER_BYTES,
         Unit::Bytes,
         "Memory held by the trace buffer: span bytes as stored, plus bookkeeping."
+    );
+    describe_gauge!(
+        BUFFER_LIMIT_TRACES,
+        Unit::Count,
+        "limits.max_traces in force: past it the oldest traces are decided early."
+    );
+    describe_gauge!(
+        BUFFER_LIMIT_BYTES,
+        Unit::Bytes,
+        "limits.max_buffer_bytes: past it the oldest traces are decided early."
     );
     describe_histogram!(
         DECISION_LATENCY,

@@ -370,7 +370,12 @@ impl Sampler {
 
         let active = Arc::new(ActivePolicy::new(file, hash, &metrics));
         metrics.policy_hash.set(active.hash_gauge());
-        let state = Arc::new(NodeState::new(&config, config.max_traces(&active.file)));
+        let max_traces = config.max_traces(&active.file);
+        let state = Arc::new(NodeState::new(&config, max_traces));
+        metrics.buffer_limit_traces.set(max_traces as f64);
+        metrics
+            .buffer_limit_bytes
+            .set(config.limits.max_buffer_bytes as f64);
         let settings = config.buffer_settings(&active.file);
         tracing::info!(
             node,

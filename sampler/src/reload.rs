@@ -188,7 +188,9 @@ impl Reloader {
                 }
                 let names: Vec<String> = file.policies.names().map(str::to_owned).collect();
                 let active = Arc::new(ActivePolicy::new(file, hash, &self.metrics));
-                self.node.set_max_traces((self.max_traces)(&active.file));
+                let max_traces = (self.max_traces)(&active.file);
+                self.node.set_max_traces(max_traces);
+                self.metrics.buffer_limit_traces.set(max_traces as f64);
                 self.metrics.policy_hash.set(active.hash_gauge());
                 self.tx.send_replace(active);
                 tracing::info!(

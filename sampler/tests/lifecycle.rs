@@ -27,9 +27,21 @@ policies:
 async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
     let backend = Backend::start().await;
     let mut cm = ConfigMapDir::new("reload", ERRORS_ONLY);
-    let node = Node::start(config("s1", &cm.path(), &backend));
+    let c = config("s1", &cm.path(), &backend);
+    let max_bytes = c.limits.max_buffer_bytes as f64;
+    let node = Node::start(c);
     let first = node.metrics().await;
     let hash_before = first.sum("tailgate_policy_hash", &[("node", "s1")]);
+    // The limits the buffer gauges are held to: the policy file's default
+    // num_traces, and the config's bytes.
+    assert_eq!(
+        first.sum("tailgate_buffer_limit_traces", &[("node", "s1")]),
+        50_000.0
+    );
+    assert_eq!(
+        first.sum("tailgate_buffer_limit_bytes", &[("node", "s1")]),
+        max_bytes
+    );
 
     // Buffered under "errors only": would not be kept.
     node.send(&[SpanSpec::new(1, 0).root(), SpanSpec::new(1, 1)])
@@ -37,7 +49,7 @@ async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
         .unwrap();
 
     // The kubelet swaps `..data`; the node notices and swaps the policies.
-    cm.swap(KEEP_ALL);
+    cm.swap(&format!("num_traces: 1234\n{KEEP_ALL}"));
     let m = node
         .metrics_until(400, |m| {
             m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0
@@ -52,6 +64,11 @@ async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
         hash_before
     );
     assert_eq!(m.sum("tailgate_buffer_spans", &[("node", "s1")]), 2.0);
+    assert_eq!(
+        m.sum("tailgate_buffer_limit_traces", &[("node", "s1")]),
+        1234.0,
+        "max_traces follows the reloaded file"
+    );
 
     // A broken file keeps the policies in force, and is counted.
     cm.swap("decision_wait: 60s\npolicies:\n  - name: x\n    type: no_such_type\n");
