@@ -661,7 +661,7 @@ impl TraceBuffer {
 
     /// The remembered decision for a trace, if any.
     pub fn cached_decision(&self, id: &TraceId) -> Option<&CachedDecision> {
-        self.cache.get(id)
+        self.cache.peek(id)
     }
 
     /// Decisions remembered.

@@ -3,9 +3,13 @@
 //!
 //! Keyed by the full 128-bit trace ID (a truncated key would let two traces
 //! share a decision). Bounded by entries, separately for each kind, as the
-//! Collector's `decision_cache` is; the oldest decision of a kind is
-//! forgotten first (insertion order: one ring of IDs per kind, no per-hit
-//! bookkeeping on the hot path).
+//! Collector's `decision_cache` is. Like the Collector's LRU caches, a
+//! decision that late spans keep asking for outlives one nobody asks for:
+//! eviction is second-chance (CLOCK) over one ring of IDs per kind, so a hit
+//! only sets a flag, and the oldest decision not asked for since its last
+//! pass is forgotten first. An LRU crate (hashlink, lru) would need a map
+//! per kind, and a span of an unknown trace would cost two lookups instead
+//! of one.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,11 +53,18 @@ impl CachedDecision {
     }
 }
 
+/// A decision, and whether it was asked for since eviction last passed it.
+#[derive(Debug)]
+struct Entry {
+    decision: CachedDecision,
+    asked: bool,
+}
+
 /// The two bounded caches, behind one map so that a span of an unknown
 /// trace costs one lookup.
 #[derive(Debug, Default)]
 pub struct DecisionCache {
-    map: HashMap<TraceId, CachedDecision>,
+    map: HashMap<TraceId, Entry>,
     sampled: VecDeque<TraceId>,
     not_sampled: VecDeque<TraceId>,
     sampled_capacity: usize,
@@ -71,8 +82,18 @@ impl DecisionCache {
         }
     }
 
-    pub fn get(&self, id: &TraceId) -> Option<&CachedDecision> {
-        self.map.get(id)
+    /// The decision for `id`, marking it asked for (it survives the next
+    /// eviction pass).
+    pub fn get(&mut self, id: &TraceId) -> Option<&CachedDecision> {
+        self.map.get_mut(id).map(|entry| {
+            entry.asked = true;
+            &entry.decision
+        })
+    }
+
+    /// The decision for `id`, without marking it.
+    pub fn peek(&self, id: &TraceId) -> Option<&CachedDecision> {
+        self.map.get(id).map(|entry| &entry.decision)
     }
 
     /// Remembers a decision, forgetting the oldest of its kind if full. A
@@ -84,9 +105,13 @@ impl DecisionCache {
         // Not remembering this kind: forget any other answer too, so a late
         // span does not follow a stale one.
         let previous = if remember {
-            self.map.insert(id, decision)
+            let entry = Entry {
+                decision,
+                asked: false,
+            };
+            self.map.insert(id, entry).map(|e| e.decision)
         } else {
-            self.map.remove(&id)
+            self.map.remove(&id).map(|e| e.decision)
         };
         match previous {
             Some(previous) if remember && previous.is_sampled() == sampled => return,
@@ -103,22 +128,23 @@ impl DecisionCache {
         if !remember {
             return;
         }
+        // Room first, so the new decision is never the one forgotten.
+        self.evict(sampled, 1);
         self.ring(sampled).push_back(id);
-        self.evict(sampled);
     }
 
     /// Changes the bounds, forgetting the oldest decisions past them.
     pub fn resize(&mut self, sampled: usize, not_sampled: usize) {
         self.sampled_capacity = sampled;
         self.not_sampled_capacity = not_sampled;
-        self.evict(true);
-        self.evict(false);
+        self.evict(true, 0);
+        self.evict(false, 0);
     }
 
     /// Every remembered decision, in no particular order (to hand the
     /// decisions for traces that moved to their new owners).
     pub fn iter(&self) -> impl Iterator<Item = (&TraceId, &CachedDecision)> {
-        self.map.iter()
+        self.map.iter().map(|(id, entry)| (id, &entry.decision))
     }
 
     /// Decisions remembered.
@@ -146,19 +172,28 @@ impl DecisionCache {
         }
     }
 
-    fn evict(&mut self, sampled: bool) {
+    /// Forgets decisions of a kind until `room` more fit: the oldest first,
+    /// except that one asked for since the last pass goes to the back
+    /// instead, unmarked. Each hit buys one such move, so this is O(1)
+    /// amortised.
+    fn evict(&mut self, sampled: bool, room: usize) {
         let capacity = self.capacity(sampled);
-        loop {
-            let ring = if sampled {
-                &mut self.sampled
-            } else {
-                &mut self.not_sampled
-            };
-            if ring.len() <= capacity {
-                break;
-            }
+        let ring = if sampled {
+            &mut self.sampled
+        } else {
+            &mut self.not_sampled
+        };
+        while ring.len() + room > capacity {
             let Some(id) = ring.pop_front() else { break };
-            self.map.remove(&id);
+            match self.map.get_mut(&id) {
+                Some(entry) if entry.asked && capacity > 0 => {
+                    entry.asked = false;
+                    ring.push_back(id);
+                }
+                _ => {
+                    self.map.remove(&id);
+                }
+            }
         }
     }
 }
@@ -192,6 +227,24 @@ mod tests {
         assert_eq!(cache.get(&trace_id(3)), Some(&CachedDecision::NotSampled));
         cache.insert(trace_id(5), CachedDecision::NotSampled);
         assert_eq!(cache.get(&trace_id(3)), None);
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn a_decision_late_spans_ask_for_outlives_one_nobody_asks_for() {
+        let mut cache = DecisionCache::new(3, 1);
+        for n in 1..=3 {
+            cache.insert(trace_id(n), kept());
+        }
+        // Trace 1 is still getting late spans.
+        assert!(cache.get(&trace_id(1)).is_some());
+        cache.insert(trace_id(4), kept());
+        assert!(cache.peek(&trace_id(1)).is_some(), "asked for: kept");
+        assert_eq!(cache.peek(&trace_id(2)), None, "oldest not asked for: gone");
+        // A peek does not count as asking; the second chance is used up.
+        cache.insert(trace_id(5), kept());
+        cache.insert(trace_id(6), kept());
+        assert_eq!(cache.peek(&trace_id(1)), None);
         assert_eq!(cache.len(), 3);
     }
 
@@ -230,17 +283,21 @@ mod tests {
         /// most recent decision for an ID is the one returned.
         #[test]
         fn stays_bounded_and_returns_the_latest(
-            ops in prop::collection::vec((0u8..24, any::<bool>()), 0..300),
+            ops in prop::collection::vec((0u8..24, any::<bool>(), any::<bool>()), 0..300),
             caps in (0usize..6, 0usize..6),
         ) {
             let mut cache = DecisionCache::new(caps.0, caps.1);
-            for (n, sampled) in &ops {
+            for (n, sampled, ask_first) in &ops {
+                // Sometimes a lookup first, so second chances are exercised.
+                if *ask_first {
+                    let _ = cache.get(&trace_id(n.wrapping_mul(7) % 24));
+                }
                 let d = if *sampled { kept() } else { CachedDecision::NotSampled };
                 cache.insert(trace_id(*n), d.clone());
                 let got = cache.get(&trace_id(*n)).cloned();
                 let cap = if *sampled { caps.0 } else { caps.1 };
                 prop_assert_eq!(got, (cap > 0).then_some(d));
-                let s = cache.map.values().filter(|d| d.is_sampled()).count();
+                let s = cache.map.values().filter(|e| e.decision.is_sampled()).count();
                 prop_assert!(s <= caps.0);
                 prop_assert!(cache.len() - s <= caps.1);
             }
