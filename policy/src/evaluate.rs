@@ -409,6 +409,27 @@ impl PolicySet {
     }
 }
 
+/// latency.go with `upper_threshold_ms`: after each span, in order, the
+/// running earliest start and latest end (a zero timestamp resets them, as
+/// there), and true as soon as their distance in whole milliseconds lies in
+/// `(threshold, upper]`.
+fn running_latency_in_range(spans: &[SpanView<'_>], threshold: i128, upper: i128) -> bool {
+    let (mut min, mut max) = (0u64, 0u64);
+    spans.iter().any(|span| {
+        if min == 0 || span.start_time_unix_nano < min {
+            min = span.start_time_unix_nano;
+        }
+        if max == 0 || span.end_time_unix_nano > max {
+            max = span.end_time_unix_nano;
+        }
+        // Go's Time.Sub saturates at the Duration range.
+        let nanos =
+            (i128::from(max) - i128::from(min)).clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        let ms = nanos / 1_000_000;
+        threshold < ms && ms <= upper
+    })
+}
+
 fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
     let summary = ctx.trace.summary;
     let has_spans = summary.span_count() > 0;
@@ -418,15 +439,21 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             threshold_ms,
             upper_threshold_ms,
         } => {
-            // latency.go: Go's Duration.Milliseconds() truncates toward zero.
-            let ms = summary.duration_nanos() / 1_000_000;
-            let (t, keep) = (i128::from(*threshold_ms), has_spans);
-            Vote::sampled_if(
-                keep && match upper_threshold_ms {
-                    None => ms >= t,
-                    Some(u) => t < ms && ms <= i128::from(*u),
-                },
-            )
+            let t = i128::from(*threshold_ms);
+            match upper_threshold_ms {
+                // latency.go: Go's Duration.Milliseconds() truncates toward
+                // zero. The running duration only grows span by span, so
+                // "some prefix reaches the threshold" is "the whole trace
+                // does": read from the summary.
+                None => Vote::sampled_if(has_spans && summary.duration_nanos() / 1_000_000 >= t),
+                // With an upper bound the Collector's answer depends on span
+                // order: it checks the running duration after each span, in
+                // arrival order, and keeps the trace as soon as one prefix is
+                // in range, even if the whole trace is longer. Same here.
+                Some(u) => {
+                    Vote::sampled_if(running_latency_in_range(ctx.spans(), t, i128::from(*u)))
+                }
+            }
         }
         Rule::StatusCode { mask, .. } => Vote::sampled_if(summary.status_bits() & mask != 0),
         Rule::Probabilistic {

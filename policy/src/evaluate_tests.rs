@@ -82,6 +82,33 @@ fn latency_with_an_upper_bound_keeps_the_half_open_range() {
 }
 
 #[test]
+fn latency_with_an_upper_bound_follows_the_collector_span_by_span() {
+    // latency.go checks the running duration after each span: a first span
+    // of 150 ms is in (100, 200], so the trace is kept though it spans
+    // 300 ms in all; the other way round no prefix is in range.
+    let set = policies(
+        "  - {name: band, type: latency, latency: {threshold_ms: 100, upper_threshold_ms: 200}}",
+    );
+    assert_eq!(
+        outcome(&set, &trace(&[span(1, 0, 150), span(2, 0, 300)])),
+        Outcome::Sampled
+    );
+    assert_eq!(
+        outcome(&set, &trace(&[span(2, 0, 300), span(1, 0, 150)])),
+        Outcome::NotSampled
+    );
+    assert_eq!(outcome(&set, &trace(&[])), Outcome::NotSampled);
+    // Without an upper bound order cannot matter: the whole trace counts.
+    let slow = policies("  - {name: slow, type: latency, latency: {threshold_ms: 200}}");
+    for spans in [
+        [span(1, 0, 150), span(2, 0, 300)],
+        [span(2, 0, 300), span(1, 0, 150)],
+    ] {
+        assert_eq!(outcome(&slow, &trace(&spans)), Outcome::Sampled);
+    }
+}
+
+#[test]
 fn status_code_keeps_a_trace_with_any_listed_status() {
     let set =
         policies("  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}");
