@@ -301,6 +301,13 @@ impl PolicySet {
         self.nodes.is_empty()
     }
 
+    /// True when no policy keeps state between evaluations (no rate
+    /// limiting, no composite): any [`PolicyState`], even one made fresh
+    /// for each call, gives the same decisions.
+    pub fn is_stateless(&self) -> bool {
+        self.slots.is_empty()
+    }
+
     /// A fresh state for this set: full token buckets, zero counters.
     pub fn new_state(&self) -> PolicyState {
         PolicyState {

@@ -672,3 +672,21 @@ proptest! {
         prop_assert_eq!(plain.sampled, wrapped.sampled);
     }
 }
+
+#[test]
+fn only_sets_with_rate_limits_or_composites_keep_state() {
+    let stateless = policies(
+        "  - {name: slow, type: latency, latency: {threshold_ms: 500}}\n  - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
+    );
+    assert!(stateless.is_stateless());
+    let nested = policies(
+        "  - name: both\n    type: and\n    and:\n      and_sub_policy:\n        - {name: slow, type: latency, latency: {threshold_ms: 500}}\n        - {name: cap, type: rate_limiting, rate_limiting: {spans_per_second: 100}}",
+    );
+    assert!(
+        !nested.is_stateless(),
+        "a rate limit inside `and` keeps state"
+    );
+    let bytes =
+        policies("  - {name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1000}}");
+    assert!(!bytes.is_stateless());
+}

@@ -15,10 +15,11 @@ use crate::metrics::Metrics;
 pub(crate) struct ActivePolicy {
     pub file: PolicyFile,
     /// The rate limiters' tokens, shared by every shard so that a limit is
-    /// the node's, not each shard's. The lock is held for one evaluation;
-    /// a set without rate-limiting policies has an empty state, but
-    /// `policy` does not say so, so the lock is always taken.
+    /// the node's, not each shard's. The lock is held for one evaluation,
+    /// and only taken when the set has such policies: otherwise shards
+    /// evaluate side by side.
     state: Mutex<PolicyState>,
+    stateless: bool,
     /// xxh3-64 of the file's bytes.
     pub hash: u64,
     /// `[sampled, not_sampled]` per deciding policy, made once per file.
@@ -35,6 +36,7 @@ impl ActivePolicy {
             .collect();
         ActivePolicy {
             state: Mutex::new(file.policies.new_state()),
+            stateless: file.policies.is_stateless(),
             decided,
             undecided: metrics.decided("none"),
             file,
@@ -44,11 +46,15 @@ impl ActivePolicy {
 
     /// Decides a trace and counts the decision by policy.
     pub fn evaluate(&self, trace: &TraceView<'_>, now: Duration) -> Decision {
-        let decision = {
+        let policies = &self.file.policies;
+        let decision = if self.stateless {
+            // An empty state: nothing to share, nothing allocated.
+            policies.evaluate(&mut policies.new_state(), trace, now)
+        } else {
             // A poisoned lock only means another shard panicked mid-update
             // of token counts: still usable.
             let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            self.file.policies.evaluate(&mut state, trace, now)
+            policies.evaluate(&mut state, trace, now)
         };
         let counters = decision
             .policy
