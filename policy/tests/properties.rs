@@ -1,6 +1,8 @@
 //! Invariants over random traces: a decision does not depend on the order
-//! of the spans nor on how they were split into batches, and the
-//! probabilistic policy keeps its percentage of random trace IDs.
+//! of the spans nor on how they were split into batches (but for `latency`
+//! with `upper_threshold_ms`, which follows span order as the Collector
+//! does, and only order), and the probabilistic policy keeps its percentage
+//! of random trace IDs.
 
 mod common;
 
@@ -23,7 +25,7 @@ policies:
   - {name: all-ok-fast, type: and, and: {and_sub_policy: [{name: ok, type: status_code, status_code: {status_codes: [OK]}}, {name: fast, type: not, not: {not_sub_policy: {name: slowish, type: latency, latency: {threshold_ms: 40}}}}]}}
   - {name: veto, type: numeric_attribute, numeric_attribute: {key: n, min_value: 8, max_value: 9, invert_match: true}}
   - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}
-  - {name: slow, type: latency, latency: {threshold_ms: 60, upper_threshold_ms: 90}}
+  - {name: slow, type: latency, latency: {threshold_ms: 60}}
   - {name: b-keys, type: string_attribute, string_attribute: {key: k, values: ['^b'], enabled_regex_matching: true}}
   - {name: flagged, type: boolean_attribute, boolean_attribute: {key: f, value: true}}
   - {name: big, type: span_count, span_count: {min_spans: 5}}
@@ -189,6 +191,36 @@ proptest! {
         }
         let shuffled = decide(&set, &trace, &order, &cuts);
         prop_assert_eq!(&shuffled, &reference);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// latency.go with an upper bound checks the running duration after
+    /// each span: the order of the spans can change the answer (tested in
+    /// the unit tests), but how they were batched cannot.
+    #[test]
+    fn an_upper_bounded_latency_depends_on_span_order_not_on_batches(
+        id in any::<[u8; 16]>(),
+        specs in prop::collection::vec(span_spec(), 1..8),
+        seed in any::<u64>(),
+        cuts in prop::collection::vec(any::<usize>(), 1..4),
+    ) {
+        let set = PolicyFile::parse(
+            "policies:\n  - {name: band, type: latency, latency: {threshold_ms: 60, upper_threshold_ms: 90}}\n",
+            "band.yaml",
+        )
+        .unwrap()
+        .policies;
+        let trace = build(id, false, &specs);
+        let mut order: Vec<usize> = (0..specs.len()).collect();
+        let mut x = seed;
+        for at in (1..order.len()).rev() {
+            x = splitmix64(x);
+            order.swap(at, (x % (at as u64 + 1)) as usize);
+        }
+        prop_assert_eq!(decide(&set, &trace, &order, &cuts), decide(&set, &trace, &order, &[]));
     }
 }
 
