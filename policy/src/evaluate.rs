@@ -185,6 +185,8 @@ struct Ctx<'t> {
     now: Duration,
     attribute_keys: &'t [String],
     spans: OnceCell<Vec<SpanView<'t>>>,
+    /// bytes_limiting's estimate of the trace's size ([`crate::size`]).
+    size: OnceCell<u64>,
     attributes: OnceCell<AttributeIndex<'t>>,
 }
 
@@ -359,6 +361,7 @@ impl PolicySet {
             now,
             attribute_keys: &self.attribute_keys,
             spans: OnceCell::new(),
+            size: OnceCell::new(),
             attributes: OnceCell::new(),
         };
         // The first policy to cast each kind of vote, as the Collector keeps.
@@ -577,7 +580,8 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             ctx.now,
             *per_second,
             *burst,
-            summary.bytes(),
+            *ctx.size
+                .get_or_init(|| crate::size::trace_size(ctx.trace.spans)),
         )),
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not

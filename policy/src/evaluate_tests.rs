@@ -388,9 +388,12 @@ fn rate_limiting_burst_defaults_to_twice_the_rate() {
 }
 
 #[test]
-fn bytes_limiting_counts_the_trace_bytes() {
+fn bytes_limiting_charges_the_collector_estimate_of_the_trace_size() {
     let t = trace(&[span(1, 0, 1), span(2, 0, 1)]);
-    let bytes = t.summary.bytes();
+    // bytes_limiting.go: 4 for the resource (no attributes), 4 for the
+    // (empty) scope, 68 + the name ("span-N") for each span.
+    let bytes = 4 + 4 + 2 * (68 + 6);
+    assert_ne!(bytes, t.summary.bytes(), "not the encoded size");
     let fits = policies(&format!(
         "  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: 1, burst_capacity: {bytes}}}}}"
     ));

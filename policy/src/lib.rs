@@ -26,6 +26,7 @@ mod error;
 mod evaluate;
 mod policy;
 mod probabilistic;
+mod size;
 mod summary;
 #[cfg(test)]
 mod testutil;

@@ -486,7 +486,7 @@ pub enum AnyValue<'a> {
 impl<'a> AnyValue<'a> {
     /// Reads an `AnyValue` message that has already been validated. The last
     /// oneof field on the wire wins, as in prost.
-    fn read(bytes: &'a [u8]) -> Self {
+    pub fn read(bytes: &'a [u8]) -> Self {
         let mut value = AnyValue::Empty;
         let mut reader = Reader::new(bytes);
         while let Ok(Some(field)) = reader.next_field() {
@@ -520,7 +520,10 @@ pub struct Attributes<'a> {
 }
 
 impl<'a> Attributes<'a> {
-    fn new(message: &'a [u8], field: u32) -> Self {
+    /// The `KeyValue`s in field `field` of the validated message `message`
+    /// (a span's attributes are field 9, an event's 3, a scope's 3, a
+    /// `KeyValueList`'s 1).
+    pub fn new(message: &'a [u8], field: u32) -> Self {
         Attributes {
             reader: Reader::new(message),
             field,
