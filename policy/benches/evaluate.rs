@@ -165,10 +165,10 @@ fn evaluate(c: &mut Criterion) {
     };
     for (name, yaml) in [("3_policies", THREE), ("20_policies", TWENTY)] {
         let file = PolicyFile::parse(yaml, name).expect("bench policy file is valid");
-        let mut state = file.policies.new_state();
+        let state = file.policies.new_state();
         // Keep the decision the same on every iteration: a fresh bucket
         // each second, and the rate limiter never has room for 10 spans.
-        let decision = file.policies.evaluate(&mut state, &view, Duration::ZERO);
+        let decision = file.policies.evaluate(&state, &view, Duration::ZERO);
         assert!(
             !decision.sampled,
             "{name}: the bench trace must run every policy"
@@ -177,7 +177,7 @@ fn evaluate(c: &mut Criterion) {
         c.bench_function(&format!("evaluate/{name}"), |b| {
             b.iter(|| {
                 now += Duration::from_nanos(1);
-                black_box(file.policies.evaluate(&mut state, black_box(&view), now))
+                black_box(file.policies.evaluate(&state, black_box(&view), now))
             })
         });
     }

@@ -84,7 +84,7 @@ fn run_test(policy: &Path, traces: &Path) -> Result<String, String> {
         })
         .map_err(|e| format!("{name}: {e}"))?;
 
-    let mut state = file.policies.new_state();
+    let state = file.policies.new_state();
     let mut rows: Vec<[String; 4]> = Vec::with_capacity(list.len());
     let (mut sampled, mut dropped, mut not_sampled) = (0, 0, 0);
     for trace in &list {
@@ -102,7 +102,7 @@ fn run_test(policy: &Path, traces: &Path) -> Result<String, String> {
             summary: &trace.summary,
             spans: &spans,
         };
-        let decision = file.policies.evaluate(&mut state, &view, Duration::ZERO);
+        let decision = file.policies.evaluate(&state, &view, Duration::ZERO);
         match decision.outcome {
             o if o.is_sampled() => sampled += 1,
             Outcome::Dropped => dropped += 1,

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::cell::OnceCell;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
@@ -115,12 +115,24 @@ pub(crate) enum SlotKind {
 }
 
 /// The state of the rate-limiting policies of one [`PolicySet`]: token
-/// buckets and composite counters. Make a new one (with
-/// [`PolicySet::new_state`]) whenever the set changes; a state that does not
-/// fit the set it is used with is reset.
-#[derive(Debug, Clone)]
+/// buckets and composite counters, each behind its own lock, so threads
+/// deciding traces side by side meet only on the policy whose tokens they
+/// take, and only for that update. Make a new one (with
+/// [`PolicySet::new_state`]) whenever the set changes; with a state that
+/// does not fit the set, a decision starts from a fresh one.
+#[derive(Debug)]
 pub struct PolicyState {
-    slots: Vec<Slot>,
+    slots: Vec<Mutex<Slot>>,
+}
+
+impl PolicyState {
+    /// Slot `at`. A poisoned lock only means a thread panicked mid-update
+    /// of token counts: still usable.
+    fn slot(&self, at: usize) -> Option<MutexGuard<'_, Slot>> {
+        self.slots
+            .get(at)
+            .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -303,28 +315,23 @@ impl PolicySet {
         self.nodes.is_empty()
     }
 
-    /// True when no policy keeps state between evaluations (no rate
-    /// limiting, no composite): any [`PolicyState`], even one made fresh
-    /// for each call, gives the same decisions.
-    pub fn is_stateless(&self) -> bool {
-        self.slots.is_empty()
-    }
-
     /// A fresh state for this set: full token buckets, zero counters.
     pub fn new_state(&self) -> PolicyState {
         PolicyState {
             slots: self
                 .slots
                 .iter()
-                .map(|kind| match kind {
-                    SlotKind::Bucket => Slot::Bucket {
-                        tokens: 0.0,
-                        last: None,
-                    },
-                    SlotKind::Composite { subs } => Slot::Composite {
-                        second: None,
-                        sampled: vec![0; *subs],
-                    },
+                .map(|kind| {
+                    Mutex::new(match kind {
+                        SlotKind::Bucket => Slot::Bucket {
+                            tokens: 0.0,
+                            last: None,
+                        },
+                        SlotKind::Composite { subs } => Slot::Composite {
+                            second: None,
+                            sampled: vec![0; *subs],
+                        },
+                    })
                 })
                 .collect(),
         }
@@ -332,30 +339,28 @@ impl PolicySet {
 
     fn state_fits(&self, state: &PolicyState) -> bool {
         state.slots.len() == self.slots.len()
-            && state
-                .slots
-                .iter()
-                .zip(&self.slots)
-                .all(|(s, k)| match (s, k) {
+            && state.slots.iter().zip(&self.slots).all(|(s, k)| {
+                match (&*s.lock().unwrap_or_else(|e| e.into_inner()), k) {
                     (Slot::Bucket { .. }, SlotKind::Bucket) => true,
                     (Slot::Composite { sampled, .. }, SlotKind::Composite { subs }) => {
                         sampled.len() == *subs
                     }
                     _ => false,
-                })
+                }
+            })
     }
 
     /// Decides `trace`. `now` is any monotonic time (the same epoch for every
-    /// call with one state); only rate limiting reads it.
-    pub fn evaluate(
-        &self,
-        state: &mut PolicyState,
-        trace: &TraceView<'_>,
-        now: Duration,
-    ) -> Decision {
-        if !self.state_fits(state) {
-            *state = self.new_state();
-        }
+    /// call with one state); only rate limiting reads it. Threads may share
+    /// one state.
+    pub fn evaluate(&self, state: &PolicyState, trace: &TraceView<'_>, now: Duration) -> Decision {
+        let fresh;
+        let state = if self.state_fits(state) {
+            state
+        } else {
+            fresh = self.new_state();
+            &fresh
+        };
         let ctx = Ctx {
             trace,
             now,
@@ -440,7 +445,7 @@ fn running_latency_in_range(spans: &[SpanView<'_>], threshold: i128, upper: i128
     })
 }
 
-fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
+fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
     let summary = ctx.trace.summary;
     let has_spans = summary.span_count() > 0;
     match &node.rule {
@@ -627,8 +632,11 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
         } => {
             // composite.go: per-second span budgets, one per sub-policy,
             // reset at each new second.
+            // The counters are locked to reset them and to spend from them,
+            // not while sub-policies are evaluated.
             let second = ctx.now.as_secs();
-            if let Some(Slot::Composite { second: s, sampled }) = state.slots.get_mut(*slot)
+            if let Some(mut guard) = state.slot(*slot)
+                && let Slot::Composite { second: s, sampled } = &mut *guard
                 && *s != Some(second)
             {
                 *s = Some(second);
@@ -638,7 +646,10 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
             for (i, (sub, allocated)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
                 if matches!(v.verdict, Verdict::Sampled | Verdict::InvertSampled) {
-                    let Some(Slot::Composite { sampled, .. }) = state.slots.get_mut(*slot) else {
+                    let Some(mut guard) = state.slot(*slot) else {
+                        return Vote::of(Verdict::NotSampled);
+                    };
+                    let Slot::Composite { sampled, .. } = &mut *guard else {
                         return Vote::of(Verdict::NotSampled);
                     };
                     let if_sampled = sampled[i].saturating_add(count);
@@ -661,14 +672,17 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &mut PolicyState) -> Vote {
 /// request larger than the burst never passes. State changes only when the
 /// request passes, as in the Go limiter.
 fn take_tokens(
-    state: &mut PolicyState,
+    state: &PolicyState,
     slot: usize,
     now: Duration,
     per_second: i64,
     burst: i64,
     n: u64,
 ) -> bool {
-    let Some(Slot::Bucket { tokens, last }) = state.slots.get_mut(slot) else {
+    let Some(mut guard) = state.slot(slot) else {
+        return false;
+    };
+    let Slot::Bucket { tokens, last } = &mut *guard else {
         return false;
     };
     let (burst, n) = (burst as f64, n as f64);

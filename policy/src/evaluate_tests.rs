@@ -351,24 +351,24 @@ fn rate_limiting_is_a_token_bucket_driven_by_the_time_argument() {
     let fifteen: Vec<SpanSpec> = (1..=15).map(|n| span(n, 0, 1)).collect();
     let big: Vec<SpanSpec> = (1..=21).map(|n| span(n, 0, 1)).collect();
     let (t15, t21) = (trace(&fifteen), trace(&big));
-    let mut state = set.new_state();
+    let state = set.new_state();
     let at = Duration::from_secs(100);
     // Full bucket: 20 tokens.
-    assert!(t15.decide(&set, &mut state, at).sampled);
+    assert!(t15.decide(&set, &state, at).sampled);
     // 5 left.
-    assert!(!t15.decide(&set, &mut state, at).sampled);
+    assert!(!t15.decide(&set, &state, at).sampled);
     // Half a second refills 5: 10 is not enough yet.
     assert!(
-        !t15.decide(&set, &mut state, at + Duration::from_millis(500))
+        !t15.decide(&set, &state, at + Duration::from_millis(500))
             .sampled
     );
     // One second refills 10: 15.
     assert!(
-        t15.decide(&set, &mut state, at + Duration::from_secs(1))
+        t15.decide(&set, &state, at + Duration::from_secs(1))
             .sampled
     );
     // More than the burst never passes, even with a full bucket.
-    assert!(!t21.decide(&set, &mut set.new_state(), at).sampled);
+    assert!(!t21.decide(&set, &set.new_state(), at).sampled);
 }
 
 #[test]
@@ -376,15 +376,8 @@ fn rate_limiting_burst_defaults_to_twice_the_rate() {
     let set = policies("  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 2}}");
     let four = trace(&(1..=4).map(|n| span(n, 0, 1)).collect::<Vec<_>>());
     let five = trace(&(1..=5).map(|n| span(n, 0, 1)).collect::<Vec<_>>());
-    assert!(
-        four.decide(&set, &mut set.new_state(), Duration::ZERO)
-            .sampled
-    );
-    assert!(
-        !five
-            .decide(&set, &mut set.new_state(), Duration::ZERO)
-            .sampled
-    );
+    assert!(four.decide(&set, &set.new_state(), Duration::ZERO).sampled);
+    assert!(!five.decide(&set, &set.new_state(), Duration::ZERO).sampled);
 }
 
 #[test]
@@ -401,11 +394,11 @@ fn bytes_limiting_charges_the_collector_estimate_of_the_trace_size() {
         "  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: 1, burst_capacity: {}}}}}",
         bytes - 1
     ));
-    let mut state = fits.new_state();
-    assert!(t.decide(&fits, &mut state, Duration::ZERO).sampled);
-    assert!(!t.decide(&fits, &mut state, Duration::ZERO).sampled);
+    let state = fits.new_state();
+    assert!(t.decide(&fits, &state, Duration::ZERO).sampled);
+    assert!(!t.decide(&fits, &state, Duration::ZERO).sampled);
     assert!(
-        !t.decide(&too_small, &mut too_small.new_state(), Duration::ZERO)
+        !t.decide(&too_small, &too_small.new_state(), Duration::ZERO)
             .sampled
     );
 }
@@ -457,17 +450,17 @@ fn composite_gives_each_sub_policy_its_share_of_spans_per_second() {
     let mut errors = three.clone();
     errors[0].status = 2;
     let (err, ok) = (trace(&errors), trace(&three));
-    let mut state = set.new_state();
+    let state = set.new_state();
     let t0 = Duration::from_secs(7);
     // errors: 5 spans/s; rest: 3 spans/s.
-    assert!(ok.decide(&set, &mut state, t0).sampled);
-    assert!(!ok.decide(&set, &mut state, t0).sampled);
-    assert!(err.decide(&set, &mut state, t0).sampled);
-    assert!(!err.decide(&set, &mut state, t0).sampled);
+    assert!(ok.decide(&set, &state, t0).sampled);
+    assert!(!ok.decide(&set, &state, t0).sampled);
+    assert!(err.decide(&set, &state, t0).sampled);
+    assert!(!err.decide(&set, &state, t0).sampled);
     // A new second resets every budget.
     let t1 = t0 + Duration::from_secs(1);
-    assert!(ok.decide(&set, &mut state, t1).sampled);
-    assert!(err.decide(&set, &mut state, t1).sampled);
+    assert!(ok.decide(&set, &state, t1).sampled);
+    assert!(err.decide(&set, &state, t1).sampled);
 }
 
 #[test]
@@ -584,17 +577,17 @@ fn and_with_probabilistic_reports_the_probabilistic_threshold() {
 }
 
 #[test]
-fn a_state_from_another_set_is_reset_not_misread() {
+fn a_state_from_another_set_is_not_misread_a_fresh_one_is_used() {
     let limited = policies(
         "  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 1}}",
     );
     let composite = policies(
         "  - name: c\n    type: composite\n    composite:\n      max_total_spans_per_second: 5\n      composite_sub_policy: [{name: a, type: always_sample}]\n      rate_allocation: [{policy: a, percent: 100}]",
     );
-    let mut state = composite.new_state();
+    let state = composite.new_state();
     assert!(
         trace(&[span(1, 0, 1)])
-            .decide(&limited, &mut state, Duration::ZERO)
+            .decide(&limited, &state, Duration::ZERO)
             .sampled
     );
 }
@@ -677,19 +670,31 @@ proptest! {
 }
 
 #[test]
-fn only_sets_with_rate_limits_or_composites_keep_state() {
-    let stateless = policies(
-        "  - {name: slow, type: latency, latency: {threshold_ms: 500}}\n  - {name: some, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
+fn threads_sharing_a_state_spend_each_token_once() {
+    // A burst of 100 spans, no refill (the clock stands still): 4 threads
+    // deciding 50 one-span traces each keep exactly 100 between them, and a
+    // composite budget of 30 spans keeps exactly 30.
+    let limited = policies(
+        "  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 1, burst_capacity: 100}}",
     );
-    assert!(stateless.is_stateless());
-    let nested = policies(
-        "  - name: both\n    type: and\n    and:\n      and_sub_policy:\n        - {name: slow, type: latency, latency: {threshold_ms: 500}}\n        - {name: cap, type: rate_limiting, rate_limiting: {spans_per_second: 100}}",
+    let composite = policies(
+        "  - name: c\n    type: composite\n    composite:\n      max_total_spans_per_second: 30\n      composite_sub_policy: [{name: a, type: always_sample}]\n      rate_allocation: [{policy: a, percent: 100}]",
     );
-    assert!(
-        !nested.is_stateless(),
-        "a rate limit inside `and` keeps state"
-    );
-    let bytes =
-        policies("  - {name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1000}}");
-    assert!(!bytes.is_stateless());
+    for (set, expected) in [(&limited, 100), (&composite, 30)] {
+        let state = set.new_state();
+        let one = trace(&[span(1, 0, 1)]);
+        let kept: usize = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..50)
+                            .filter(|_| one.decide(set, &state, Duration::ZERO).sampled)
+                            .count()
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().expect("worker")).sum()
+        });
+        assert_eq!(kept, expected);
+    }
 }

@@ -131,12 +131,7 @@ impl TestTrace {
         }
     }
 
-    pub(crate) fn decide(
-        &self,
-        set: &PolicySet,
-        state: &mut PolicyState,
-        now: Duration,
-    ) -> Decision {
+    pub(crate) fn decide(&self, set: &PolicySet, state: &PolicyState, now: Duration) -> Decision {
         let refs: Vec<SpanRef<'_>> = self
             .spans
             .iter()
@@ -164,5 +159,5 @@ pub(crate) fn policies(yaml: &str) -> PolicySet {
 
 /// Decides a trace with a fresh state at time 0.
 pub(crate) fn decide(set: &PolicySet, trace: &TestTrace) -> Decision {
-    trace.decide(set, &mut set.new_state(), Duration::ZERO)
+    trace.decide(set, &set.new_state(), Duration::ZERO)
 }

@@ -154,7 +154,7 @@ fn a_decision_annotates_only_kept_traces_and_the_policy_only_when_asked() {
     let summary = TraceSummary::new();
     let decide = |id| {
         file.policies.evaluate(
-            &mut file.policies.new_state(),
+            &file.policies.new_state(),
             &TraceView {
                 trace_id: id,
                 summary: &summary,

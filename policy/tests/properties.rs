@@ -160,7 +160,7 @@ fn decide(set: &PolicySet, trace: &Trace, order: &[usize], cuts: &[usize]) -> De
         summary: &summary,
         spans: &refs,
     };
-    set.evaluate(&mut set.new_state(), &view, Duration::from_secs(3))
+    set.evaluate(&set.new_state(), &view, Duration::from_secs(3))
 }
 
 fn mixed() -> PolicySet {
@@ -293,7 +293,7 @@ proptest! {
         .unwrap()
         .policies;
         let summary = TraceSummary::new();
-        let mut state = set.new_state();
+        let state = set.new_state();
         let mut x = seed;
         let mut kept = 0u64;
         for _ in 0..IDS {
@@ -304,7 +304,7 @@ proptest! {
             id[..8].copy_from_slice(&hi.to_be_bytes());
             id[8..].copy_from_slice(&x.to_be_bytes());
             let view = TraceView { trace_id: TraceId(id), summary: &summary, spans: &[] };
-            kept += u64::from(set.evaluate(&mut state, &view, Duration::ZERO).sampled);
+            kept += u64::from(set.evaluate(&state, &view, Duration::ZERO).sampled);
         }
         let p = percentage / 100.0;
         let expected = IDS as f64 * p;

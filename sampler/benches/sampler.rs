@@ -358,7 +358,7 @@ fn e2e(requests: u64, clients: usize, policy: &str) {
 fn pipeline(requests: u64) {
     let prepared: Vec<Bytes> = (0..requests).map(make_request).collect();
     let file = policy::PolicyFile::parse(POLICY, "policy.yaml").expect("policy");
-    let mut state = file.policies.new_state();
+    let state = file.policies.new_state();
     let mut buffer = TraceBuffer::new(BufferSettings {
         decision_wait: Duration::from_millis(1),
         decision_wait_after_root: None,
@@ -384,7 +384,7 @@ fn pipeline(requests: u64) {
                 summary: &trace.summary,
                 spans: &refs,
             };
-            let decision = file.policies.evaluate(&mut state, &view, now);
+            let decision = file.policies.evaluate(&state, &view, now);
             if decision.sampled {
                 let annotated: Vec<_> = refs
                     .iter()

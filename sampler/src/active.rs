@@ -3,7 +3,7 @@
 //! force when it is decided, whenever it arrived.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics::Counter;
@@ -15,11 +15,9 @@ use crate::metrics::Metrics;
 pub(crate) struct ActivePolicy {
     pub file: PolicyFile,
     /// The rate limiters' tokens, shared by every shard so that a limit is
-    /// the node's, not each shard's. The lock is held for one evaluation,
-    /// and only taken when the set has such policies: otherwise shards
-    /// evaluate side by side.
-    state: Mutex<PolicyState>,
-    stateless: bool,
+    /// the node's, not each shard's. Each limiter has its own lock, held
+    /// only while its tokens are taken: shards evaluate side by side.
+    state: PolicyState,
     /// xxh3-64 of the file's bytes.
     pub hash: u64,
     /// `[sampled, not_sampled]` per deciding policy, made once per file.
@@ -35,8 +33,7 @@ impl ActivePolicy {
             .map(|name| (Arc::from(name), metrics.decided(name)))
             .collect();
         ActivePolicy {
-            state: Mutex::new(file.policies.new_state()),
-            stateless: file.policies.is_stateless(),
+            state: file.policies.new_state(),
             decided,
             undecided: metrics.decided("none"),
             file,
@@ -46,16 +43,7 @@ impl ActivePolicy {
 
     /// Decides a trace and counts the decision by policy.
     pub fn evaluate(&self, trace: &TraceView<'_>, now: Duration) -> Decision {
-        let policies = &self.file.policies;
-        let decision = if self.stateless {
-            // An empty state: nothing to share, nothing allocated.
-            policies.evaluate(&mut policies.new_state(), trace, now)
-        } else {
-            // A poisoned lock only means another shard panicked mid-update
-            // of token counts: still usable.
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            policies.evaluate(&mut state, trace, now)
-        };
+        let decision = self.file.policies.evaluate(&self.state, trace, now);
         let counters = decision
             .policy
             .as_ref()

@@ -137,7 +137,7 @@ policies:
 
     // And exactly the traces the policy crate keeps.
     let file = PolicyFile::load(&path).unwrap();
-    let mut state = file.policies.new_state();
+    let state = file.policies.new_state();
     let expected: Vec<TraceId> = ids
         .iter()
         .copied()
@@ -149,7 +149,7 @@ policies:
                 spans: &[],
             };
             file.policies
-                .evaluate(&mut state, &view, Duration::ZERO)
+                .evaluate(&state, &view, Duration::ZERO)
                 .sampled
         })
         .collect();
