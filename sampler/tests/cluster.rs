@@ -9,6 +9,7 @@ mod dns;
 mod support;
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use dns::FakeDns;
@@ -116,6 +117,36 @@ fn start_on_one_port(
     panic!("no port free on all of {nodes:?}");
 }
 
+/// The test policy, written to a file of its own for test `name`.
+fn policy_file(name: &str) -> PathBuf {
+    let policy = temp_dir(name).join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    policy
+}
+
+/// Samplers `(name, ip)` on one port in a cluster whose static ring lists
+/// `listed` (some maybe never started), with the test policy; and that
+/// ring's members, in `listed` order.
+fn start_static_cluster(
+    test: &str,
+    nodes: &[(&str, &str)],
+    listed: [&str; 2],
+    backend: &Backend,
+) -> (Vec<Node>, [Member; 2]) {
+    let policy = policy_file(test);
+    let (nodes, port) = start_on_one_port(nodes, |n, ip, port| {
+        cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&listed, port),
+            &policy,
+            backend,
+        )
+    });
+    (nodes, listed.map(|ip| member(ip, port)))
+}
+
 /// `n` trace IDs that `owner` owns on a ring over `members`.
 fn owned_by(members: &[Member], owner: &Member, n: usize, salt: u8) -> Vec<TraceId> {
     let set: MemberSet = members.iter().cloned().collect();
@@ -187,20 +218,12 @@ async fn send_marked(node: &Node, header: (&str, &str), specs: &[SpanSpec]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stray_spans_reach_the_owner_once_and_the_trace_arrives_whole() {
     let backend = Backend::start().await;
-    let dir = temp_dir("cluster-stray");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let (nodes, port) = start_on_one_port(&[("stray-a", A), ("stray-b", B)], |n, ip, port| {
-        cluster_config(
-            n,
-            ip,
-            port,
-            static_resolver(&[A, B], port),
-            &policy,
-            &backend,
-        )
-    });
-    let members = [member(A, port), member(B, port)];
+    let (nodes, members) = start_static_cluster(
+        "cluster-stray",
+        &[("stray-a", A), ("stray-b", B)],
+        [A, B],
+        &backend,
+    );
     let ids = owned_by(&members, &members[0], 3, 1);
     for id in &ids {
         // Two spans reach the owner, two (the error root among them) reach
@@ -250,20 +273,12 @@ async fn stray_spans_reach_the_owner_once_and_the_trace_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_span_is_never_forwarded_again_and_its_trace_is_handed_to_the_owner() {
     let backend = Backend::start().await;
-    let dir = temp_dir("cluster-noloop");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let (nodes, port) = start_on_one_port(&[("loop-a", A), ("loop-b", B)], |n, ip, port| {
-        cluster_config(
-            n,
-            ip,
-            port,
-            static_resolver(&[A, B], port),
-            &policy,
-            &backend,
-        )
-    });
-    let members = [member(A, port), member(B, port)];
+    let (nodes, members) = start_static_cluster(
+        "cluster-noloop",
+        &[("loop-a", A), ("loop-b", B)],
+        [A, B],
+        &backend,
+    );
     // Owned by A, but forwarded to B by a sampler whose ring said B: B
     // keeps it rather than bounce it back at once (no loops), then its
     // mover hands the whole trace to the owner.
@@ -318,20 +333,12 @@ async fn a_forwarded_span_is_never_forwarded_again_and_its_trace_is_handed_to_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stray_whose_owner_cannot_be_reached_is_kept_and_arrives_whole() {
     let backend = Backend::start().await;
-    let dir = temp_dir("cluster-unreachable");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let (nodes, port) = start_on_one_port(&[("alone-a", A)], |n, ip, port| {
-        cluster_config(
-            n,
-            ip,
-            port,
-            static_resolver(&[A, DEAD], port),
-            &policy,
-            &backend,
-        )
-    });
-    let members = [member(A, port), member(DEAD, port)];
+    let (nodes, members) = start_static_cluster(
+        "cluster-unreachable",
+        &[("alone-a", A)],
+        [A, DEAD],
+        &backend,
+    );
     let ids = owned_by(&members, &members[1], 2, 3);
     // The first: forwarded, refused, marked down, re-routed to the next
     // member on the ring (this node), which keeps it.
@@ -369,20 +376,12 @@ async fn a_stray_whose_owner_cannot_be_reached_is_kept_and_arrives_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_traces_and_decisions_to_the_owner_without_it() {
     let backend = Backend::start().await;
-    let dir = temp_dir("cluster-handover");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let (mut nodes, port) = start_on_one_port(&[("hand-a", A), ("hand-b", B)], |n, ip, port| {
-        cluster_config(
-            n,
-            ip,
-            port,
-            static_resolver(&[A, B], port),
-            &policy,
-            &backend,
-        )
-    });
-    let members = [member(A, port), member(B, port)];
+    let (mut nodes, members) = start_static_cluster(
+        "cluster-handover",
+        &[("hand-a", A), ("hand-b", B)],
+        [A, B],
+        &backend,
+    );
     let ids = owned_by(&members, &members[0], 12, 4);
     let (kept, dropped, held) = (ids[0], ids[1], &ids[2..]);
     nodes[0]
@@ -459,20 +458,12 @@ async fn shutdown_hands_traces_and_decisions_to_the_owner_without_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_over_that_reaches_nobody_decides_here_and_counts_it() {
     let backend = Backend::start().await;
-    let dir = temp_dir("cluster-handover-fails");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
-    let (mut nodes, port) = start_on_one_port(&[("lone-a", A)], |n, ip, port| {
-        cluster_config(
-            n,
-            ip,
-            port,
-            static_resolver(&[A, DEAD], port),
-            &policy,
-            &backend,
-        )
-    });
-    let members = [member(A, port), member(DEAD, port)];
+    let (mut nodes, members) = start_static_cluster(
+        "cluster-handover-fails",
+        &[("lone-a", A)],
+        [A, DEAD],
+        &backend,
+    );
     let ids = owned_by(&members, &members[0], 4, 5);
     for id in &ids {
         nodes[0]
@@ -507,9 +498,7 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     let backend = Backend::start().await;
     let mut dns = FakeDns::start().await;
     dns.set("samplers.test.", &[A]).await;
-    let dir = temp_dir("cluster-rebalance");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    let policy = policy_file("cluster-rebalance");
     let (nodes, port) = start_on_one_port(&[("move-a", A), ("move-b", B)], |n, ip, port| {
         cluster_config(n, ip, port, dns_resolver(&dns, port), &policy, &backend)
     });
