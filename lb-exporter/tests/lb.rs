@@ -156,6 +156,24 @@ async fn send_in_thirds(lbs: &[&Node], traffic: &mut Traces, traces: &[[u8; 16]]
     sent
 }
 
+/// Sends 60 traces (seeded by `seed`) through `lb` in thirds and checks
+/// that every span of each reached exactly its owner on the ring over `IPS`;
+/// returns the spans sent.
+async fn assert_routed_to_owners(lb: &Node, sinks: &[FakeSink], port: u16, seed: u64) -> usize {
+    let ring = Ring::new(members(port, &IPS)).unwrap();
+    let mut traffic = Traces::new(seed);
+    let traces: Vec<[u8; 16]> = (0..60).map(|_| traffic.trace_id()).collect();
+    let sent = send_in_thirds(&[lb], &mut traffic, &traces).await;
+    assert!(eventually(WAIT, || total(sinks) == sent).await);
+    for t in &traces {
+        assert_eq!(
+            holders(sinks, t),
+            [sink_of(sinks, ring.route(&TraceId(*t)))]
+        );
+    }
+    sent
+}
+
 #[tokio::test]
 async fn every_span_of_a_trace_reaches_exactly_one_sink_its_owner() {
     let (dns, sinks, port) = dns_with_sinks().await;
@@ -171,17 +189,7 @@ async fn every_span_of_a_trace_reaches_exactly_one_sink_its_owner() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(ready_seen, "/readyz once members are known");
-    let ring = Ring::new(members(port, &IPS)).unwrap();
-    let mut traffic = Traces::new(21);
-    let traces: Vec<[u8; 16]> = (0..60).map(|_| traffic.trace_id()).collect();
-    let sent = send_in_thirds(&[&lb], &mut traffic, &traces).await;
-    assert!(eventually(WAIT, || total(&sinks) == sent).await);
-    for t in &traces {
-        assert_eq!(
-            holders(&sinks, t),
-            [sink_of(&sinks, ring.route(&TraceId(*t)))]
-        );
-    }
+    let sent = assert_routed_to_owners(&lb, &sinks, port, 21).await;
     assert!(sinks.iter().all(|s| s.span_count() > 0), "load is spread");
     let m = Scrape::now();
     assert_eq!(
@@ -303,17 +311,7 @@ async fn a_failing_dns_keeps_routing_to_the_last_good_set() {
         eventually(WAIT, || errors() >= 2.0).await,
         "failed lookups are counted"
     );
-    let ring = Ring::new(members(port, &IPS)).unwrap();
-    let mut traffic = Traces::new(24);
-    let traces: Vec<[u8; 16]> = (0..60).map(|_| traffic.trace_id()).collect();
-    let sent = send_in_thirds(&[&lb], &mut traffic, &traces).await;
-    assert!(eventually(WAIT, || total(&sinks) == sent).await);
-    for t in &traces {
-        assert_eq!(
-            holders(&sinks, t),
-            [sink_of(&sinks, ring.route(&TraceId(*t)))]
-        );
-    }
+    assert_routed_to_owners(&lb, &sinks, port, 24).await;
     assert_eq!(lb.exporter.members().len(), 3);
     let m = Scrape::now();
     assert_eq!(m.get("tailgate_lb_members", &node("lb-dnsfail", &[])), 3.0);
