@@ -228,18 +228,8 @@ impl Mover {
                 complete = false;
                 break;
             }
-            let skip = Arc::new(unreached.clone());
-            let own = ownership.clone();
             let taken = self
-                .take(
-                    move || -> IdFilter {
-                        let own = own.clone();
-                        let skip = skip.clone();
-                        Box::new(move |id| elsewhere(&own, &skip, id))
-                    },
-                    ROUND_TRACES,
-                    false,
-                )
+                .take(owned_elsewhere(ownership, &unreached), ROUND_TRACES, false)
                 .await;
             if taken.traces.is_empty() {
                 break;
@@ -258,18 +248,8 @@ impl Mover {
             if interrupt.interrupted() {
                 return Pass::Interrupted;
             }
-            let skip = Arc::new(unreached.clone());
-            let own = ownership.clone();
             let taken = self
-                .take(
-                    move || -> IdFilter {
-                        let own = own.clone();
-                        let skip = skip.clone();
-                        Box::new(move |id| elsewhere(&own, &skip, id))
-                    },
-                    0,
-                    true,
-                )
+                .take(owned_elsewhere(ownership, &unreached), 0, true)
                 .await;
             self.push_decisions(
                 ownership,
@@ -518,8 +498,19 @@ impl Mover {
 }
 
 /// Whether `id` belongs to another member that is not known unreachable.
-fn elsewhere(ownership: &Ownership, unreached: &HashSet<Member>, id: &TraceId) -> bool {
-    !ownership.owns(id) && ownership.owner(id).is_some_and(|m| !unreached.contains(m))
+/// Makes, for each shard, a filter for the trace IDs another member owns,
+/// leaving out the members in `unreached`.
+fn owned_elsewhere(
+    ownership: &Ownership,
+    unreached: &HashSet<Member>,
+) -> impl Fn() -> IdFilter + use<> {
+    let own = ownership.clone();
+    let skip = Arc::new(unreached.clone());
+    move || -> IdFilter {
+        let own = own.clone();
+        let skip = skip.clone();
+        Box::new(move |id| !own.owns(id) && own.owner(id).is_some_and(|m| !skip.contains(m)))
+    }
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
