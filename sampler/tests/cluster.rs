@@ -584,3 +584,60 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     assert_identity("move-a").await;
     assert_identity("move-b").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_overs_carry_the_forward_headers_to_samplers_that_require_a_token() {
+    let backend = Backend::start().await;
+    let policy = policy_file("cluster-token");
+    let tokens = policy.with_file_name("tokens");
+    std::fs::write(&tokens, "t0ken\n").unwrap();
+    let (mut nodes, port) = start_on_one_port(&[("token-a", A), ("token-b", B)], |n, ip, port| {
+        let mut c = cluster_config(
+            n,
+            ip,
+            port,
+            static_resolver(&[A, B], port),
+            &policy,
+            &backend,
+        );
+        c.receiver.auth = Some(proto::receiver::AuthConfig {
+            tokens_file: Some(tokens.clone()),
+            tokens_env: None,
+            header: "authorization".into(),
+        });
+        let forward = &mut c.cluster.as_mut().unwrap().forward;
+        forward
+            .headers
+            .insert("authorization".into(), "Bearer t0ken".into());
+        c
+    });
+    let members = [member(A, port), member(B, port)];
+    let ids = owned_by(&members, &members[0], 3, 7);
+    for id in &ids {
+        send_marked(
+            &nodes[0],
+            ("authorization", "Bearer t0ken"),
+            &[span(*id, 1), span(*id, 2)],
+        )
+        .await;
+    }
+    let a = nodes.remove(0);
+    within(20, a.shutdown()).await.unwrap();
+    let m = global();
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_traces_handed_over_total",
+            "token-a",
+            &[("reason", "shutdown")]
+        ),
+        3.0,
+        "the owner took every trace: the push carried the token"
+    );
+    assert_eq!(
+        count(&m, "tailgate_traces_handover_failed_total", "token-a", &[]),
+        0.0
+    );
+    assert_identity("token-a").await;
+    assert_identity("token-b").await;
+}

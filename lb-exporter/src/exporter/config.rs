@@ -132,7 +132,7 @@ impl ExportConfig {
     }
 
     /// The client settings for one member.
-    pub(crate) fn client(&self, endpoint: String) -> OtlpClientConfig {
+    pub fn client(&self, endpoint: String) -> OtlpClientConfig {
         OtlpClientConfig {
             endpoint,
             timeout: self.timeout,

@@ -323,9 +323,23 @@ impl OtlpClient {
     /// server enforcing the same deadline would race this one and turn a
     /// DEADLINE_EXCEEDED into a CANCELLED.
     pub async fn export(&self, request: Bytes) -> Result<ExportResponse, ExportError> {
+        self.export_with(request, None, self.timeout).await
+    }
+
+    /// [`Self::export`] with one more metadata entry for this call only
+    /// (beside the configured headers) and its own timeout.
+    pub async fn export_with(
+        &self,
+        request: Bytes,
+        extra: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
+        timeout: Duration,
+    ) -> Result<ExportResponse, ExportError> {
         let mut grpc = self.grpc.clone();
         let mut call = tonic::Request::new(request);
         *call.metadata_mut() = self.headers.clone();
+        if let Some((key, value)) = extra {
+            call.metadata_mut().insert(key, value);
+        }
         let attempt = async move {
             grpc.ready()
                 .await
@@ -337,11 +351,11 @@ impl OtlpClient {
             )
             .await
         };
-        let response = match tokio::time::timeout(self.timeout, attempt).await {
+        let response = match tokio::time::timeout(timeout, attempt).await {
             Err(_) => {
                 return Err(ExportError::Timeout {
                     endpoint: self.endpoint.clone(),
-                    timeout: self.timeout,
+                    timeout,
                 });
             }
             Ok(Err(status)) => return Err(ExportError::from_status(self.endpoint.clone(), status)),

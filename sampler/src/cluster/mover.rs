@@ -300,11 +300,7 @@ impl Mover {
         if let Some(peer) = self.peers.get(member) {
             return Some(peer.clone());
         }
-        match Peer::with_tls(
-            member,
-            self.config.forward.connect_timeout,
-            self.config.forward.tls.as_ref(),
-        ) {
+        match Peer::new(member, &self.config.forward) {
             Ok(peer) => {
                 self.peers.insert(member.clone(), peer.clone());
                 Some(peer)
