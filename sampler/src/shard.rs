@@ -378,17 +378,9 @@ impl Shard {
                 match &decision {
                     CachedDecision::Sampled(kept) => {
                         let record_policy = self.ctx.config.record_policy;
-                        let refs = trace.span_refs();
-                        let annotated: Vec<Cow<'_, [u8]>> = refs
-                            .iter()
-                            .map(|r| annotate(r.span, kept, record_policy))
-                            .collect();
-                        let refs: Vec<SpanRef<'_>> = refs
-                            .iter()
-                            .zip(&annotated)
-                            .map(|(r, span)| SpanRef { span, ..*r })
-                            .collect();
-                        write::write_request(&refs, &mut self.out);
+                        write_annotated(&mut self.out, &trace.span_refs(), |span| {
+                            annotate(span, kept, record_policy)
+                        });
                         self.out_spans += spans;
                         metrics.late[0].increment(spans as u64);
                     }
@@ -450,16 +442,9 @@ impl Shard {
         let cached = if decision.sampled {
             let record_policy = self.ctx.config.record_policy;
             if record_policy || decision.threshold.is_some() {
-                let annotated: Vec<Cow<'_, [u8]>> = refs
-                    .iter()
-                    .map(|r| decision.annotate(r.span, record_policy))
-                    .collect();
-                let refs: Vec<SpanRef<'_>> = refs
-                    .iter()
-                    .zip(&annotated)
-                    .map(|(r, span)| SpanRef { span, ..*r })
-                    .collect();
-                write::write_request(&refs, &mut self.out);
+                write_annotated(&mut self.out, &refs, |span| {
+                    decision.annotate(span, record_policy)
+                });
             } else {
                 write::write_request(&refs, &mut self.out);
             }
@@ -571,6 +556,22 @@ impl Shard {
             .node
             .buffered((before.traces, now.traces), (before.bytes, now.bytes));
     }
+}
+
+/// Writes `refs` as one request into `out`, each span as `annotate` makes
+/// it.
+fn write_annotated<'a>(
+    out: &mut BytesMut,
+    refs: &[SpanRef<'a>],
+    annotate: impl Fn(&'a [u8]) -> Cow<'a, [u8]>,
+) {
+    let annotated: Vec<Cow<'a, [u8]>> = refs.iter().map(|r| annotate(r.span)).collect();
+    let refs: Vec<SpanRef<'_>> = refs
+        .iter()
+        .zip(&annotated)
+        .map(|(r, span)| SpanRef { span, ..*r })
+        .collect();
+    write::write_request(&refs, out);
 }
 
 fn annotate<'a>(span: &'a [u8], kept: &Kept, record_policy: bool) -> Cow<'a, [u8]> {
