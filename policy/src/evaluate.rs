@@ -108,7 +108,7 @@ pub struct PolicySet {
 }
 
 /// What a stateful policy keeps between evaluations.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotKind {
     Bucket,
     Composite { subs: usize },
@@ -122,6 +122,9 @@ pub(crate) enum SlotKind {
 /// does not fit the set, a decision starts from a fresh one.
 #[derive(Debug)]
 pub struct PolicyState {
+    /// The kinds the state was made for, to tell whether it fits a set
+    /// without locking every slot.
+    kinds: Vec<SlotKind>,
     slots: Vec<Mutex<Slot>>,
 }
 
@@ -318,6 +321,7 @@ impl PolicySet {
     /// A fresh state for this set: full token buckets, zero counters.
     pub fn new_state(&self) -> PolicyState {
         PolicyState {
+            kinds: self.slots.clone(),
             slots: self
                 .slots
                 .iter()
@@ -338,16 +342,7 @@ impl PolicySet {
     }
 
     fn state_fits(&self, state: &PolicyState) -> bool {
-        state.slots.len() == self.slots.len()
-            && state.slots.iter().zip(&self.slots).all(|(s, k)| {
-                match (&*s.lock().unwrap_or_else(|e| e.into_inner()), k) {
-                    (Slot::Bucket { .. }, SlotKind::Bucket) => true,
-                    (Slot::Composite { sampled, .. }, SlotKind::Composite { subs }) => {
-                        sampled.len() == *subs
-                    }
-                    _ => false,
-                }
-            })
+        state.kinds == self.slots
     }
 
     /// Decides `trace`. `now` is any monotonic time (the same epoch for every
