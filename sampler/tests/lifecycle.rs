@@ -23,6 +23,15 @@ policies:
     type: always_sample
 ";
 
+/// Waits (at most 20 s) for a policy reload with `result`, checks it was
+/// exactly one, and returns the scrape.
+async fn one_reload(node: &Node, result: &str) -> Metrics {
+    let reloads = |m: &Metrics| m.sum("tailgate_policy_reloads_total", &[("result", result)]);
+    let m = node.metrics_until(400, |m| reloads(m) >= 1.0).await;
+    assert_eq!(reloads(&m), 1.0);
+    m
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
     let backend = Backend::start().await;
@@ -50,15 +59,7 @@ async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
 
     // The kubelet swaps `..data`; the node notices and swaps the policies.
     cm.swap(&format!("num_traces: 1234\n{KEEP_ALL}"));
-    let m = node
-        .metrics_until(400, |m| {
-            m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0
-        })
-        .await;
-    assert_eq!(
-        m.sum("tailgate_policy_reloads_total", &[("result", "success")]),
-        1.0
-    );
+    let m = one_reload(&node, "success").await;
     assert_ne!(
         m.sum("tailgate_policy_hash", &[("node", "s1")]),
         hash_before
@@ -72,15 +73,7 @@ async fn a_reload_mid_stream_takes_effect_without_losing_buffered_traces() {
 
     // A broken file keeps the policies in force, and is counted.
     cm.swap("decision_wait: 60s\npolicies:\n  - name: x\n    type: no_such_type\n");
-    let m = node
-        .metrics_until(400, |m| {
-            m.sum("tailgate_policy_reloads_total", &[("result", "failure")]) >= 1.0
-        })
-        .await;
-    assert_eq!(
-        m.sum("tailgate_policy_reloads_total", &[("result", "failure")]),
-        1.0
-    );
+    one_reload(&node, "failure").await;
     node.send(&[SpanSpec::new(2, 0).root()]).await.unwrap();
 
     // Decided at shutdown by the policies in force then: everything kept.
@@ -101,15 +94,7 @@ async fn a_reload_request_rereads_the_file_like_sighup() {
     let node = Node::start(c);
     std::fs::write(&path, KEEP_ALL).unwrap();
     node.reload.reload();
-    let m = node
-        .metrics_until(400, |m| {
-            m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0
-        })
-        .await;
-    assert_eq!(
-        m.sum("tailgate_policy_reloads_total", &[("result", "success")]),
-        1.0
-    );
+    one_reload(&node, "success").await;
     node.send(&[SpanSpec::new(3, 0).root()]).await.unwrap();
     node.shutdown().await.unwrap();
     assert_eq!(backend.spans_of(trace_id(3)), [0]);
@@ -267,15 +252,7 @@ async fn sighup_reloads_the_policy_file() {
         .status()
         .unwrap();
     assert!(status.success());
-    let m = node
-        .metrics_until(400, |m| {
-            m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0
-        })
-        .await;
-    assert_eq!(
-        m.sum("tailgate_policy_reloads_total", &[("result", "success")]),
-        1.0
-    );
+    one_reload(&node, "success").await;
     node.send(&[SpanSpec::new(4, 0).root()]).await.unwrap();
     node.shutdown().await.unwrap();
     assert_eq!(backend.spans_of(trace_id(4)), [0]);
