@@ -13,6 +13,7 @@ use std::time::Duration;
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
 use proto::write::SpanRef;
 
+use crate::ottl;
 use crate::policy::{Node, Rule, StringMatcher};
 use crate::probabilistic::{Threshold, hash_trace_id};
 use crate::summary::TraceSummary;
@@ -158,6 +159,10 @@ pub(crate) enum Verdict {
     InvertSampled,
     InvertNotSampled,
     Dropped,
+    /// The policy failed to evaluate (an `ottl_condition` with
+    /// `error_mode: propagate`): no vote, as the Collector skips a policy
+    /// that returns an error; `and`, `drop` and `composite` fail with it.
+    Error,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -385,6 +390,7 @@ impl PolicySet {
                     first_invert_not_sampled.get_or_insert(i);
                 }
                 Verdict::NotSampled => any_not_sampled = true,
+                Verdict::Error => {}
                 Verdict::Dropped => {
                     first_dropped.get_or_insert(i);
                     break;
@@ -589,6 +595,9 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             let mut threshold = 0;
             for sub in subs {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
                     return Vote::of(Verdict::NotSampled);
                 }
@@ -605,6 +614,9 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             // drop.go: dropped when every sub-policy matches.
             for sub in subs {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
                     return Vote::of(Verdict::NotSampled);
                 }
@@ -640,6 +652,9 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             let count = summary.span_count() as i64;
             for (i, (sub, allocated)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if matches!(v.verdict, Verdict::Sampled | Verdict::InvertSampled) {
                     let Some(mut guard) = state.slot(*slot) else {
                         return Vote::of(Verdict::NotSampled);
@@ -659,6 +674,12 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             }
             Vote::of(Verdict::NotSampled)
         }
+        // ottl.go: any span or span event condition true samples.
+        Rule::OttlCondition(c) => match c.evaluate(ctx.trace.spans, ctx.spans()) {
+            ottl::Outcome::Matched(_) => Vote::of(Verdict::Sampled),
+            ottl::Outcome::NotMatched => Vote::of(Verdict::NotSampled),
+            ottl::Outcome::Error(_) => Vote::of(Verdict::Error),
+        },
     }
 }
 
