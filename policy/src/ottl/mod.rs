@@ -332,12 +332,50 @@ pub fn check_condition(text: &str) -> Result<(), String> {
         .map_err(|e| e.message)
 }
 
-/// Compiles `conditions` as span conditions (and the same as span event
-/// conditions) and evaluates them on all the spans of `request`, an encoded
-/// `ExportTraceServiceRequest`, as one trace; for the fuzz target. `None`
-/// when the conditions do not compile or the request does not parse.
-pub fn evaluate_request(conditions: &[String], request: &[u8]) -> Option<bool> {
-    let policy = OttlCondition::compile(ErrorMode::Ignore, conditions, conditions).ok()?;
+/// Span conditions that read every path of the span context and call
+/// every converter, for [`evaluate_request`].
+const COVERAGE_SPAN: &[&str] = &[
+    r#"name == "x" or kind == SPAN_KIND_SERVER or kind.string == "Server" or kind.deprecated_string == "x""#,
+    r#"trace_id.string == "x" or span_id.string == "x" or parent_span_id.string == "x" or IsRootSpan()"#,
+    r#"trace_id == TraceID(0x0102030405060708090a0b0c0d0e0f10) or span_id == SpanID(0x0102030405060708) or parent_span_id == SpanID(0x0000000000000000)"#,
+    r#"trace_state == "x" or trace_state["k"] == "v""#,
+    r#"end_time - start_time > Duration("1s") or end_time_unix_nano - start_time_unix_nano > 1000"#,
+    r#"UnixMilli(start_time) > 0 and Seconds(end_time - start_time) < 1.5 or UnixNano(Unix(1, 2)) == 3"#,
+    r#"attributes["a"]["b"][0] == nil or attributes["a"][1] != 1.5"#,
+    r#"IsMatch(attributes["http.route"], "^/api") or IsMatch(attributes["m"], "x")"#,
+    r#"IsString(attributes["s"]) or IsInt(attributes["i"]) or IsDouble(attributes["d"]) or IsBool(attributes["b"]) or IsMap(attributes["m"]) or IsList(attributes["l"])"#,
+    r#"Len(attributes) > 2 or Len(events) > 1 or Len(links) > 0 or Len(attributes["l"]) > 0 or Len(name) > 3"#,
+    r#"Concat([name, attributes["a"], 1, 2.5, true], "-") == "x""#,
+    r#"ConvertCase(name, "snake") == "x" or ToCamelCase(name) == "x" or ToUpperCase(name) == "X" or ToLowerCase(name) == "x" or ToSnakeCase(name) == "x""#,
+    r#"Substring(name, 1, 2) == "x" or Split(name, "/")[1] == "api""#,
+    r#"HasPrefix(name, "GET") or HasSuffix(name, "x") or ContainsValue(attributes["l"], "x")"#,
+    r#"Int(attributes["i"]) > 3 or Double(attributes["d"]) < 1.0 or String(attributes["m"]) == "{}" or Hex(attributes["b"]) == "01""#,
+    r#"Milliseconds(end_time - start_time) > 1 or Microseconds(Duration("1ms")) > 1 or Nanoseconds(Duration("1ns")) > 1 or Minutes(Duration("1m")) > 1.0 or Hours(Duration("1h")) > 1.0 or UnixMicro(end_time) > 0 or UnixSeconds(end_time) > 0"#,
+    r#"dropped_attributes_count > 0 or dropped_events_count > 0 or dropped_links_count > 0"#,
+    r#"status.code == STATUS_CODE_ERROR or status.message == "x""#,
+    r#"resource.attributes["service.name"] == "x" or resource.dropped_attributes_count > 0 or resource.schema_url == "x""#,
+    r#"instrumentation_scope.name == "x" or scope.version == "1" or scope.attributes["k"] == "v" or scope.dropped_attributes_count > 0 or scope.schema_url == "x""#,
+    r#"span.name == "x" and (span.attributes["k"] == "v" or -span.attributes["n"] < 0) and 1 + 2 * 3 / 4 - 5 < 0"#,
+];
+
+/// The same for the span event context.
+const COVERAGE_SPANEVENT: &[&str] = &[
+    r#"name == "exception" or time_unix_nano > 0 or time > Unix(0)"#,
+    r#"attributes["exception.type"] != nil or dropped_attributes_count > 0 or spanevent.name == "x""#,
+    r#"span.name == "x" or resource.attributes["k"] == "v" or instrumentation_scope.name == "x""#,
+];
+
+/// For the fuzz target: conditions that read every path and call every
+/// converter (plus `extra`, a span condition, when it compiles),
+/// evaluated on all the spans of `request`, an encoded
+/// `ExportTraceServiceRequest`, as one trace, once with each error mode.
+/// `None` when the request does not parse.
+pub fn evaluate_request(extra: Option<&str>, request: &[u8]) -> Option<bool> {
+    let mut span: Vec<String> = COVERAGE_SPAN.iter().map(|c| c.to_string()).collect();
+    if let Some(extra) = extra.filter(|e| check_condition(e).is_ok()) {
+        span.insert(0, extra.to_string());
+    }
+    let spanevent: Vec<String> = COVERAGE_SPANEVENT.iter().map(|c| c.to_string()).collect();
     let mut parts: Vec<(Vec<u8>, Vec<u8>, &[u8])> = Vec::new();
     proto::view::RequestView::new(request)
         .for_each_span(|resource, scope, span| {
@@ -360,8 +398,11 @@ pub fn evaluate_request(conditions: &[String], request: &[u8]) -> Option<bool> {
         .iter()
         .filter_map(|s| SpanView::parse(s.span, 0).ok())
         .collect();
-    Some(matches!(
-        policy.evaluate(&refs, &views),
-        Outcome::Matched(_)
-    ))
+    let mut matched = false;
+    for mode in [ErrorMode::Ignore, ErrorMode::Propagate] {
+        // The coverage conditions compile: a test checks it.
+        let policy = OttlCondition::compile(mode, &span, &spanevent).ok()?;
+        matched |= matches!(policy.evaluate(&refs, &views), Outcome::Matched(_));
+    }
+    Some(matched)
 }

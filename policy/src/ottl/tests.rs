@@ -1452,3 +1452,25 @@ fn the_collectors_readme_example_decides_as_the_collector() {
         assert_eq!(decide(&set, &trace).outcome, want, "{name}");
     }
 }
+
+#[test]
+fn the_fuzz_coverage_conditions_compile_and_read_a_real_request() {
+    for text in super::COVERAGE_SPAN {
+        compile_condition(text, Context::Span).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+    }
+    for text in super::COVERAGE_SPANEVENT {
+        compile_condition(text, Context::SpanEvent).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+    }
+    let mut resource = ResourceSpans::decode(fixture_resource().as_slice()).expect("decodes");
+    let mut scope = ScopeSpans::decode(fixture_scope().as_slice()).expect("decodes");
+    scope.spans = vec![fixture_span(false), fixture_span(true)];
+    resource.scope_spans = vec![scope];
+    let request = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest {
+        resource_spans: vec![resource],
+    }
+    .encode_to_vec();
+    // The fixture is named "bear", so only the extra condition matches.
+    assert_eq!(super::evaluate_request(None, &request), Some(true));
+    assert_eq!(super::evaluate_request(Some("((("), &request), Some(true));
+    assert_eq!(super::evaluate_request(None, b"\xff\xff"), None);
+}
