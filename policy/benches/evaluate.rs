@@ -5,6 +5,12 @@
 //! the stored spans (`SpanView::parse` validates again) on its own, and of
 //! annotating one span.
 //!
+//! OTTL: an `ottl_condition` equivalent to a `string_attribute` policy
+//! (the resource's or the span's attribute), next to that policy, and a
+//! ten-condition `ottl_condition` that reads names, kinds, times, status,
+//! resource and span attributes with converters; none matches, so every
+//! condition runs on every span.
+//!
 //! Run: `cargo bench -p policy --bench evaluate -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
@@ -64,6 +70,39 @@ policies:
       rate_allocation: [{policy: warn, percent: 50}, {policy: rare, percent: 50}]
   - {name: sample-1pct, type: probabilistic, probabilistic: {sampling_percentage: 1}}
 ";
+
+const STRING_ATTRIBUTE: &str = "
+policies:
+  - {name: checkout, type: string_attribute, string_attribute: {key: service.name, values: [checkout]}}
+";
+
+const OTTL_EQUIVALENT: &str = r#"
+policies:
+  - name: checkout
+    type: ottl_condition
+    ottl_condition:
+      span:
+        - 'resource.attributes["service.name"] == "checkout" or attributes["service.name"] == "checkout"'
+"#;
+
+const OTTL_TEN: &str = r#"
+policies:
+  - name: ten
+    type: ottl_condition
+    ottl_condition:
+      error_mode: propagate
+      span:
+        - 'resource.attributes["service.name"] == "checkout"'
+        - 'attributes["http.response.status_code"] >= 500'
+        - 'status.code == STATUS_CODE_ERROR'
+        - 'end_time - start_time > Duration("500ms")'
+        - 'IsMatch(attributes["http.route"], "^/api/v[0-9]+/orders")'
+        - 'kind == SPAN_KIND_CLIENT and attributes["db.system"] != nil'
+        - 'IsRootSpan() and end_time_unix_nano - start_time_unix_nano > 300000000'
+        - 'HasPrefix(name, "DELETE ")'
+        - 'attributes["app.force_sample"] == true or resource.attributes["deployment.environment"] == "staging"'
+        - 'ConvertCase(attributes["http.request.method"], "lower") == "patch"'
+"#;
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
     KeyValue {
@@ -163,7 +202,13 @@ fn evaluate(c: &mut Criterion) {
         summary: &summary,
         spans: &refs,
     };
-    for (name, yaml) in [("3_policies", THREE), ("20_policies", TWENTY)] {
+    for (name, yaml) in [
+        ("3_policies", THREE),
+        ("20_policies", TWENTY),
+        ("string_attribute", STRING_ATTRIBUTE),
+        ("ottl_string_attribute_equivalent", OTTL_EQUIVALENT),
+        ("ottl_10_conditions", OTTL_TEN),
+    ] {
         let file = PolicyFile::parse(yaml, name).expect("bench policy file is valid");
         let state = file.policies.new_state();
         // Keep the decision the same on every iteration: a fresh bucket

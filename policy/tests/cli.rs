@@ -184,3 +184,36 @@ e01df545fb665e2fee983ad7c338c692      2  not sampled  -
 "
     );
 }
+
+#[test]
+fn the_readme_ottl_example_loads_and_its_error_is_the_one_shown() {
+    let policies = readme_policies();
+    let start = policies
+        .find("### OTTL conditions")
+        .expect("README has an OTTL section");
+    let block = &policies[start..];
+    let yaml_start = block.find("```yaml\n").expect("an example") + 8;
+    let yaml = &block[yaml_start..yaml_start + block[yaml_start..].find("```").expect("closed")];
+    let indented: String = yaml.lines().map(|l| format!("  {l}\n")).collect();
+    let path = scratch("readme-ottl.yaml", &format!("policies:\n{indented}"));
+    let (out, code) = policy::cli::check(&path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("slow-checkout-or-exceptions: ottl_condition error_mode=ignore"),
+        "{out}"
+    );
+
+    let path = scratch(
+        "p.yaml",
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      span:\n        - 'name == \"a\"'\n        - 'name == \"a\" or Nope(name)'\n",
+    );
+    let (out, code) = policy::cli::check(&path);
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, 1);
+    let shown = out.replacen(&path.display().to_string(), "p.yaml", 1);
+    assert!(
+        policies.contains(shown.trim_end()),
+        "README shows another error: {shown}"
+    );
+}

@@ -197,9 +197,8 @@ impl Compiler {
             return Err(err(
                 at,
                 format!(
-                    "undefined function {:?} (converters supported: {})",
-                    call.name,
-                    funcs::NAMES.join(", ")
+                    "undefined function {:?} (not a converter tailgate supports; see the README, OTTL conditions)",
+                    call.name
                 ),
             ));
         };
@@ -335,6 +334,22 @@ impl Compiler {
                     exprs.push(value(1)?);
                 }
                 Ok((Func::Unix, exprs))
+            }
+            "Time" => {
+                for (i, what) in [(2, "location"), (3, "locale")] {
+                    if let Some(n) = args.get(i).copied().flatten() {
+                        return Err(err(
+                            n.at,
+                            format!(
+                                "Time: the {what} argument is not supported (times without a zone are UTC)"
+                            ),
+                        ));
+                    }
+                }
+                let format = literal_string(1, "format")?;
+                let pieces =
+                    super::strptime::compile(&format).map_err(|e| err(at, format!("Time: {e}")))?;
+                Ok((Func::Time(pieces), vec![value(0)?]))
             }
             "UnixNano" => one(Func::UnixNano),
             "UnixMicro" => one(Func::UnixMicro),

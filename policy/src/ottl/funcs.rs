@@ -39,6 +39,8 @@ pub(crate) enum Func {
     String,
     Hex,
     Duration,
+    /// A strptime format, compiled.
+    Time(Vec<super::strptime::Piece>),
     Unix,
     UnixNano,
     UnixMicro,
@@ -89,6 +91,7 @@ pub(crate) fn signature(name: &str) -> Option<Signature> {
         "ContainsValue" => sig(&["target", "item"], 2),
         "Duration" => sig(&["duration"], 1),
         "Unix" => sig(&["seconds", "nanoseconds"], 1),
+        "Time" => sig(&["time", "format", "location", "locale"], 2),
         "UnixNano" | "UnixMicro" | "UnixMilli" | "UnixSeconds" => sig(&["time"], 1),
         "Nanoseconds" | "Microseconds" | "Milliseconds" | "Seconds" | "Minutes" | "Hours" => {
             sig(&["duration"], 1)
@@ -97,48 +100,6 @@ pub(crate) fn signature(name: &str) -> Option<Signature> {
         _ => return None,
     })
 }
-
-/// Every converter name, for the README and error messages.
-pub(crate) const NAMES: &[&str] = &[
-    "IsMatch",
-    "IsString",
-    "IsInt",
-    "IsDouble",
-    "IsBool",
-    "IsMap",
-    "IsList",
-    "IsRootSpan",
-    "Len",
-    "Concat",
-    "ConvertCase",
-    "ToLowerCase",
-    "ToUpperCase",
-    "ToSnakeCase",
-    "ToCamelCase",
-    "Substring",
-    "Split",
-    "HasPrefix",
-    "HasSuffix",
-    "ContainsValue",
-    "Int",
-    "Double",
-    "String",
-    "Hex",
-    "Duration",
-    "Unix",
-    "UnixNano",
-    "UnixMicro",
-    "UnixMilli",
-    "UnixSeconds",
-    "Nanoseconds",
-    "Microseconds",
-    "Milliseconds",
-    "Seconds",
-    "Minutes",
-    "Hours",
-    "TraceID",
-    "SpanID",
-];
 
 /// StringGetter: a string, or an error.
 fn string_of<'a>(v: Value<'a>) -> Result<Cow<'a, str>, String> {
@@ -366,6 +327,13 @@ pub(crate) fn call<'a>(
         Func::Duration => {
             let s = string_of(a0()?)?;
             parse_go_duration(&s).map(Value::Duration)
+        }
+        Func::Time(format) => {
+            let target = string_of(a0()?)?;
+            if target.is_empty() {
+                return Err("time cannot be nil".into());
+            }
+            super::strptime::parse(format, &target).map(Value::Time)
         }
         Func::Unix => {
             let secs = int_of(a0()?)?;

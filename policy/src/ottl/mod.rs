@@ -16,6 +16,7 @@ mod funcs;
 mod lexer;
 mod parser;
 mod span;
+mod strptime;
 mod value;
 
 #[cfg(test)]

@@ -1002,6 +1002,29 @@ fn ottlfuncs_converter_tests() {
                 True,
             ),
             ("Unix needs ints", r#"Unix("1") == nil"#, Error),
+            // func_time_test.go
+            (
+                "Time date",
+                r#"Time("2023-01-01", "%Y-%m-%d") == Unix(1672531200)"#,
+                True,
+            ),
+            (
+                "Time compared with a span time",
+                r#"Time("1970-01-01T00:00:00.0000001", "%Y-%m-%dT%H:%M:%S.%f") == start_time"#,
+                True,
+            ),
+            (
+                "Time bad value",
+                r#"Time("2023-13-01", "%Y-%m-%d") == nil"#,
+                Error,
+            ),
+            ("Time empty value", r#"Time("", "%Y") == nil"#, Error),
+            ("Time bad format", r#"Time("x", "%Q") == nil"#, Load),
+            (
+                "Time location",
+                r#"Time("2023-01-01", "%Y-%m-%d", "America/New_York") == nil"#,
+                Load,
+            ),
             // func_trace_id_test.go, func_span_id_test.go
             (
                 "TraceID",
