@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use proto::view::SpanView;
 use regex::Regex;
 
 use super::SyntaxError;
@@ -213,7 +214,7 @@ impl Compiler {
         }
         let args = bind(&call.name, sig.params, sig.required, &call.args, at)?;
         let (func, exprs) = self.build(&call.name, &args, at)?;
-        let expr = Expr::Call(func, exprs);
+        let expr = fold(func, exprs);
         Ok(if call.keys.is_empty() {
             expr
         } else {
@@ -506,6 +507,62 @@ impl Compiler {
             },
         }
     }
+}
+
+/// A call whose arguments are all literals is evaluated once, here
+/// (`Duration("500ms")`, `TraceID(0x…)`), unless it reads the span
+/// (`IsRootSpan`) or fails: an error stays an evaluation error, so that
+/// `error_mode` still applies to it.
+fn fold(func: Func, exprs: Vec<Expr>) -> Expr {
+    if matches!(func, Func::IsRootSpan) || !exprs.iter().all(|e| matches!(e, Expr::Lit(_))) {
+        return Expr::Call(func, exprs);
+    }
+    // The smallest valid span: what a pure converter never reads.
+    let mut bytes = vec![0x0a, 16];
+    bytes.extend([0; 16]);
+    bytes.extend([0x12, 8]);
+    bytes.extend([0; 8]);
+    let folded = SpanView::parse(&bytes, 0).ok().and_then(|view| {
+        let cx = SpanCtx {
+            span: &view,
+            resource: &[],
+            scope: &[],
+            event: None,
+        };
+        funcs::call(&func, &exprs, &cx)
+            .ok()
+            .and_then(|v| to_static(&v))
+    });
+    match folded {
+        Some(v) => Expr::Lit(v),
+        None => Expr::Call(func, exprs),
+    }
+}
+
+/// A value that owns its data; `None` for values that point into a span.
+fn to_static(v: &Value<'_>) -> Option<Value<'static>> {
+    Some(match v {
+        Value::Nil => Value::Nil,
+        Value::Bool(b) => Value::Bool(*b),
+        Value::Int(i) => Value::Int(*i),
+        Value::Double(d) => Value::Double(*d),
+        Value::Str(s) => Value::Str(Cow::Owned(s.to_string())),
+        Value::Bytes(b) => Value::Bytes(Cow::Owned(b.to_vec())),
+        Value::TraceId(id) => Value::TraceId(*id),
+        Value::SpanId(id) => Value::SpanId(*id),
+        Value::Time(t) => Value::Time(*t),
+        Value::Duration(d) => Value::Duration(*d),
+        Value::List(List::Owned(items)) => Value::List(List::Owned(
+            items.iter().map(to_static).collect::<Option<_>>()?,
+        )),
+        Value::Map(Map::Owned(items)) => Value::Map(Map::Owned(
+            items
+                .iter()
+                .map(|(k, v)| Some((k.clone(), to_static(v)?)))
+                .collect::<Option<_>>()?,
+        )),
+        Value::List(List::Wire(_)) | Value::Map(Map::Wire(..)) | Value::Records(..) => return None,
+    })
 }
 
 fn path_text(p: &Path) -> String {

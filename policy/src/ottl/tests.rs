@@ -1497,3 +1497,22 @@ fn the_fuzz_coverage_conditions_compile_and_read_a_real_request() {
     assert_eq!(super::evaluate_request(Some("((("), &request), Some(true));
     assert_eq!(super::evaluate_request(None, b"\xff\xff"), None);
 }
+
+#[test]
+fn calls_on_literals_are_folded_at_load_but_keep_their_errors() {
+    use super::compile::{Cond, Expr};
+    let folded = |text: &str| match compile_condition(text, Context::Span) {
+        Ok(Cond::Cmp(_, _, Expr::Lit(_))) => true,
+        Ok(Cond::Cmp(..)) => false,
+        other => panic!("{text}: {other:?}"),
+    };
+    assert!(folded(r#"end_time - start_time > Duration("500ms")"#));
+    assert!(folded(r#"name == Concat(["a", "b"], "-")"#));
+    assert!(folded(
+        "trace_id == TraceID(0x0102030405060708090a0b0c0d0e0f10)"
+    ));
+    assert!(!folded(r#"name == Concat([name, "b"], "-")"#));
+    // A literal call that fails stays a call, and fails when evaluated.
+    assert!(!folded(r#"name == Substring("abc", 5, 1)"#));
+    assert!(eval(r#"name == Substring("abc", 5, 1)"#).is_err());
+}
