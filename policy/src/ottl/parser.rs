@@ -159,14 +159,6 @@ impl Parser {
         self.tokens.get(self.pos).map_or(self.end, |t| t.at)
     }
 
-    fn next(&mut self) -> Option<Token> {
-        let t = self.tokens.get(self.pos).cloned();
-        if t.is_some() {
-            self.pos += 1;
-        }
-        t
-    }
-
     fn unexpected(&self, expected: &str) -> SyntaxError {
         match self.peek_token() {
             Some(t) => SyntaxError::new(
@@ -461,16 +453,16 @@ impl Parser {
         let mut keys = Vec::new();
         while self.peek() == Some(&Tok::LBracket) {
             self.pos += 1;
-            let key = match self.next().map(|t| t.tok) {
-                Some(Tok::Str(s)) => Key::Str(s),
-                Some(Tok::Int(i)) => Key::Int(i),
+            let key = match self.peek() {
+                Some(Tok::Str(s)) => Key::Str(s.clone()),
+                Some(Tok::Int(i)) => Key::Int(*i),
                 _ => {
-                    self.pos -= 1;
                     return Err(self.unexpected(
                         "a string or integer key (keys computed from expressions are not supported)",
                     ));
                 }
             };
+            self.pos += 1;
             self.expect(&Tok::RBracket, "`]`")?;
             keys.push(key);
         }
@@ -481,13 +473,11 @@ impl Parser {
         let mut segments = Vec::new();
         loop {
             let at = self.here();
-            let name = match self.next().map(|t| t.tok) {
-                Some(Tok::Lower(n)) => n,
-                _ => {
-                    self.pos -= 1;
-                    return Err(self.unexpected("a path segment"));
-                }
+            let name = match self.peek() {
+                Some(Tok::Lower(n)) => n.clone(),
+                _ => return Err(self.unexpected("a path segment")),
             };
+            self.pos += 1;
             if name.bytes().any(|b| b.is_ascii_uppercase()) {
                 return Err(SyntaxError::new(
                     at,
@@ -662,6 +652,8 @@ mod tests {
             ("attributes[name] == 1", 11),
             ("- - 1 == 1", 2),
             ("name.Upper == 1", 5),
+            ("name. == 1", 6),
+            ("attributes[", 11),
         ];
         for (src, at) in cases {
             let e = parse(src).expect_err(src);

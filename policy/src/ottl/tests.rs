@@ -1516,3 +1516,106 @@ fn calls_on_literals_are_folded_at_load_but_keep_their_errors() {
     assert!(!folded(r#"name == Substring("abc", 5, 1)"#));
     assert!(eval(r#"name == Substring("abc", 5, 1)"#).is_err());
 }
+
+#[test]
+fn the_longest_operator_chain_and_the_deepest_nesting_evaluate() {
+    let chain = format!(
+        "1{} == {}",
+        " + 1".repeat(super::parser::MAX_OPERATORS),
+        super::parser::MAX_OPERATORS + 1
+    );
+    assert_eq!(eval(&chain), Ok(true));
+    let depth = super::parser::MAX_DEPTH;
+    let nested = format!("{}name{} == \"bear\"", "(".repeat(depth), ")".repeat(depth));
+    assert_eq!(eval(&nested), Ok(true));
+    let lists = format!("{}1{} != nil", "[".repeat(depth), "]".repeat(depth));
+    assert_eq!(eval(&lists), Ok(true));
+}
+
+mod no_panic {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Pieces of the language, so that random conditions get past the lexer.
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec![
+            "name",
+            "attributes",
+            "[\"str\"]",
+            "[0]",
+            "[",
+            "]",
+            "(",
+            ")",
+            "{",
+            "}",
+            ":",
+            ",",
+            ".",
+            " == ",
+            " != ",
+            " < ",
+            " >= ",
+            " and ",
+            " or ",
+            "not ",
+            " + ",
+            " - ",
+            " * ",
+            " / ",
+            "1",
+            "-2",
+            "3.5",
+            "\"s\"",
+            "nil",
+            "true",
+            "0x01",
+            "SPAN_KIND_SERVER",
+            "IsMatch(",
+            "Len(",
+            "Substring(",
+            "Concat(",
+            "Split(",
+            "Int(",
+            "Duration(",
+            "Time(",
+            "Unix(",
+            "TraceID(",
+            "span.",
+            "resource.",
+            "spanevent.",
+            "status.code",
+            "events",
+            "trace_state",
+            "start_time",
+            "end_time",
+            "kind.string",
+            "x=",
+            "\"%Y\"",
+            "\"a|b\"",
+        ])
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_compiles_or_is_refused(text in "\\PC{0,80}") {
+            let _ = compile_condition(&text, Context::Span);
+            let _ = compile_condition(&text, Context::SpanEvent);
+        }
+
+        #[test]
+        fn any_condition_of_language_pieces_compiles_and_evaluates_or_errors(
+            pieces in prop::collection::vec(piece(), 1..24)
+        ) {
+            let text: String = pieces.concat();
+            let _ = eval_on(Context::Span, false, &text);
+            let _ = eval_on(Context::SpanEvent, false, &text);
+        }
+
+        #[test]
+        fn any_request_bytes_evaluate_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = super::super::evaluate_request(None, &bytes);
+        }
+    }
+}
