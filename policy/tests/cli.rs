@@ -8,6 +8,7 @@ fn repo(p: &str) -> PathBuf {
 }
 
 const CHECK_POLICY: &str = "\
+semantics: OpenTelemetry Collector contrib v0.165 tail_sampling
 3 policies, in evaluation order:
   errors: status_code status_codes=[ERROR]
   slow: latency threshold_ms=500
@@ -17,9 +18,12 @@ decision_wait_after_root_received: 2s
 num_traces: 50000
 decision_cache: sampled_cache_size=0 non_sampled_cache_size=0
 sample_on_first_match: false
+sampling_strategy: trace-complete
+maximum_trace_size_bytes: off
 ";
 
 const CHECK_COLLECTOR: &str = "\
+semantics: OpenTelemetry Collector contrib v0.165 tail_sampling
 using processors.tail_sampling of a Collector configuration
 5 policies, in evaluation order:
   drop-health-checks: drop
@@ -35,7 +39,9 @@ decision_wait_after_root_received: off
 num_traces: 100000
 decision_cache: sampled_cache_size=1000000 non_sampled_cache_size=1000000
 sample_on_first_match: false
-note: expected_new_traces_per_sec is accepted and ignored (an allocation hint)
+sampling_strategy: trace-complete
+maximum_trace_size_bytes: off
+note: expected_new_traces_per_sec is accepted and has no effect (an allocation hint; the buffer grows as needed)
 ";
 
 const TEST_POLICY: &str = "\

@@ -876,7 +876,7 @@ mod tests {
             trace_id(1),
             CachedDecision::Sampled(Kept {
                 policy: Some("p".into()),
-                threshold: None,
+                ..Kept::default()
             }),
         );
         buf.record_decision(trace_id(2), CachedDecision::NotSampled);
@@ -1057,7 +1057,7 @@ mod tests {
                     Op::Decide => {
                         for (i, t) in pending.drain(..).enumerate() {
                             let d = if i % 2 == 0 { CachedDecision::NotSampled } else {
-                                CachedDecision::Sampled(Kept { policy: None, threshold: None })
+                                CachedDecision::Sampled(Kept::default())
                             };
                             buf.record_decision(t.id, d);
                         }

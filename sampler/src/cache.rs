@@ -15,26 +15,30 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
-use policy::{Decision, Outcome, Threshold};
+use policy::{Annotations, Threshold};
 use proto::view::TraceId;
 
 /// What is remembered of a decision to keep a trace: enough to annotate its
 /// late spans the way its other spans were.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Kept {
     /// The policy that kept it, when spans are annotated with it.
     pub policy: Option<Arc<str>>,
+    /// The composite sub-policy that kept it, likewise.
+    pub composite_policy: Option<Arc<str>>,
     /// The OTel sampling threshold written into kept spans' tracestate.
     pub threshold: Option<Threshold>,
 }
 
 impl Kept {
-    /// The decision to annotate late spans with.
-    pub fn decision(&self) -> Decision {
-        Decision {
-            sampled: true,
-            outcome: Outcome::Sampled,
-            policy: self.policy.clone(),
+    /// What to write into a late span of the trace: the same as into its
+    /// other spans, and, with `record_policy`, that it followed a decision
+    /// taken before it arrived (`tailsampling.cached_decision`).
+    pub fn annotations(&self, record_policy: bool) -> Annotations<'_> {
+        Annotations {
+            policy: self.policy.as_deref().filter(|_| record_policy),
+            composite_policy: self.composite_policy.as_deref().filter(|_| record_policy),
+            cached_decision: record_policy,
             threshold: self.threshold,
         }
     }
@@ -207,7 +211,7 @@ mod tests {
     fn kept() -> CachedDecision {
         CachedDecision::Sampled(Kept {
             policy: Some("errors".into()),
-            threshold: None,
+            ..Kept::default()
         })
     }
 

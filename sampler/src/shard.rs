@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use policy::{Decision, TraceView};
+use policy::TraceView;
 use proto::exporter::{Exporter, OtlpBatch, SendError};
 use proto::view::TraceId;
 use proto::write::{self, SpanRef};
@@ -451,6 +451,9 @@ impl Shard {
             self.out_spans += spans;
             CachedDecision::Sampled(Kept {
                 policy: record_policy.then(|| decision.policy.clone()).flatten(),
+                composite_policy: record_policy
+                    .then(|| decision.composite_policy.clone())
+                    .flatten(),
                 threshold: decision.threshold,
             })
         } else {
@@ -574,12 +577,13 @@ fn write_annotated<'a>(
     write::write_request(&refs, out);
 }
 
+/// A late span of a kept trace, annotated as its other spans were (and, with
+/// `record_policy`, marked as following a cached decision).
 fn annotate<'a>(span: &'a [u8], kept: &Kept, record_policy: bool) -> Cow<'a, [u8]> {
-    if kept.threshold.is_none() && (kept.policy.is_none() || !record_policy) {
+    if kept.threshold.is_none() && !record_policy {
         return Cow::Borrowed(span);
     }
-    let decision: Decision = kept.decision();
-    decision.annotate(span, record_policy)
+    policy::annotate_span_with(span, &kept.annotations(record_policy))
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
