@@ -396,6 +396,10 @@ def check_dashboard(prometheus_url):
         "buffer": "tailgate_buffer_bytes",
         "ring members": "tailgate_lb_members",
         "latency": "tailgate_decision_latency_seconds_bucket",
+        "every policy's votes": "tailgate_policy_votes_total",
+        "policy evaluation time": "tailgate_policy_evaluation_seconds_bucket",
+        "why traces were decided": "tailgate_traces_decision_reason_total",
+        "late span age": "tailgate_late_span_age_seconds_bucket",
     }
     for topic, metric in wanted.items():
         if not any(metric in e for _, e in exprs):

@@ -88,6 +88,8 @@ pub struct Decision {
 pub struct Votes {
     pub evaluated: u64,
     pub sampled: u64,
+    /// Policies whose evaluation failed (and voted as their error mode says).
+    pub errors: u64,
 }
 
 impl Votes {
@@ -116,6 +118,18 @@ pub trait PolicyTimer {
 }
 
 impl Decision {
+    /// Not sampled, by no policy (a trace given up on without evaluation).
+    pub fn not_sampled() -> Decision {
+        Decision {
+            sampled: false,
+            outcome: Outcome::NotSampled,
+            policy: None,
+            composite_policy: None,
+            threshold: None,
+            votes: Votes::default(),
+        }
+    }
+
     /// `span` with this decision's annotations appended (see
     /// [`crate::annotate_span`]); `record_policy` adds the
     /// `tailsampling.policy` attribute (off by default in the Collector).

@@ -548,7 +548,8 @@ fn an_inverted_non_match_samples_whatever_other_policies_say() {
         d.votes,
         crate::Votes {
             evaluated: 0b11,
-            sampled: 0b01
+            sampled: 0b01,
+            errors: 0,
         }
     );
 }

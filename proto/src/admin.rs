@@ -38,6 +38,10 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Histogram buckets for durations (`*_seconds` and any histogram without a
 /// more specific rule): 0.5 ms to 60 s.
+/// For `tailgate_policy_evaluation_seconds`: 250 ns to 10 ms.
+const POLICY_SECONDS_BUCKETS: &[f64] = &[
+    2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+];
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -112,7 +116,14 @@ fn builder() -> PrometheusBuilder {
             .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
             .expect(NON_EMPTY);
     }
+    // One policy on one trace takes microseconds: the general buckets would
+    // put every observation in the first.
     builder
+        .set_buckets_for_metric(
+            Matcher::Full("tailgate_policy_evaluation_seconds".into()),
+            POLICY_SECONDS_BUCKETS,
+        )
+        .expect(NON_EMPTY)
 }
 
 /// Whether this node should receive traffic. Cheap to clone; all clones share

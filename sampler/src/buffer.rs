@@ -69,6 +69,10 @@ pub struct BufferSettings {
     /// Decisions remembered, by kind (0 disables).
     pub sampled_cache: usize,
     pub not_sampled_cache: usize,
+    /// The policy file's `maximum_trace_size_bytes`: a trace whose spans
+    /// pass this many encoded bytes is taken out at once as
+    /// [`Due::TooLarge`], to be dropped. `None`: no limit.
+    pub max_trace_size: Option<u64>,
 }
 
 impl Default for BufferSettings {
@@ -82,6 +86,7 @@ impl Default for BufferSettings {
             max_bytes: 512 * 1024 * 1024,
             sampled_cache: 100_000,
             not_sampled_cache: 100_000,
+            max_trace_size: None,
         }
     }
 }
@@ -103,6 +108,8 @@ pub enum Due {
     MaxBytes,
     /// The node is shutting down ([`TraceBuffer::drain`]).
     Shutdown,
+    /// It passed `maximum_trace_size_bytes`: dropped, not decided.
+    TooLarge,
     /// Taken out by [`TraceBuffer::take_where`], undecided.
     Taken,
 }
@@ -126,12 +133,23 @@ impl Due {
             Due::MaxTraces => Some("max_traces"),
             Due::MaxBytes => Some("max_buffer_bytes"),
             Due::Shutdown => Some("shutdown"),
-            Due::Wait | Due::RootWait | Due::Taken => None,
+            Due::Wait | Due::RootWait | Due::Taken | Due::TooLarge => None,
+        }
+    }
+
+    /// The `reason` label of `tailgate_traces_decision_reason_total`.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Due::Wait => Some("timeout"),
+            Due::RootWait => Some("root"),
+            Due::TooLarge => Some("too_large"),
+            Due::Taken => None,
+            early => early.early_reason(),
         }
     }
 
     fn is_cap(self) -> bool {
-        matches!(self, Due::SpanCap | Due::ByteCap)
+        matches!(self, Due::SpanCap | Due::ByteCap | Due::TooLarge)
     }
 }
 
@@ -219,6 +237,9 @@ pub struct InsertReport {
     pub late_sampled: Vec<(usize, Kept)>,
     /// Spans of traces decided as not kept: dropped.
     pub late_not_sampled: usize,
+    /// For each late span (kept or not), how long after its trace's
+    /// decision it arrived.
+    pub late_ages: Vec<Duration>,
 }
 
 /// The resource and scope headers of one shard, each stored once and shared
@@ -385,6 +406,9 @@ pub struct TraceBuffer {
     data_bytes: usize,
     /// Per insert: the batch's group index → interned header id.
     scratch: Vec<u32>,
+    /// The latest `now` given to [`TraceBuffer::insert`] or
+    /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
+    clock: u64,
 }
 
 const NO_HEADER: u32 = u32::MAX;
@@ -398,6 +422,7 @@ impl TraceBuffer {
             hasher: DefaultHashBuilder::default(),
             deadlines: BinaryHeap::new(),
             headers: Interner::default(),
+            clock: 0,
             spans: 0,
             data_bytes: 0,
             scratch: Vec::new(),
@@ -480,7 +505,9 @@ impl TraceBuffer {
             spans,
             data_bytes,
             scratch,
+            clock,
         } = self;
+        *clock = now;
         let wait = nanos(settings.decision_wait);
         scratch.clear();
         scratch.resize(batch.groups(), NO_HEADER);
@@ -490,13 +517,19 @@ impl TraceBuffer {
             let trace = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    match cache.get(&id) {
-                        Some(CachedDecision::Sampled(kept)) => {
+                    match cache.get_with_time(&id) {
+                        Some((CachedDecision::Sampled(kept), at)) => {
                             report.late_sampled.push((i, kept.clone()));
+                            report
+                                .late_ages
+                                .push(Duration::from_nanos(now.saturating_sub(at)));
                             continue;
                         }
-                        Some(CachedDecision::NotSampled) => {
+                        Some((CachedDecision::NotSampled, at)) => {
                             report.late_not_sampled += 1;
+                            report
+                                .late_ages
+                                .push(Duration::from_nanos(now.saturating_sub(at)));
                             continue;
                         }
                         None => {}
@@ -546,7 +579,12 @@ impl TraceBuffer {
                 due = Some((now.saturating_add(nanos(after_root)), Due::RootWait));
             }
             if !trace.due.is_cap() {
-                if trace.summary.span_count() >= settings.max_spans_per_trace {
+                if settings
+                    .max_trace_size
+                    .is_some_and(|max| trace.summary.bytes() > max)
+                {
+                    due = Some((now, Due::TooLarge));
+                } else if trace.summary.span_count() >= settings.max_spans_per_trace {
                     due = Some((now, Due::SpanCap));
                 } else if trace.summary.bytes() >= settings.max_bytes_per_trace {
                     due = Some((now, Due::ByteCap));
@@ -570,6 +608,7 @@ impl TraceBuffer {
     /// early is harmless).
     pub fn expire(&mut self, now: Duration) -> (Vec<TakenTrace>, Option<Duration>) {
         let now = nanos(now);
+        self.clock = self.clock.max(now);
         let mut ready = Vec::new();
         while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
             if deadline > now {
@@ -656,7 +695,42 @@ impl TraceBuffer {
 
     /// Remembers a decision, so later spans of the trace follow it.
     pub fn record_decision(&mut self, id: TraceId, decision: CachedDecision) {
-        self.cache.insert(id, decision);
+        self.cache.insert_at(id, decision, self.clock);
+    }
+
+    /// Calls `f` with a buffered trace's summary and spans (grouped as
+    /// [`TakenTrace::span_refs`] groups them), leaving it buffered.
+    pub fn peek<R>(
+        &self,
+        id: &TraceId,
+        f: impl FnOnce(&TraceSummary, &[SpanRef<'_>]) -> R,
+    ) -> Option<R> {
+        let hash = self.hasher.hash_one(id);
+        let trace = self.traces.find(hash, |t| t.id == *id)?;
+        let mut order: Vec<u32> = Vec::new();
+        let mut refs: Vec<(usize, SpanRef<'_>)> = Records::new(&trace.data)
+            .filter_map(|(header, span)| {
+                let group = self.headers.get(header)?;
+                let at = match order.iter().position(|h| *h == header) {
+                    Some(at) => at,
+                    None => {
+                        order.push(header);
+                        order.len() - 1
+                    }
+                };
+                Some((
+                    at,
+                    SpanRef {
+                        resource: &group.resource,
+                        scope: &group.scope,
+                        span,
+                    },
+                ))
+            })
+            .collect();
+        refs.sort_by_key(|(at, _)| *at);
+        let refs: Vec<SpanRef<'_>> = refs.into_iter().map(|(_, r)| r).collect();
+        Some(f(&trace.summary, &refs))
     }
 
     /// The remembered decision for a trace, if any.

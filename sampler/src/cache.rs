@@ -62,6 +62,9 @@ impl CachedDecision {
 struct Entry {
     decision: CachedDecision,
     asked: bool,
+    /// When it was taken, in the buffer's clock (nanoseconds), for the age
+    /// of late spans.
+    decided_at: u64,
 }
 
 /// The two bounded caches, behind one map so that a span of an unknown
@@ -89,9 +92,15 @@ impl DecisionCache {
     /// The decision for `id`, marking it asked for (it survives the next
     /// eviction pass).
     pub fn get(&mut self, id: &TraceId) -> Option<&CachedDecision> {
+        self.get_with_time(id).map(|(d, _)| d)
+    }
+
+    /// [`DecisionCache::get`], with the time the decision was remembered
+    /// at (as given to [`DecisionCache::insert_at`]).
+    pub fn get_with_time(&mut self, id: &TraceId) -> Option<(&CachedDecision, u64)> {
         self.map.get_mut(id).map(|entry| {
             entry.asked = true;
-            &entry.decision
+            (&entry.decision, entry.decided_at)
         })
     }
 
@@ -104,6 +113,11 @@ impl DecisionCache {
     /// trace already remembered takes the new decision (a decision handed
     /// over by another node wins over a local one).
     pub fn insert(&mut self, id: TraceId, decision: CachedDecision) {
+        self.insert_at(id, decision, 0);
+    }
+
+    /// [`DecisionCache::insert`], remembering when (any clock, nanoseconds).
+    pub fn insert_at(&mut self, id: TraceId, decision: CachedDecision, decided_at: u64) {
         let sampled = decision.is_sampled();
         let remember = self.capacity(sampled) > 0;
         // Not remembering this kind: forget any other answer too, so a late
@@ -112,6 +126,7 @@ impl DecisionCache {
             let entry = Entry {
                 decision,
                 asked: false,
+                decided_at,
             };
             self.map.insert(id, entry).map(|e| e.decision)
         } else {

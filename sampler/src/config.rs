@@ -49,6 +49,13 @@ pub struct SamplerConfig {
     /// `tailsampling.policy` attribute (the Collector's `recordpolicy`
     /// feature gate). Default false.
     pub record_policy: bool,
+    /// The Collector's `processor.tailsamplingprocessor.usetracestate`
+    /// feature gate (off by default there in v0.165, and here): kept spans
+    /// carry the OTel sampling threshold (`ot=th:…`) of the least strict
+    /// policy that kept their trace (`th:0` for a policy that is not
+    /// probabilistic), and `probabilistic` decides by the spans' `ot=rv`
+    /// randomness when they carry one. Default false.
+    pub use_tracestate: bool,
     /// Shards of the trace buffer, each owned by one task. Default 0: one
     /// per CPU.
     pub shards: usize,
@@ -269,6 +276,7 @@ impl Default for SamplerConfig {
             limits: LimitsConfig::default(),
             decision_cache: DecisionCacheConfig::default(),
             record_policy: false,
+            use_tracestate: false,
             shards: 0,
             shard_queue: 64,
             shutdown: ShutdownConfig::default(),
@@ -369,12 +377,16 @@ impl SamplerConfig {
     }
 
     /// The config as the node runs it: the node name on every component,
-    /// the shard count resolved.
-    pub(crate) fn effective(mut self) -> SamplerConfig {
+    /// the shard count resolved (when not set: the policy file's
+    /// `num_shards`, else one per CPU).
+    pub(crate) fn effective(mut self, num_shards: Option<u16>) -> SamplerConfig {
         self.receiver.node = self.node.clone();
         self.exporter.node = self.node.clone();
         if self.shards == 0 {
-            self.shards = std::thread::available_parallelism().map_or(1, usize::from);
+            self.shards = match num_shards {
+                Some(n) => usize::from(n),
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            };
         }
         self
     }
@@ -415,6 +427,7 @@ impl SamplerConfig {
             max_bytes: share(self.limits.max_buffer_bytes).max(1),
             sampled_cache: share(sampled),
             not_sampled_cache: share(not_sampled),
+            max_trace_size: file.maximum_trace_size_bytes,
         }
     }
 }
@@ -478,7 +491,7 @@ mod tests {
     fn the_node_name_reaches_every_component() {
         let mut c = minimal();
         c.node = "sampler-2".into();
-        let c = c.effective();
+        let c = c.effective(None);
         assert_eq!(c.receiver.node, "sampler-2");
         assert_eq!(c.exporter.node, "sampler-2");
         assert!(c.shards >= 1);

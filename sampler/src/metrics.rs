@@ -49,6 +49,11 @@ pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
 pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
 pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
 pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+pub(crate) const POLICY_VOTES: &str = "tailgate_policy_votes_total";
+pub(crate) const POLICY_EVALUATION: &str = "tailgate_policy_evaluation_seconds";
+pub(crate) const POLICY_ERRORS: &str = "tailgate_policy_evaluation_errors_total";
+pub(crate) const LATE_SPAN_AGE: &str = "tailgate_late_span_age_seconds";
+pub(crate) const DECISION_REASON: &str = "tailgate_traces_decision_reason_total";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -108,7 +113,7 @@ impl Refused {
     }
 }
 
-/// Why the sampler dropped spans of kept traces: the `reason` label of
+/// Why the sampler dropped spans: the `reason` label of
 /// `tailgate_spans_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dropped {
@@ -116,15 +121,27 @@ pub(crate) enum Dropped {
     ExporterClosed,
     /// The export queue stayed full until the shutdown deadline.
     ShutdownDeadline,
+    /// The trace passed `maximum_trace_size_bytes` (the Collector's
+    /// `traces_dropped_too_large`).
+    TooLarge,
+    /// Undecided at shutdown with `drop_pending_traces_on_shutdown`.
+    PendingAtShutdown,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 2] = [Dropped::ExporterClosed, Dropped::ShutdownDeadline];
+    const ALL: [Dropped; 4] = [
+        Dropped::ExporterClosed,
+        Dropped::ShutdownDeadline,
+        Dropped::TooLarge,
+        Dropped::PendingAtShutdown,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Dropped::ExporterClosed => "exporter_closed",
             Dropped::ShutdownDeadline => "shutdown_deadline",
+            Dropped::TooLarge => "too_large",
+            Dropped::PendingAtShutdown => "pending_at_shutdown",
         }
     }
 }
@@ -159,6 +176,32 @@ pub(crate) struct Metrics {
     pub decisions_received: Counter,
     /// `[complete, incomplete]`.
     pub redistributions: [Counter; 2],
+    /// How long after its trace's decision a late span arrived.
+    pub late_age: Histogram,
+    reasons: [Counter; DECISION_REASONS.len()],
+}
+
+/// The `reason` label of `tailgate_traces_decision_reason_total`: why a
+/// trace was decided when it was.
+pub(crate) const DECISION_REASONS: [&str; 10] = [
+    "timeout",
+    "root",
+    "span_cap",
+    "byte_cap",
+    "max_traces",
+    "max_buffer_bytes",
+    "shutdown",
+    "too_large",
+    "span_ingest",
+    "span_ingest_timeout",
+];
+
+/// One top-level policy's counters, made once per policy file.
+pub(crate) struct PolicyMetrics {
+    /// `[sampled, not_sampled]`: its vote on each trace it evaluated.
+    pub votes: [Counter; 2],
+    pub evaluation: Histogram,
+    pub errors: Counter,
 }
 
 impl Metrics {
@@ -199,6 +242,41 @@ impl Metrics {
             from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
             decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
             redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
+            late_age: metrics::histogram!(LATE_SPAN_AGE, "node" => n()),
+            reasons: DECISION_REASONS.map(|r| with(DECISION_REASON, "reason", r)),
+        }
+    }
+
+    /// Counts a trace decided for `reason` (one of [`DECISION_REASONS`]).
+    pub fn decision_reason(&self, reason: &str) -> Option<&Counter> {
+        DECISION_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| &self.reasons[i])
+    }
+
+    /// The counters of one top-level policy.
+    pub fn policy(&self, policy: &str) -> PolicyMetrics {
+        let label = || policy.to_owned();
+        PolicyMetrics {
+            votes: ["sampled", "not_sampled"].map(|v| {
+                metrics::counter!(
+                    POLICY_VOTES,
+                    "node" => self.node.clone(),
+                    "policy" => label(),
+                    "vote" => v
+                )
+            }),
+            evaluation: metrics::histogram!(
+                POLICY_EVALUATION,
+                "node" => self.node.clone(),
+                "policy" => label()
+            ),
+            errors: metrics::counter!(
+                POLICY_ERRORS,
+                "node" => self.node.clone(),
+                "policy" => label()
+            ),
         }
     }
 
@@ -248,6 +326,31 @@ impl Metrics {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        POLICY_VOTES,
+        metrics::Unit::Count,
+        "Each top-level policy's vote on each trace it evaluated (vote=sampled|not_sampled), not only the deciding policy's."
+    );
+    metrics::describe_histogram!(
+        POLICY_EVALUATION,
+        metrics::Unit::Seconds,
+        "Time one top-level policy took on one trace, measured on one trace in 64."
+    );
+    metrics::describe_counter!(
+        POLICY_ERRORS,
+        metrics::Unit::Count,
+        "Evaluations of a policy that failed (an OTTL condition in error); the policy then votes as its error_mode says."
+    );
+    metrics::describe_histogram!(
+        LATE_SPAN_AGE,
+        metrics::Unit::Seconds,
+        "How long after its trace was decided a late span arrived."
+    );
+    metrics::describe_counter!(
+        DECISION_REASON,
+        metrics::Unit::Count,
+        "Traces decided (or dropped) here, by what made them due: timeout (decision_wait), root (decision_wait_after_root_received), span_cap, byte_cap, max_traces, max_buffer_bytes, shutdown, too_large (maximum_trace_size_bytes), span_ingest (kept or dropped on arrival), span_ingest_timeout (undecided at its wait: not sampled)."
+    );
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         SPANS_FORWARDED,

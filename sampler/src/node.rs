@@ -286,8 +286,8 @@ impl Sampler {
     /// runtime.
     pub fn bind(config: SamplerConfig) -> Result<Sampler, SamplerError> {
         config.validate()?;
-        let config = config.effective();
         let policy = crate::reload::load(&config.policy_file)?;
+        let config = config.effective(policy.0.num_shards);
         for note in &policy.0.notes {
             tracing::info!(file = %config.policy_file.display(), "policy file: {note}");
         }
@@ -368,7 +368,12 @@ impl Sampler {
             None => None,
         };
 
-        let active = Arc::new(ActivePolicy::new(file, hash, &metrics));
+        let active = Arc::new(ActivePolicy::new(
+            file,
+            hash,
+            &metrics,
+            config.use_tracestate,
+        ));
         metrics.policy_hash.set(active.hash_gauge());
         let max_traces = config.max_traces(&active.file);
         let state = Arc::new(NodeState::new(&config, max_traces));

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use policy::TraceView;
+use policy::{Decision, Outcome, SamplingStrategy, TraceView};
 use proto::exporter::{Exporter, OtlpBatch, SendError};
 use proto::view::TraceId;
 use proto::write::{self, SpanRef};
@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::active::ActivePolicy;
-use crate::buffer::{TakenTrace, TraceBuffer};
+use crate::buffer::{Due, TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
@@ -255,7 +255,18 @@ impl Shard {
             metrics.late[1].increment(n);
             metrics.not_sampled.increment(n);
         }
+        for age in &report.late_ages {
+            metrics.late_age.record(age.as_secs_f64());
+        }
         self.ctx.node.release_inflight(msg.charge);
+        if report.buffered > 0
+            && self.policies.borrow().file.sampling_strategy == SamplingStrategy::SpanIngest
+        {
+            let mut ids: Vec<TraceId> = msg.batch.spans.iter().map(|s| s.trace_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            self.decide_on_arrival(&ids);
+        }
     }
 
     /// Forwards, through the load-balancing exporter and marked as
@@ -425,6 +436,39 @@ impl Shard {
 
     fn decide(&mut self, trace: TakenTrace, active: &ActivePolicy, now: Duration) {
         let metrics = &self.ctx.metrics;
+        if let Some(counter) = trace.due.reason().and_then(|reason| {
+            metrics.decision_reason(match (reason, trace.due) {
+                ("timeout" | "root", _)
+                    if active.file.sampling_strategy == SamplingStrategy::SpanIngest =>
+                {
+                    "span_ingest_timeout"
+                }
+                _ => reason,
+            })
+        }) {
+            counter.increment(1);
+        }
+        let spans = trace.span_count() as u64;
+        // maximum_trace_size_bytes: dropped before any decision, as the
+        // Collector does; late spans follow as not sampled.
+        if trace.due == Due::TooLarge {
+            metrics.dropped(Dropped::TooLarge).increment(spans);
+            self.buffer
+                .record_decision(trace.id, CachedDecision::NotSampled);
+            return;
+        }
+        if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
+            metrics.dropped(Dropped::PendingAtShutdown).increment(spans);
+            return;
+        }
+        if active.file.sampling_strategy == SamplingStrategy::SpanIngest {
+            // span-ingest: a trace still undecided when its wait ends (or a
+            // cap takes it out) is not sampled, without another evaluation.
+            let decision = Decision::not_sampled();
+            active.count(&decision);
+            self.finish(trace, &decision, now);
+            return;
+        }
         let refs = trace.span_refs();
         let view = TraceView {
             trace_id: trace.id,
@@ -432,6 +476,14 @@ impl Shard {
             spans: &refs,
         };
         let decision = active.evaluate(&view, now);
+        drop(refs);
+        self.finish(trace, &decision, now);
+    }
+
+    /// Writes out a kept trace, or counts a dropped one, and remembers the
+    /// decision.
+    fn finish(&mut self, trace: TakenTrace, decision: &Decision, now: Duration) {
+        let metrics = &self.ctx.metrics;
         if let Some(counter) = metrics.decided_early(trace.due) {
             counter.increment(1);
         }
@@ -440,6 +492,7 @@ impl Shard {
             .record(now.saturating_sub(trace.first_seen).as_secs_f64());
         let spans = trace.span_count();
         let cached = if decision.sampled {
+            let refs = trace.span_refs();
             let record_policy = self.ctx.config.record_policy;
             if record_policy || decision.threshold.is_some() {
                 write_annotated(&mut self.out, &refs, |span| {
@@ -461,6 +514,42 @@ impl Shard {
             CachedDecision::NotSampled
         };
         self.buffer.record_decision(trace.id, cached);
+    }
+
+    /// `span-ingest`: evaluates the traces a batch added to, as they are
+    /// now; one a policy keeps or drops is finished at once, the others
+    /// wait for more spans or for their deadline.
+    fn decide_on_arrival(&mut self, ids: &[TraceId]) {
+        let active = self.policies.borrow().clone();
+        if active.file.sampling_strategy != SamplingStrategy::SpanIngest {
+            return;
+        }
+        let now = self.now();
+        for id in ids {
+            let Some(decision) = self.buffer.peek(id, |summary, refs| {
+                active.evaluate_quietly(
+                    &TraceView {
+                        trace_id: *id,
+                        summary,
+                        spans: refs,
+                    },
+                    now,
+                )
+            }) else {
+                continue;
+            };
+            if decision.outcome == Outcome::NotSampled {
+                continue;
+            }
+            let Some(trace) = self.buffer.take_trace(id) else {
+                continue;
+            };
+            active.count(&decision);
+            if let Some(counter) = self.ctx.metrics.decision_reason("span_ingest") {
+                counter.increment(1);
+            }
+            self.finish(trace, &decision, now);
+        }
     }
 
     /// Hands the written spans to the exporter. When its queue is full the
@@ -634,11 +723,15 @@ policies:
 
     impl Harness {
         fn start() -> Harness {
+            Harness::with_policy(POLICY)
+        }
+
+        fn with_policy(policy: &str) -> Harness {
             let recorder = PrometheusBuilder::new().build_recorder();
             let (metrics, active) = metrics::with_local_recorder(&recorder, || {
                 let metrics = Arc::new(Metrics::new("t"));
-                let file = PolicyFile::parse(POLICY, "policy.yaml").unwrap();
-                let active = Arc::new(ActivePolicy::new(file, 7, &metrics));
+                let file = PolicyFile::parse(policy, "policy.yaml").unwrap();
+                let active = Arc::new(ActivePolicy::new(file, 7, &metrics, false));
                 (metrics, active)
             });
             let config = SamplerConfig {
@@ -646,7 +739,7 @@ policies:
                 shards: 1,
                 ..SamplerConfig::default()
             }
-            .effective();
+            .effective(None);
             // Nothing is kept by this policy: the exporter never connects.
             let exporter = Exporter::start(ExporterConfig {
                 endpoint: "http://127.0.0.1:9".into(),
@@ -801,5 +894,116 @@ policies:
         assert_eq!(h.decided(), 1, "9.9 s: the other one waits");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(h.decided(), 2, "10.1 s: decision_wait after its first span");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn span_ingest_keeps_a_trace_as_its_error_span_arrives_and_gives_up_on_the_rest() {
+        let h = Harness::with_policy(&format!("sampling_strategy: span-ingest\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.decided(), 0, "nothing keeps either trace yet");
+        h.send(&[SpanSpec::new(1, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.decided(), 1, "kept on arrival, not after decision_wait");
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 2.0);
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"span_ingest\"}"),
+            1.0
+        );
+        // Trace 2 is never kept: at its wait it is not sampled, and its
+        // error span, arriving later, no longer counts.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(h.decided(), 2);
+        assert_eq!(
+            h.metric(
+                "tailgate_traces_decision_reason_total{node=\"t\",reason=\"span_ingest_timeout\"}"
+            ),
+            1.0
+        );
+        h.send(&[SpanSpec::new(2, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 2.0);
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trace_past_maximum_trace_size_is_dropped_at_once_and_counted() {
+        let h = Harness::with_policy(&format!("maximum_trace_size_bytes: 200\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1).error()])
+            .await;
+        h.send(&[SpanSpec::new(1, 2).error().padded(300)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            h.metric("tailgate_spans_dropped_total{node=\"t\",reason=\"too_large\"}"),
+            2.0,
+            "both spans of the trace that passed the size, before its decision"
+        );
+        assert_eq!(h.decided(), 0, "dropped, not decided");
+        // A late span follows as not sampled; the small trace is kept.
+        h.send(&[SpanSpec::new(1, 3)]).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 1.0);
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 1.0);
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"too_large\"}"),
+            1.0
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_traces_are_dropped_at_shutdown_when_the_file_says_so() {
+        let h = Harness::with_policy(&format!("drop_pending_traces_on_shutdown: true\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(1, 2)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Harness { recorder, tx, .. } = h;
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let text = recorder.handle().render();
+        assert!(
+            text.contains(
+                "tailgate_spans_dropped_total{node=\"t\",reason=\"pending_at_shutdown\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("tailgate_spans_forwarded_total{node=\"t\"} 2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_policy_vote_decision_reason_and_late_span_age_is_counted() {
+        let h = Harness::with_policy(
+            "decision_wait: 10s\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n  - {name: slow, type: latency, latency: {threshold_ms: 5000}}\n",
+        );
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1)])
+            .await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let votes = |policy: &str, vote: &str| {
+            h.metric(&format!(
+                "tailgate_policy_votes_total{{node=\"t\",policy=\"{policy}\",vote=\"{vote}\"}}"
+            ))
+        };
+        assert_eq!(votes("errors", "sampled"), 1.0);
+        assert_eq!(votes("errors", "not_sampled"), 1.0);
+        assert_eq!(
+            votes("slow", "not_sampled"),
+            2.0,
+            "not only the deciding policy"
+        );
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"timeout\"}"),
+            2.0
+        );
+        // One evaluation in 64 is timed: the first.
+        assert_eq!(
+            h.metric("tailgate_policy_evaluation_seconds_count{node=\"t\",policy=\"errors\"}"),
+            1.0
+        );
+        // Late spans at 14 s, 4 s after their traces were decided (at 10 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        h.send(&[SpanSpec::new(1, 2), SpanSpec::new(2, 2)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_late_span_age_seconds_count"), 2.0);
+        let sum = h.metric("tailgate_late_span_age_seconds_sum");
+        assert!((7.9..8.2).contains(&sum), "two ages of about 4 s: {sum}");
     }
 }

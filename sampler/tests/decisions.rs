@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use policy::{PolicyFile, TraceSummary, TraceView};
 use proto::view::{RequestView, TraceId};
+use sampler::SamplerConfig;
 use support::*;
 
 const ERRORS: &str = "\
@@ -116,7 +117,10 @@ policies:
     probabilistic: {sampling_percentage: 25}
 ";
     let path = write_policy("probabilistic", policy);
-    let node = Node::start(config("s1", &path, &backend));
+    let node = Node::start(SamplerConfig {
+        use_tracestate: true,
+        ..config("s1", &path, &backend)
+    });
     const TRACES: u64 = 2000;
     let ids: Vec<TraceId> = (0..TRACES).map(random_id).collect();
     for chunk in ids.chunks(200) {
@@ -160,7 +164,8 @@ policies:
     got.sort_unstable();
     expected.sort_unstable();
     assert_eq!(got, expected);
-    // Kept by probabilistic sampling: the spans carry the OTel threshold.
+    // Kept by probabilistic sampling, with use_tracestate (the Collector's
+    // usetracestate gate): the spans carry the OTel threshold.
     let requests = backend.requests();
     let mut states = Vec::new();
     RequestView::new(&requests[0])
