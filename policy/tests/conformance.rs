@@ -56,8 +56,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::{Span, Status};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, TracesData, span::Event,
+};
 use policy::{PolicyFile, PolicySet, PolicyState, TraceSummary, TraceView};
 use prost::Message;
 use proto::view::{SpanView, TraceId};
@@ -67,7 +70,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 /// How many vectors were ported: loading fewer fails the suite, so that a
 /// lost file or an emptied directory cannot pass.
-const PORTED_AT_LEAST: usize = 123;
+const PORTED_AT_LEAST: usize = 209;
 
 const DEFAULT_TRACE_ID: [u8; 16] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
 
@@ -102,6 +105,9 @@ struct Case {
     expect: Option<String>,
     #[serde(default)]
     error_contains: Option<String>,
+    /// The top-level policy the decision names (`tailsampling.policy`).
+    #[serde(default)]
+    expect_policy: Option<String>,
     /// The Go test's own expectation, when it differs in form from `expect`
     /// (a single evaluator's `InvertSampled`, say): kept for the record.
     #[serde(default)]
@@ -112,6 +118,18 @@ struct Case {
     note: Option<String>,
     #[serde(default)]
     skip: Option<String>,
+    /// For a probabilistic policy: evaluate `traces` random trace IDs and
+    /// expect `percent` of them sampled, within `delta` points.
+    #[serde(default)]
+    proportion: Option<Proportion>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Proportion {
+    traces: usize,
+    percent: f64,
+    delta: f64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +159,8 @@ struct TraceSpec {
     #[serde(default)]
     resource: Option<BTreeMap<String, Value>>,
     #[serde(default)]
+    scope: Option<ScopeSpec>,
+    #[serde(default)]
     spans: Option<Vec<SpanSpec>>,
     #[serde(default)]
     groups: Option<Vec<GroupSpec>>,
@@ -152,12 +172,39 @@ struct GroupSpec {
     #[serde(default)]
     resource: BTreeMap<String, Value>,
     #[serde(default)]
+    scope: Option<ScopeSpec>,
+    #[serde(default)]
     spans: Vec<SpanSpec>,
 }
 
 #[derive(Debug, Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
+struct ScopeSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+struct EventSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    time_ms: u64,
+    #[serde(default)]
+    attrs: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
 struct SpanSpec {
+    /// OTLP span kind (2: server).
+    #[serde(default)]
+    kind: Option<i32>,
+    #[serde(default)]
+    events: Vec<EventSpec>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -189,7 +236,10 @@ struct SpanSpec {
 /// A trace as stored: resource headers and encoded spans.
 struct Built {
     id: [u8; 16],
+    /// The whole trace as one `TracesData`, for its protobuf size.
+    data: TracesData,
     headers: Vec<Vec<u8>>,
+    scopes: Vec<Vec<u8>>,
     /// (index of the header, encoded span)
     spans: Vec<(usize, Vec<u8>)>,
 }
@@ -260,6 +310,7 @@ fn build(spec: &TraceSpec) -> Result<Built, String> {
     if spec.resource.is_some() || spec.spans.is_some() {
         groups.push(GroupSpec {
             resource: spec.resource.clone().unwrap_or_default(),
+            scope: spec.scope.clone(),
             spans: spec.spans.clone().unwrap_or_default(),
         });
     }
@@ -268,14 +319,32 @@ fn build(spec: &TraceSpec) -> Result<Built, String> {
     }
     let mut built = Built {
         id,
+        data: TracesData::default(),
         headers: Vec::new(),
+        scopes: Vec::new(),
         spans: Vec::new(),
     };
     let mut next_id = 1u64;
     for group in &groups {
-        let header = common::resource_header(attrs(&group.resource)?);
-        built.headers.push(header);
+        let resource = ResourceSpans {
+            resource: Some(Resource {
+                attributes: attrs(&group.resource)?,
+                ..Resource::default()
+            }),
+            ..ResourceSpans::default()
+        };
+        built.headers.push(resource.encode_to_vec());
+        let scope = ScopeSpans {
+            scope: group.scope.as_ref().map(|s| InstrumentationScope {
+                name: s.name.clone(),
+                version: s.version.clone(),
+                ..InstrumentationScope::default()
+            }),
+            ..ScopeSpans::default()
+        };
+        built.scopes.push(scope.encode_to_vec());
         let at = built.headers.len() - 1;
+        let mut spans: Vec<Span> = Vec::new();
         for s in &group.spans {
             for _ in 0..s.count {
                 let span_id = s.span_id.unwrap_or(next_id);
@@ -304,6 +373,19 @@ fn build(spec: &TraceSpec) -> Result<Built, String> {
                     attributes: attrs(&s.attrs)?,
                     trace_state: s.trace_state.clone().unwrap_or_default(),
                     flags: s.flags.unwrap_or(0),
+                    kind: s.kind.unwrap_or(0),
+                    events: s
+                        .events
+                        .iter()
+                        .map(|e| {
+                            Ok(Event {
+                                name: e.name.clone(),
+                                time_unix_nano: common::BASE_NANOS + e.time_ms * 1_000_000,
+                                attributes: attrs(&e.attrs)?,
+                                ..Event::default()
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
                     status: match &s.status {
                         Some(name) => Some(Status {
                             code: status_code(name)?,
@@ -314,8 +396,13 @@ fn build(spec: &TraceSpec) -> Result<Built, String> {
                     ..Span::default()
                 };
                 built.spans.push((at, span.encode_to_vec()));
+                spans.push(span);
             }
         }
+        built.data.resource_spans.push(ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..scope }],
+            ..resource
+        });
     }
     Ok(built)
 }
@@ -349,13 +436,92 @@ fn policy_source(case: &Case) -> Result<String, String> {
             m.insert(name, Value::String(generated));
         }
     }
+    let size = trace_size_of(case)?;
+    for p in &mut policies {
+        substitute_trace_size(p, size)?;
+    }
     let mut block = case.settings.clone().unwrap_or_default();
     block.insert(Value::String("policies".into()), Value::Sequence(policies));
     serde_yaml_ng::to_string(&Value::Mapping(block)).map_err(|e| e.to_string())
 }
 
+/// The protobuf size of the case's trace (or its first step's), as
+/// `ptrace.ProtoMarshaler.TracesSize` gives it: what `bytes_limiting`
+/// charges.
+fn trace_size_of(case: &Case) -> Result<Option<u64>, String> {
+    let spec = case.trace.as_ref().or_else(|| {
+        case.steps
+            .as_ref()
+            .and_then(|steps| steps.iter().find_map(|s| s.trace.as_ref()))
+    });
+    match spec {
+        Some(spec) => Ok(Some(build(spec)?.data.encoded_len() as u64)),
+        None => Ok(None),
+    }
+}
+
+/// Replaces every string `trace_size`, `trace_size * 2`, `trace_size / 2`,
+/// `trace_size + 1`, `trace_size - 1` in a policy with the number (Go
+/// integer arithmetic), as the Go tests size limits from the trace.
+fn substitute_trace_size(value: &mut Value, size: Option<u64>) -> Result<(), String> {
+    match value {
+        Value::String(s) if s.starts_with("trace_size") => {
+            let size = size.ok_or("trace_size used without a trace")? as i64;
+            let rest: String = s["trace_size".len()..]
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            let n = if rest.is_empty() {
+                size
+            } else {
+                let (op, arg) = rest.split_at(1);
+                let arg: i64 = arg.parse().map_err(|e| format!("{s:?}: {e}"))?;
+                match op {
+                    "*" => size * arg,
+                    "/" => size / arg,
+                    "+" => size + arg,
+                    "-" => size - arg,
+                    _ => return Err(format!("{s:?}: unknown operator {op}")),
+                }
+            };
+            *value = Value::Number(n.into());
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                substitute_trace_size(item, size)?;
+            }
+        }
+        Value::Mapping(m) => {
+            for (_, v) in m.iter_mut() {
+                substitute_trace_size(v, size)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// splitmix64: the random trace IDs of the proportion vectors.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The decision as the vectors name it.
 fn decide(set: &PolicySet, state: &PolicyState, built: &Built, now: Duration) -> String {
+    decide_with_policy(set, state, built, now).0
+}
+
+/// The decision as the vectors name it, and the policy it names.
+fn decide_with_policy(
+    set: &PolicySet,
+    state: &PolicyState,
+    built: &Built,
+    now: Duration,
+) -> (String, Option<String>) {
     let mut summary = TraceSummary::new();
     for (_, bytes) in &built.spans {
         let view = SpanView::parse(bytes, 0).expect("a span built here parses");
@@ -366,7 +532,7 @@ fn decide(set: &PolicySet, state: &PolicyState, built: &Built, now: Duration) ->
         .iter()
         .map(|(at, bytes)| SpanRef {
             resource: &built.headers[*at],
-            scope: &[],
+            scope: &built.scopes[*at],
             span: bytes,
         })
         .collect();
@@ -378,12 +544,13 @@ fn decide(set: &PolicySet, state: &PolicyState, built: &Built, now: Duration) ->
     let decision = set.evaluate(state, &view, now);
     // Named through Display, so that the runner does not depend on the
     // variants `Outcome` has.
-    match decision.outcome.to_string().as_str() {
+    let name = match decision.outcome.to_string().as_str() {
         "sampled" => "Sampled".to_string(),
         "not sampled" => "NotSampled".to_string(),
         "dropped" => "Dropped".to_string(),
         other => format!("{other:?} (sampled: {})", decision.sampled),
-    }
+    };
+    (name, decision.policy.as_deref().map(str::to_string))
 }
 
 /// Runs one case; `Err` is the failure message.
@@ -418,6 +585,27 @@ fn run_case(file: &str, case: &Case) -> Result<(), String> {
     let file = parsed.map_err(|e| format!("the policy does not load: {e}"))?;
     let set = &file.policies;
     let state = set.new_state();
+    if let Some(p) = &case.proportion {
+        let mut built = build(&case.trace.clone().unwrap_or_default())?;
+        let mut seed = 1u64;
+        let mut sampled = 0usize;
+        for _ in 0..p.traces {
+            built.id[..8].copy_from_slice(&splitmix64(&mut seed).to_be_bytes());
+            built.id[8..].copy_from_slice(&splitmix64(&mut seed).to_be_bytes());
+            if decide(set, &state, &built, Duration::ZERO) == "Sampled" {
+                sampled += 1;
+            }
+        }
+        let percent = sampled as f64 * 100.0 / p.traces as f64;
+        return if (percent - p.percent).abs() <= p.delta {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {}% (±{}) of {} traces sampled, got {percent:.3}%",
+                p.percent, p.delta, p.traces
+            ))
+        };
+    }
     match (&case.steps, expect) {
         (Some(steps), None) => {
             for (n, step) in steps.iter().enumerate() {
@@ -445,14 +633,21 @@ fn run_case(file: &str, case: &Case) -> Result<(), String> {
         (None, Some(want)) => {
             let spec = case.trace.clone().unwrap_or_default();
             let built = build(&spec)?;
-            let got = decide(set, &state, &built, Duration::ZERO);
+            let (got, policy) = decide_with_policy(set, &state, &built, Duration::ZERO);
             if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
-                eprintln!("{} / {}: expected {want}, got {got}", case.go_test, case.case);
+                eprintln!(
+                    "{} / {}: expected {want}, got {got} (policy {policy:?})",
+                    case.go_test, case.case
+                );
             }
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!("expected {want}, got {got}"))
+            if got != want {
+                return Err(format!("expected {want}, got {got}"));
+            }
+            match &case.expect_policy {
+                Some(name) if policy.as_deref() != Some(name.as_str()) => Err(format!(
+                    "expected the decision to name policy {name:?}, got {policy:?}"
+                )),
+                _ => Ok(()),
             }
         }
         _ => Err("a case needs either `expect` or `steps`".into()),
