@@ -519,11 +519,19 @@ impl Compiler<'_, '_> {
                 let Some(percentage) = c.sampling_percentage else {
                     return Err(err("probabilistic needs sampling_percentage".into()));
                 };
-                if !(0.0..=100.0).contains(&percentage) {
-                    return Err(err(format!(
-                        "sampling_percentage must be between 0 and 100 (got {percentage})"
-                    )));
+                if percentage.is_nan() {
+                    return Err(err("sampling_percentage is not a number".into()));
                 }
+                // probabilistic.go takes any value: below 0 samples nothing,
+                // above 100 everything (big.Float's Uint64 saturates).
+                if !(0.0..=100.0).contains(&percentage) {
+                    self.notes.push(format!(
+                        "policy {:?}: sampling_percentage {percentage} is outside 0 to 100; as in the Collector it samples {}",
+                        &*names[names.len() - 1],
+                        if percentage < 0.0 { "no trace" } else { "every trace" }
+                    ));
+                }
+                let percentage = percentage.clamp(0.0, 100.0);
                 let salt_given = c.hash_salt.as_deref().is_some_and(|s| !s.is_empty());
                 let salt = match c.hash_salt.as_deref() {
                     Some(s) if !s.is_empty() => s.to_string(),
