@@ -108,6 +108,16 @@ impl Votes {
     }
 }
 
+/// No timing: [`PolicySet::evaluate`].
+struct NoTimer;
+
+impl PolicyTimer for NoTimer {
+    #[inline(always)]
+    fn start(&mut self, _at: usize) {}
+    #[inline(always)]
+    fn stop(&mut self, _at: usize) {}
+}
+
 /// Measures policies one by one, for the per-policy evaluation time: the
 /// caller's clock, so that this crate keeps none.
 pub trait PolicyTimer {
@@ -418,7 +428,7 @@ impl PolicySet {
     /// call with one state); only rate limiting reads it. Threads may share
     /// one state.
     pub fn evaluate(&self, state: &PolicyState, trace: &TraceView<'_>, now: Duration) -> Decision {
-        self.evaluate_timed(state, trace, now, None)
+        self.decide(state, trace, now, &mut NoTimer)
     }
 
     /// [`PolicySet::evaluate`], telling `timer` when each top-level policy
@@ -428,7 +438,21 @@ impl PolicySet {
         state: &PolicyState,
         trace: &TraceView<'_>,
         now: Duration,
-        mut timer: Option<&mut dyn PolicyTimer>,
+        timer: Option<&mut dyn PolicyTimer>,
+    ) -> Decision {
+        match timer {
+            Some(timer) => self.decide(state, trace, now, timer),
+            None => self.decide(state, trace, now, &mut NoTimer),
+        }
+    }
+
+    /// Generic over the timer so that the untimed path carries no checks.
+    fn decide<T: PolicyTimer + ?Sized>(
+        &self,
+        state: &PolicyState,
+        trace: &TraceView<'_>,
+        now: Duration,
+        timer: &mut T,
     ) -> Decision {
         let fresh;
         let state = if self.state_fits(state) {
@@ -451,13 +475,9 @@ impl PolicySet {
         let mut min_threshold = u64::MAX;
         let mut votes = Votes::default();
         for (i, node) in self.nodes.iter().enumerate() {
-            if let Some(t) = timer.as_deref_mut() {
-                t.start(i);
-            }
+            timer.start(i);
             let vote = eval(node, &ctx, state);
-            if let Some(t) = timer.as_deref_mut() {
-                t.stop(i);
-            }
+            timer.stop(i);
             votes.record(i, vote.verdict == Verdict::Sampled);
             match vote.verdict {
                 Verdict::Sampled => {
