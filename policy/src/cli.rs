@@ -116,11 +116,19 @@ fn run_test(policy: &Path, traces: &Path) -> Result<String, String> {
             Outcome::Dropped => dropped += 1,
             _ => not_sampled += 1,
         }
+        let mut policy = decision.policy.as_deref().unwrap_or("-").to_string();
+        // Which OTTL condition matched, when an ottl_condition decided.
+        if let Some(name) = decision.policy.as_deref() {
+            let matched = crate::ottl::explain(&file.policies, name, &view);
+            if !matched.is_empty() {
+                policy.push_str(&format!(" ({})", matched.join("; ")));
+            }
+        }
         rows.push([
             trace.id.to_string(),
             trace.summary.span_count().to_string(),
             decision.outcome.to_string(),
-            decision.policy.as_deref().unwrap_or("-").to_string(),
+            policy,
         ]);
     }
 

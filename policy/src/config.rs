@@ -685,9 +685,8 @@ pub(crate) struct RawPolicy {
     pub trace_state: Option<RawTraceState>,
     #[serde(default)]
     pub boolean_attribute: Option<RawBooleanAttribute>,
-    /// Accepted as YAML so that the refusal can say why (no OTTL engine).
     #[serde(default)]
-    pub ottl_condition: Option<Value>,
+    pub ottl_condition: Option<RawOttlCondition>,
     #[serde(default)]
     pub and: Option<RawAnd>,
     #[serde(default)]
@@ -826,6 +825,18 @@ pub(crate) struct RawBooleanAttribute {
     pub value: Option<bool>,
     #[serde(default)]
     pub invert_match: Option<bool>,
+}
+
+/// `ottl_condition` (the Collector's `OTTLConditionCfg`).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOttlCondition {
+    #[serde(default)]
+    pub error_mode: Option<String>,
+    #[serde(default)]
+    pub span: Option<Vec<String>>,
+    #[serde(default)]
+    pub spanevent: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]

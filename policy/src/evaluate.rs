@@ -15,6 +15,7 @@ use std::time::Duration;
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
 use proto::write::SpanRef;
 
+use crate::ottl;
 use crate::policy::{Node, Rule, StringMatcher};
 use crate::probabilistic::{Threshold, hash_trace_id};
 use crate::summary::TraceSummary;
@@ -99,6 +100,12 @@ impl Votes {
             if sampled {
                 self.sampled |= 1 << at;
             }
+        }
+    }
+
+    fn record_error(&mut self, at: usize) {
+        if at < 64 {
+            self.errors |= 1 << at;
         }
     }
 
@@ -221,6 +228,10 @@ pub(crate) enum Verdict {
     Sampled,
     NotSampled,
     Dropped,
+    /// The policy failed to evaluate (an `ottl_condition` with
+    /// `error_mode: propagate`): no vote, as the Collector skips a policy
+    /// that returns an error; `and`, `drop` and `composite` fail with it.
+    Error,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -478,13 +489,17 @@ impl PolicySet {
             timer.start(i);
             let vote = eval(node, &ctx, state);
             timer.stop(i);
-            votes.record(i, vote.verdict == Verdict::Sampled);
+            if vote.verdict == Verdict::Error {
+                votes.record_error(i);
+            } else {
+                votes.record(i, vote.verdict == Verdict::Sampled);
+            }
             match vote.verdict {
                 Verdict::Sampled => {
                     first_sampled.get_or_insert((i, vote.composite_sub));
                     min_threshold = min_threshold.min(vote.threshold);
                 }
-                Verdict::NotSampled => {}
+                Verdict::NotSampled | Verdict::Error => {}
                 Verdict::Dropped => {
                     first_dropped.get_or_insert(i);
                     break;
@@ -694,6 +709,9 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             let mut threshold = 0;
             for sub in subs {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if v.verdict != Verdict::Sampled {
                     return Vote::of(Verdict::NotSampled);
                 }
@@ -709,6 +727,9 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             // drop.go: dropped when every sub-policy matches.
             for sub in subs {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if v.verdict != Verdict::Sampled {
                     return Vote::of(Verdict::NotSampled);
                 }
@@ -721,7 +742,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             match v.verdict {
                 Verdict::Sampled => Vote::of(Verdict::NotSampled),
                 Verdict::NotSampled => Vote::of(Verdict::Sampled),
-                Verdict::Dropped => v,
+                Verdict::Dropped | Verdict::Error => v,
             }
         }
         Rule::Composite {
@@ -744,6 +765,9 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             let count = summary.span_count() as i64;
             for (i, (sub, allocated)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
+                if v.verdict == Verdict::Error {
+                    return v;
+                }
                 if v.verdict == Verdict::Sampled {
                     let Some(mut guard) = state.slot(*slot) else {
                         return Vote::of(Verdict::NotSampled);
@@ -766,6 +790,12 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             }
             Vote::of(Verdict::NotSampled)
         }
+        // ottl.go: any span or span event condition true samples.
+        Rule::OttlCondition(c) => match c.evaluate(ctx.trace.spans, ctx.spans()) {
+            ottl::Outcome::Matched(_) => Vote::of(Verdict::Sampled),
+            ottl::Outcome::NotMatched => Vote::of(Verdict::NotSampled),
+            ottl::Outcome::Error(_) => Vote::of(Verdict::Error),
+        },
     }
 }
 

@@ -24,6 +24,7 @@ mod config;
 mod duration;
 mod error;
 mod evaluate;
+pub mod ottl;
 mod policy;
 mod probabilistic;
 mod summary;

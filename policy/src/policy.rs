@@ -21,6 +21,7 @@ use crate::config::{self, Document, Form, RawPolicy, Step};
 use crate::duration;
 use crate::error::PolicyError;
 use crate::evaluate::{PolicySet, SlotKind};
+use crate::ottl::{ErrorMode, OttlCondition};
 use crate::probabilistic::{self, Threshold};
 
 /// The Collector's defaults (processor/tailsamplingprocessor/factory.go and
@@ -189,6 +190,7 @@ pub(crate) enum Rule {
         /// Each sub-policy with its spans-per-second allocation.
         subs: Vec<(Node, i64)>,
     },
+    OttlCondition(Box<OttlCondition>),
 }
 
 #[derive(Debug)]
@@ -426,11 +428,6 @@ impl Compiler<'_, '_> {
                 "unknown policy type {kind:?} (known: {}, and, drop, not, composite)",
                 SHARED_TYPES.join(", ")
             )));
-        }
-        if kind == "ottl_condition" {
-            return Err(err(
-                "type ottl_condition is not supported yet: tailgate has no OTTL engine (see the README, Policies)".into(),
-            ));
         }
         if !allowed(level, kind) {
             let place = match level {
@@ -672,6 +669,13 @@ impl Compiler<'_, '_> {
                     .collect();
                 Rule::TraceState { key, values, set }
             }
+            "ottl_condition" => {
+                let c = rp
+                    .ottl_condition
+                    .as_ref()
+                    .ok_or_else(|| missing("ottl_condition"))?;
+                Rule::OttlCondition(Box::new(self.ottl(c, path, names)?))
+            }
             "rate_limiting" => {
                 let c = rp
                     .rate_limiting
@@ -885,6 +889,39 @@ impl Compiler<'_, '_> {
         })
     }
 
+    /// Compiles an `ottl_condition` block; a bad condition is placed at
+    /// its entry in the file, with its line and column in the condition.
+    fn ottl(
+        &self,
+        c: &config::RawOttlCondition,
+        path: &[Step],
+        names: &[String],
+    ) -> Result<OttlCondition, PolicyError> {
+        let doc = self.doc;
+        let mut at = path.to_vec();
+        at.push(Step::Key("ottl_condition".into()));
+        let error_mode = match c.error_mode.as_deref() {
+            None => ErrorMode::default(),
+            Some(m) => ErrorMode::parse(m).map_err(|message| {
+                let mut p = at.clone();
+                p.push(Step::Key("error_mode".into()));
+                doc.policy_error(&p, names, format!("ottl_condition.error_mode: {message}"))
+            })?,
+        };
+        let span = c.span.as_deref().unwrap_or(&[]);
+        let spanevent = c.spanevent.as_deref().unwrap_or(&[]);
+        OttlCondition::compile(error_mode, span, spanevent).map_err(|e| {
+            let texts = if e.list == "span" { span } else { spanevent };
+            let mut p = at.clone();
+            if texts.is_empty() {
+                return doc.policy_error(&p, names, format!("ottl_condition: {}", e.message));
+            }
+            p.extend([Step::Key(e.list.into()), Step::Index(e.index)]);
+            let text = texts.get(e.index).map_or("", String::as_str);
+            doc.policy_error(&p, names, format!("ottl_condition.{e} (in {text:?})"))
+        })
+    }
+
     fn attribute_key(&mut self, key: &str) -> usize {
         match self.attribute_keys.iter().position(|k| k == key) {
             Some(i) => i,
@@ -1021,6 +1058,22 @@ pub(crate) fn describe(rule: &Rule) -> String {
         Rule::Not(_) => "not".into(),
         Rule::Composite { max_total, .. } => {
             format!("composite max_total_spans_per_second={max_total}")
+        }
+        Rule::OttlCondition(c) => {
+            let quoted = |list: &[crate::ottl::Condition]| {
+                list.iter()
+                    .map(|c| format!("{:?}", c.text))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut s = format!("ottl_condition error_mode={}", c.error_mode.as_str());
+            if !c.span.is_empty() {
+                s.push_str(&format!(" span=[{}]", quoted(&c.span)));
+            }
+            if !c.spanevent.is_empty() {
+                s.push_str(&format!(" spanevent=[{}]", quoted(&c.spanevent)));
+            }
+            s
         }
     }
 }

@@ -166,3 +166,27 @@ fn test_of_a_bad_traces_file_exits_1_naming_it() {
         "{out}"
     );
 }
+
+#[test]
+fn test_shows_which_ottl_condition_matched() {
+    let path = scratch(
+        "ottl.yaml",
+        "policies:\n  - name: checkout-db\n    type: ottl_condition\n    ottl_condition:\n      span:\n        - 'attributes[\"db.system\"] != nil'\n        - 'resource.attributes[\"service.name\"] == \"checkout\" and IsMatch(name, \"^charge\")'\n",
+    );
+    let (out, code) = policy::cli::test(&path, &repo("examples/traces.json"));
+    std::fs::remove_file(&path).ok();
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "\
+TRACE ID                          SPANS  DECISION     POLICY
+1d9e1f58b9f7f662cc915e3d22b31e87      3  sampled      checkout-db (span[1]: resource.attributes[\"service.name\"] == \"checkout\" and IsMatch(name, \"^charge\"))
+aa569380fe256b65e9a0cfad86b8112a      2  sampled      checkout-db (span[0]: attributes[\"db.system\"] != nil)
+f2a4d44fea0e1de875a23d28e118734e      2  not sampled  -
+5d6a9a54a3ed1f458314fc98cc3ee297      1  not sampled  -
+e01df545fb665e2fee983ad7c338c692      2  not sampled  -
+968cd4e62682ea2d86fd624deb387c57      1  not sampled  -
+6 traces: 2 sampled, 4 not sampled
+"
+    );
+}

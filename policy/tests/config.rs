@@ -50,9 +50,8 @@ fn settings_are_read_with_go_durations_and_grouped_integers() {
 }
 
 #[test]
-fn the_collectors_readme_example_is_accepted_apart_from_ottl() {
-    // The Collector README's example (flow style, every policy type), less
-    // its ottl_condition policy.
+fn the_collectors_readme_example_is_accepted() {
+    // The Collector README's example (flow style, every policy type).
     let src = r#"
 decision_wait: 10s
 num_traces: 100
@@ -74,6 +73,21 @@ policies:
       { name: test-policy-10, type: span_count, span_count: {min_spans: 2, max_spans: 20} },
       { name: test-policy-11, type: trace_state, trace_state: { key: key3, values: [value1, value2] } },
       { name: test-policy-12, type: boolean_attribute, boolean_attribute: {key: key4, value: true} },
+      {
+        name: test-policy-13,
+        type: ottl_condition,
+        ottl_condition: {
+             error_mode: ignore,
+             span: [
+                  "attributes[\"test_attr_key_1\"] == \"test_attr_val_1\"",
+                  "attributes[\"test_attr_key_2\"] != \"test_attr_val_1\"",
+             ],
+             spanevent: [
+                  "name != \"test_span_event_name\"",
+                  "attributes[\"test_event_attr_key_2\"] != \"test_event_attr_val_1\"",
+             ]
+        }
+      },
       { name: and-policy-1, type: and, and: { and_sub_policy: [
           { name: test-and-policy-1, type: numeric_attribute, numeric_attribute: { key: key1, min_value: 50, max_value: 100 } },
           { name: test-and-policy-2, type: string_attribute, string_attribute: { key: key2, values: [ value1, value2 ] } } ] } },
@@ -90,7 +104,7 @@ policies:
   ]
 "#;
     let file = parse(src).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(file.policies.len(), 15);
+    assert_eq!(file.policies.len(), 16);
     // Drop policies are evaluated first.
     assert_eq!(file.policies.names().next(), Some("drop-policy-1"));
     assert!(
@@ -229,16 +243,83 @@ fn an_error_in_a_sub_policy_names_its_path() {
 }
 
 #[test]
-fn ottl_condition_is_refused_as_not_supported_yet() {
-    let e = refusal(
-        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      error_mode: ignore\n      span: ['attributes[\"k\"] == \"v\"']\n",
+fn the_collectors_testdata_ottl_configs_load() {
+    // processor/tailsamplingprocessor/testdata/tail_sampling_config_errormode.yaml:
+    // no error_mode, so the pinned release's default, propagate.
+    let file = parse(
+        "tail_sampling:\n  policies:\n    - name: test-policy-ottl\n      type: ottl_condition\n      ottl_condition:\n        span:\n          - attributes[\"test_attr\"] == \"val\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.policies.len(), 1);
+    // testdata/tail_sampling_config.yaml's test-policy-11.
+    let file = parse(
+        r#"tail_sampling:
+  decision_wait: 10s
+  num_traces: 100
+  policies:
+    [
+      {
+        name: test-policy-11,
+        type: ottl_condition,
+        ottl_condition: {
+          error_mode: ignore,
+          span: [
+            "attributes[\"test_attr_key_1\"] == \"test_attr_val_1\"",
+            "attributes[\"test_attr_key_2\"] != \"test_attr_val_1\"",
+          ],
+          spanevent: [
+            "name != \"test_span_event_name\"",
+            "attributes[\"test_event_attr_key_2\"] != \"test_event_attr_val_1\"",
+          ]
+        }
+      },
+    ]
+"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        file.policies.names().collect::<Vec<_>>(),
+        ["test-policy-11"]
     );
-    assert_eq!(e.location(), Some((2, 5)));
+}
+
+#[test]
+fn a_bad_ottl_condition_is_placed_at_its_entry_with_its_column_and_name() {
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      span:\n        - 'name == \"a\"'\n        - 'name == \"a\" or Nope(name)'\n",
+    );
+    assert_eq!(e.location(), Some((7, 11)));
+    assert_eq!(e.policy(), Some("ottl"));
+    let text = e.to_string();
+    assert!(
+        text.starts_with("p.yaml:7:11: policy \"ottl\": ottl_condition.span[1] at 1:16: undefined function \"Nope\""),
+        "{text}"
+    );
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      spanevent: ['nme == 1']\n",
+    );
     assert!(
         e.to_string()
-            .contains("policy \"ottl\": type ottl_condition is not supported yet"),
+            .contains("ottl_condition.spanevent[0] at 1:1: segment \"nme\""),
         "{e}"
     );
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      error_mode: loud\n      span: ['true']\n",
+    );
+    assert_eq!(e.location(), Some((5, 19)));
+    assert!(e.to_string().contains("unknown error mode \"loud\""), "{e}");
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      error_mode: ignore\n",
+    );
+    assert!(
+        e.to_string()
+            .contains("expected at least one OTTL condition"),
+        "{e}"
+    );
+    let e = refusal(
+        "policies:\n  - name: ottl\n    type: ottl_condition\n    ottl_condition:\n      span: ['true']\n      spans: ['true']\n",
+    );
+    assert!(e.to_string().contains("unknown field `spans`"), "{e}");
 }
 
 #[test]

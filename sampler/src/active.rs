@@ -87,9 +87,8 @@ impl ActivePolicy {
         for (at, m) in self.per_policy.iter().enumerate() {
             if let Some(sampled) = decision.votes.get(at) {
                 m.votes[usize::from(!sampled)].increment(1);
-                if decision.votes.errors & (1 << at) != 0 {
-                    m.errors.increment(1);
-                }
+            } else if at < 64 && decision.votes.errors & (1 << at) != 0 {
+                m.errors.increment(1);
             }
         }
         decision
