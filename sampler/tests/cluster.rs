@@ -52,7 +52,7 @@ fn dns_resolver(dns: &FakeDns, port: u16) -> ResolverConfig {
     ResolverConfig::Dns(DnsConfig {
         port,
         interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
+        timeout: Some(Duration::from_millis(100)),
         nameservers: vec![dns.addr.to_string()],
         ..DnsConfig::new("samplers.test.")
     })
