@@ -443,6 +443,9 @@ impl Sampler {
         let (receiver_stop, receiver_stop_rx) = watch::channel(false);
         let mut receiver = tokio::spawn(receiver.serve(sink, until(receiver_stop_rx)));
         readiness.set_ready(true);
+        if let Some(cluster) = &cluster {
+            cluster.set_ready(true);
+        }
 
         let task_error = |task: &'static str, message: String| SamplerError::Task {
             node: node.clone(),
@@ -475,8 +478,11 @@ impl Sampler {
             tracing::error!(node, error = %e, "a server failed; shutting down");
         }
 
-        // 1. Not ready.
+        // 1. Not ready (and no longer on its own ring unless DNS says so).
         readiness.set_ready(false);
+        if let Some(cluster) = &cluster {
+            cluster.set_ready(false);
+        }
         // 2. Grace: LBs and DNS notice while requests are still served.
         if failure.is_none() && !config.shutdown.grace.is_zero() {
             tokio::time::sleep(config.shutdown.grace).await;
