@@ -193,6 +193,23 @@ pub struct LimitsConfig {
     /// Default 1 s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// After a request is refused for backpressure, how long the decisions
+    /// of the traces it carried wait for the client's retry (counted from
+    /// the last refusal; never past the buffer's limits or shutdown).
+    /// Default: 3 × `retry_after`. 0 turns holding off.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refused_wait: Option<Duration>,
+}
+
+impl LimitsConfig {
+    /// `refused_wait`, or its default: three retries' worth.
+    pub fn effective_refused_wait(&self) -> Duration {
+        self.refused_wait.unwrap_or(3 * self.retry_after)
+    }
 }
 
 /// Sizes of the decision cache, in trace IDs. A policy file that sets its
@@ -286,6 +303,7 @@ impl Default for LimitsConfig {
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: 8 * MIB as u64,
             retry_after: Duration::from_secs(1),
+            refused_wait: None,
         }
     }
 }

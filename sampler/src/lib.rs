@@ -30,6 +30,7 @@ pub mod cache;
 pub mod cluster;
 mod config;
 mod error;
+mod holds;
 pub mod ingest;
 mod metrics;
 mod node;

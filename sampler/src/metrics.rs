@@ -49,6 +49,9 @@ pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
 pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
 pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
 pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+pub(crate) const LATE_WOULD_HAVE_KEPT: &str = "tailgate_late_spans_would_have_kept_total";
+pub(crate) const TRACES_HELD: &str = "tailgate_traces_held_for_refused_total";
+pub(crate) const HOLDS_DROPPED: &str = "tailgate_refused_holds_dropped_total";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -159,6 +162,13 @@ pub(crate) struct Metrics {
     pub decisions_received: Counter,
     /// `[complete, incomplete]`.
     pub redistributions: [Counter; 2],
+    /// Late spans of traces decided not kept that the policies would have
+    /// kept: a must-keep trace lost to lateness.
+    pub late_would_have_kept: Counter,
+    /// Traces whose decision was held for the retry of refused spans.
+    pub traces_held: Counter,
+    /// Trace IDs of refused requests not noted (the per-shard table full).
+    pub holds_dropped: Counter,
 }
 
 impl Metrics {
@@ -199,6 +209,9 @@ impl Metrics {
             from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
             decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
             redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
+            late_would_have_kept: metrics::counter!(LATE_WOULD_HAVE_KEPT, "node" => n()),
+            traces_held: metrics::counter!(TRACES_HELD, "node" => n()),
+            holds_dropped: metrics::counter!(HOLDS_DROPPED, "node" => n()),
         }
     }
 
@@ -354,6 +367,21 @@ fn describe() {
         REDISTRIBUTIONS,
         Unit::Count,
         "Redistributions after a membership change, by result: complete, or incomplete (an owner was unreachable; tried again)."
+    );
+    describe_counter!(
+        LATE_WOULD_HAVE_KEPT,
+        Unit::Count,
+        "Late spans of traces decided not kept that the policies keep on their own (an error span, a slow span): kept traces lost to lateness."
+    );
+    describe_counter!(
+        TRACES_HELD,
+        Unit::Count,
+        "Traces whose decision was postponed because a request carrying spans of theirs was refused (backpressure), so the retry can join them."
+    );
+    describe_counter!(
+        HOLDS_DROPPED,
+        Unit::Count,
+        "Trace IDs of refused requests that could not be noted for a hold (the table was full): those traces are decided on time."
     );
     describe_gauge!(
         POLICY_HASH,

@@ -24,10 +24,15 @@ use crate::cluster::ClusterRuntime;
 use crate::cluster::mover::Mover;
 use crate::config::SamplerConfig;
 use crate::error::SamplerError;
+use crate::holds::{RefusedHolds, dedup_ids};
 use crate::ingest::{IngestBatch, shard_of};
 use crate::metrics::{Metrics, Refused};
 use crate::reload::{ReloadHandle, Reloader};
 use crate::shard::{IngestMsg, Origin, Shard, ShardContext, ShardMsg};
+
+/// Trace IDs of refused requests noted per shard, at most: about 48 bytes
+/// each, so a few MiB per shard at worst.
+const HOLDS_PER_SHARD: usize = 65_536;
 
 /// What the receivers' sink and the shards share: the node-wide load, read
 /// on every request to decide whether to push back.
@@ -135,15 +140,39 @@ struct SamplerSink {
     retry_after: Duration,
     /// The shards' clock: a hand-over's age becomes a first-seen time on it.
     epoch: Instant,
+    /// The traces of requests refused for backpressure, whose decisions
+    /// wait for the retry.
+    holds: Arc<RefusedHolds>,
 }
 
 impl SamplerSink {
     /// Refuses a request whole, counting its spans by reason. Counting
     /// means walking it; a malformed one is refused as invalid instead.
+    /// Refused for backpressure, its traces are held for the retry.
     fn refuse(&self, request: &Bytes, reason: Refused) -> Result<Accepted, Refusal> {
-        let spans = RequestView::new(request).validate()?;
+        let mut ids = Vec::new();
+        let mut spans = 0usize;
+        RequestView::new(request).for_each_span(|_, _, span| {
+            spans += 1;
+            if reason != Refused::ShuttingDown {
+                ids.push(span.trace_id);
+            }
+        })?;
         self.metrics.refused(reason).increment(spans as u64);
+        self.hold(ids);
         Err(self.refusal(reason))
+    }
+
+    /// Notes refused traces so their decisions wait for the retry.
+    fn hold(&self, mut ids: Vec<proto::view::TraceId>) {
+        if ids.is_empty() {
+            return;
+        }
+        dedup_ids(&mut ids);
+        let dropped = self.holds.note(&ids, self.epoch.elapsed());
+        if dropped > 0 {
+            self.metrics.holds_dropped.increment(dropped);
+        }
     }
 
     fn refusal(&self, reason: Refused) -> Refusal {
@@ -225,6 +254,12 @@ impl Sink for SamplerSink {
                     self.metrics
                         .refused(Refused::QueueFull)
                         .increment(spans as u64);
+                    self.hold(
+                        batches
+                            .iter()
+                            .flat_map(|b| b.spans.iter().map(|s| s.trace_id))
+                            .collect(),
+                    );
                     return Err(self.refusal(Refused::QueueFull));
                 }
                 Err(TrySendError::Closed(())) => {
@@ -389,6 +424,11 @@ impl Sampler {
         let (stop_tx, stop_rx) = watch::channel::<Option<Instant>>(None);
 
         let epoch = Instant::now();
+        let holds = Arc::new(RefusedHolds::new(
+            config.shards,
+            HOLDS_PER_SHARD,
+            config.limits.effective_refused_wait(),
+        ));
         let ctx = Arc::new(ShardContext {
             exporter: exporter.clone(),
             node: state.clone(),
@@ -397,13 +437,16 @@ impl Sampler {
             epoch,
             flush_bytes: (config.exporter.max_batch_bytes / 2).clamp(64 * 1024, 1024 * 1024),
             cluster: cluster.as_ref().map(|c| c.shared.clone()),
+            holds: holds.clone(),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
-        for _ in 0..config.shards {
+        for index in 0..config.shards {
             let (tx, rx) = mpsc::channel(config.shard_queue);
             senders.push(tx);
-            shards.spawn(Shard::new(ctx.clone(), rx, policy_rx.clone(), stop_rx.clone()).run());
+            shards.spawn(
+                Shard::new(ctx.clone(), index, rx, policy_rx.clone(), stop_rx.clone()).run(),
+            );
         }
         drop(policy_rx);
         let (mover_stop, mover_stop_rx) = watch::channel(false);
@@ -423,6 +466,7 @@ impl Sampler {
             metrics: metrics.clone(),
             retry_after: config.limits.retry_after,
             epoch,
+            holds,
         });
 
         let (reload_stop, reload_stop_rx) = watch::channel(false);
@@ -592,6 +636,7 @@ mod tests {
             metrics: Arc::new(Metrics::new("test")),
             retry_after: Duration::from_secs(2),
             epoch: Instant::now(),
+            holds: Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(6))),
         };
         (sink, node, rx)
     }

@@ -13,6 +13,7 @@
 //! and to put decisions taken elsewhere in ([`ShardMsg::Decisions`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use crate::buffer::{TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
+use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
 use crate::node::NodeState;
@@ -105,11 +107,17 @@ pub(crate) struct ShardContext {
     pub flush_bytes: usize,
     /// Ownership and stray forwarding, when the node is in a cluster.
     pub cluster: Option<Arc<ClusterShared>>,
+    /// Traces whose refused spans are awaited (see [`crate::holds`]).
+    pub holds: Arc<RefusedHolds>,
 }
 
 pub(crate) struct Shard {
     ctx: Arc<ShardContext>,
+    /// This shard's index, for its table in [`RefusedHolds`].
+    index: usize,
     buffer: TraceBuffer,
+    /// Traces held for refused spans, and until when (the shard's clock).
+    held: HashMap<TraceId, Duration>,
     rx: mpsc::Receiver<ShardMsg>,
     policies: watch::Receiver<Arc<ActivePolicy>>,
     /// `Some(deadline)`: stop taking work, decide everything, hand it over
@@ -133,6 +141,7 @@ struct Published {
 impl Shard {
     pub fn new(
         ctx: Arc<ShardContext>,
+        index: usize,
         rx: mpsc::Receiver<ShardMsg>,
         mut policies: watch::Receiver<Arc<ActivePolicy>>,
         stop: watch::Receiver<Option<Instant>>,
@@ -142,7 +151,9 @@ impl Shard {
             .buffer_settings(&policies.borrow_and_update().file);
         Shard {
             buffer: TraceBuffer::new(settings),
+            held: HashMap::new(),
             ctx,
+            index,
             rx,
             policies,
             stop,
@@ -250,10 +261,35 @@ impl Shard {
             self.out_spans += n;
             metrics.late[0].increment(n as u64);
         }
-        if report.late_not_sampled > 0 {
-            let n = report.late_not_sampled as u64;
+        if !report.late_not_sampled.is_empty() {
+            let n = report.late_not_sampled.len() as u64;
             metrics.late[1].increment(n);
             metrics.not_sampled.increment(n);
+            // Would any of them have made its trace kept? Then a kept
+            // trace was lost to lateness: say so.
+            let active = self.policies.borrow().clone();
+            let now = self.now();
+            let would = report
+                .late_not_sampled
+                .iter()
+                .filter(|&&i| {
+                    let span = &msg.batch.spans[i];
+                    let refs = [msg.batch.span_ref(i)];
+                    let view = TraceView {
+                        trace_id: span.trace_id,
+                        summary: &span.summary,
+                        spans: &refs,
+                    };
+                    active.would_keep(&view, now)
+                })
+                .count();
+            if would > 0 {
+                metrics.late_would_have_kept.increment(would as u64);
+                tracing::debug!(
+                    spans = would,
+                    "late spans of traces decided not kept would have kept them"
+                );
+            }
         }
         self.ctx.node.release_inflight(msg.charge);
     }
@@ -394,18 +430,50 @@ impl Shard {
         }
     }
 
+    /// Takes the holds noted since the last call: buffered traces wait
+    /// for their refused spans; expired holds are forgotten.
+    fn take_holds(&mut self) {
+        let noted = self.ctx.holds.take(self.index);
+        let now = self.now();
+        for (id, until) in noted {
+            let known = self.held.contains_key(&id);
+            let entry = self.held.entry(id).or_insert(until);
+            *entry = (*entry).max(until);
+            if self.buffer.hold(&id, until) {
+                if !known {
+                    self.ctx.metrics.traces_held.increment(1);
+                }
+                self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+            }
+        }
+        if !self.held.is_empty() {
+            self.held.retain(|_, until| *until > now);
+        }
+    }
+
+    /// When a held trace's hold ends, if it has not ended yet.
+    fn held_until(&self, id: &TraceId) -> Option<Duration> {
+        let until = *self.held.get(id)?;
+        (until > self.now()).then_some(until)
+    }
+
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        self.take_holds();
         let now = self.now();
         let (ready, next) = self.buffer.expire(now);
         self.next_deadline = next;
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, true).await;
         self.publish();
         self.flush(0).await;
         self.publish();
     }
 
-    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration) {
+    /// Decides `ready`, flushing as `out` fills. With `holds`, a trace
+    /// whose refused spans are still awaited goes back into the buffer
+    /// until its hold ends instead (holds noted while a flush waited for
+    /// the exporter count too: that wait is when requests are refused).
+    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
         if ready.is_empty() {
             return;
         }
@@ -415,10 +483,21 @@ impl Shard {
         let mut undecided: usize = ready.iter().map(TakenTrace::span_count).sum();
         for trace in ready {
             undecided -= trace.span_count();
+            if holds && let Some(until) = self.held_until(&trace.id) {
+                let id = trace.id;
+                self.put_back(trace);
+                if self.buffer.hold(&id, until) {
+                    self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+                }
+                continue;
+            }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
                 self.publish_with(undecided);
                 self.flush(undecided).await;
+                if holds {
+                    self.take_holds();
+                }
             }
         }
     }
@@ -521,7 +600,7 @@ impl Shard {
                 .handover_failed(HandOver::Shutdown)
                 .increment(ready.len() as u64);
         }
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, false).await;
         self.publish();
         self.flush(0).await;
         self.publish();
@@ -623,6 +702,7 @@ policies:
 
     struct Harness {
         recorder: PrometheusRecorder,
+        holds: Arc<RefusedHolds>,
         tx: mpsc::Sender<ShardMsg>,
         _stop: watch::Sender<Option<Instant>>,
         _policies: watch::Sender<Arc<ActivePolicy>>,
@@ -643,7 +723,8 @@ policies:
                 ..SamplerConfig::default()
             }
             .effective();
-            // Nothing is kept by this policy: the exporter never connects.
+            let holds = Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(3)));
+            // Kept traces wait in the exporter's queue: it never connects.
             let exporter = Exporter::start(ExporterConfig {
                 endpoint: "http://127.0.0.1:9".into(),
                 ..ExporterConfig::default()
@@ -657,13 +738,15 @@ policies:
                 epoch: Instant::now(),
                 flush_bytes: 1 << 20,
                 cluster: None,
+                holds: holds.clone(),
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);
             let (stop, stop_rx) = watch::channel(None);
-            tokio::spawn(Shard::new(ctx, rx, policies_rx, stop_rx).run());
+            tokio::spawn(Shard::new(ctx, 0, rx, policies_rx, stop_rx).run());
             Harness {
                 recorder,
+                holds,
                 tx,
                 _stop: stop,
                 _policies: policies,
@@ -711,11 +794,16 @@ policies:
         }
 
         fn decided(&self) -> u64 {
+            self.decided_as("")
+        }
+
+        /// Decisions whose labels contain `labels`.
+        fn decided_as(&self, labels: &str) -> u64 {
             self.recorder
                 .handle()
                 .render()
                 .lines()
-                .filter(|l| l.starts_with("tailgate_traces_decided_total{"))
+                .filter(|l| l.starts_with("tailgate_traces_decided_total{") && l.contains(labels))
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
                 .sum()
         }
@@ -780,6 +868,50 @@ policies:
         assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
         assert_eq!(h.metric("tailgate_buffer_spans"), 3.0);
         assert_eq!(h.decided(), 0, "decided elsewhere, not here");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trace_whose_spans_were_refused_waits_for_their_retry() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(9500)).await;
+        // A request with trace 1's error span is refused at 9.5 s: its
+        // decision waits until 12.5 s for the retry.
+        assert_eq!(
+            h.holds
+                .note(&[crate::testutil::trace_id(1)], Duration::from_millis(9500)),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(h.decided(), 1, "10.5 s: trace 2 on time, trace 1 held");
+        assert_eq!(h.metric("tailgate_traces_held_for_refused_total"), 1.0);
+        // The retry arrives.
+        h.send(&[SpanSpec::new(1, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(h.decided(), 1, "12.4 s: still held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            h.decided_as(r#"decision="sampled""#),
+            1,
+            "kept, error span and all"
+        );
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_span_that_would_have_kept_its_trace_is_counted() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(3, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        assert_eq!(h.decided_as(r#"decision="not_sampled""#), 1);
+        // A plain late span changes nothing; an error span would have.
+        h.send(&[SpanSpec::new(3, 2)]).await;
+        h.send(&[SpanSpec::new(3, 3).error(), SpanSpec::new(3, 4)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 1.0);
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 4.0);
     }
 
     #[tokio::test(start_paused = true)]
