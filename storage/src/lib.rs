@@ -22,4 +22,4 @@ pub mod record;
 pub mod wal;
 
 pub use record::{Record, TraceKey};
-pub use wal::{Progress, RecoveryStats, StorageError, Wal, WalConfig};
+pub use wal::{Progress, RecoveryStats, StorageError, Wal, WalConfig, scan};

@@ -182,23 +182,8 @@ impl Wal {
     ) -> Result<(Wal, RecoveryStats), StorageError> {
         fs::create_dir_all(&config.dir)
             .map_err(|e| StorageError::io(&config.dir, "creating the directory", e))?;
-        let mut found: Vec<(u64, PathBuf, u64)> = Vec::new();
-        let entries = fs::read_dir(&config.dir)
-            .map_err(|e| StorageError::io(&config.dir, "listing the directory", e))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| StorageError::io(&config.dir, "listing the directory", e))?;
-            let name = entry.file_name();
-            let Some(seq) = name.to_str().and_then(segment_seq) else {
-                continue;
-            };
-            let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
-            found.push((seq, entry.path(), len));
-        }
-        found.sort_unstable_by_key(|(seq, _, _)| *seq);
-        let total_bytes = found.iter().map(|(_, _, len)| len).sum();
         let mut wal = Wal {
-            next_seq: found.last().map_or(0, |(seq, _, _)| seq + 1),
+            next_seq: 0,
             config,
             active: None,
             pending: Vec::new(),
@@ -211,57 +196,30 @@ impl Wal {
             deleted: 0,
             expired: 0,
         };
-        let mut stats = RecoveryStats::default();
-        let mut progress = Progress {
-            done_bytes: 0,
-            total_bytes,
-        };
-        for (seq, path, len) in found {
-            let data = match fs::read(&path) {
-                Ok(data) if data.starts_with(MAGIC) => data,
-                _ => {
-                    stats.bad_segments += 1;
-                    progress.done_bytes += len;
-                    continue;
-                }
-            };
-            stats.segments += 1;
-            stats.bytes += data.len() as u64;
-            wal.on_disk += data.len() as u64;
-            wal.segments.insert(
-                seq,
-                Segment {
-                    bytes: data.len() as u64,
-                    unsettled: 0,
-                    created: now,
-                },
-            );
-            let segment_start = progress.done_bytes;
-            let mut at = MAGIC.len();
-            loop {
-                match frame::read(&data[at..]) {
-                    Frame::Record { payload, len } => {
-                        at += len;
-                        progress.done_bytes = segment_start + at as u64;
-                        match record::decode(payload) {
-                            Ok(record) => {
-                                stats.records += 1;
-                                wal.track(&record, seq, now);
-                                each(record, progress);
-                            }
-                            Err(_) => stats.undecodable += 1,
-                        }
-                    }
-                    Frame::End => break,
-                    Frame::Bad(_) => {
-                        stats.torn_tails += 1;
-                        stats.skipped_bytes += (data.len() - at) as u64;
-                        break;
-                    }
-                }
+        let dir = wal.config.dir.clone();
+        let stats = read(&dir, |event| match event {
+            Event::Segment { seq, bytes } => {
+                wal.next_seq = wal.next_seq.max(seq + 1);
+                wal.on_disk += bytes;
+                wal.segments.insert(
+                    seq,
+                    Segment {
+                        bytes,
+                        unsettled: 0,
+                        created: now,
+                    },
+                );
             }
-            progress.done_bytes = segment_start + data.len() as u64;
-        }
+            Event::Skipped { seq } => wal.next_seq = wal.next_seq.max(seq + 1),
+            Event::Record {
+                seq,
+                record,
+                progress,
+            } => {
+                wal.track(&record, seq, now);
+                each(record, progress);
+            }
+        })?;
         // Segments whose every trace settled go now.
         wal.collect(now);
         Ok((wal, stats))
@@ -486,4 +444,104 @@ impl Wal {
     pub fn config(&self) -> &WalConfig {
         &self.config
     }
+}
+
+/// Reads every record of the log in `dir` without opening it for writing
+/// (nothing is deleted): what a caller needs to know before it replays the
+/// log with [`Wal::open`], such as which traces were settled.
+pub fn scan(
+    dir: &Path,
+    mut each: impl FnMut(Record<'_>, Progress),
+) -> Result<RecoveryStats, StorageError> {
+    if !dir.exists() {
+        return Ok(RecoveryStats::default());
+    }
+    read(dir, |event| {
+        if let Event::Record {
+            record, progress, ..
+        } = event
+        {
+            each(record, progress);
+        }
+    })
+}
+
+/// What reading the log meets, in order.
+enum Event<'a> {
+    /// A segment about to be read.
+    Segment { seq: u64, bytes: u64 },
+    /// A file named as a segment that cannot be read.
+    Skipped { seq: u64 },
+    Record {
+        seq: u64,
+        record: Record<'a>,
+        progress: Progress,
+    },
+}
+
+fn read(dir: &Path, mut each: impl FnMut(Event<'_>)) -> Result<RecoveryStats, StorageError> {
+    let mut found: Vec<(u64, PathBuf, u64)> = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| StorageError::io(dir, "listing the directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(dir, "listing the directory", e))?;
+        let name = entry.file_name();
+        let Some(seq) = name.to_str().and_then(segment_seq) else {
+            continue;
+        };
+        let len = entry.metadata().map(|m| m.len()).unwrap_or(0);
+        found.push((seq, entry.path(), len));
+    }
+    found.sort_unstable_by_key(|(seq, _, _)| *seq);
+    let mut stats = RecoveryStats::default();
+    let mut progress = Progress {
+        done_bytes: 0,
+        total_bytes: found.iter().map(|(_, _, len)| len).sum(),
+    };
+    for (seq, path, len) in found {
+        let data = match fs::read(&path) {
+            Ok(data) if data.starts_with(MAGIC) => data,
+            _ => {
+                stats.bad_segments += 1;
+                progress.done_bytes += len;
+                each(Event::Skipped { seq });
+                continue;
+            }
+        };
+        stats.segments += 1;
+        stats.bytes += data.len() as u64;
+        each(Event::Segment {
+            seq,
+            bytes: data.len() as u64,
+        });
+        let segment_start = progress.done_bytes;
+        let mut at = MAGIC.len();
+        loop {
+            match frame::read(&data[at..]) {
+                Frame::Record { payload, len } => {
+                    at += len;
+                    progress.done_bytes = segment_start + at as u64;
+                    match record::decode(payload) {
+                        Ok(record) => {
+                            stats.records += 1;
+                            each(Event::Record {
+                                seq,
+                                record,
+                                progress,
+                            });
+                        }
+                        Err(_) => stats.undecodable += 1,
+                    }
+                }
+                Frame::End => break,
+                Frame::Bad(_) => {
+                    stats.torn_tails += 1;
+                    stats.skipped_bytes += (data.len() - at) as u64;
+                    break;
+                }
+            }
+        }
+        progress.done_bytes = segment_start + data.len() as u64;
+    }
+    Ok(stats)
 }
