@@ -30,6 +30,7 @@ use crate::buffer::{TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
+use crate::durable::Durable;
 use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
@@ -109,6 +110,8 @@ pub(crate) struct ShardContext {
     pub cluster: Option<Arc<ClusterShared>>,
     /// Traces whose refused spans are awaited (see [`crate::holds`]).
     pub holds: Arc<RefusedHolds>,
+    /// The write-ahead log, with `storage:`: decisions, and traces settled.
+    pub durable: Option<Durable>,
 }
 
 pub(crate) struct Shard {
@@ -126,6 +129,9 @@ pub(crate) struct Shard {
     /// Kept spans written, not yet handed to the exporter.
     out: BytesMut,
     out_spans: usize,
+    /// With `storage:`, the traces those spans belong to: logged as
+    /// delivered once handed over.
+    out_traces: Vec<[u8; 16]>,
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
@@ -159,6 +165,7 @@ impl Shard {
             stop,
             out: BytesMut::new(),
             out_spans: 0,
+            out_traces: Vec::new(),
             next_deadline: None,
             published: Published::default(),
         }
@@ -260,6 +267,14 @@ impl Shard {
             write::write_request(&refs, &mut self.out);
             self.out_spans += n;
             metrics.late[0].increment(n as u64);
+            if self.ctx.durable.is_some() {
+                self.out_traces.extend(
+                    report
+                        .late_sampled
+                        .iter()
+                        .map(|(i, _)| msg.batch.spans[*i].trace_id.0),
+                );
+            }
         }
         if !report.late_not_sampled.is_empty() {
             let n = report.late_not_sampled.len() as u64;
@@ -283,6 +298,18 @@ impl Shard {
                     active.would_keep(&view, now)
                 })
                 .count();
+            if let Some(durable) = &self.ctx.durable {
+                // The request that carried them was logged: settle it.
+                let mut ids: Vec<TraceId> = report
+                    .late_not_sampled
+                    .iter()
+                    .map(|&i| msg.batch.spans[i].trace_id)
+                    .collect();
+                crate::holds::dedup_ids(&mut ids);
+                for id in &ids {
+                    durable.decision(id, false);
+                }
+            }
             if would > 0 {
                 metrics.late_would_have_kept.increment(would as u64);
                 tracing::debug!(
@@ -337,6 +364,11 @@ impl Shard {
                         .metrics
                         .handed_over(HandOver::Stray)
                         .increment(spans as u64);
+                    if let Some(durable) = &self.ctx.durable {
+                        // Settled here: the owner has them now.
+                        durable
+                            .delivered(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
+                    }
                     for &i in &send {
                         sent[i] = true;
                     }
@@ -379,6 +411,11 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
+        if let Some(durable) = &self.ctx.durable {
+            // Handed to another sampler: settled here (one put back and
+            // then lost to a crash is the price of not tracking moves).
+            durable.delivered(traces.iter().map(|t| t.id.0).collect());
+        }
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
             // The mover is gone: the traces stay here.
             self.ctx.metrics.buffer_spans.decrement(spans as f64);
@@ -419,6 +456,9 @@ impl Shard {
                         });
                         self.out_spans += spans;
                         metrics.late[0].increment(spans as u64);
+                        if self.ctx.durable.is_some() {
+                            self.out_traces.push(id.0);
+                        }
                     }
                     CachedDecision::NotSampled => {
                         metrics.late[1].increment(spans as u64);
@@ -528,6 +568,9 @@ impl Shard {
                 write::write_request(&refs, &mut self.out);
             }
             self.out_spans += spans;
+            if self.ctx.durable.is_some() {
+                self.out_traces.push(trace.id.0);
+            }
             CachedDecision::Sampled(Kept {
                 policy: record_policy.then(|| decision.policy.clone()).flatten(),
                 threshold: decision.threshold,
@@ -536,6 +579,9 @@ impl Shard {
             metrics.not_sampled.increment(spans as u64);
             CachedDecision::NotSampled
         };
+        if let Some(durable) = &self.ctx.durable {
+            durable.decision(&trace.id, decision.sampled);
+        }
         self.buffer.record_decision(trace.id, cached);
     }
 
@@ -554,6 +600,7 @@ impl Shard {
             spans,
         };
         self.out_spans = 0;
+        let traces = std::mem::take(&mut self.out_traces);
         let outcome = match self.ctx.exporter.try_send(batch) {
             Ok(()) => Ok(()),
             Err(SendError::QueueFull(batch)) => {
@@ -567,6 +614,10 @@ impl Shard {
             }
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
+        if let Some(durable) = &self.ctx.durable {
+            // Delivered, or dropped and counted: settled either way.
+            durable.delivered(traces);
+        }
         let metrics = &self.ctx.metrics;
         match outcome {
             Ok(()) => metrics.forwarded.increment(spans as u64),
@@ -739,6 +790,7 @@ policies:
                 flush_bytes: 1 << 20,
                 cluster: None,
                 holds: holds.clone(),
+                durable: None,
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);
