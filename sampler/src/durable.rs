@@ -18,12 +18,13 @@
 //!   at once), then decisions: kept traces whose delivery was not logged
 //!   are exported again. `/readyz` and a gauge report the progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use proto::exporter::Exporter;
 use proto::view::TraceId;
 use storage::{Progress, Record, RecoveryStats, StorageError, TraceKey, Wal, WalConfig};
 use tokio::sync::{mpsc, oneshot};
@@ -53,6 +54,12 @@ pub(crate) enum Entry {
     Delivered {
         traces: Vec<TraceKey>,
     },
+    /// Kept traces handed to the exporter: delivered once the exporter has
+    /// settled `mark` spans (the count handed to it by then).
+    Exported {
+        traces: Vec<TraceKey>,
+        mark: u64,
+    },
 }
 
 struct Op {
@@ -68,6 +75,8 @@ pub(crate) struct Durable {
     full: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     durable_ack: bool,
+    /// Spans handed to the exporter so far, by every shard.
+    handed: Arc<AtomicU64>,
 }
 
 /// The receiving end, for [`start`] once recovery is done.
@@ -94,6 +103,7 @@ impl Durable {
                 full: full.clone(),
                 metrics,
                 durable_ack: config.durable_ack,
+                handed: Arc::new(AtomicU64::new(0)),
             },
             DurableQueue { rx, full },
         )
@@ -139,6 +149,18 @@ impl Durable {
         }
     }
 
+    /// Kept spans of these traces were handed to the exporter: logged as
+    /// delivered once the exporter has settled as many spans as were handed
+    /// to it by now (so a crash before the backend took them exports them
+    /// again; requests in flight side by side make this approximate by at
+    /// most the exporter's concurrency).
+    pub fn exported(&self, traces: Vec<TraceKey>, spans: usize) {
+        let mark = self.handed.fetch_add(spans as u64, Ordering::Relaxed) + spans as u64;
+        if !traces.is_empty() {
+            self.log(Entry::Exported { traces, mark });
+        }
+    }
+
     fn log(&self, entry: Entry) {
         if self.tx.try_send(Op { entry, ack: None }).is_err() {
             self.metrics.storage_records_dropped.increment(1);
@@ -153,21 +175,41 @@ pub(crate) fn start(
     queue: DurableQueue,
     epoch: Instant,
     metrics: Arc<Metrics>,
+    exporter: Exporter,
 ) -> JoinHandle<()> {
-    tokio::spawn(drive(wal, queue, epoch, metrics))
+    tokio::spawn(drive(wal, queue, epoch, metrics, exporter))
 }
 
-async fn drive(mut wal: Wal, queue: DurableQueue, epoch: Instant, metrics: Arc<Metrics>) {
+async fn drive(
+    mut wal: Wal,
+    queue: DurableQueue,
+    epoch: Instant,
+    metrics: Arc<Metrics>,
+    exporter: Exporter,
+) {
     let DurableQueue { mut rx, full } = queue;
     let interval = wal.config().commit_interval;
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut failing = false;
     let mut retry_at: Option<Instant> = None;
     let mut expired = 0;
+    // Exported traces waiting for the exporter to settle their mark.
+    let mut exported: VecDeque<(u64, Vec<TraceKey>)> = VecDeque::new();
     loop {
-        let due = wal
+        // Those the exporter has caught up with are delivered.
+        let settled = exporter.settled_spans();
+        while exported.front().is_some_and(|(mark, _)| *mark <= settled) {
+            if let Some((_, traces)) = exported.pop_front() {
+                let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
+            }
+        }
+        let mut due = wal
             .commit_due()
             .map(|d| (epoch + d).max(retry_at.unwrap_or(epoch)));
+        if !exported.is_empty() {
+            let check = Instant::now() + interval;
+            due = Some(due.map_or(check, |d| d.min(check)));
+        }
         let op = tokio::select! {
             op = rx.recv() => op,
             () = sleep_until(due) => {
@@ -185,7 +227,14 @@ async fn drive(mut wal: Wal, queue: DurableQueue, epoch: Instant, metrics: Arc<M
             }
         };
         let Some(Op { mut entry, ack }) = op else {
-            // Every handle is gone: the node is stopping.
+            // Every handle is gone: the node is stopping, and the exporter
+            // has drained (or dropped and counted) what it held.
+            let settled = exporter.settled_spans();
+            for (mark, traces) in exported.drain(..) {
+                if mark <= settled {
+                    let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
+                }
+            }
             let _ = commit(wal, epoch, &metrics, &mut waiters, &mut failing).await;
             return;
         };
@@ -217,6 +266,10 @@ async fn drive(mut wal: Wal, queue: DurableQueue, epoch: Instant, metrics: Arc<M
                 },
                 now,
             ),
+            Entry::Exported { traces, mark } => {
+                exported.push_back((*mark, std::mem::take(traces)));
+                continue;
+            }
         };
         match appended {
             Ok(n) => {

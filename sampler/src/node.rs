@@ -540,7 +540,13 @@ impl Sampler {
                 &readiness,
             )
             .await?;
-            log_task = Some(durable::start(wal, queue, epoch, metrics.clone()));
+            log_task = Some(durable::start(
+                wal,
+                queue,
+                epoch,
+                metrics.clone(),
+                exporter.clone(),
+            ));
         }
         drop(recovery_senders);
         let (receiver_stop, receiver_stop_rx) = watch::channel(false);

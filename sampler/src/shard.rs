@@ -615,8 +615,12 @@ impl Shard {
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
         if let Some(durable) = &self.ctx.durable {
-            // Delivered, or dropped and counted: settled either way.
-            durable.delivered(traces);
+            match outcome {
+                // Delivered once the exporter has caught up with them.
+                Ok(()) => durable.exported(traces, spans),
+                // Dropped and counted: settled.
+                Err(_) => durable.delivered(traces),
+            }
         }
         let metrics = &self.ctx.metrics;
         match outcome {
