@@ -126,10 +126,11 @@ fn builder() -> PrometheusBuilder {
         .expect(NON_EMPTY)
 }
 
-/// Whether this node should receive traffic. Cheap to clone; all clones share
-/// one flag. Starts not ready.
+/// Whether this node should receive traffic, and while it should not, why
+/// (`/readyz` says it: a sampler recovering its log reports its progress).
+/// Cheap to clone; all clones share one flag. Starts not ready.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<std::sync::Mutex<String>>);
 
 impl Readiness {
     pub fn new() -> Self {
@@ -142,6 +143,16 @@ impl Readiness {
 
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// What `/readyz` says while not ready (one line; empty: "not ready").
+    pub fn set_detail(&self, detail: impl Into<String>) {
+        let mut d = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        *d = detail.into();
+    }
+
+    fn detail(&self) -> String {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -318,8 +329,13 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let detail = state.readiness.detail();
+    let body = if detail.is_empty() {
+        "not ready\n".to_owned()
+    } else {
+        format!("not ready: {detail}\n")
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }

@@ -23,6 +23,9 @@ pub(crate) struct ActivePolicy {
     /// the node's, not each shard's. Each limiter has its own lock, held
     /// only while its tokens are taken: shards evaluate side by side.
     state: PolicyState,
+    /// A state of its own for [`ActivePolicy::would_keep`], so asking what
+    /// a late span would have done takes no token from the real limiters.
+    what_if: PolicyState,
     /// xxh3-64 of the file's bytes.
     pub hash: u64,
     /// `[sampled, not_sampled]` per deciding policy, made once per file.
@@ -51,6 +54,7 @@ impl ActivePolicy {
         let per_policy = file.policies.names().map(|n| metrics.policy(n)).collect();
         ActivePolicy {
             state: file.policies.new_state(),
+            what_if: file.policies.new_state(),
             decided,
             undecided: metrics.decided("none"),
             per_policy,
@@ -102,6 +106,16 @@ impl ActivePolicy {
             .and_then(|p| self.decided.get(p))
             .unwrap_or(&self.undecided);
         counters[usize::from(!decision.sampled)].increment(1);
+    }
+
+    /// Whether the policies keep `trace` on its own, without counting a
+    /// decision or touching the rate limiters in force: for a late span of
+    /// a trace decided not kept, whether it would have changed the decision.
+    pub fn would_keep(&self, trace: &TraceView<'_>, now: Duration) -> bool {
+        self.file
+            .policies
+            .evaluate(&self.what_if, trace, now)
+            .sampled
     }
 
     /// The hash as the metric holds it: the top 48 bits, exact in an f64.

@@ -235,8 +235,9 @@ pub struct InsertReport {
     /// Spans of traces decided as kept: index in the batch, and the
     /// decision. The driver forwards them at once.
     pub late_sampled: Vec<(usize, Kept)>,
-    /// Spans of traces decided as not kept: dropped.
-    pub late_not_sampled: usize,
+    /// Spans of traces decided as not kept, by index in the batch: dropped
+    /// (the driver asks whether they would have changed the decision).
+    pub late_not_sampled: Vec<usize>,
     /// For each late span (kept or not), how long after its trace's
     /// decision it arrived.
     pub late_ages: Vec<Duration>,
@@ -526,7 +527,7 @@ impl TraceBuffer {
                             continue;
                         }
                         Some((CachedDecision::NotSampled, at)) => {
-                            report.late_not_sampled += 1;
+                            report.late_not_sampled.push(i);
                             report
                                 .late_ages
                                 .push(Duration::from_nanos(now.saturating_sub(at)));
@@ -672,6 +673,25 @@ impl TraceBuffer {
         let taken = self.take(*trace, Due::Taken);
         self.compact_deadlines();
         Some(taken)
+    }
+
+    /// Postpones a buffered trace's decision to `until` at the earliest
+    /// (spans of it were refused and their retry is awaited). A trace at
+    /// its span or byte cap is not held. Returns whether the trace is
+    /// buffered and now waits longer.
+    pub fn hold(&mut self, id: &TraceId, until: Duration) -> bool {
+        let until = nanos(until);
+        let hash = self.hasher.hash_one(id);
+        let Some(trace) = self.traces.find_mut(hash, |t| t.id == *id) else {
+            return false;
+        };
+        if trace.due.is_cap() || trace.deadline >= until {
+            return false;
+        }
+        trace.deadline = until;
+        trace.due = Due::Wait;
+        self.deadlines.push(Reverse((until, *id)));
+        true
     }
 
     /// Whether a trace is buffered (undecided) here.
@@ -964,7 +984,7 @@ mod tests {
         );
         assert_eq!(report.late_sampled.len(), 1);
         assert_eq!(report.late_sampled[0].0, 0);
-        assert_eq!(report.late_not_sampled, 1);
+        assert_eq!(report.late_not_sampled.len(), 1);
         assert_eq!(report.buffered, 1);
         assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
     }
@@ -1114,8 +1134,8 @@ mod tests {
                         }).collect();
                         let r = buf.insert(&batch(&specs), now);
                         inserted += specs.len();
-                        late += r.late_sampled.len() + r.late_not_sampled;
-                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled, specs.len());
+                        late += r.late_sampled.len() + r.late_not_sampled.len();
+                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled.len(), specs.len());
                     }
                     Op::Expire => {
                         let (ready, next) = buf.expire(now);

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! tailgate_spans_received_total        (the receiver's, summed over protocol)
+//!   + tailgate_spans_recovered_total    (from the write-ahead log, at start)
 //!   = tailgate_spans_forwarded_total    handed to the backend exporter
 //!   + tailgate_spans_not_sampled_total  in traces decided not kept, and late spans of them
 //!   + tailgate_spans_dropped_total      by reason, dropped by the sampler itself
@@ -49,6 +50,18 @@ pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
 pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
 pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
 pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+pub(crate) const SPANS_RECOVERED: &str = "tailgate_spans_recovered_total";
+pub(crate) const STORAGE_BYTES: &str = "tailgate_storage_bytes";
+pub(crate) const STORAGE_COMMITS: &str = "tailgate_storage_commits_total";
+pub(crate) const STORAGE_ERRORS: &str = "tailgate_storage_errors_total";
+pub(crate) const STORAGE_RECORDS_DROPPED: &str = "tailgate_storage_records_dropped_total";
+pub(crate) const STORAGE_RECOVERY_PROGRESS: &str = "tailgate_storage_recovery_progress_ratio";
+pub(crate) const STORAGE_TORN_TAILS: &str = "tailgate_storage_torn_tails_total";
+pub(crate) const STORAGE_SKIPPED_BYTES: &str = "tailgate_storage_skipped_bytes_total";
+pub(crate) const STORAGE_SEGMENTS_EXPIRED: &str = "tailgate_storage_segments_expired_total";
+pub(crate) const LATE_WOULD_HAVE_KEPT: &str = "tailgate_late_spans_would_have_kept_total";
+pub(crate) const TRACES_HELD: &str = "tailgate_traces_held_for_refused_total";
+pub(crate) const HOLDS_DROPPED: &str = "tailgate_refused_holds_dropped_total";
 pub(crate) const POLICY_VOTES: &str = "tailgate_policy_votes_total";
 pub(crate) const POLICY_EVALUATION: &str = "tailgate_policy_evaluation_seconds";
 pub(crate) const POLICY_ERRORS: &str = "tailgate_policy_evaluation_errors_total";
@@ -93,14 +106,18 @@ pub(crate) enum Refused {
     QueueFull,
     /// The node is shutting down.
     ShuttingDown,
+    /// The write-ahead log is at its budget, its disk is full, or its
+    /// queue is (`storage:`).
+    StorageFull,
 }
 
 impl Refused {
-    const ALL: [Refused; 4] = [
+    const ALL: [Refused; 5] = [
         Refused::BufferFull,
         Refused::ExportBacklog,
         Refused::QueueFull,
         Refused::ShuttingDown,
+        Refused::StorageFull,
     ];
 
     fn as_str(self) -> &'static str {
@@ -109,6 +126,7 @@ impl Refused {
             Refused::ExportBacklog => "export_backlog",
             Refused::QueueFull => "queue_full",
             Refused::ShuttingDown => "shutting_down",
+            Refused::StorageFull => "storage_full",
         }
     }
 }
@@ -176,6 +194,27 @@ pub(crate) struct Metrics {
     pub decisions_received: Counter,
     /// `[complete, incomplete]`.
     pub redistributions: [Counter; 2],
+    /// Late spans of traces decided not kept that the policies would have
+    /// kept: a must-keep trace lost to lateness.
+    pub late_would_have_kept: Counter,
+    /// Traces whose decision was held for the retry of refused spans.
+    pub traces_held: Counter,
+    /// Trace IDs of refused requests not noted (the per-shard table full).
+    pub holds_dropped: Counter,
+    /// Spans recovered from the write-ahead log at start: received, as far
+    /// as the accounting identity goes.
+    pub recovered: Counter,
+    pub storage_bytes: Gauge,
+    pub storage_commits: Counter,
+    /// `[io, disk_full]`.
+    pub storage_errors: [Counter; 2],
+    /// Decision or delivery records not logged (the log's queue full): the
+    /// segment stays until `storage.max_age`.
+    pub storage_records_dropped: Counter,
+    pub storage_recovery_progress: Gauge,
+    pub storage_torn_tails: Counter,
+    pub storage_skipped_bytes: Counter,
+    pub storage_segments_expired: Counter,
     /// How long after its trace's decision a late span arrived.
     pub late_age: Histogram,
     reasons: [Counter; DECISION_REASONS.len()],
@@ -242,6 +281,18 @@ impl Metrics {
             from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
             decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
             redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
+            late_would_have_kept: metrics::counter!(LATE_WOULD_HAVE_KEPT, "node" => n()),
+            traces_held: metrics::counter!(TRACES_HELD, "node" => n()),
+            holds_dropped: metrics::counter!(HOLDS_DROPPED, "node" => n()),
+            recovered: metrics::counter!(SPANS_RECOVERED, "node" => n()),
+            storage_bytes: metrics::gauge!(STORAGE_BYTES, "node" => n()),
+            storage_commits: metrics::counter!(STORAGE_COMMITS, "node" => n()),
+            storage_errors: ["io", "disk_full"].map(|k| with(STORAGE_ERRORS, "kind", k)),
+            storage_records_dropped: metrics::counter!(STORAGE_RECORDS_DROPPED, "node" => n()),
+            storage_recovery_progress: metrics::gauge!(STORAGE_RECOVERY_PROGRESS, "node" => n()),
+            storage_torn_tails: metrics::counter!(STORAGE_TORN_TAILS, "node" => n()),
+            storage_skipped_bytes: metrics::counter!(STORAGE_SKIPPED_BYTES, "node" => n()),
+            storage_segments_expired: metrics::counter!(STORAGE_SEGMENTS_EXPIRED, "node" => n()),
             late_age: metrics::histogram!(LATE_SPAN_AGE, "node" => n()),
             reasons: DECISION_REASONS.map(|r| with(DECISION_REASON, "reason", r)),
         }
@@ -457,6 +508,65 @@ fn describe() {
         REDISTRIBUTIONS,
         Unit::Count,
         "Redistributions after a membership change, by result: complete, or incomplete (an owner was unreachable; tried again)."
+    );
+    describe_counter!(
+        SPANS_RECOVERED,
+        Unit::Count,
+        "Spans recovered from the write-ahead log at start (storage:); on the received side of the accounting identity."
+    );
+    describe_gauge!(
+        STORAGE_BYTES,
+        Unit::Bytes,
+        "Bytes of the write-ahead log on disk, and waiting for a commit."
+    );
+    describe_counter!(
+        STORAGE_COMMITS,
+        Unit::Count,
+        "Group commits of the write-ahead log (one write and one sync each)."
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        Unit::Count,
+        "Failed commits of the write-ahead log, by kind (io, disk_full); the records stay in memory and the receivers push back."
+    );
+    describe_counter!(
+        STORAGE_RECORDS_DROPPED,
+        Unit::Count,
+        "Decision or delivery records not logged (the log's queue was full): their segment stays until storage.max_age."
+    );
+    describe_gauge!(
+        STORAGE_RECOVERY_PROGRESS,
+        "How far the recovery of the write-ahead log is, 0 to 1 (1 once done, or with no log)."
+    );
+    describe_counter!(
+        STORAGE_TORN_TAILS,
+        Unit::Count,
+        "Segments whose tail was cut short or corrupt at recovery: the rest of the segment was skipped."
+    );
+    describe_counter!(
+        STORAGE_SKIPPED_BYTES,
+        Unit::Bytes,
+        "Bytes skipped at recovery after a torn or corrupt record."
+    );
+    describe_counter!(
+        STORAGE_SEGMENTS_EXPIRED,
+        Unit::Count,
+        "Segments deleted past storage.max_age with traces never settled here."
+    );
+    describe_counter!(
+        LATE_WOULD_HAVE_KEPT,
+        Unit::Count,
+        "Late spans of traces decided not kept that the policies keep on their own (an error span, a slow span): kept traces lost to lateness."
+    );
+    describe_counter!(
+        TRACES_HELD,
+        Unit::Count,
+        "Traces whose decision was postponed because a request carrying spans of theirs was refused (backpressure), so the retry can join them."
+    );
+    describe_counter!(
+        HOLDS_DROPPED,
+        Unit::Count,
+        "Trace IDs of refused requests that could not be noted for a hold (the table was full): those traces are decided on time."
     );
     describe_gauge!(
         POLICY_HASH,

@@ -13,6 +13,7 @@
 //! and to put decisions taken elsewhere in ([`ShardMsg::Decisions`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ use crate::buffer::{Due, TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
+use crate::durable::Durable;
+use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
 use crate::node::NodeState;
@@ -105,11 +108,19 @@ pub(crate) struct ShardContext {
     pub flush_bytes: usize,
     /// Ownership and stray forwarding, when the node is in a cluster.
     pub cluster: Option<Arc<ClusterShared>>,
+    /// Traces whose refused spans are awaited (see [`crate::holds`]).
+    pub holds: Arc<RefusedHolds>,
+    /// The write-ahead log, with `storage:`: decisions, and traces settled.
+    pub durable: Option<Durable>,
 }
 
 pub(crate) struct Shard {
     ctx: Arc<ShardContext>,
+    /// This shard's index, for its table in [`RefusedHolds`].
+    index: usize,
     buffer: TraceBuffer,
+    /// Traces held for refused spans, and until when (the shard's clock).
+    held: HashMap<TraceId, Duration>,
     rx: mpsc::Receiver<ShardMsg>,
     policies: watch::Receiver<Arc<ActivePolicy>>,
     /// `Some(deadline)`: stop taking work, decide everything, hand it over
@@ -118,6 +129,9 @@ pub(crate) struct Shard {
     /// Kept spans written, not yet handed to the exporter.
     out: BytesMut,
     out_spans: usize,
+    /// With `storage:`, the traces those spans belong to: logged as
+    /// delivered once handed over.
+    out_traces: Vec<[u8; 16]>,
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
@@ -133,6 +147,7 @@ struct Published {
 impl Shard {
     pub fn new(
         ctx: Arc<ShardContext>,
+        index: usize,
         rx: mpsc::Receiver<ShardMsg>,
         mut policies: watch::Receiver<Arc<ActivePolicy>>,
         stop: watch::Receiver<Option<Instant>>,
@@ -142,12 +157,15 @@ impl Shard {
             .buffer_settings(&policies.borrow_and_update().file);
         Shard {
             buffer: TraceBuffer::new(settings),
+            held: HashMap::new(),
             ctx,
+            index,
             rx,
             policies,
             stop,
             out: BytesMut::new(),
             out_spans: 0,
+            out_traces: Vec::new(),
             next_deadline: None,
             published: Published::default(),
         }
@@ -249,11 +267,56 @@ impl Shard {
             write::write_request(&refs, &mut self.out);
             self.out_spans += n;
             metrics.late[0].increment(n as u64);
+            if self.ctx.durable.is_some() {
+                self.out_traces.extend(
+                    report
+                        .late_sampled
+                        .iter()
+                        .map(|(i, _)| msg.batch.spans[*i].trace_id.0),
+                );
+            }
         }
-        if report.late_not_sampled > 0 {
-            let n = report.late_not_sampled as u64;
+        if !report.late_not_sampled.is_empty() {
+            let n = report.late_not_sampled.len() as u64;
             metrics.late[1].increment(n);
             metrics.not_sampled.increment(n);
+            // Would any of them have made its trace kept? Then a kept
+            // trace was lost to lateness: say so.
+            let active = self.policies.borrow().clone();
+            let now = self.now();
+            let would = report
+                .late_not_sampled
+                .iter()
+                .filter(|&&i| {
+                    let span = &msg.batch.spans[i];
+                    let refs = [msg.batch.span_ref(i)];
+                    let view = TraceView {
+                        trace_id: span.trace_id,
+                        summary: &span.summary,
+                        spans: &refs,
+                    };
+                    active.would_keep(&view, now)
+                })
+                .count();
+            if let Some(durable) = &self.ctx.durable {
+                // The request that carried them was logged: settle it.
+                let mut ids: Vec<TraceId> = report
+                    .late_not_sampled
+                    .iter()
+                    .map(|&i| msg.batch.spans[i].trace_id)
+                    .collect();
+                crate::holds::dedup_ids(&mut ids);
+                for id in &ids {
+                    durable.decision(id, false);
+                }
+            }
+            if would > 0 {
+                metrics.late_would_have_kept.increment(would as u64);
+                tracing::debug!(
+                    spans = would,
+                    "late spans of traces decided not kept would have kept them"
+                );
+            }
         }
         for age in &report.late_ages {
             metrics.late_age.record(age.as_secs_f64());
@@ -312,6 +375,11 @@ impl Shard {
                         .metrics
                         .handed_over(HandOver::Stray)
                         .increment(spans as u64);
+                    if let Some(durable) = &self.ctx.durable {
+                        // Settled here: the owner has them now.
+                        durable
+                            .delivered(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
+                    }
                     for &i in &send {
                         sent[i] = true;
                     }
@@ -354,6 +422,11 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
+        if let Some(durable) = &self.ctx.durable {
+            // Handed to another sampler: settled here (one put back and
+            // then lost to a crash is the price of not tracking moves).
+            durable.delivered(traces.iter().map(|t| t.id.0).collect());
+        }
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
             // The mover is gone: the traces stay here.
             self.ctx.metrics.buffer_spans.decrement(spans as f64);
@@ -394,6 +467,9 @@ impl Shard {
                         });
                         self.out_spans += spans;
                         metrics.late[0].increment(spans as u64);
+                        if self.ctx.durable.is_some() {
+                            self.out_traces.push(id.0);
+                        }
                     }
                     CachedDecision::NotSampled => {
                         metrics.late[1].increment(spans as u64);
@@ -405,18 +481,50 @@ impl Shard {
         }
     }
 
+    /// Takes the holds noted since the last call: buffered traces wait
+    /// for their refused spans; expired holds are forgotten.
+    fn take_holds(&mut self) {
+        let noted = self.ctx.holds.take(self.index);
+        let now = self.now();
+        for (id, until) in noted {
+            let known = self.held.contains_key(&id);
+            let entry = self.held.entry(id).or_insert(until);
+            *entry = (*entry).max(until);
+            if self.buffer.hold(&id, until) {
+                if !known {
+                    self.ctx.metrics.traces_held.increment(1);
+                }
+                self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+            }
+        }
+        if !self.held.is_empty() {
+            self.held.retain(|_, until| *until > now);
+        }
+    }
+
+    /// When a held trace's hold ends, if it has not ended yet.
+    fn held_until(&self, id: &TraceId) -> Option<Duration> {
+        let until = *self.held.get(id)?;
+        (until > self.now()).then_some(until)
+    }
+
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        self.take_holds();
         let now = self.now();
         let (ready, next) = self.buffer.expire(now);
         self.next_deadline = next;
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, true).await;
         self.publish();
         self.flush(0).await;
         self.publish();
     }
 
-    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration) {
+    /// Decides `ready`, flushing as `out` fills. With `holds`, a trace
+    /// whose refused spans are still awaited goes back into the buffer
+    /// until its hold ends instead (holds noted while a flush waited for
+    /// the exporter count too: that wait is when requests are refused).
+    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
         if ready.is_empty() {
             return;
         }
@@ -426,10 +534,21 @@ impl Shard {
         let mut undecided: usize = ready.iter().map(TakenTrace::span_count).sum();
         for trace in ready {
             undecided -= trace.span_count();
+            if holds && let Some(until) = self.held_until(&trace.id) {
+                let id = trace.id;
+                self.put_back(trace);
+                if self.buffer.hold(&id, until) {
+                    self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+                }
+                continue;
+            }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
                 self.publish_with(undecided);
                 self.flush(undecided).await;
+                if holds {
+                    self.take_holds();
+                }
             }
         }
     }
@@ -453,12 +572,18 @@ impl Shard {
         // Collector does; late spans follow as not sampled.
         if trace.due == Due::TooLarge {
             metrics.dropped(Dropped::TooLarge).increment(spans);
+            if let Some(durable) = &self.ctx.durable {
+                durable.decision(&trace.id, false);
+            }
             self.buffer
                 .record_decision(trace.id, CachedDecision::NotSampled);
             return;
         }
         if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
             metrics.dropped(Dropped::PendingAtShutdown).increment(spans);
+            if let Some(durable) = &self.ctx.durable {
+                durable.decision(&trace.id, false);
+            }
             return;
         }
         if active.file.sampling_strategy == SamplingStrategy::SpanIngest {
@@ -502,6 +627,9 @@ impl Shard {
                 write::write_request(&refs, &mut self.out);
             }
             self.out_spans += spans;
+            if self.ctx.durable.is_some() {
+                self.out_traces.push(trace.id.0);
+            }
             CachedDecision::Sampled(Kept {
                 policy: record_policy.then(|| decision.policy.clone()).flatten(),
                 composite_policy: record_policy
@@ -513,6 +641,9 @@ impl Shard {
             metrics.not_sampled.increment(spans as u64);
             CachedDecision::NotSampled
         };
+        if let Some(durable) = &self.ctx.durable {
+            durable.decision(&trace.id, decision.sampled);
+        }
         self.buffer.record_decision(trace.id, cached);
     }
 
@@ -567,6 +698,7 @@ impl Shard {
             spans,
         };
         self.out_spans = 0;
+        let traces = std::mem::take(&mut self.out_traces);
         let outcome = match self.ctx.exporter.try_send(batch) {
             Ok(()) => Ok(()),
             Err(SendError::QueueFull(batch)) => {
@@ -580,6 +712,14 @@ impl Shard {
             }
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
+        if let Some(durable) = &self.ctx.durable {
+            match outcome {
+                // Delivered once the exporter has caught up with them.
+                Ok(()) => durable.exported(traces, spans),
+                // Dropped and counted: settled.
+                Err(_) => durable.delivered(traces),
+            }
+        }
         let metrics = &self.ctx.metrics;
         match outcome {
             Ok(()) => metrics.forwarded.increment(spans as u64),
@@ -613,7 +753,7 @@ impl Shard {
                 .handover_failed(HandOver::Shutdown)
                 .increment(ready.len() as u64);
         }
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, false).await;
         self.publish();
         self.flush(0).await;
         self.publish();
@@ -716,6 +856,7 @@ policies:
 
     struct Harness {
         recorder: PrometheusRecorder,
+        holds: Arc<RefusedHolds>,
         tx: mpsc::Sender<ShardMsg>,
         _stop: watch::Sender<Option<Instant>>,
         _policies: watch::Sender<Arc<ActivePolicy>>,
@@ -740,7 +881,8 @@ policies:
                 ..SamplerConfig::default()
             }
             .effective(None);
-            // Nothing is kept by this policy: the exporter never connects.
+            let holds = Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(3)));
+            // Kept traces wait in the exporter's queue: it never connects.
             let exporter = Exporter::start(ExporterConfig {
                 endpoint: "http://127.0.0.1:9".into(),
                 ..ExporterConfig::default()
@@ -754,13 +896,16 @@ policies:
                 epoch: Instant::now(),
                 flush_bytes: 1 << 20,
                 cluster: None,
+                holds: holds.clone(),
+                durable: None,
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);
             let (stop, stop_rx) = watch::channel(None);
-            tokio::spawn(Shard::new(ctx, rx, policies_rx, stop_rx).run());
+            tokio::spawn(Shard::new(ctx, 0, rx, policies_rx, stop_rx).run());
             Harness {
                 recorder,
+                holds,
                 tx,
                 _stop: stop,
                 _policies: policies,
@@ -808,11 +953,16 @@ policies:
         }
 
         fn decided(&self) -> u64 {
+            self.decided_as("")
+        }
+
+        /// Decisions whose labels contain `labels`.
+        fn decided_as(&self, labels: &str) -> u64 {
             self.recorder
                 .handle()
                 .render()
                 .lines()
-                .filter(|l| l.starts_with("tailgate_traces_decided_total{"))
+                .filter(|l| l.starts_with("tailgate_traces_decided_total{") && l.contains(labels))
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
                 .sum()
         }
@@ -877,6 +1027,50 @@ policies:
         assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
         assert_eq!(h.metric("tailgate_buffer_spans"), 3.0);
         assert_eq!(h.decided(), 0, "decided elsewhere, not here");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trace_whose_spans_were_refused_waits_for_their_retry() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(9500)).await;
+        // A request with trace 1's error span is refused at 9.5 s: its
+        // decision waits until 12.5 s for the retry.
+        assert_eq!(
+            h.holds
+                .note(&[crate::testutil::trace_id(1)], Duration::from_millis(9500)),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(h.decided(), 1, "10.5 s: trace 2 on time, trace 1 held");
+        assert_eq!(h.metric("tailgate_traces_held_for_refused_total"), 1.0);
+        // The retry arrives.
+        h.send(&[SpanSpec::new(1, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(h.decided(), 1, "12.4 s: still held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            h.decided_as(r#"decision="sampled""#),
+            1,
+            "kept, error span and all"
+        );
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_span_that_would_have_kept_its_trace_is_counted() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(3, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        assert_eq!(h.decided_as(r#"decision="not_sampled""#), 1);
+        // A plain late span changes nothing; an error span would have.
+        h.send(&[SpanSpec::new(3, 2)]).await;
+        h.send(&[SpanSpec::new(3, 3).error(), SpanSpec::new(3, 4)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 1.0);
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 4.0);
     }
 
     #[tokio::test(start_paused = true)]
