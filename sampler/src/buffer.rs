@@ -217,8 +217,9 @@ pub struct InsertReport {
     /// Spans of traces decided as kept: index in the batch, and the
     /// decision. The driver forwards them at once.
     pub late_sampled: Vec<(usize, Kept)>,
-    /// Spans of traces decided as not kept: dropped.
-    pub late_not_sampled: usize,
+    /// Spans of traces decided as not kept, by index in the batch: dropped
+    /// (forwarded, marked, in a dry run).
+    pub late_not_sampled: Vec<usize>,
 }
 
 /// The resource and scope headers of one shard, each stored once and shared
@@ -496,7 +497,7 @@ impl TraceBuffer {
                             continue;
                         }
                         Some(CachedDecision::NotSampled) => {
-                            report.late_not_sampled += 1;
+                            report.late_not_sampled.push(i);
                             continue;
                         }
                         None => {}
@@ -890,7 +891,7 @@ mod tests {
         );
         assert_eq!(report.late_sampled.len(), 1);
         assert_eq!(report.late_sampled[0].0, 0);
-        assert_eq!(report.late_not_sampled, 1);
+        assert_eq!(report.late_not_sampled, [1]);
         assert_eq!(report.buffered, 1);
         assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
     }
@@ -1040,8 +1041,8 @@ mod tests {
                         }).collect();
                         let r = buf.insert(&batch(&specs), now);
                         inserted += specs.len();
-                        late += r.late_sampled.len() + r.late_not_sampled;
-                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled, specs.len());
+                        late += r.late_sampled.len() + r.late_not_sampled.len();
+                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled.len(), specs.len());
                     }
                     Op::Expire => {
                         let (ready, next) = buf.expire(now);

@@ -49,6 +49,13 @@ pub struct SamplerConfig {
     /// `tailsampling.policy` attribute (the Collector's `recordpolicy`
     /// feature gate). Default false.
     pub record_policy: bool,
+    /// Decide every trace but forward all of them, each span marked with
+    /// the decision (`tailsampling.dry_run.kept`, bool) and the deciding
+    /// policy (`tailsampling.policy`), so tailgate can run beside another
+    /// pipeline and be compared with it. The decision metrics count what
+    /// would have been kept. No sampling threshold is written (every trace
+    /// arrives). Default false.
+    pub dry_run: bool,
     /// Shards of the trace buffer, each owned by one task. Default 0: one
     /// per CPU.
     pub shards: usize,
@@ -269,6 +276,7 @@ impl Default for SamplerConfig {
             limits: LimitsConfig::default(),
             decision_cache: DecisionCacheConfig::default(),
             record_policy: false,
+            dry_run: false,
             shards: 0,
             shard_queue: 64,
             shutdown: ShutdownConfig::default(),

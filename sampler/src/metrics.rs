@@ -1,7 +1,7 @@
 //! The sampler's metrics, every one labelled `node`; handles are created
 //! once, when the node starts (per policy file for the per-policy ones).
 //!
-//! The accounting identity (DESIGN.md), exact once the node is quiet:
+//! The accounting identity (docs/design.md), exact once the node is quiet:
 //!
 //! ```text
 //! tailgate_spans_received_total        (the receiver's, summed over protocol)
@@ -12,6 +12,10 @@
 //!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over,
 //!                                       or on their way to another sampler)
 //! ```
+//!
+//! With `dry_run`, every decided span is forwarded: the not-sampled term
+//! stays 0 and `tailgate_dry_run_spans_total{kept}` splits the forwarded
+//! ones by the decision they would have had.
 //!
 //! Spans another sampler passes here are received here like any others, so
 //! the identity holds on every node; summed over the cluster, a span that
@@ -49,6 +53,7 @@ pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
 pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
 pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
 pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+pub(crate) const DRY_RUN_SPANS: &str = "tailgate_dry_run_spans_total";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -159,6 +164,8 @@ pub(crate) struct Metrics {
     pub decisions_received: Counter,
     /// `[complete, incomplete]`.
     pub redistributions: [Counter; 2],
+    /// With `dry_run`: spans forwarded marked as `[kept, not kept]`.
+    pub dry_run: [Counter; 2],
 }
 
 impl Metrics {
@@ -199,6 +206,7 @@ impl Metrics {
             from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
             decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
             redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
+            dry_run: ["true", "false"].map(|k| with(DRY_RUN_SPANS, "kept", k)),
         }
     }
 
@@ -268,6 +276,11 @@ fn describe() {
         SPANS_REFUSED,
         Unit::Count,
         "Spans in requests refused with a retryable status (not received), by reason."
+    );
+    describe_counter!(
+        DRY_RUN_SPANS,
+        Unit::Count,
+        "With dry_run: spans forwarded, by the decision they are marked with (kept true or false)."
     );
     describe_counter!(
         TRACES_DECIDED,

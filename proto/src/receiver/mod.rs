@@ -447,9 +447,23 @@ struct Limits {
     max_connections: usize,
 }
 
+/// A receiver's TLS (gRPC, HTTP) and tokens, loaded.
+type Prepared = (
+    Option<Arc<ServerTls>>,
+    Option<Arc<ServerTls>>,
+    Option<Arc<auth::Auth>>,
+);
+
 impl Receiver {
-    /// Checks the config and binds the enabled listeners.
-    pub fn bind(config: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+    /// Checks the config and loads its files and secrets (TLS, tokens),
+    /// as [`bind`](Receiver::bind) does first, without binding anything:
+    /// what `tailgate config check` runs.
+    pub fn check(config: &ReceiverConfig) -> Result<(), ReceiverError> {
+        Self::prepare(config).map(drop)
+    }
+
+    /// The config's checks, and its TLS and tokens loaded.
+    fn prepare(config: &ReceiverConfig) -> Result<Prepared, ReceiverError> {
         if config.max_request_bytes == 0 {
             return Err(ReceiverError::Config(
                 "max_request_bytes must be at least 1".into(),
@@ -484,6 +498,12 @@ impl Receiver {
             .map(|a| auth::Auth::new(a, |var| std::env::var(var).ok()))
             .transpose()?
             .map(Arc::new);
+        Ok((grpc_tls, http_tls, auth))
+    }
+
+    /// Checks the config and binds the enabled listeners.
+    pub fn bind(config: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+        let (grpc_tls, http_tls, auth) = Self::prepare(&config)?;
         let grpc = config
             .grpc
             .map(|addr| Listener::bind(Protocol::Grpc, addr))
