@@ -325,3 +325,30 @@ fn the_probe_reads_serdes_unknown_field_errors() {
         .collect();
     assert_eq!(keys, expected);
 }
+
+#[test]
+fn every_policy_file_shown_in_the_docs_is_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/docs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("docs/") {
+        let path = entry.expect("a docs entry").path();
+        if path.extension().is_none_or(|e| e != "md") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("a docs page");
+        for block in text.split("```yaml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or("");
+            if !block.lines().any(|l| l.starts_with("policies:")) {
+                continue;
+            }
+            if let Err(e) = policy::PolicyFile::parse(block, &path.display().to_string()) {
+                panic!(
+                    "a policy file in {} does not load: {e}\n{block}",
+                    path.display()
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no policy file found in docs/");
+}
