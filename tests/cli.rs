@@ -4,6 +4,60 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Starts `cmd` with its stderr read line by line on a thread.
+fn spawn_logged(mut cmd: Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
+
+/// Lines until one matches (at most 30 s): whether one did, and the lines.
+fn lines_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    done: impl Fn(&str) -> bool,
+) -> (bool, Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let found = done(&line);
+        seen.push(line);
+        if found {
+            return (true, seen);
+        }
+    }
+    (false, seen)
+}
+
+/// SIGTERM, then the exit code (at most 60 s).
+fn stop_with_sigterm(child: &mut std::process::Child, what: &str) -> Option<i32> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn tailgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tailgate"));
     // Keep the developer's environment from steering the config.
@@ -49,8 +103,8 @@ fn a_bad_policy_file_exits_64_before_any_port_is_bound() {
 
 #[test]
 fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
-    let mut child = tailgate()
-        .args(["sampler"])
+    let mut cmd = tailgate();
+    cmd.args(["sampler"])
         .args(["--set", "policy_file=examples/policy.yaml"])
         .args(["--set", "exporter.endpoint=http://127.0.0.1:9"])
         .args([
@@ -60,49 +114,14 @@ fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
             "receiver.http=127.0.0.1:0",
         ])
         .args(["--set", "admin=127.0.0.1:0"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let (mut child, lines) = spawn_logged(cmd);
     // Wait (bounded) for the node to report it started.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut started = false;
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if line.contains("sampler starting") {
-            started = true;
-            break;
-        }
-    }
+    let (started, _) = lines_until(&lines, |l| l.contains("sampler starting"));
     assert!(started, "the sampler never reported it started");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the sampler did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let code = stop_with_sigterm(&mut child, "the sampler");
     assert_eq!(code, Some(0));
-    let rest: Vec<String> = rx.try_iter().collect();
+    let rest: Vec<String> = lines.try_iter().collect();
     assert!(
         rest.iter().any(|l| l.contains("sampler stopped")),
         "{rest:?}"
@@ -301,49 +320,16 @@ fn an_lb_starts_from_a_whole_collector_configuration() {
         "collector.yaml",
         "receivers:\n  otlp: {}\nexporters:\n  loadbalancing:\n    protocol:\n      otlp:\n        tls: {insecure: true}\n    resolver:\n      static:\n        hostnames: [127.0.0.1:9]\nservice:\n  pipelines:\n    traces: {receivers: [otlp], exporters: [loadbalancing]}\n",
     );
-    let mut child = tailgate()
-        .args(["lb", "--config"])
+    let mut cmd = tailgate();
+    cmd.args(["lb", "--config"])
         .arg(&config)
         .args(["--set", "receiver.grpc=127.0.0.1:0"])
         .args(["--set", "receiver.http=127.0.0.1:0"])
-        .args(["--set", "admin=127.0.0.1:0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut lines = Vec::new();
-    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        let member = line.contains("127.0.0.1:9");
-        lines.push(line);
-        if member {
-            break;
-        }
-    }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the lb did not stop within 60 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        .args(["--set", "admin=127.0.0.1:0"]);
+    let (mut child, rx) = spawn_logged(cmd);
+    // The member from resolver.static.hostnames is logged when the ring is built.
+    let (_, lines) = lines_until(&rx, |l| l.contains("127.0.0.1:9"));
+    let code = stop_with_sigterm(&mut child, "the lb");
     assert!(
         lines
             .iter()
