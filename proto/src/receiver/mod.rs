@@ -308,7 +308,8 @@ pub struct ReceiverConfig {
     /// once (counted). Default 4096.
     pub max_connections: usize,
     /// A connection older than this is asked to go away (HTTP/2 GOAWAY;
-    /// HTTP/1 `Connection: close` after the request in flight), so that
+    /// HTTP/1: closed when idle, or `Connection: close` on the answer to
+    /// the request in flight), so that
     /// long-lived clients reconnect and spread over the replicas behind a
     /// load balancer when it scales. Default 0: off.
     #[serde(with = "humantime_serde")]
