@@ -1,5 +1,5 @@
 //! `tailgate policy check` and `tailgate policy test` on the examples: the
-//! exact output, which the README shows verbatim.
+//! exact output, which docs/policies.md shows verbatim.
 
 use std::path::{Path, PathBuf};
 
@@ -66,15 +66,9 @@ e01df545fb665e2fee983ad7c338c692      2  sampled      checkout-sample
 6 traces: 4 sampled, 1 not sampled, 1 dropped
 ";
 
-/// The README's "## Policies" section.
+/// docs/policies.md, which shows these outputs verbatim.
 fn readme_policies() -> String {
-    let readme = std::fs::read_to_string(repo("README.md")).expect("README.md");
-    let start = readme
-        .find("## Policies")
-        .expect("README has a Policies section");
-    let rest = &readme[start + 3..];
-    let end = rest.find("\n## ").map_or(rest.len(), |i| i + 1);
-    rest[..end].to_string()
+    std::fs::read_to_string(repo("docs/policies.md")).expect("docs/policies.md")
 }
 
 /// A scratch file of this test process, removed by the caller.
@@ -90,7 +84,7 @@ fn check_lists_the_example_policy_as_the_readme_shows() {
     assert_eq!((out.as_str(), code), (CHECK_POLICY, 0));
     assert!(
         readme_policies().contains(CHECK_POLICY),
-        "README shows another check output"
+        "docs/policies.md shows another check output"
     );
 }
 
@@ -100,7 +94,7 @@ fn check_reads_the_tail_sampling_block_of_a_collector_config() {
     assert_eq!((out.as_str(), code), (CHECK_COLLECTOR, 0));
     assert!(
         readme_policies().contains(CHECK_COLLECTOR),
-        "README shows another check output"
+        "docs/policies.md shows another check output"
     );
 }
 
@@ -111,7 +105,7 @@ fn test_decides_the_example_traces_as_the_readme_shows() {
     assert_eq!((out.as_str(), code), (TEST_POLICY, 0));
     assert!(
         readme_policies().contains(TEST_POLICY),
-        "README shows another test output"
+        "docs/policies.md shows another test output"
     );
 }
 
@@ -124,7 +118,7 @@ fn test_with_the_collector_config_drops_health_checks_as_the_readme_shows() {
     assert_eq!((out.as_str(), code), (TEST_COLLECTOR, 0));
     assert!(
         readme_policies().contains(TEST_COLLECTOR),
-        "README shows another test output"
+        "docs/policies.md shows another test output"
     );
 }
 

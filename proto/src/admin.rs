@@ -272,6 +272,7 @@ impl Admin {
                         max_connections: MAX_CONNECTIONS,
                         tls: Some(tls),
                         handshake_timeout: HANDSHAKE_TIMEOUT,
+                        hard_limit: None,
                     },
                 );
                 axum::serve(TlsListener { ready, addr }, app)

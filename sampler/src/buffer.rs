@@ -984,7 +984,7 @@ mod tests {
         );
         assert_eq!(report.late_sampled.len(), 1);
         assert_eq!(report.late_sampled[0].0, 0);
-        assert_eq!(report.late_not_sampled.len(), 1);
+        assert_eq!(report.late_not_sampled, [1]);
         assert_eq!(report.buffered, 1);
         assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
     }

@@ -56,6 +56,13 @@ pub struct SamplerConfig {
     /// probabilistic), and `probabilistic` decides by the spans' `ot=rv`
     /// randomness when they carry one. Default false.
     pub use_tracestate: bool,
+    /// Decide every trace but forward all of them, each span marked with
+    /// the decision (`tailsampling.dry_run.kept`, bool) and the deciding
+    /// policy (`tailsampling.policy`), so tailgate can run beside another
+    /// pipeline and be compared with it. The decision metrics count what
+    /// would have been kept. No sampling threshold is written (every trace
+    /// arrives). Default false.
+    pub dry_run: bool,
     /// Shards of the trace buffer, each owned by one task. Default 0: one
     /// per CPU.
     pub shards: usize,
@@ -397,6 +404,7 @@ impl Default for SamplerConfig {
             decision_cache: DecisionCacheConfig::default(),
             record_policy: false,
             use_tracestate: false,
+            dry_run: false,
             shards: 0,
             shard_queue: 64,
             shutdown: ShutdownConfig::default(),

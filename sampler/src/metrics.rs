@@ -1,7 +1,7 @@
 //! The sampler's metrics, every one labelled `node`; handles are created
 //! once, when the node starts (per policy file for the per-policy ones).
 //!
-//! The accounting identity (DESIGN.md), exact once the node is quiet:
+//! The accounting identity (docs/design.md), exact once the node is quiet:
 //!
 //! ```text
 //! tailgate_spans_received_total        (the receiver's, summed over protocol)
@@ -13,6 +13,10 @@
 //!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over,
 //!                                       or on their way to another sampler)
 //! ```
+//!
+//! With `dry_run`, every decided span is forwarded: the not-sampled term
+//! stays 0 and `tailgate_dry_run_spans_total{kept}` splits the forwarded
+//! ones by the decision they would have had.
 //!
 //! Spans another sampler passes here are received here like any others, so
 //! the identity holds on every node; summed over the cluster, a span that
@@ -67,6 +71,7 @@ pub(crate) const POLICY_EVALUATION: &str = "tailgate_policy_evaluation_seconds";
 pub(crate) const POLICY_ERRORS: &str = "tailgate_policy_evaluation_errors_total";
 pub(crate) const LATE_SPAN_AGE: &str = "tailgate_late_span_age_seconds";
 pub(crate) const DECISION_REASON: &str = "tailgate_traces_decision_reason_total";
+pub(crate) const DRY_RUN_SPANS: &str = "tailgate_dry_run_spans_total";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -215,6 +220,8 @@ pub(crate) struct Metrics {
     pub storage_torn_tails: Counter,
     pub storage_skipped_bytes: Counter,
     pub storage_segments_expired: Counter,
+    /// With `dry_run`: spans forwarded marked as `[kept, not kept]`.
+    pub dry_run: [Counter; 2],
     /// How long after its trace's decision a late span arrived.
     pub late_age: Histogram,
     reasons: [Counter; DECISION_REASONS.len()],
@@ -293,6 +300,7 @@ impl Metrics {
             storage_torn_tails: metrics::counter!(STORAGE_TORN_TAILS, "node" => n()),
             storage_skipped_bytes: metrics::counter!(STORAGE_SKIPPED_BYTES, "node" => n()),
             storage_segments_expired: metrics::counter!(STORAGE_SEGMENTS_EXPIRED, "node" => n()),
+            dry_run: ["true", "false"].map(|k| with(DRY_RUN_SPANS, "kept", k)),
             late_age: metrics::histogram!(LATE_SPAN_AGE, "node" => n()),
             reasons: DECISION_REASONS.map(|r| with(DECISION_REASON, "reason", r)),
         }
@@ -422,6 +430,11 @@ fn describe() {
         SPANS_REFUSED,
         Unit::Count,
         "Spans in requests refused with a retryable status (not received), by reason."
+    );
+    describe_counter!(
+        DRY_RUN_SPANS,
+        Unit::Count,
+        "With dry_run: spans forwarded, by the decision they are marked with (kept true or false)."
     );
     describe_counter!(
         TRACES_DECIDED,

@@ -344,6 +344,21 @@ impl std::fmt::Debug for Sampler {
 }
 
 impl Sampler {
+    /// Everything [`bind`](Sampler::bind) checks before it binds a port:
+    /// the config's rules, the policy file, the receivers' and the admin
+    /// port's TLS files and tokens. Binds nothing, starts nothing: `tailgate
+    /// config check`. The policy file's notes are returned.
+    pub fn check(config: &SamplerConfig) -> Result<Vec<String>, SamplerError> {
+        config.validate()?;
+        let policy = crate::reload::load(&config.policy_file)?;
+        Receiver::check(&config.receiver)?;
+        if let Some(tls) = &config.admin_tls {
+            proto::tls::ServerTls::new(tls, &[b"h2", b"http/1.1"])
+                .map_err(|e| SamplerError::Admin(proto::admin::AdminError::Tls(e)))?;
+        }
+        Ok(policy.0.notes.clone())
+    }
+
     /// Checks the config, loads the policy file, then binds the listeners:
     /// a bad config or policy file fails before any port is bound. Needs no
     /// runtime.

@@ -21,6 +21,7 @@ use bytes::BytesMut;
 use policy::{Decision, Outcome, SamplingStrategy, TraceView};
 use proto::exporter::{Exporter, OtlpBatch, SendError};
 use proto::view::TraceId;
+use proto::wire::{len_field_len, put_len_header};
 use proto::write::{self, SpanRef};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -245,41 +246,56 @@ impl Shard {
             Origin::Client | Origin::Forwarded => self.buffer.insert(&msg.batch, self.now()),
         };
         let metrics = &self.ctx.metrics;
-        if !report.late_sampled.is_empty() {
-            let n = report.late_sampled.len();
-            let annotated: Vec<Cow<'_, [u8]>> = report
-                .late_sampled
-                .iter()
-                .map(|(i, kept)| {
-                    let span = msg.batch.span_ref(*i).span;
+        let dry_run = self.ctx.config.dry_run;
+        // Late spans follow their trace's decision: kept ones are written
+        // out at once; in a dry run, every one is, marked.
+        let mut late: Vec<(usize, Cow<'_, [u8]>)> = report
+            .late_sampled
+            .iter()
+            .map(|(i, kept)| {
+                let span = msg.batch.span_ref(*i).span;
+                let span = if dry_run {
+                    mark_dry_run(span, Some(kept))
+                } else {
                     annotate(span, kept, self.ctx.config.record_policy)
-                })
-                .collect();
-            let refs: Vec<SpanRef<'_>> = report
-                .late_sampled
+                };
+                (*i, span)
+            })
+            .collect();
+        if dry_run {
+            late.extend(
+                report
+                    .late_not_sampled
+                    .iter()
+                    .map(|i| (*i, mark_dry_run(msg.batch.span_ref(*i).span, None))),
+            );
+        }
+        if !late.is_empty() {
+            let refs: Vec<SpanRef<'_>> = late
                 .iter()
-                .zip(&annotated)
-                .map(|((i, _), span)| SpanRef {
+                .map(|(i, span)| SpanRef {
                     span,
                     ..msg.batch.span_ref(*i)
                 })
                 .collect();
             write::write_request(&refs, &mut self.out);
-            self.out_spans += n;
-            metrics.late[0].increment(n as u64);
+            self.out_spans += late.len();
             if self.ctx.durable.is_some() {
-                self.out_traces.extend(
-                    report
-                        .late_sampled
-                        .iter()
-                        .map(|(i, _)| msg.batch.spans[*i].trace_id.0),
-                );
+                self.out_traces
+                    .extend(late.iter().map(|(i, _)| msg.batch.spans[*i].trace_id.0));
             }
         }
-        if !report.late_not_sampled.is_empty() {
-            let n = report.late_not_sampled.len() as u64;
-            metrics.late[1].increment(n);
-            metrics.not_sampled.increment(n);
+        let (kept, not_kept) = (
+            report.late_sampled.len() as u64,
+            report.late_not_sampled.len() as u64,
+        );
+        metrics.late[0].increment(kept);
+        metrics.late[1].increment(not_kept);
+        if dry_run {
+            metrics.dry_run[0].increment(kept);
+            metrics.dry_run[1].increment(not_kept);
+        } else if !report.late_not_sampled.is_empty() {
+            metrics.not_sampled.increment(not_kept);
             // Would any of them have made its trace kept? Then a kept
             // trace was lost to lateness: say so.
             let active = self.policies.borrow().clone();
@@ -459,14 +475,33 @@ impl Shard {
             if let Some(trace) = self.buffer.take_trace(&id) {
                 let spans = trace.span_count();
                 let metrics = &self.ctx.metrics;
+                let dry_run = self.ctx.config.dry_run;
                 match &decision {
                     CachedDecision::Sampled(kept) => {
                         let record_policy = self.ctx.config.record_policy;
                         write_annotated(&mut self.out, &trace.span_refs(), |span| {
-                            annotate(span, kept, record_policy)
+                            if dry_run {
+                                mark_dry_run(span, Some(kept))
+                            } else {
+                                annotate(span, kept, record_policy)
+                            }
                         });
                         self.out_spans += spans;
                         metrics.late[0].increment(spans as u64);
+                        if self.ctx.durable.is_some() {
+                            self.out_traces.push(id.0);
+                        }
+                        if dry_run {
+                            metrics.dry_run[0].increment(spans as u64);
+                        }
+                    }
+                    CachedDecision::NotSampled if dry_run => {
+                        write_annotated(&mut self.out, &trace.span_refs(), |span| {
+                            mark_dry_run(span, None)
+                        });
+                        self.out_spans += spans;
+                        metrics.late[1].increment(spans as u64);
+                        metrics.dry_run[1].increment(spans as u64);
                         if self.ctx.durable.is_some() {
                             self.out_traces.push(id.0);
                         }
@@ -616,6 +651,28 @@ impl Shard {
             .decision_latency
             .record(now.saturating_sub(trace.first_seen).as_secs_f64());
         let spans = trace.span_count();
+        if self.ctx.config.dry_run {
+            // Forward every trace, marked with what would have happened:
+            // no threshold (every trace arrives), the policy always named.
+            let kept = decision.sampled.then(|| Kept {
+                policy: decision.policy.clone(),
+                composite_policy: decision.composite_policy.clone(),
+                threshold: None,
+            });
+            let refs = trace.span_refs();
+            write_annotated(&mut self.out, &refs, |span| {
+                mark_dry_run(span, kept.as_ref())
+            });
+            self.out_spans += spans;
+            metrics.dry_run[usize::from(kept.is_none())].increment(spans as u64);
+            if let Some(durable) = &self.ctx.durable {
+                self.out_traces.push(trace.id.0);
+                durable.decision(&trace.id, true);
+            }
+            let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
+            self.buffer.record_decision(trace.id, cached);
+            return;
+        }
         let cached = if decision.sampled {
             let refs = trace.span_refs();
             let record_policy = self.ctx.config.record_policy;
@@ -814,6 +871,28 @@ fn annotate<'a>(span: &'a [u8], kept: &Kept, record_policy: bool) -> Cow<'a, [u8
     }
     policy::annotate_span_with(span, &kept.annotations(record_policy))
 }
+
+/// The dry-run marks on a span: `tailsampling.dry_run.kept` (whether its
+/// trace would have been kept) and, for a kept one, `tailsampling.policy`.
+/// Appended to the span's bytes like every annotation (a repeated field
+/// takes one more entry).
+fn mark_dry_run<'a>(span: &'a [u8], kept: Option<&Kept>) -> Cow<'a, [u8]> {
+    let policy = kept.and_then(|k| k.policy.as_deref());
+    let mut out = policy::annotate_span(span, policy, None).into_owned();
+    // Span.attributes (9): KeyValue { key = 1; value = 2: AnyValue { bool_value = 2 } }.
+    let key = DRY_RUN_ATTRIBUTE.as_bytes();
+    let any_value = [0x10, u8::from(kept.is_some())];
+    let key_value_len = len_field_len(key.len()) + len_field_len(any_value.len());
+    put_len_header(&mut out, 9, key_value_len);
+    put_len_header(&mut out, 1, key.len());
+    out.extend_from_slice(key);
+    put_len_header(&mut out, 2, any_value.len());
+    out.extend_from_slice(&any_value);
+    Cow::Owned(out)
+}
+
+/// The attribute a dry run marks every span with.
+pub(crate) const DRY_RUN_ATTRIBUTE: &str = "tailsampling.dry_run.kept";
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {

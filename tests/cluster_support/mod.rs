@@ -213,7 +213,7 @@ pub struct Cluster {
 }
 
 /// mTLS for the cluster: every node holds the same certificate (for the
-/// samplers' IPs), as the README's example does, and trusts one CA.
+/// samplers' IPs), as docs/security.md's example does, and trusts one CA.
 #[derive(Debug, Clone)]
 pub struct ClusterTls {
     pub ca_file: PathBuf,
