@@ -131,7 +131,7 @@ def check_kubernetes(rendered_path, out_dir):
                 if selects(p["spec"]["selector"]["matchLabels"], labels)]
         if len(pdbs) != 1:
             fail(f"{name}: expected one PodDisruptionBudget, got {len(pdbs)}")
-        check_pod(name, pod, by_kind)
+        check_pod(name, pod, by_kind, workload["spec"])
 
     spec = sts["spec"]["template"]["spec"]
     anti = spec.get("affinity", {}).get("podAntiAffinity", {})
@@ -154,6 +154,7 @@ def check_kubernetes(rendered_path, out_dir):
             fail(f"terminationGracePeriodSeconds {period} is not longer than the shutdown "
                  f"grace {grace}s + drain_timeout {drain}s")
         check_policy_mount(container, spec, by_kind, config, out_dir)
+        check_storage(sts, container, config)
         backend = config.get("exporter", {}).get("endpoint", "")
         if not backend.startswith("http://"):
             fail(f"sampler exporter.endpoint {backend!r} is not http://host:port")
@@ -191,7 +192,7 @@ def check_kubernetes(rendered_path, out_dir):
     print(f"checked {len(docs)} objects in namespace {namespace}")
 
 
-def check_pod(name, pod, by_kind):
+def check_pod(name, pod, by_kind, workload_spec):
     spec = pod["spec"]
     sc = spec.get("securityContext", {})
     if not sc.get("runAsNonRoot"):
@@ -229,10 +230,31 @@ def check_pod(name, pod, by_kind):
         if "configMap" in v and v["configMap"]["name"] not in by_kind.get("ConfigMap", {}):
             fail(f"{name}: volume {v['name']} uses a missing ConfigMap {v['configMap']['name']}")
     names = {v["name"] for v in spec.get("volumes", [])}
+    names |= {t["metadata"]["name"] for t in workload_spec.get("volumeClaimTemplates", [])}
     for c in spec["containers"]:
         for m in c.get("volumeMounts", []):
             if m["name"] not in names:
                 fail(f"{name}: mount {m['mountPath']} uses a missing volume {m['name']}")
+
+
+def check_storage(sts, container, config):
+    """With `storage:`, its path is on a volume of its own per pod (a
+    volumeClaimTemplate), writable, so a restarted pod finds its log."""
+    storage = config.get("storage")
+    if not storage:
+        print("the samplers keep no write-ahead log (storage is off)")
+        return
+    path = Path(str(storage.get("path", "")))
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    mounts = [m for m in container.get("volumeMounts", [])
+              if m["name"] in claims and (path == Path(m["mountPath"]) or Path(m["mountPath"]) in path.parents)]
+    if not mounts:
+        fail(f"storage.path {path} is not on a volumeClaimTemplate's volume: a restarted pod would lose its log")
+    elif any(m.get("readOnly") for m in mounts):
+        fail(f"storage.path {path} is mounted read-only")
+    sc = sts["spec"]["template"]["spec"].get("securityContext", {})
+    if mounts and sc.get("fsGroup") is None:
+        fail("the samplers write their log as non-root, but the pods set no fsGroup for its volume")
 
 
 def write_node_files(container, spec, by_kind, role, pod_prefix, out_dir):
@@ -396,6 +418,10 @@ def check_dashboard(prometheus_url):
         "buffer": "tailgate_buffer_bytes",
         "ring members": "tailgate_lb_members",
         "latency": "tailgate_decision_latency_seconds_bucket",
+        "every policy's votes": "tailgate_policy_votes_total",
+        "policy evaluation time": "tailgate_policy_evaluation_seconds_bucket",
+        "why traces were decided": "tailgate_traces_decision_reason_total",
+        "late span age": "tailgate_late_span_age_seconds_bucket",
     }
     for topic, metric in wanted.items():
         if not any(metric in e for _, e in exprs):

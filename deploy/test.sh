@@ -110,7 +110,11 @@ start_like_a_pod() {
     sampler) envs+=(TAILGATE__POLICY_FILE="$dir/policy.yaml" TAILGATE__SHUTDOWN__GRACE=0s
                     TAILGATE__EXPORTER__ENDPOINT="http://127.0.0.1:$(free_port)"
                     TAILGATE__CLUSTER__RESOLVER="{static: {members: ['127.0.0.1:$grpc']}}"
-                    TAILGATE__CLUSTER__SELF="127.0.0.1:$grpc") ;;
+                    TAILGATE__CLUSTER__SELF="127.0.0.1:$grpc")
+             # The pod's volume: a directory here.
+             if grep -q '^storage:' "$dir/sampler.yaml" && ! grep -q '^TAILGATE__STORAGE=null' "$dir/sampler.env"; then
+               envs+=(TAILGATE__STORAGE__PATH="$dir/wal")
+             fi ;;
     # The samplers: one static member on a closed loopback port.
     lb) envs+=(TAILGATE__RESOLVER="{static: {members: ['127.0.0.1:$(free_port)']}}") ;;
   esac

@@ -32,11 +32,36 @@ pub enum ConfigError {
 
 /// Loads `T` from an optional YAML file, then `env` (only the variables that
 /// start with [`ENV_PREFIX`]), then `sets` (`a.b.c=value`).
+#[cfg(test)]
 pub fn load<T: DeserializeOwned>(
     file: Option<&Path>,
     env: impl IntoIterator<Item = (String, String)>,
     sets: &[String],
 ) -> Result<T, ConfigError> {
+    load_with(file, env, sets, None).map(|loaded| loaded.config)
+}
+
+/// A file in another tool's format, turned into the role's own keys (the
+/// LB takes a whole Collector configuration): `Ok(None)` when the file is
+/// in the role's own format; otherwise the keys, and notes to show.
+pub type Convert =
+    fn(&Value, &dyn Fn(&str) -> Option<String>) -> Result<Option<(Value, Vec<String>)>, String>;
+
+/// A config as loaded, with what the conversion of its file had to say.
+#[derive(Debug)]
+pub struct Loaded<T> {
+    pub config: T,
+    pub notes: Vec<String>,
+}
+
+/// [`load`], where the file may also be in the format `convert` reads
+/// (its environment references resolved from `env`).
+pub fn load_with<T: DeserializeOwned>(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+    sets: &[String],
+    convert: Option<Convert>,
+) -> Result<Loaded<T>, ConfigError> {
     let (source, origin) = match file {
         Some(path) => (
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -55,10 +80,33 @@ pub fn load<T: DeserializeOwned>(
             message: e.to_string(),
         })?
     };
+    let all_env: Vec<(String, String)> = env.into_iter().collect();
+    let mut notes = Vec::new();
+    let mut converted = false;
+    if let Some(convert) = convert {
+        let lookup = |name: &str| {
+            all_env
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        match convert(&root, &lookup) {
+            Ok(Some((value, said))) => {
+                root = value;
+                notes = said;
+                converted = true;
+            }
+            Ok(None) => {}
+            Err(message) => {
+                return Err(ConfigError::Invalid { origin, message });
+            }
+        }
+    }
     let mut overridden = false;
-    let mut env: Vec<(String, String)> = env
-        .into_iter()
+    let mut env: Vec<(String, String)> = all_env
+        .iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .cloned()
         .collect();
     env.sort();
     for (key, value) in env {
@@ -80,22 +128,30 @@ pub fn load<T: DeserializeOwned>(
         set(&mut root, &path, value, &format!("--set {key}"))?;
         overridden = true;
     }
-    if !overridden && !source.trim().is_empty() {
+    if !overridden && !converted && !source.trim().is_empty() {
         // Straight from the text, so an error carries its line and column.
-        return serde_yaml_ng::from_str(&source).map_err(|e| ConfigError::Invalid {
+        return serde_yaml_ng::from_str(&source)
+            .map(|config| Loaded {
+                config,
+                notes: Vec::new(),
+            })
+            .map_err(|e| ConfigError::Invalid {
+                origin,
+                message: e.to_string(),
+            });
+    }
+    let origin = match (converted, overridden) {
+        (true, true) => format!("{origin} (converted) with overrides"),
+        (true, false) => format!("{origin} (converted)"),
+        (false, true) => format!("{origin} with overrides"),
+        (false, false) => origin,
+    };
+    serde_yaml_ng::from_value(root)
+        .map(|config| Loaded { config, notes })
+        .map_err(|e| ConfigError::Invalid {
             origin,
             message: e.to_string(),
-        });
-    }
-    let origin = if overridden {
-        format!("{origin} with overrides")
-    } else {
-        origin
-    };
-    serde_yaml_ng::from_value(root).map_err(|e| ConfigError::Invalid {
-        origin,
-        message: e.to_string(),
-    })
+        })
 }
 
 /// `base` with `sets` (`a.b.c=value`) applied, for a config built in code

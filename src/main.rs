@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod config;
 mod egress;
 mod local;
+mod nodes;
 
 /// Exit code for a bad command line or configuration (sysexits' EX_USAGE).
 const EXIT_USAGE: u8 = 64;
@@ -76,9 +77,41 @@ enum Command {
         #[arg(long = "set-lb", value_name = "KEY=VALUE")]
         set_lb: Vec<String>,
     },
+    /// Check a node's config, or print the config in effect.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Check or try out a policy file.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a node config (and the policy file it names) as the node
+    /// would at startup, without binding a port: exit 0, or 64.
+    Check {
+        /// The node's role.
+        #[arg(long, value_enum)]
+        role: nodes::Role,
+        /// The YAML config (for `lb`, also a whole Collector configuration).
+        file: PathBuf,
+        /// Override one config key, as the node's `--set`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print the config in effect after the file, the environment and
+    /// `--set`, with every key; secrets (header values) redacted.
+    Print {
+        /// The node's role.
+        #[arg(long, value_enum)]
+        role: nodes::Role,
+        /// YAML configuration file.
+        #[arg(long, env = "TAILGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Override one config key, as the node's `--set`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -95,21 +128,19 @@ fn usage_error(e: &dyn std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
-/// A node's config from its file, the environment and `--set`, checked;
-/// on any error the message is printed and the exit code (64) returned.
+/// A node's config from its file, the environment and `--set`, checked,
+/// with what reading the file had to say; on any error the message is
+/// printed and the exit code (64) returned.
 fn node_config<T, E>(
-    file: Option<PathBuf>,
-    set: &[String],
+    loaded: Result<config::Loaded<T>, config::ConfigError>,
     validate: fn(&T) -> Result<(), E>,
-) -> Result<T, ExitCode>
+) -> Result<config::Loaded<T>, ExitCode>
 where
-    T: serde::de::DeserializeOwned,
     E: std::fmt::Display,
 {
-    let config: T =
-        config::load(file.as_deref(), std::env::vars(), set).map_err(|e| usage_error(&e))?;
-    validate(&config).map_err(|e| usage_error(&e))?;
-    Ok(config)
+    let loaded = loaded.map_err(|e| usage_error(&e))?;
+    validate(&loaded.config).map_err(|e| usage_error(&e))?;
+    Ok(loaded)
 }
 
 /// Runs a node on a multi-threaded runtime until SIGTERM or SIGINT, which
@@ -200,23 +231,28 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Lb { config, set } => {
-            let config = match node_config(config, &set, lb_exporter::LbConfig::validate) {
-                Ok(c) => c,
+            let loaded = nodes::load_lb(config.as_deref(), std::env::vars(), &set);
+            let loaded = match node_config(loaded, lb_exporter::LbConfig::validate) {
+                Ok(l) => l,
                 Err(code) => return code,
             };
             serve(|shutdown| async move {
-                lb_exporter::run(config, shutdown)
+                for note in &loaded.notes {
+                    tracing::info!("config: {note}");
+                }
+                lb_exporter::run(loaded.config, shutdown)
                     .await
                     .map_err(|e| (e.is_config(), e.to_string()))
             })
         }
         Command::Sampler { config, set } => {
-            let config = match node_config(config, &set, sampler::SamplerConfig::validate) {
-                Ok(c) => c,
+            let loaded = nodes::load_sampler(config.as_deref(), std::env::vars(), &set);
+            let loaded = match node_config(loaded, sampler::SamplerConfig::validate) {
+                Ok(l) => l,
                 Err(code) => return code,
             };
             serve(|shutdown| async move {
-                sampler::run(config, shutdown)
+                sampler::run(loaded.config, shutdown)
                     .await
                     .map_err(|e| (e.is_config(), e.to_string()))
             })
@@ -245,6 +281,15 @@ fn main() -> ExitCode {
                 shutdown,
             )
         }),
+        Command::Config(ConfigCommand::Check { role, file, set }) => {
+            report(nodes::check(role, &file, std::env::vars(), &set))
+        }
+        Command::Config(ConfigCommand::Print { role, config, set }) => report(nodes::print(
+            role,
+            config.as_deref(),
+            std::env::vars(),
+            &set,
+        )),
         Command::Policy(PolicyCommand::Check { file }) => report(policy::cli::check(&file)),
         Command::Policy(PolicyCommand::Test { file, traces }) => {
             report(policy::cli::test(&file, &traces))

@@ -1,5 +1,5 @@
 //! mTLS inside the cluster, as processes: `tailgate lb` and `tailgate
-//! sampler` on loopback with the README's "Security" configuration. Every
+//! sampler` on loopback with the "TLS" configuration of docs/security.md. Every
 //! sampler serves OTLP only over TLS and only to holders of a certificate
 //! from the cluster's CA (`receiver.tls.client_ca_file`); the LBs export to
 //! them with that certificate (`export.tls`), and the samplers move traces

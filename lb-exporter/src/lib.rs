@@ -5,8 +5,11 @@
 //! samplers reuse the same exporter to forward spans of traces they do not
 //! own. [`resolver`] keeps the member set (DNS or static), [`ring`] maps a
 //! trace ID to its owner, [`exporter`] queues per member and fails over.
+//! [`collector`] reads a Collector configuration's `loadbalancing` exporter
+//! as an LB config.
 #![forbid(unsafe_code)]
 
+pub mod collector;
 pub mod exporter;
 pub mod member;
 pub mod node;

@@ -235,6 +235,20 @@ pub struct Lb {
 }
 
 impl Lb {
+    /// Everything [`bind`](Lb::bind) checks before it binds a port: the
+    /// config's rules, the receivers' and the admin port's TLS files and
+    /// tokens (the export block's TLS is part of `validate`). Binds nothing,
+    /// starts nothing: `tailgate config check`.
+    pub fn check(config: &LbConfig) -> Result<(), LbError> {
+        config.validate()?;
+        Receiver::check(&config.receiver)?;
+        if let Some(tls) = &config.admin_tls {
+            proto::tls::ServerTls::new(tls, &[b"h2", b"http/1.1"])
+                .map_err(|e| LbError::Admin(AdminError::Tls(e)))?;
+        }
+        Ok(())
+    }
+
     /// Validates `config`, binds the receivers and the admin server, starts
     /// the resolver and the exporter. Must be called inside a tokio runtime.
     pub fn bind(mut config: LbConfig) -> Result<Lb, LbError> {

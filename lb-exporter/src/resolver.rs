@@ -4,10 +4,13 @@
 //! A resolver publishes a [`MemberSet`] on a `watch` channel; the exporter
 //! rebuilds its ring when the set changes. The DNS resolver asks again every
 //! `interval`; an answer that fails, times out or holds no address keeps the
-//! last good set (a DNS outage must not empty the ring), and is counted.
+//! last good set (a DNS outage must not empty the ring), and is counted. A
+//! and AAAA are two questions: one family failing (REFUSED, SERVFAIL, a
+//! timeout) while the other answers is a good answer.
 //!
 //! Metrics (label `node`; `resolver` is `dns` or `static`):
-//! `tailgate_lb_resolutions_total{result}` (`ok`, `empty`, `error`),
+//! `tailgate_lb_resolutions_total{result}` (`ok`, `partial`, `empty`,
+//! `error`),
 //! `tailgate_lb_membership_changes_total`, and the gauge `tailgate_lb_members`.
 
 use std::net::{IpAddr, SocketAddr};
@@ -92,9 +95,15 @@ pub struct DnsConfig {
     /// How often to resolve. Default 5 s.
     #[serde(default = "default_interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// The longest one resolution may take (A and AAAA together). Default 2 s.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    /// The longest one resolution may take (A and AAAA, asked in parallel).
+    /// Default: the smaller of 2 s and `interval`, so `interval: 1s` alone
+    /// is a whole config.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
     /// Nameservers to ask, `IP` or `IP:port` (port 53 by default). Default
     /// none: the system's (`/etc/resolv.conf`).
     #[serde(default)]
@@ -109,9 +118,8 @@ fn default_interval() -> Duration {
     Duration::from_secs(5)
 }
 
-fn default_timeout() -> Duration {
-    Duration::from_secs(2)
-}
+/// The timeout when none is set, unless the interval is shorter.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl DnsConfig {
     /// A config for `hostname` with every other field at its default.
@@ -120,9 +128,15 @@ impl DnsConfig {
             hostname: hostname.into(),
             port: default_port(),
             interval: default_interval(),
-            timeout: default_timeout(),
+            timeout: None,
             nameservers: Vec::new(),
         }
+    }
+
+    /// `timeout`, or the default: the smaller of 2 s and `interval`.
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout
+            .unwrap_or_else(|| DEFAULT_TIMEOUT.min(self.interval))
     }
 }
 
@@ -218,7 +232,8 @@ impl DnsConfig {
         if self.interval.is_zero() {
             return Err(invalid("interval", "must be more than 0"));
         }
-        if self.timeout.is_zero() || self.timeout > self.interval {
+        let timeout = self.effective_timeout();
+        if timeout.is_zero() || timeout > self.interval {
             return Err(invalid(
                 "timeout",
                 "must be more than 0 and at most the interval",
@@ -243,6 +258,7 @@ impl DnsConfig {
 #[derive(Clone)]
 struct Metrics {
     ok: Counter,
+    partial: Counter,
     empty: Counter,
     error: Counter,
     changes: Counter,
@@ -253,7 +269,7 @@ impl Metrics {
     fn new(node: &str, resolver: &'static str) -> Self {
         metrics::describe_counter!(
             "tailgate_lb_resolutions_total",
-            "Member set resolutions, by result (ok, empty, error); empty and error keep the last good set."
+            "Member set resolutions, by result (ok, partial, empty, error); partial is one address family failing while the other answered; empty and error keep the last good set."
         );
         metrics::describe_counter!(
             "tailgate_lb_membership_changes_total",
@@ -266,6 +282,7 @@ impl Metrics {
         };
         Metrics {
             ok: result("ok"),
+            partial: result("partial"),
             empty: result("empty"),
             error: result("error"),
             changes: metrics::counter!("tailgate_lb_membership_changes_total",
@@ -334,6 +351,7 @@ pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, Resolver
             let (name, nameservers) = d.checked()?;
             let runtime =
                 tokio::runtime::Handle::try_current().map_err(|_| ResolverError::NoRuntime)?;
+            let timeout = d.effective_timeout();
             let resolver = build_resolver(d, &nameservers)?;
             let (tx, rx) = watch::channel(MemberSet::default());
             let task = runtime.spawn(resolve_loop(
@@ -341,9 +359,10 @@ pub fn start(config: &ResolverConfig, node: &str) -> Result<Membership, Resolver
                     resolver,
                     name,
                     port: d.port,
+                    timeout: timeout.mul_f64(0.9),
                 },
                 d.interval,
-                d.timeout,
+                timeout,
                 tx,
                 Tracker::new(metrics),
                 stop_rx,
@@ -387,20 +406,104 @@ fn build_resolver(
         )
     };
     let options = builder.options_mut();
-    options.timeout = config.timeout;
+    options.timeout = config.effective_timeout().mul_f64(0.9);
     options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
     builder.build().map_err(system)
+}
+
+/// An address family: which of the two questions (A, AAAA) an answer is to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn of(member: &Member) -> Option<Family> {
+        // DNS members are spelt as `SocketAddr` prints; static ones never
+        // reach a partial answer.
+        member
+            .as_str()
+            .parse::<SocketAddr>()
+            .ok()
+            .map(|a| if a.is_ipv4() { Family::V4 } else { Family::V6 })
+    }
+
+    fn record_type(self) -> &'static str {
+        match self {
+            Family::V4 => "A",
+            Family::V6 => "AAAA",
+        }
+    }
+}
+
+/// The answer to one family's question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FamilyAnswer {
+    /// At least one address.
+    Addresses(Vec<Member>),
+    /// NODATA or NXDOMAIN: this family has no address (a single-stack
+    /// Service), which is normal.
+    NoRecords,
+    /// REFUSED, SERVFAIL, a timeout, an unreachable nameserver.
+    Failed(String),
 }
 
 /// One resolution's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// At least one address.
+    /// At least one address, and both families answered.
     Addresses(MemberSet),
+    /// One family answered with addresses, the other failed (dnsmasq and
+    /// several corporate resolvers refuse AAAA): a good answer. The failed
+    /// family keeps its addresses from the last good set, so a transient
+    /// failure of one family of a dual-stack Service cannot halve the ring.
+    Partial {
+        addresses: MemberSet,
+        failed: Family,
+        error: String,
+    },
     /// The name exists but has no A or AAAA record, or does not exist.
     Empty,
-    /// No usable answer: a timeout, SERVFAIL, an unreachable nameserver.
+    /// No usable answer: both families failed, or one failed and the other
+    /// has no address.
     Failed(String),
+}
+
+impl Answer {
+    /// The answer to a resolution asked as two questions.
+    pub fn combine(v4: FamilyAnswer, v6: FamilyAnswer) -> Answer {
+        use FamilyAnswer as F;
+        match (v4, v6) {
+            (F::Failed(a), F::Failed(b)) => Answer::Failed(format!("A: {a}; AAAA: {b}")),
+            (F::Failed(e), F::NoRecords) => Answer::Failed(format!("A: {e}; AAAA: no records")),
+            (F::NoRecords, F::Failed(e)) => Answer::Failed(format!("A: no records; AAAA: {e}")),
+            (F::Failed(error), F::Addresses(found)) => Answer::Partial {
+                addresses: found.into_iter().collect(),
+                failed: Family::V4,
+                error,
+            },
+            (F::Addresses(found), F::Failed(error)) => Answer::Partial {
+                addresses: found.into_iter().collect(),
+                failed: Family::V6,
+                error,
+            },
+            (a, b) => {
+                let members: MemberSet = [a, b]
+                    .into_iter()
+                    .flat_map(|f| match f {
+                        F::Addresses(found) => found,
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                if members.is_empty() {
+                    Answer::Empty
+                } else {
+                    Answer::Addresses(members)
+                }
+            }
+        }
+    }
 }
 
 /// The last good set, and what each new answer does to it. Pure except for
@@ -408,6 +511,9 @@ pub enum Answer {
 struct Tracker {
     last: MemberSet,
     metrics: Metrics,
+    /// Whether a partial answer was logged at warn already: a resolver
+    /// that always refuses AAAA would otherwise warn every interval.
+    warned_partial: bool,
 }
 
 impl Tracker {
@@ -415,6 +521,7 @@ impl Tracker {
         Tracker {
             last: MemberSet::default(),
             metrics,
+            warned_partial: false,
         }
     }
 
@@ -424,6 +531,31 @@ impl Tracker {
             Answer::Addresses(set) => {
                 self.metrics.ok.increment(1);
                 set
+            }
+            Answer::Partial {
+                addresses,
+                failed,
+                error,
+            } => {
+                self.metrics.partial.increment(1);
+                let family = failed.record_type();
+                if self.warned_partial {
+                    tracing::debug!(%error, family, "one address family failed; using the other");
+                } else {
+                    self.warned_partial = true;
+                    tracing::warn!(
+                        %error,
+                        family,
+                        "one address family failed; using the other's addresses (logged once)"
+                    );
+                }
+                let kept = self
+                    .last
+                    .members()
+                    .iter()
+                    .filter(|m| Family::of(m) == Some(failed))
+                    .cloned();
+                addresses.members().iter().cloned().chain(kept).collect()
             }
             Answer::Empty => {
                 self.metrics.empty.increment(1);
@@ -468,6 +600,9 @@ struct DnsLookup {
     resolver: TokioResolver,
     name: Name,
     port: u16,
+    /// Per family; a little less than the loop's, so that a family that
+    /// never answers fails alone rather than the whole resolution.
+    timeout: Duration,
 }
 
 impl Lookup for DnsLookup {
@@ -481,35 +616,35 @@ impl Lookup for DnsLookup {
 }
 
 impl DnsLookup {
-    /// A and AAAA, asked together. A type with no records is normal (most
-    /// Services are single-stack); any other failure fails the whole answer,
-    /// so a transient error on one family cannot halve the ring.
+    /// A and AAAA, asked as two questions in parallel, each within
+    /// `timeout`; see [`Answer::combine`] for what one failing family means.
     async fn resolve(&self) -> Answer {
         // Ask the nameserver every time: `interval` is the refresh period,
         // not the records' TTL.
         self.resolver.clear_cache();
-        let (a, aaaa) = tokio::join!(
-            self.resolver.lookup(self.name.clone(), RecordType::A),
-            self.resolver.lookup(self.name.clone(), RecordType::AAAA),
-        );
-        let mut members = Vec::new();
-        for result in [a, aaaa] {
-            match result {
-                Ok(lookup) => members.extend(
-                    lookup
-                        .answers()
-                        .iter()
-                        .filter_map(|r| r.data.ip_addr())
-                        .map(|ip| Member::from_addr(SocketAddr::new(ip, self.port))),
-                ),
-                Err(e) if e.is_no_records_found() => {}
-                Err(e) => return Answer::Failed(e.to_string()),
+        let (a, aaaa) = tokio::join!(self.family(RecordType::A), self.family(RecordType::AAAA));
+        Answer::combine(a, aaaa)
+    }
+
+    async fn family(&self, kind: RecordType) -> FamilyAnswer {
+        let lookup = self.resolver.lookup(self.name.clone(), kind);
+        match tokio::time::timeout(self.timeout, lookup).await {
+            Ok(Ok(lookup)) => {
+                let found: Vec<Member> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|r| r.data.ip_addr())
+                    .map(|ip| Member::from_addr(SocketAddr::new(ip, self.port)))
+                    .collect();
+                if found.is_empty() {
+                    FamilyAnswer::NoRecords
+                } else {
+                    FamilyAnswer::Addresses(found)
+                }
             }
-        }
-        if members.is_empty() {
-            Answer::Empty
-        } else {
-            Answer::Addresses(members.into_iter().collect())
+            Ok(Err(e)) if e.is_no_records_found() => FamilyAnswer::NoRecords,
+            Ok(Err(e)) => FamilyAnswer::Failed(e.to_string()),
+            Err(_) => FamilyAnswer::Failed(format!("no {kind} answer within {:?}", self.timeout)),
         }
     }
 }
@@ -567,6 +702,77 @@ mod tests {
     }
 
     #[test]
+    fn one_family_failing_while_the_other_answers_is_a_good_answer() {
+        use FamilyAnswer as F;
+        let m = |s: &str| Member::parse(s).unwrap();
+        let refused = || F::Failed("REFUSED".into());
+        // dnsmasq: A answers, AAAA refused.
+        let a_only = Answer::combine(F::Addresses(vec![m("10.0.0.1:4317")]), refused());
+        assert!(
+            matches!(
+                &a_only,
+                Answer::Partial {
+                    failed: Family::V6,
+                    ..
+                }
+            ),
+            "{a_only:?}"
+        );
+        let mut t = Tracker::new(Metrics::new("partial", "dns"));
+        assert_eq!(t.observe(a_only), Some(set(&["10.0.0.1:4317"])));
+        // NODATA on one family is a plain good answer.
+        assert_eq!(
+            Answer::combine(F::NoRecords, F::Addresses(vec![m("[fd00::1]:4317")])),
+            Answer::Addresses(set(&["[fd00::1]:4317"]))
+        );
+        // Both failing, or a failure beside no address, keeps the last set.
+        for (a, b) in [
+            (refused(), F::Failed("SERVFAIL".into())),
+            (refused(), F::NoRecords),
+            (F::NoRecords, refused()),
+        ] {
+            let answer = Answer::combine(a, b);
+            assert!(matches!(answer, Answer::Failed(_)), "{answer:?}");
+            assert_eq!(t.observe(answer), None);
+        }
+        assert_eq!(Answer::combine(F::NoRecords, F::NoRecords), Answer::Empty);
+        // Dual stack, AAAA failing for a while: its last good addresses
+        // stay, the A answer is taken as it is.
+        let dual = set(&["10.0.0.1:4317", "[fd00::1]:4317"]);
+        assert_eq!(
+            t.observe(Answer::Addresses(dual.clone())),
+            Some(dual.clone())
+        );
+        let changed_a = Answer::combine(F::Addresses(vec![m("10.0.0.2:4317")]), refused());
+        assert_eq!(
+            t.observe(changed_a),
+            Some(set(&["10.0.0.2:4317", "[fd00::1]:4317"]))
+        );
+    }
+
+    #[test]
+    fn the_default_timeout_is_the_smaller_of_two_seconds_and_the_interval() {
+        let one: ResolverConfig =
+            serde_json::from_str(r#"{"dns": {"hostname": "s.", "interval": "1s"}}"#).unwrap();
+        assert!(
+            one.validate().is_ok(),
+            "interval 1s alone is a whole config"
+        );
+        let ResolverConfig::Dns(d) = &one else {
+            unreachable!()
+        };
+        assert_eq!(d.effective_timeout(), Duration::from_secs(1));
+        let mut d = DnsConfig::new("s.");
+        d.interval = Duration::from_secs(30);
+        assert_eq!(d.effective_timeout(), Duration::from_secs(2));
+        d.timeout = Some(Duration::from_millis(300));
+        assert_eq!(d.effective_timeout(), Duration::from_millis(300));
+        // An explicit timeout longer than the interval is still refused.
+        d.interval = Duration::from_millis(200);
+        assert!(ResolverConfig::Dns(d).validate().is_err());
+    }
+
+    #[test]
     fn config_reads_both_kinds_with_defaults_and_refuses_unknown_keys() {
         let dns: ResolverConfig =
             serde_json::from_str(r#"{"dns": {"hostname": "samplers.test."}}"#).unwrap();
@@ -575,7 +781,7 @@ mod tests {
             unreachable!()
         };
         assert_eq!(
-            (d.port, d.interval, d.timeout),
+            (d.port, d.interval, d.effective_timeout()),
             (4317, Duration::from_secs(5), Duration::from_secs(2))
         );
         let full: ResolverConfig = serde_json::from_str(
@@ -618,7 +824,7 @@ mod tests {
             f(&mut d);
             msg(ResolverConfig::Dns(d))
         };
-        assert!(dns(|d| d.timeout = Duration::from_secs(9)).contains("resolver.dns.timeout"));
+        assert!(dns(|d| d.timeout = Some(Duration::from_secs(9))).contains("resolver.dns.timeout"));
         assert!(dns(|d| d.port = 0).contains("resolver.dns.port"));
         assert!(dns(|d| d.hostname = String::new()).contains("hostname"));
         assert!(dns(|d| d.nameservers = vec!["ns1".into()]).contains("\"ns1\""));

@@ -57,7 +57,7 @@ fn dns_resolver(server: &FakeDns, port: u16) -> ResolverConfig {
         hostname: HOST.into(),
         port,
         interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
+        timeout: Some(Duration::from_millis(100)),
         nameservers: vec![server.addr.to_string()],
     })
 }

@@ -17,7 +17,7 @@ fn config(dns: &FakeDns) -> ResolverConfig {
         hostname: HOST.into(),
         port: 4317,
         interval: Duration::from_millis(50),
-        timeout: Duration::from_millis(50),
+        timeout: Some(Duration::from_millis(50)),
         nameservers: vec![dns.addr.to_string()],
     })
 }
@@ -147,5 +147,57 @@ async fn a_nameserver_that_stops_answering_keeps_the_last_good_set_and_is_counte
         count("res-fail", "tailgate_lb_membership_changes_total", &[]),
         1.0
     );
+    membership.stop().await;
+}
+
+#[tokio::test]
+async fn a_nameserver_that_refuses_aaaa_still_yields_the_a_members() {
+    use support::dns::{RecordType, ResponseCode};
+    proto::admin::install_metrics();
+    let mut dns = FakeDns::start().await;
+    dns.set(HOST, &["10.0.0.1", "10.0.0.2"]).await;
+    // dnsmasq's default, and several corporate resolvers'.
+    dns.answer_with(RecordType::AAAA, Some(ResponseCode::Refused));
+    let membership = resolver::start(&config(&dns), "res-refuse-aaaa").unwrap();
+    let mut rx = membership.subscribe();
+    let got = tokio::time::timeout(WAIT, rx.wait_for(|s| !s.is_empty()))
+        .await
+        .expect("members found although AAAA is refused")
+        .unwrap()
+        .clone();
+    assert_eq!(got, set(&["10.0.0.1:4317", "10.0.0.2:4317"]));
+    let result = |r| {
+        count(
+            "res-refuse-aaaa",
+            "tailgate_lb_resolutions_total",
+            &[("result", r)],
+        )
+    };
+    assert!(result("partial") >= 1.0);
+    assert_eq!(result("error"), 0.0);
+
+    // SERVFAIL on A with AAAA records: the AAAA members.
+    dns.answer_with(RecordType::AAAA, None);
+    dns.answer_with(RecordType::A, Some(ResponseCode::ServFail));
+    dns.set(HOST, &["fd00::7"]).await;
+    let v6 = tokio::time::timeout(
+        WAIT,
+        rx.wait_for(|s| s.members().iter().any(|m| m.as_str().starts_with('['))),
+    )
+    .await
+    .expect("the AAAA answer is taken while A fails")
+    .unwrap()
+    .clone();
+    // The A family failed: its last good addresses stay beside the AAAA one.
+    assert_eq!(
+        v6,
+        set(&["10.0.0.1:4317", "10.0.0.2:4317", "[fd00::7]:4317"])
+    );
+
+    // Both refused: the last good set stays, counted as an error.
+    dns.answer_with(RecordType::AAAA, Some(ResponseCode::Refused));
+    let errors_before = result("error");
+    assert!(eventually(WAIT, || result("error") >= errors_before + 2.0).await);
+    assert_eq!(membership.current(), v6);
     membership.stop().await;
 }

@@ -24,6 +24,14 @@ pub fn check(path: &Path) -> (String, i32) {
     }
 }
 
+/// [`check`] of a policy file's text; `file_name` is used in messages.
+pub fn check_source(source: &str, file_name: &str) -> (String, i32) {
+    match PolicyFile::parse(source, file_name) {
+        Ok(file) => (listing(&file), 0),
+        Err(e) => (format!("error: {e}\n"), 1),
+    }
+}
+
 /// Decides every trace of an OTLP/JSON file (what `/v1/traces` accepts)
 /// with a policy file: one line per trace, in order of first appearance,
 /// with its ID, span count, decision and deciding policy, then a total.

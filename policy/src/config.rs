@@ -114,6 +114,7 @@ pub(crate) fn load<'s>(src: &'s str, file: &'s str) -> Result<Document<'s>, Poli
         .unwrap_or(&Value::Null);
     let mut policies = Vec::new();
     collect_policy_paths(block_value, &mut Vec::new(), &mut Vec::new(), &mut policies);
+    check_policy_types(src, file, &base, block_value, &policies)?;
     let base_str = path_string(&base);
     let policies: Vec<(String, Vec<String>)> = policies
         .into_iter()
@@ -147,6 +148,57 @@ pub(crate) fn load<'s>(src: &'s str, file: &'s str) -> Result<Document<'s>, Poli
         form,
         raw,
     })
+}
+
+/// Refuses a policy whose `type` is not one tailgate knows, before the
+/// block is deserialized: the Collector takes any other type as the ID of a
+/// policy extension (configured under a key of that name, which would
+/// otherwise be refused as an unknown field), and tailgate loads no
+/// extensions, so the message says so rather than "unknown field".
+fn check_policy_types(
+    src: &str,
+    file: &str,
+    base: &[Step],
+    block: &Value,
+    policies: &[(Vec<Step>, Vec<String>)],
+) -> Result<(), PolicyError> {
+    for (path, names) in policies {
+        let Some(policy) = path.iter().try_fold(block, |v, step| match step {
+            Step::Key(k) => v.get(k.as_str()),
+            Step::Index(i) => v.get(*i),
+        }) else {
+            continue;
+        };
+        let Some(kind) = policy.get("type").and_then(Value::as_str) else {
+            continue;
+        };
+        if crate::policy::is_known_type(kind) {
+            continue;
+        }
+        let mut full = base.to_vec();
+        full.extend(path.iter().cloned());
+        full.push(Step::Key("type".into()));
+        let (line, column) = locate(src, &full).unwrap_or((1, 1));
+        let message = if policy.get(kind).is_some() {
+            format!(
+                "type {kind:?} is a policy provided by a Collector extension (configured by its `{kind}:` block); tailgate loads no Collector extensions: express the policy with the built-in types ({}), or an ottl_condition",
+                crate::policy::known_types().join(", ")
+            )
+        } else {
+            format!(
+                "unknown policy type {kind:?}: not a built-in type ({}), and the Collector would look for a policy extension with this ID, which tailgate cannot load",
+                crate::policy::known_types().join(", ")
+            )
+        };
+        return Err(PolicyError::Policy {
+            file: file.to_string(),
+            line,
+            column,
+            policy: names.clone(),
+            message,
+        });
+    }
+    Ok(())
 }
 
 /// Decides which part of the file is the `tail_sampling` block.
@@ -584,6 +636,13 @@ pub(crate) struct RawTailSampling {
     pub maximum_trace_size_bytes: Option<u64>,
     #[serde(default)]
     pub sampling_strategy: Option<String>,
+    /// v0.160+: the processor's internal shard count (1 to 256).
+    #[serde(default, deserialize_with = "opt_u64")]
+    pub num_shards: Option<u64>,
+    /// v0.150+ (alpha gate `tailstorageextension`): the ID of a tail
+    /// storage extension.
+    #[serde(default)]
+    pub tail_storage: Option<Value>,
     #[serde(default)]
     pub policies: Option<Vec<RawPolicy>>,
 }

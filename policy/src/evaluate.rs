@@ -1,8 +1,10 @@
 //! Deciding one trace: each policy votes as the Collector's evaluators do
-//! (processor/tailsamplingprocessor/internal/sampling/*.go), and the votes
-//! combine as its `makeDecision` does (processor.go): a drop wins, then an
-//! inverted not-sampled, then a sampled, then an inverted sampled when no
-//! policy said not-sampled; anything else is not sampled.
+//! (processor/tailsamplingprocessor/internal/sampling/*.go, contrib
+//! v0.165), and the votes combine as its `makeDecision` does
+//! (processor.go): a drop wins, then a sampled; anything else is not
+//! sampled. `invert_match` only flips its own policy's vote: the
+//! "inverted" decisions and their precedence were removed with the
+//! `disableinvertdecisions` gate (contrib #48976, v0.156).
 
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -36,20 +38,15 @@ pub struct TraceView<'a> {
 pub enum Outcome {
     /// A policy sampled it.
     Sampled,
-    /// Only `invert_match` policies voted to keep it (deprecated in the
-    /// Collector, still honoured by default), and none said not-sampled.
-    InvertSampled,
     /// A `drop` policy matched.
     Dropped,
-    /// An `invert_match` policy matched, which vetoes sampling.
-    InvertNotSampled,
     /// No policy sampled it.
     NotSampled,
 }
 
 impl Outcome {
     pub fn is_sampled(self) -> bool {
-        matches!(self, Outcome::Sampled | Outcome::InvertSampled)
+        self == Outcome::Sampled
     }
 }
 
@@ -57,9 +54,7 @@ impl fmt::Display for Outcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Outcome::Sampled => "sampled",
-            Outcome::InvertSampled => "sampled (inverted)",
             Outcome::Dropped => "dropped",
-            Outcome::InvertNotSampled => "not sampled (inverted)",
             Outcome::NotSampled => "not sampled",
         })
     }
@@ -70,18 +65,88 @@ impl fmt::Display for Outcome {
 pub struct Decision {
     pub sampled: bool,
     pub outcome: Outcome,
-    /// The top-level policy that decided: the first that sampled, the drop
-    /// policy that dropped, the inverted policy that vetoed; `None` when no
-    /// policy sampled.
+    /// The top-level policy that decided: the first that sampled, or the
+    /// drop policy that dropped; `None` when no policy sampled.
     pub policy: Option<Arc<str>>,
-    /// For a trace kept by `probabilistic` policies only (no other policy
-    /// sampled it), the least restrictive of their thresholds: the OTel
-    /// threshold to write into each span's `tracestate`. `None` otherwise,
-    /// and for 100%.
+    /// When the deciding policy is a `composite`, its sub-policy that
+    /// sampled (the Collector's `tailsampling.composite_policy`).
+    pub composite_policy: Option<Arc<str>>,
+    /// With the Collector's `usetracestate` gate on
+    /// ([`PolicySet::set_use_tracestate`]), for a kept trace: the least
+    /// strict threshold among the policies that voted to keep it (0, keep
+    /// everything, for a policy that is not probabilistic), to write into
+    /// each kept span's `tracestate` as `ot=th:…`. `None` with the gate off.
     pub threshold: Option<Threshold>,
+    /// Every top-level policy's vote, for the per-policy metrics.
+    pub votes: Votes,
+}
+
+/// The top-level policies' votes on one trace, as bit sets over their
+/// evaluation order ([`PolicySet::names`]); policies past the 64th are not
+/// tracked. A policy not evaluated (after a drop, or past the first match
+/// with `sample_on_first_match`) has neither bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Votes {
+    pub evaluated: u64,
+    pub sampled: u64,
+    /// Policies whose evaluation failed (and voted as their error mode says).
+    pub errors: u64,
+}
+
+impl Votes {
+    fn record(&mut self, at: usize, sampled: bool) {
+        if at < 64 {
+            self.evaluated |= 1 << at;
+            if sampled {
+                self.sampled |= 1 << at;
+            }
+        }
+    }
+
+    fn record_error(&mut self, at: usize) {
+        if at < 64 {
+            self.errors |= 1 << at;
+        }
+    }
+
+    /// The vote of policy `at`: `None` if it was not evaluated.
+    pub fn get(&self, at: usize) -> Option<bool> {
+        (at < 64 && self.evaluated & (1 << at) != 0).then(|| self.sampled & (1 << at) != 0)
+    }
+}
+
+/// No timing: [`PolicySet::evaluate`].
+struct NoTimer;
+
+impl PolicyTimer for NoTimer {
+    #[inline(always)]
+    fn start(&mut self, _at: usize) {}
+    #[inline(always)]
+    fn stop(&mut self, _at: usize) {}
+}
+
+/// Measures policies one by one, for the per-policy evaluation time: the
+/// caller's clock, so that this crate keeps none.
+pub trait PolicyTimer {
+    /// Policy `at` (in evaluation order) is about to be evaluated.
+    fn start(&mut self, at: usize);
+    /// Policy `at` is done.
+    fn stop(&mut self, at: usize);
 }
 
 impl Decision {
+    /// Not sampled, by no policy (a trace given up on without evaluation).
+    pub fn not_sampled() -> Decision {
+        Decision {
+            sampled: false,
+            outcome: Outcome::NotSampled,
+            policy: None,
+            composite_policy: None,
+            threshold: None,
+            votes: Votes::default(),
+        }
+    }
+
     /// `span` with this decision's annotations appended (see
     /// [`crate::annotate_span`]); `record_policy` adds the
     /// `tailsampling.policy` attribute (off by default in the Collector).
@@ -89,12 +154,15 @@ impl Decision {
         if !self.sampled {
             return Cow::Borrowed(span);
         }
-        let policy = if record_policy {
-            self.policy.as_deref()
-        } else {
-            None
-        };
-        crate::annotate::annotate_span(span, policy, self.threshold)
+        crate::annotate::annotate_span_with(
+            span,
+            &crate::annotate::Annotations {
+                policy: self.policy.as_deref().filter(|_| record_policy),
+                composite_policy: self.composite_policy.as_deref().filter(|_| record_policy),
+                cached_decision: false,
+                threshold: self.threshold,
+            },
+        )
     }
 }
 
@@ -106,6 +174,9 @@ pub struct PolicySet {
     slots: Vec<SlotKind>,
     /// The attribute keys the policies read (indexed by the rules' `attr`).
     attribute_keys: Vec<String>,
+    /// The Collector's `processor.tailsamplingprocessor.usetracestate`
+    /// gate: `probabilistic` reads `ot=rv` and decisions carry thresholds.
+    use_tracestate: bool,
 }
 
 /// What a stateful policy keeps between evaluations.
@@ -156,8 +227,6 @@ enum Slot {
 pub(crate) enum Verdict {
     Sampled,
     NotSampled,
-    InvertSampled,
-    InvertNotSampled,
     Dropped,
     /// The policy failed to evaluate (an `ottl_condition` with
     /// `error_mode: propagate`): no vote, as the Collector skips a policy
@@ -166,22 +235,26 @@ pub(crate) enum Verdict {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Vote {
+struct Vote<'n> {
     verdict: Verdict,
     /// The OTel threshold behind a Sampled vote: 0 unless only
     /// probabilistic sampling kept it.
     threshold: u64,
+    /// The composite sub-policy that sampled, when this is a composite's
+    /// vote.
+    composite_sub: Option<&'n Arc<str>>,
 }
 
-impl Vote {
-    fn of(verdict: Verdict) -> Vote {
+impl Vote<'_> {
+    fn of(verdict: Verdict) -> Self {
         Vote {
             verdict,
             threshold: 0,
+            composite_sub: None,
         }
     }
 
-    fn sampled_if(keep: bool) -> Vote {
+    fn sampled_if(keep: bool) -> Self {
         Vote::of(if keep {
             Verdict::Sampled
         } else {
@@ -189,12 +262,10 @@ impl Vote {
         })
     }
 
-    fn inverted(matched: bool) -> Vote {
-        Vote::of(if matched {
-            Verdict::InvertNotSampled
-        } else {
-            Verdict::InvertSampled
-        })
+    /// `invert_match` flips the policy's own vote, nothing more
+    /// (contrib #48976 removed the inverted decisions).
+    fn matched(matched: bool, invert: bool) -> Self {
+        Vote::sampled_if(matched != invert)
     }
 }
 
@@ -204,9 +275,8 @@ struct Ctx<'t> {
     trace: &'t TraceView<'t>,
     now: Duration,
     attribute_keys: &'t [String],
+    use_tracestate: bool,
     spans: OnceCell<Vec<SpanView<'t>>>,
-    /// bytes_limiting's estimate of the trace's size ([`crate::size`]).
-    size: OnceCell<u64>,
     attributes: OnceCell<AttributeIndex<'t>>,
 }
 
@@ -298,7 +368,22 @@ impl PolicySet {
             sample_on_first_match,
             slots,
             attribute_keys,
+            use_tracestate: false,
         }
+    }
+
+    /// Turns the Collector's `processor.tailsamplingprocessor.usetracestate`
+    /// gate on or off (off by default, as in contrib v0.165): with it on,
+    /// `probabilistic` decides by the spans' `ot=rv` randomness when they
+    /// carry one, and kept traces carry the threshold of their least strict
+    /// sampling vote.
+    pub fn set_use_tracestate(&mut self, on: bool) {
+        self.use_tracestate = on;
+    }
+
+    /// Whether the `usetracestate` gate is on.
+    pub fn use_tracestate(&self) -> bool {
+        self.use_tracestate
     }
 
     pub(crate) fn nodes(&self) -> &[Node] {
@@ -354,6 +439,32 @@ impl PolicySet {
     /// call with one state); only rate limiting reads it. Threads may share
     /// one state.
     pub fn evaluate(&self, state: &PolicyState, trace: &TraceView<'_>, now: Duration) -> Decision {
+        self.decide(state, trace, now, &mut NoTimer)
+    }
+
+    /// [`PolicySet::evaluate`], telling `timer` when each top-level policy
+    /// starts and stops.
+    pub fn evaluate_timed(
+        &self,
+        state: &PolicyState,
+        trace: &TraceView<'_>,
+        now: Duration,
+        timer: Option<&mut dyn PolicyTimer>,
+    ) -> Decision {
+        match timer {
+            Some(timer) => self.decide(state, trace, now, timer),
+            None => self.decide(state, trace, now, &mut NoTimer),
+        }
+    }
+
+    /// Generic over the timer so that the untimed path carries no checks.
+    fn decide<T: PolicyTimer + ?Sized>(
+        &self,
+        state: &PolicyState,
+        trace: &TraceView<'_>,
+        now: Duration,
+        timer: &mut T,
+    ) -> Decision {
         let fresh;
         let state = if self.state_fits(state) {
             state
@@ -365,32 +476,30 @@ impl PolicySet {
             trace,
             now,
             attribute_keys: &self.attribute_keys,
+            use_tracestate: self.use_tracestate,
             spans: OnceCell::new(),
-            size: OnceCell::new(),
             attributes: OnceCell::new(),
         };
         // The first policy to cast each kind of vote, as the Collector keeps.
-        let mut first_sampled: Option<usize> = None;
-        let mut first_invert_sampled: Option<usize> = None;
-        let mut first_invert_not_sampled: Option<usize> = None;
+        let mut first_sampled: Option<(usize, Option<&Arc<str>>)> = None;
         let mut first_dropped: Option<usize> = None;
-        let mut any_not_sampled = false;
         let mut min_threshold = u64::MAX;
+        let mut votes = Votes::default();
         for (i, node) in self.nodes.iter().enumerate() {
+            timer.start(i);
             let vote = eval(node, &ctx, state);
+            timer.stop(i);
+            if vote.verdict == Verdict::Error {
+                votes.record_error(i);
+            } else {
+                votes.record(i, vote.verdict == Verdict::Sampled);
+            }
             match vote.verdict {
                 Verdict::Sampled => {
-                    first_sampled.get_or_insert(i);
+                    first_sampled.get_or_insert((i, vote.composite_sub));
                     min_threshold = min_threshold.min(vote.threshold);
                 }
-                Verdict::InvertSampled => {
-                    first_invert_sampled.get_or_insert(i);
-                }
-                Verdict::InvertNotSampled => {
-                    first_invert_not_sampled.get_or_insert(i);
-                }
-                Verdict::NotSampled => any_not_sampled = true,
-                Verdict::Error => {}
+                Verdict::NotSampled | Verdict::Error => {}
                 Verdict::Dropped => {
                     first_dropped.get_or_insert(i);
                     break;
@@ -401,26 +510,23 @@ impl PolicySet {
             }
         }
         let name = |i: usize| Some(self.nodes[i].name.clone());
-        let (outcome, policy) = if let Some(i) = first_dropped {
-            (Outcome::Dropped, name(i))
-        } else if let Some(i) = first_invert_not_sampled {
-            (Outcome::InvertNotSampled, name(i))
-        } else if let Some(i) = first_sampled {
-            (Outcome::Sampled, name(i))
-        } else if let Some(i) = first_invert_sampled.filter(|_| !any_not_sampled) {
-            (Outcome::InvertSampled, name(i))
+        let (outcome, policy, composite_policy) = if let Some(i) = first_dropped {
+            (Outcome::Dropped, name(i), None)
+        } else if let Some((i, sub)) = first_sampled {
+            (Outcome::Sampled, name(i), sub.cloned())
         } else {
-            (Outcome::NotSampled, None)
+            (Outcome::NotSampled, None, None)
         };
-        let threshold =
-            (outcome == Outcome::Sampled && min_threshold != 0 && min_threshold != u64::MAX)
-                .then(|| Threshold::from_value(min_threshold))
-                .flatten();
+        let threshold = (self.use_tracestate && outcome == Outcome::Sampled)
+            .then(|| Threshold::from_value(min_threshold))
+            .flatten();
         Decision {
             sampled: outcome.is_sampled(),
             outcome,
             policy,
+            composite_policy,
             threshold,
+            votes,
         }
     }
 }
@@ -446,7 +552,7 @@ fn running_latency_in_range(spans: &[SpanView<'_>], threshold: i128, upper: i128
     })
 }
 
-fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
+fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
     let summary = ctx.trace.summary;
     let has_spans = summary.span_count() > 0;
     match &node.rule {
@@ -458,10 +564,12 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             let t = i128::from(*threshold_ms);
             match upper_threshold_ms {
                 // latency.go: Go's Duration.Milliseconds() truncates toward
-                // zero. The running duration only grows span by span, so
-                // "some prefix reaches the threshold" is "the whole trace
-                // does": read from the summary.
-                None => Vote::sampled_if(has_spans && summary.duration_nanos() / 1_000_000 >= t),
+                // zero, and `threshold_ms` is an exclusive lower bound with
+                // or without an upper one (contrib #49595, v0.157). The
+                // running duration only grows span by span, so "some prefix
+                // passes the threshold" is "the whole trace does": read
+                // from the summary.
+                None => Vote::sampled_if(has_spans && summary.duration_nanos() / 1_000_000 > t),
                 // With an upper bound the Collector's answer depends on span
                 // order: it checks the running duration after each span, in
                 // arrival order, and keeps the trace as soon as one prefix is
@@ -478,10 +586,26 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             otel,
             ..
         } => {
-            if hash_trace_id(salt.as_bytes(), &ctx.trace.trace_id.0) <= *hash_threshold {
+            // probabilistic.go: with the usetracestate gate on, the `rv`
+            // randomness of the first span that carries one decides against
+            // the OTel threshold (rv >= th keeps); without one, or with the
+            // gate off, the FNV hash of salt and trace ID does.
+            let rv = if ctx.use_tracestate {
+                ctx.spans()
+                    .iter()
+                    .find_map(|s| tracestate::ot_randomness(s.trace_state()))
+            } else {
+                None
+            };
+            let keep = match rv {
+                Some(rv) => otel.is_some_and(|th| rv >= th.value()),
+                None => hash_trace_id(salt.as_bytes(), &ctx.trace.trace_id.0) <= *hash_threshold,
+            };
+            if keep {
                 Vote {
                     verdict: Verdict::Sampled,
                     threshold: otel.map_or(0, |t| t.value()),
+                    composite_sub: None,
                 }
             } else {
                 Vote::of(Verdict::NotSampled)
@@ -505,11 +629,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 |v| matches(v.as_str().unwrap_or("")),
                 |v| v.as_str().is_some_and(|s| !s.is_empty() && matches(s)),
             );
-            if *invert {
-                Vote::inverted(matched)
-            } else {
-                Vote::sampled_if(matched)
-            }
+            Vote::matched(matched, *invert)
         }
         Rule::NumericAttribute {
             attr,
@@ -528,11 +648,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 lo <= n && n <= hi
             };
             let matched = ctx.any_attribute(*attr, in_range, in_range);
-            if *invert {
-                Vote::inverted(matched)
-            } else {
-                Vote::sampled_if(matched)
-            }
+            Vote::matched(matched, *invert)
         }
         Rule::BooleanAttribute {
             attr,
@@ -543,11 +659,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             // pdata's Bool() is false for a value that is not a bool.
             let equal = |v: AnyValue<'_>| matches!(v, AnyValue::Bool(true)) == *value;
             let matched = ctx.any_attribute(*attr, equal, equal);
-            if *invert {
-                Vote::inverted(matched)
-            } else {
-                Vote::sampled_if(matched)
-            }
+            Vote::matched(matched, *invert)
         }
         Rule::SpanCount { min, max } => {
             let n = summary.span_count() as i64;
@@ -586,8 +698,10 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             ctx.now,
             *per_second,
             *burst,
-            *ctx.size
-                .get_or_init(|| crate::size::trace_size(ctx.trace.spans)),
+            // bytes_limiting.go charges ptrace.ProtoMarshaler.TracesSize:
+            // the protobuf size of the trace's spans under their resource
+            // and scope groups, which is what writing them out produces.
+            proto::write::encoded_len(ctx.trace.spans) as u64,
         )),
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not
@@ -598,16 +712,15 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 if v.verdict == Verdict::Error {
                     return v;
                 }
-                if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
+                if v.verdict != Verdict::Sampled {
                     return Vote::of(Verdict::NotSampled);
                 }
-                if v.verdict == Verdict::Sampled {
-                    threshold = threshold.max(v.threshold);
-                }
+                threshold = threshold.max(v.threshold);
             }
             Vote {
                 verdict: Verdict::Sampled,
                 threshold,
+                composite_sub: None,
             }
         }
         Rule::Drop(subs) => {
@@ -617,7 +730,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 if v.verdict == Verdict::Error {
                     return v;
                 }
-                if matches!(v.verdict, Verdict::NotSampled | Verdict::InvertNotSampled) {
+                if v.verdict != Verdict::Sampled {
                     return Vote::of(Verdict::NotSampled);
                 }
             }
@@ -629,7 +742,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             match v.verdict {
                 Verdict::Sampled => Vote::of(Verdict::NotSampled),
                 Verdict::NotSampled => Vote::of(Verdict::Sampled),
-                _ => v,
+                Verdict::Dropped | Verdict::Error => v,
             }
         }
         Rule::Composite {
@@ -655,7 +768,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 if v.verdict == Verdict::Error {
                     return v;
                 }
-                if matches!(v.verdict, Verdict::Sampled | Verdict::InvertSampled) {
+                if v.verdict == Verdict::Sampled {
                     let Some(mut guard) = state.slot(*slot) else {
                         return Vote::of(Verdict::NotSampled);
                     };
@@ -665,7 +778,10 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                     let if_sampled = sampled[i].saturating_add(count);
                     if if_sampled <= *allocated && if_sampled <= *max_total {
                         sampled[i] = if_sampled;
-                        return Vote::of(Verdict::Sampled);
+                        return Vote {
+                            composite_sub: Some(&sub.name),
+                            ..Vote::of(Verdict::Sampled)
+                        };
                     }
                     // Over budget; the counter stays so that a smaller trace
                     // may still fit this second.

@@ -6,7 +6,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::testutil::{SpanSpec, TestTrace, b, decide, i, kv, policies, s, span};
+use crate::testutil::{
+    SpanSpec, TestTrace, b, decide, i, kv, policies, policies_with_tracestate, s, span,
+};
 
 const ID_A: [u8; 16] = hex16("e01df545fb665e2fee983ad7c338c692");
 const ID_B: [u8; 16] = hex16("1d9e1f58b9f7f662cc915e3d22b31e87");
@@ -47,16 +49,17 @@ fn outcome(set: &PolicySet, t: &TestTrace) -> Outcome {
 }
 
 #[test]
-fn latency_without_an_upper_bound_keeps_traces_at_or_above_the_threshold() {
+fn latency_without_an_upper_bound_keeps_traces_above_the_threshold() {
+    // threshold_ms is an exclusive lower bound since contrib #49595.
     let set = policies("  - {name: slow, type: latency, latency: {threshold_ms: 500}}");
     assert_eq!(
-        outcome(&set, &trace(&[span(1, 0, 499)])),
+        outcome(&set, &trace(&[span(1, 0, 500)])),
         Outcome::NotSampled
     );
-    assert_eq!(outcome(&set, &trace(&[span(1, 0, 500)])), Outcome::Sampled);
+    assert_eq!(outcome(&set, &trace(&[span(1, 0, 501)])), Outcome::Sampled);
     // Earliest start to latest end, whatever lies between.
     assert_eq!(
-        outcome(&set, &trace(&[span(1, 0, 10), span(2, 490, 500)])),
+        outcome(&set, &trace(&[span(1, 0, 10), span(2, 490, 501)])),
         Outcome::Sampled
     );
     assert_eq!(outcome(&set, &trace(&[])), Outcome::NotSampled);
@@ -221,7 +224,9 @@ fn string_attribute_reads_non_strings_as_pdata_does() {
 }
 
 #[test]
-fn inverted_string_attribute_keeps_what_does_not_match_and_vetoes_what_does() {
+fn inverted_string_attribute_flips_only_its_own_vote() {
+    // Since contrib #48976 (v0.156) an inverted match is a plain
+    // not-sampled vote: it no longer vetoes another policy's sample.
     let set = policies(
         "  - {name: not-team-a, type: string_attribute, string_attribute: {key: team, values: [a], invert_match: true}}\n  - {name: all, type: always_sample}",
     );
@@ -230,14 +235,32 @@ fn inverted_string_attribute_keeps_what_does_not_match_and_vetoes_what_does() {
     let d = decide(&set, &team_a);
     assert_eq!(
         (d.outcome, d.policy.as_deref()),
-        (Outcome::InvertNotSampled, Some("not-team-a"))
+        (Outcome::Sampled, Some("all"))
     );
-    assert!(!d.sampled);
+    assert_eq!((d.votes.get(0), d.votes.get(1)), (Some(false), Some(true)));
     let d = decide(&set, &team_b);
     assert_eq!(
         (d.outcome, d.policy.as_deref()),
-        (Outcome::Sampled, Some("all"))
+        (Outcome::Sampled, Some("not-team-a"))
     );
+    let alone = policies(
+        "  - {name: not-team-a, type: string_attribute, string_attribute: {key: team, values: [a], invert_match: true}}",
+    );
+    assert_eq!(outcome(&alone, &team_a), Outcome::NotSampled);
+    assert_eq!(outcome(&alone, &team_b), Outcome::Sampled);
+}
+
+#[test]
+fn empty_values_match_nothing_and_inverted_everything() {
+    let none = policies(
+        "  - {name: s, type: string_attribute, string_attribute: {key: team, values: []}}\n  - {name: t, type: trace_state, trace_state: {key: vendor, values: []}}",
+    );
+    let all = policies(
+        "  - {name: s, type: string_attribute, string_attribute: {key: team, values: [], invert_match: true}}",
+    );
+    let team = trace(&[with_attrs(span(1, 0, 1), vec![kv("team", s("a"))])]);
+    assert_eq!(outcome(&none, &team), Outcome::NotSampled);
+    assert_eq!(outcome(&all, &team), Outcome::Sampled);
 }
 
 #[test]
@@ -276,14 +299,14 @@ fn numeric_attribute_bound_of_zero_is_no_bound_and_non_ints_read_as_zero() {
 }
 
 #[test]
-fn inverted_numeric_attribute_votes_inverted() {
+fn inverted_numeric_attribute_flips_its_vote() {
     let set = policies(
         "  - {name: n, type: numeric_attribute, numeric_attribute: {key: code, min_value: 200, max_value: 299, invert_match: true}}",
     );
     let ok = trace(&[with_attrs(span(1, 0, 1), vec![kv("code", i(204))])]);
     let err = trace(&[with_attrs(span(1, 0, 1), vec![kv("code", i(500))])]);
-    assert_eq!(outcome(&set, &ok), Outcome::InvertNotSampled);
-    assert_eq!(outcome(&set, &err), Outcome::InvertSampled);
+    assert_eq!(outcome(&set, &ok), Outcome::NotSampled);
+    assert_eq!(outcome(&set, &err), Outcome::Sampled);
 }
 
 #[test]
@@ -381,12 +404,12 @@ fn rate_limiting_burst_defaults_to_twice_the_rate() {
 }
 
 #[test]
-fn bytes_limiting_charges_the_collector_estimate_of_the_trace_size() {
+fn bytes_limiting_charges_the_protobuf_size_of_the_trace() {
+    // bytes_limiting.go charges ptrace.ProtoMarshaler.TracesSize: the
+    // encoded TracesData of the trace's spans, resource and scope included.
     let t = trace(&[span(1, 0, 1), span(2, 0, 1)]);
-    // bytes_limiting.go: 4 for the resource (no attributes), 4 for the
-    // (empty) scope, 68 + the name ("span-N") for each span.
-    let bytes = 4 + 4 + 2 * (68 + 6);
-    assert_ne!(bytes, t.summary.bytes(), "not the encoded size");
+    let bytes = proto::write::encoded_len(&t.refs()) as u64;
+    assert!(bytes > t.summary.bytes(), "more than the spans alone");
     let fits = policies(&format!(
         "  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: 1, burst_capacity: {bytes}}}}}"
     ));
@@ -464,15 +487,29 @@ fn composite_gives_each_sub_policy_its_share_of_spans_per_second() {
 }
 
 #[test]
-fn composite_sub_policy_without_allocation_never_samples() {
+fn composite_sub_policy_without_allocation_gets_the_default_share() {
+    // composite_helper.go since contrib #49857: total / sub-policies, as
+    // for percent 0 (here 100 / 2 = 50 spans per second).
     let set = policies(
-        "  - name: budget\n    type: composite\n    composite:\n      max_total_spans_per_second: 100\n      composite_sub_policy:\n        - {name: a, type: always_sample}\n      rate_allocation: []",
+        "  - name: budget\n    type: composite\n    composite:\n      max_total_spans_per_second: 100\n      composite_sub_policy:\n        - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n        - {name: a, type: always_sample}\n      rate_allocation: [{policy: errors, percent: 25}]",
     );
-    assert_eq!(outcome(&set, &trace(&[span(1, 0, 1)])), Outcome::NotSampled);
+    let state = set.new_state();
+    let fifty = trace(&(1..=50).map(|n| span(n, 0, 1)).collect::<Vec<_>>());
+    let d = fifty.decide(&set, &state, Duration::ZERO);
+    assert_eq!(
+        (
+            d.outcome,
+            d.policy.as_deref(),
+            d.composite_policy.as_deref()
+        ),
+        (Outcome::Sampled, Some("budget"), Some("a"))
+    );
+    let one = trace(&[span(1, 0, 1)]);
+    assert!(!one.decide(&set, &state, Duration::ZERO).sampled);
 }
 
 #[test]
-fn inverted_not_sampled_wins_over_sampled() {
+fn an_inverted_match_no_longer_vetoes_a_sample() {
     let set = policies(
         "  - {name: all, type: always_sample}\n  - {name: veto, type: boolean_attribute, boolean_attribute: {key: skip, value: true, invert_match: true}}",
     );
@@ -480,39 +517,40 @@ fn inverted_not_sampled_wins_over_sampled() {
     let d = decide(&set, &skipped);
     assert_eq!(
         (d.outcome, d.policy.as_deref()),
-        (Outcome::InvertNotSampled, Some("veto"))
+        (Outcome::Sampled, Some("all"))
     );
 }
 
 #[test]
-fn sampled_wins_over_inverted_sampled_and_names_the_first_sampler() {
+fn an_inverted_non_match_is_a_sample_and_the_first_sampler_decides() {
     let set = policies(
         "  - {name: inv, type: string_attribute, string_attribute: {key: team, values: [x], invert_match: true}}\n  - {name: first, type: always_sample}\n  - {name: second, type: always_sample}",
     );
     let d = decide(&set, &trace(&[span(1, 0, 1)]));
     assert_eq!(
         (d.outcome, d.policy.as_deref()),
-        (Outcome::Sampled, Some("first"))
+        (Outcome::Sampled, Some("inv"))
     );
 }
 
 #[test]
-fn inverted_sampled_keeps_a_trace_only_when_no_policy_said_not_sampled() {
+fn an_inverted_non_match_samples_whatever_other_policies_say() {
     let inverted = "  - {name: inv, type: string_attribute, string_attribute: {key: team, values: [x], invert_match: true}}";
-    let alone = policies(inverted);
     let with_no = policies(&format!(
         "{inverted}\n  - {{name: slow, type: latency, latency: {{threshold_ms: 1000}}}}"
     ));
-    let t = trace(&[span(1, 0, 1)]);
-    let d = decide(&alone, &t);
+    let d = decide(&with_no, &trace(&[span(1, 0, 1)]));
     assert_eq!(
         (d.outcome, d.policy.as_deref(), d.sampled),
-        (Outcome::InvertSampled, Some("inv"), true)
+        (Outcome::Sampled, Some("inv"), true)
     );
-    let d = decide(&with_no, &t);
     assert_eq!(
-        (d.outcome, d.policy, d.sampled),
-        (Outcome::NotSampled, None, false)
+        d.votes,
+        crate::Votes {
+            evaluated: 0b11,
+            sampled: 0b01,
+            errors: 0,
+        }
     );
 }
 
@@ -524,11 +562,15 @@ fn sample_on_first_match_stops_at_the_first_sampler() {
     let first = crate::PolicyFile::parse(&format!("sample_on_first_match: true\n{body}"), "t.yaml")
         .unwrap()
         .policies;
-    assert_eq!(outcome(&all, &skipped), Outcome::InvertNotSampled);
+    assert_eq!(decide(&all, &skipped).votes.evaluated, 0b11);
     let d = decide(&first, &skipped);
     assert_eq!(
         (d.outcome, d.policy.as_deref()),
         (Outcome::Sampled, Some("all"))
+    );
+    assert_eq!(
+        d.votes.evaluated, 0b01,
+        "the second policy is not evaluated"
     );
 }
 
@@ -548,8 +590,18 @@ fn drop_policies_are_evaluated_first_even_with_sample_on_first_match() {
 }
 
 #[test]
+fn thresholds_are_written_only_with_the_usetracestate_gate() {
+    let yaml = "  - {name: ten, type: probabilistic, probabilistic: {sampling_percentage: 10}}";
+    let d = decide(
+        &policies(yaml),
+        &TestTrace::new(ID_A, vec![], &[span(1, 0, 1)]),
+    );
+    assert_eq!((d.sampled, d.threshold), (true, None));
+}
+
+#[test]
 fn a_trace_kept_only_by_probabilistic_carries_its_threshold() {
-    let set = policies(
+    let set = policies_with_tracestate(
         "  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n  - {name: ten, type: probabilistic, probabilistic: {sampling_percentage: 10}}",
     );
     let d = decide(&set, &TestTrace::new(ID_A, vec![], &[span(1, 0, 1)]));
@@ -559,16 +611,41 @@ fn a_trace_kept_only_by_probabilistic_carries_its_threshold() {
         Some("e6666666666666")
     );
     // Kept by the error policy as well: it would have been kept anyway,
-    // so its weight is 1 and no threshold is written.
+    // so its weight is 1: th:0.
     let mut error = span(1, 0, 1);
     error.status = 2;
     let d = decide(&set, &TestTrace::new(ID_A, vec![], &[error]));
-    assert_eq!((d.policy.as_deref(), d.threshold), (Some("errors"), None));
+    assert_eq!(
+        (d.policy.as_deref(), d.threshold.map(|t| t.to_string())),
+        (Some("errors"), Some("0".to_string()))
+    );
+}
+
+#[test]
+fn probabilistic_decides_by_the_spans_rv_with_the_gate_on() {
+    // probabilistic_test.go, TestProbabilisticSampling_RespectsTraceState:
+    // rv >= th keeps; without a (valid) rv the FNV hash decides.
+    let yaml = "  - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}";
+    let gated = policies_with_tracestate(yaml);
+    let with_state = |ts: &str| {
+        let mut sp = span(1, 0, 1);
+        sp.trace_state = ts.to_string();
+        TestTrace::new([0; 16], vec![], &[sp])
+    };
+    assert!(decide(&gated, &with_state("ot=rv:ffffffffffffff")).sampled);
+    assert!(!decide(&gated, &with_state("ot=rv:10000000000000")).sampled);
+    // The zero trace ID hashes above the 50% FNV threshold by default.
+    let fnv = decide(&policies(yaml), &with_state("ot=rv:ffffffffffffff")).sampled;
+    assert_eq!(
+        decide(&gated, &with_state("ot=rv:zzzzzzzzzzzzzz")).sampled,
+        fnv
+    );
+    assert_eq!(decide(&gated, &with_state("")).sampled, fnv);
 }
 
 #[test]
 fn and_with_probabilistic_reports_the_probabilistic_threshold() {
-    let set = policies(
+    let set = policies_with_tracestate(
         "  - name: half-of-all\n    type: and\n    and:\n      and_sub_policy:\n        - {name: all, type: always_sample}\n        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}",
     );
     let d = decide(&set, &TestTrace::new(ID_A, vec![], &[span(1, 0, 1)]));

@@ -27,16 +27,15 @@ mod evaluate;
 pub mod ottl;
 mod policy;
 mod probabilistic;
-mod size;
 mod summary;
 #[cfg(test)]
 mod testutil;
 mod tracestate;
 
-pub use annotate::annotate_span;
+pub use annotate::{Annotations, annotate_span, annotate_span_with};
 pub use error::PolicyError;
-pub use evaluate::{Decision, Outcome, PolicySet, PolicyState, TraceView};
-pub use policy::{DecisionCacheSizes, PolicyFile};
+pub use evaluate::{Decision, Outcome, PolicySet, PolicyState, PolicyTimer, TraceView, Votes};
+pub use policy::{DecisionCacheSizes, PolicyFile, SamplingStrategy};
 pub use probabilistic::Threshold;
 pub use summary::TraceSummary;
 
@@ -44,3 +43,15 @@ pub use summary::TraceSummary;
 /// Collector's `processor.tailsamplingprocessor.recordpolicy` feature gate
 /// writes it.
 pub const POLICY_ATTRIBUTE: &str = "tailsampling.policy";
+
+/// The span attribute that names the `composite` sub-policy that kept a
+/// trace (the Collector's `recordpolicy` gate).
+pub const COMPOSITE_POLICY_ATTRIBUTE: &str = "tailsampling.composite_policy";
+
+/// The span attribute, `true`, on a span that followed a decision taken
+/// before it arrived (the Collector's `recordpolicy` gate).
+pub const CACHED_DECISION_ATTRIBUTE: &str = "tailsampling.cached_decision";
+
+/// The Collector contrib release whose `tail_sampling` semantics tailgate
+/// follows.
+pub const COLLECTOR_RELEASE: &str = "v0.165";

@@ -51,6 +51,34 @@ pub struct PolicyFile {
     /// Things accepted but worth a word: keys with no effect in tailgate,
     /// Collector behaviour that may surprise.
     pub notes: Vec<String>,
+    /// `sampling_strategy`: when decisions are taken. Default trace-complete.
+    pub sampling_strategy: SamplingStrategy,
+    /// `maximum_trace_size_bytes`: a trace whose spans pass this many bytes
+    /// is dropped at once, before its decision (0, the default: no limit).
+    pub maximum_trace_size_bytes: Option<u64>,
+    /// `num_shards`: the Collector's shard count, used as the sampler's
+    /// `shards` when its own configuration does not set them.
+    pub num_shards: Option<u16>,
+    /// `block_on_overflow`: with `num_traces` reached, wait for room (true)
+    /// rather than evict the oldest trace (false, the Collector's default).
+    pub block_on_overflow: bool,
+    /// `drop_pending_traces_on_shutdown`: on shutdown, drop the traces not
+    /// yet due instead of deciding them.
+    pub drop_pending_traces_on_shutdown: bool,
+}
+
+/// The Collector's `sampling_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SamplingStrategy {
+    /// `trace-complete`: decide once per trace, after `decision_wait` (or
+    /// the root span's wait).
+    #[default]
+    TraceComplete,
+    /// `span-ingest`: evaluate as spans arrive; a trace is kept or dropped
+    /// as soon as a policy says so, and one still undecided when its wait
+    /// ends is not sampled, without another evaluation. Stateless policies
+    /// only.
+    SpanIngest,
 }
 
 /// `decision_cache` sizes, in trace IDs.
@@ -182,6 +210,20 @@ enum Level {
     Composite,
 }
 
+/// Whether `kind` is a policy type tailgate knows (at any level).
+pub(crate) fn is_known_type(kind: &str) -> bool {
+    SHARED_TYPES.contains(&kind) || matches!(kind, "and" | "drop" | "not" | "composite")
+}
+
+/// Every policy type tailgate knows.
+pub(crate) fn known_types() -> Vec<&'static str> {
+    SHARED_TYPES
+        .iter()
+        .copied()
+        .chain(["and", "drop", "not", "composite"])
+        .collect()
+}
+
 const SHARED_TYPES: [&str; 13] = [
     "always_sample",
     "latency",
@@ -241,48 +283,53 @@ impl Compiler<'_, '_> {
             sampled: cache.and_then(|c| c.sampled_cache_size).unwrap_or(0),
             non_sampled: cache.and_then(|c| c.non_sampled_cache_size).unwrap_or(0),
         };
-        match raw.sampling_strategy.as_deref() {
-            None | Some("trace-complete") => {}
-            Some("span-ingest") => {
-                return Err(doc.setting_error(
-                    "sampling_strategy",
-                    "sampling_strategy span-ingest is not supported: tailgate decides on the buffered trace (trace-complete)".into(),
-                ));
-            }
+        let sampling_strategy = match raw.sampling_strategy.as_deref() {
+            None | Some("") | Some("trace-complete") => SamplingStrategy::TraceComplete,
+            Some("span-ingest") => SamplingStrategy::SpanIngest,
             Some(other) => {
                 return Err(doc.setting_error(
                     "sampling_strategy",
-                    format!("unknown sampling_strategy {other:?} (expected trace-complete)"),
+                    format!(
+                        "unknown sampling_strategy {other:?} (expected trace-complete or span-ingest)"
+                    ),
                 ));
             }
-        }
-        for (key, present, why) in [
-            (
-                "expected_new_traces_per_sec",
-                raw.expected_new_traces_per_sec.is_some(),
-                "an allocation hint",
-            ),
-            (
-                "block_on_overflow",
-                raw.block_on_overflow.is_some(),
-                "the sampler refuses new spans with a retryable status instead",
-            ),
-            (
-                "drop_pending_traces_on_shutdown",
-                raw.drop_pending_traces_on_shutdown.is_some(),
-                "a sampler hands its traces to their new owners on shutdown",
-            ),
-            (
-                "maximum_trace_size_bytes",
-                raw.maximum_trace_size_bytes.is_some(),
-                "the sampler's own per-trace caps apply",
-            ),
-        ] {
-            if present {
-                self.notes
-                    .push(format!("{key} is accepted and ignored ({why})"));
+        };
+        let num_shards = match raw.num_shards {
+            None | Some(0) => None,
+            Some(n @ 1..=256) => Some(n as u16),
+            Some(n) => {
+                return Err(doc.setting_error(
+                    "num_shards",
+                    format!("num_shards must be between 1 and 256 (got {n})"),
+                ));
             }
+        };
+        if raw.tail_storage.is_some() {
+            if num_shards.is_some_and(|n| n > 1) {
+                return Err(doc.setting_error(
+                    "tail_storage",
+                    "tail_storage cannot be combined with num_shards above 1 (as in the Collector)"
+                        .into(),
+                ));
+            }
+            self.notes.push(
+                "tail_storage names a Collector tail storage extension, which tailgate does not load: traces are held in the sampler's own buffer (and, with the sampler's `storage.path`, in its write-ahead log)".into(),
+            );
         }
+        if raw.expected_new_traces_per_sec.is_some() {
+            self.notes.push(
+                "expected_new_traces_per_sec is accepted and has no effect (an allocation hint; the buffer grows as needed)".into(),
+            );
+        }
+        let block_on_overflow = raw.block_on_overflow.unwrap_or(false);
+        if raw.block_on_overflow == Some(false) {
+            self.notes.push(
+                "block_on_overflow: false asks to evict the oldest trace when num_traces is reached; tailgate never evicts an undecided trace: past num_traces or its memory limit it refuses new spans with a retryable status, which is block_on_overflow: true as clients see it".into(),
+            );
+        }
+        let drop_pending_traces_on_shutdown = raw.drop_pending_traces_on_shutdown.unwrap_or(false);
+        let maximum_trace_size_bytes = raw.maximum_trace_size_bytes.filter(|n| *n > 0);
 
         let Some(raw_policies) = raw.policies.as_ref().filter(|p| !p.is_empty()) else {
             return Err(match raw.policies {
@@ -330,7 +377,18 @@ impl Compiler<'_, '_> {
         let ordered: Vec<Node> = drops.into_iter().chain(others).map(|(_, n)| n).collect();
 
         let sample_on_first_match = raw.sample_on_first_match.unwrap_or(false);
+        if sampling_strategy == SamplingStrategy::SpanIngest && !self.slots.is_empty() {
+            return Err(doc.setting_error(
+                "sampling_strategy",
+                "sampling_strategy span-ingest does not support stateful policies (rate_limiting, bytes_limiting, composite), as in the Collector: use trace-complete, or remove them".into(),
+            ));
+        }
         Ok(PolicyFile {
+            sampling_strategy,
+            maximum_trace_size_bytes,
+            num_shards,
+            block_on_overflow,
+            drop_pending_traces_on_shutdown,
             decision_wait,
             decision_wait_after_root_received,
             num_traces,
@@ -365,9 +423,7 @@ impl Compiler<'_, '_> {
         let Some(kind) = rp.kind.as_deref() else {
             return Err(err("type is required".into()));
         };
-        let known =
-            SHARED_TYPES.contains(&kind) || matches!(kind, "and" | "drop" | "not" | "composite");
-        if !known {
+        if !is_known_type(kind) {
             return Err(err(format!(
                 "unknown policy type {kind:?} (known: {}, and, drop, not, composite)",
                 SHARED_TYPES.join(", ")
@@ -460,11 +516,19 @@ impl Compiler<'_, '_> {
                 let Some(percentage) = c.sampling_percentage else {
                     return Err(err("probabilistic needs sampling_percentage".into()));
                 };
-                if !(0.0..=100.0).contains(&percentage) {
-                    return Err(err(format!(
-                        "sampling_percentage must be between 0 and 100 (got {percentage})"
-                    )));
+                if percentage.is_nan() {
+                    return Err(err("sampling_percentage is not a number".into()));
                 }
+                // probabilistic.go takes any value: below 0 samples nothing,
+                // above 100 everything (big.Float's Uint64 saturates).
+                if !(0.0..=100.0).contains(&percentage) {
+                    self.notes.push(format!(
+                        "policy {:?}: sampling_percentage {percentage} is outside 0 to 100; as in the Collector it samples {}",
+                        &*names[names.len() - 1],
+                        if percentage < 0.0 { "no trace" } else { "every trace" }
+                    ));
+                }
+                let percentage = percentage.clamp(0.0, 100.0);
                 let salt_given = c.hash_salt.as_deref().is_some_and(|s| !s.is_empty());
                 let salt = match c.hash_salt.as_deref() {
                     Some(s) if !s.is_empty() => s.to_string(),
@@ -484,12 +548,9 @@ impl Compiler<'_, '_> {
                     .as_ref()
                     .ok_or_else(|| missing("string_attribute"))?;
                 let key = required_key(c.key.as_deref()).map_err(&err)?;
+                // `values: []` is valid in the Collector: nothing matches
+                // (and with invert_match, everything does).
                 let values = c.values.clone().unwrap_or_default();
-                if values.is_empty() {
-                    return Err(err(
-                        "string_attribute needs at least one entry in values".into()
-                    ));
-                }
                 let matcher = if c.enabled_regex_matching.unwrap_or(false) {
                     let mut regexes = Vec::with_capacity(values.len());
                     for (i, v) in values.iter().enumerate() {
@@ -597,10 +658,8 @@ impl Compiler<'_, '_> {
                     .as_ref()
                     .ok_or_else(|| missing("trace_state"))?;
                 let key = required_key(c.key.as_deref()).map_err(&err)?;
+                // `values: []` is valid in the Collector: nothing matches.
                 let values = c.values.clone().unwrap_or_default();
-                if values.is_empty() {
-                    return Err(err("trace_state needs at least one entry in values".into()));
-                }
                 // trace_state_filter.go: a key=value member cannot exceed 256
                 // characters, so longer values never match.
                 let set = values
@@ -747,8 +806,9 @@ impl Compiler<'_, '_> {
         let sub_names: Vec<&str> = subs.iter().map(|n| &*n.name).collect();
 
         // composite_helper.go, getRateAllocationMap: a percentage of the
-        // total, or an equal share when the percentage is 0; a sub-policy
-        // with no allocation gets 0 spans per second.
+        // total, or the default equal share (total / sub-policies) when the
+        // percentage is 0 or, since contrib #49857 (v0.158), when the
+        // sub-policy has no rate_allocation at all.
         let total = max_total as f64;
         let default_share = total / subs.len() as f64;
         let mut allocation: Vec<i64> = vec![0; subs.len()];
@@ -787,12 +847,9 @@ impl Compiler<'_, '_> {
             };
             allocated[index] = true;
         }
-        for (i, done) in allocated.iter().enumerate() {
+        for (share, done) in allocation.iter_mut().zip(&allocated) {
             if !done {
-                self.notes.push(format!(
-                    "composite {:?}: sub-policy {:?} has no rate_allocation, so it gets 0 spans per second and never samples (as in the Collector)",
-                    &*names[0], sub_names[i]
-                ));
+                *share = default_share as i64;
             }
         }
         if let Some(order) = &c.policy_order {
@@ -1046,7 +1103,10 @@ pub(crate) fn listing(file: &PolicyFile) -> String {
             _ => {}
         }
     }
-    let mut out = Vec::new();
+    let mut out = vec![format!(
+        "semantics: OpenTelemetry Collector contrib {} tail_sampling",
+        crate::COLLECTOR_RELEASE
+    )];
     if let Some(origin) = &file.origin {
         out.push(format!("using {origin}"));
     }
@@ -1081,6 +1141,24 @@ pub(crate) fn listing(file: &PolicyFile) -> String {
         "sample_on_first_match: {}",
         file.sample_on_first_match
     ));
+    out.push(format!(
+        "sampling_strategy: {}",
+        match file.sampling_strategy {
+            SamplingStrategy::TraceComplete => "trace-complete",
+            SamplingStrategy::SpanIngest => "span-ingest",
+        }
+    ));
+    out.push(format!(
+        "maximum_trace_size_bytes: {}",
+        file.maximum_trace_size_bytes
+            .map_or("off".to_string(), |n| n.to_string())
+    ));
+    if let Some(n) = file.num_shards {
+        out.push(format!("num_shards: {n}"));
+    }
+    if file.drop_pending_traces_on_shutdown {
+        out.push("drop_pending_traces_on_shutdown: true".into());
+    }
     for note in &file.notes {
         out.push(format!("note: {note}"));
     }

@@ -131,16 +131,19 @@ impl TestTrace {
         }
     }
 
-    pub(crate) fn decide(&self, set: &PolicySet, state: &PolicyState, now: Duration) -> Decision {
-        let refs: Vec<SpanRef<'_>> = self
-            .spans
+    pub(crate) fn refs(&self) -> Vec<SpanRef<'_>> {
+        self.spans
             .iter()
             .map(|(r, bytes)| SpanRef {
                 resource: &self.resources[*r],
                 scope: &[],
                 span: bytes,
             })
-            .collect();
+            .collect()
+    }
+
+    pub(crate) fn decide(&self, set: &PolicySet, state: &PolicyState, now: Duration) -> Decision {
+        let refs = self.refs();
         let view = TraceView {
             trace_id: self.id,
             summary: &self.summary,
@@ -155,6 +158,13 @@ pub(crate) fn policies(yaml: &str) -> PolicySet {
     crate::PolicyFile::parse(&format!("policies:\n{yaml}"), "test.yaml")
         .unwrap_or_else(|e| panic!("{e}"))
         .policies
+}
+
+/// [`policies`] with the Collector's `usetracestate` gate on.
+pub(crate) fn policies_with_tracestate(yaml: &str) -> PolicySet {
+    let mut set = policies(yaml);
+    set.set_use_tracestate(true);
+    set
 }
 
 /// Decides a trace with a fresh state at time 0.

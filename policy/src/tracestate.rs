@@ -106,6 +106,25 @@ fn parse_ot(value: &str) -> Option<Vec<(&str, &str)>> {
         .collect()
 }
 
+/// The OTel randomness value (`ot=rv:<14 hex digits>`, OTEP 235) of a
+/// tracestate, or `None` when there is none or the tracestate (or its `ot`
+/// member) is not valid, as pkg/sampling reads it.
+pub(crate) fn ot_randomness(input: &str) -> Option<u64> {
+    if input.is_empty() {
+        return None;
+    }
+    let ot = get(input, "ot")?;
+    let rv = parse_ot(ot)?.into_iter().find(|(k, _)| *k == "rv")?.1;
+    if rv.len() != 14
+        || !rv
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    u64::from_str_radix(rv, 16).ok()
+}
+
 /// `input` with the OTel threshold `th` recorded, or `None` when nothing
 /// needs to change or the tracestate is not valid (a span's vendor data is
 /// never rewritten on a guess).
@@ -177,6 +196,17 @@ mod tests {
 
     fn th(p: f64) -> Threshold {
         Threshold::from_percentage(p).unwrap()
+    }
+
+    #[test]
+    fn randomness_is_read_from_a_valid_ot_member_only() {
+        assert_eq!(ot_randomness("ot=rv:ffffffffffffff"), Some((1 << 56) - 1));
+        assert_eq!(ot_randomness("ot=th:8;rv:00000000000001,a=b"), Some(1));
+        assert_eq!(ot_randomness("ot=th:8"), None);
+        assert_eq!(ot_randomness("ot=rv:zzzzzzzzzzzzzz"), None);
+        assert_eq!(ot_randomness("ot=rv:fffffffffffff"), None);
+        assert_eq!(ot_randomness("ot=not_a_valid_key$"), None);
+        assert_eq!(ot_randomness(""), None);
     }
 
     #[test]

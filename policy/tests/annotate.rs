@@ -6,9 +6,12 @@ mod common;
 
 use std::borrow::Cow;
 
-use common::{kv, s, span};
+use common::{b, kv, s, span};
 use opentelemetry_proto::tonic::trace::v1::Span;
-use policy::{POLICY_ATTRIBUTE, PolicyFile, Threshold, TraceSummary, TraceView, annotate_span};
+use policy::{
+    Annotations, CACHED_DECISION_ATTRIBUTE, COMPOSITE_POLICY_ATTRIBUTE, POLICY_ATTRIBUTE,
+    PolicyFile, Threshold, TraceSummary, TraceView, annotate_span, annotate_span_with,
+};
 use prost::Message;
 use proto::view::{RequestView, SpanView, TraceId};
 use proto::write::{SpanRef, request};
@@ -140,11 +143,12 @@ fn annotated_spans_make_a_valid_request_with_the_writer() {
 
 #[test]
 fn a_decision_annotates_only_kept_traces_and_the_policy_only_when_asked() {
-    let file = PolicyFile::parse(
+    let mut file = PolicyFile::parse(
         "policies:\n  - {name: sample-10pct, type: probabilistic, probabilistic: {sampling_percentage: 10}}\n",
         "p.yaml",
     )
     .unwrap();
+    file.policies.set_use_tracestate(true);
     // Hashes under the 10% threshold (see probabilistic.rs), and one above.
     let kept_id = TraceId([
         0xe0, 0x1d, 0xf5, 0x45, 0xfb, 0x66, 0x5e, 0x2f, 0xee, 0x98, 0x3a, 0xd7, 0xc3, 0x38, 0xc6,
@@ -178,4 +182,43 @@ fn a_decision_annotates_only_kept_traces_and_the_policy_only_when_asked() {
     let not_kept = decide(dropped_id);
     assert!(!not_kept.sampled);
     assert!(matches!(not_kept.annotate(&bytes, true), Cow::Borrowed(_)));
+}
+
+#[test]
+fn record_policy_attributes_are_written_as_the_collector_names_them() {
+    let bytes = encoded(&span(ID, 1, 0, 5));
+    let out = annotate_span_with(
+        &bytes,
+        &Annotations {
+            policy: Some("budget"),
+            composite_policy: Some("errors"),
+            cached_decision: true,
+            threshold: Threshold::from_percentage(100.0),
+        },
+    );
+    let got = decoded(&out);
+    assert_eq!(
+        got.attributes,
+        vec![
+            kv(POLICY_ATTRIBUTE, s("budget")),
+            kv(COMPOSITE_POLICY_ATTRIBUTE, s("errors")),
+            kv(CACHED_DECISION_ATTRIBUTE, b(true)),
+        ]
+    );
+    // th:0 (keep everything) is written when asked for: the span's weight
+    // is 1, not unknown.
+    assert_eq!(got.trace_state, "ot=th:0");
+    // Already there: nothing to add.
+    assert!(matches!(
+        annotate_span_with(
+            &out,
+            &Annotations {
+                policy: Some("budget"),
+                composite_policy: Some("errors"),
+                cached_decision: true,
+                threshold: Threshold::from_percentage(100.0),
+            }
+        ),
+        Cow::Borrowed(_)
+    ));
 }

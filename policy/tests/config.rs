@@ -112,10 +112,12 @@ policies:
             .iter()
             .any(|n| n.contains("expected_new_traces_per_sec"))
     );
+    // test-composite-policy-3 has no rate_allocation: since contrib #49857
+    // it gets the default share (1000 / 3 spans per second), not 0.
+    let listing = policy::cli::check_source(src, "readme.yaml").0;
     assert!(
-        file.notes
-            .iter()
-            .any(|n| n.contains("test-composite-policy-3") && n.contains("no rate_allocation"))
+        listing.contains("test-composite-policy-3: always_sample (allocated 333 spans/s)"),
+        "{listing}"
     );
 }
 
@@ -176,14 +178,19 @@ fn a_bad_duration_is_placed_at_the_value() {
 }
 
 #[test]
-fn a_percentage_out_of_range_names_the_policy() {
-    let e = refusal(
+fn a_percentage_out_of_range_samples_as_the_collector_and_check_says_so() {
+    // probabilistic.go accepts any percentage: 150 samples every trace,
+    // -50 none (probabilistic_test.go, TestProbabilisticSampling).
+    let file = parse(
         "policies:\n  - name: errors\n    type: status_code\n    status_code: {status_codes: [ERROR]}\n  - name: most\n    type: probabilistic\n    probabilistic: {sampling_percentage: 150}\n",
-    );
-    assert_eq!(e.location(), Some((5, 5)));
-    assert_eq!(
-        e.to_string(),
-        "p.yaml:5:5: policy \"most\": sampling_percentage must be between 0 and 100 (got 150)"
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        file.notes
+            .iter()
+            .any(|n| n.contains("\"most\"") && n.contains("samples every trace")),
+        "{:?}",
+        file.notes
     );
 }
 
@@ -371,10 +378,6 @@ fn unknown_types_missing_fields_and_mismatched_blocks_are_refused() {
             "needs sampling_percentage",
         ),
         (
-            "  - {name: x, type: probabilistic, probabilistic: {sampling_percentage: -1}}",
-            "between 0 and 100",
-        ),
-        (
             "  - {name: x, type: and, and: {and_sub_policy: []}}",
             "and_sub_policy is empty",
         ),
@@ -408,11 +411,80 @@ fn settings_out_of_range_are_placed() {
         "p.yaml:1:11: policies is empty: at least one policy is needed"
     );
     let e = refusal(
-        "sampling_strategy: span-ingest\npolicies:\n  - {name: all, type: always_sample}\n",
+        "sampling_strategy: span-ingest\npolicies:\n  - {name: r, type: rate_limiting, rate_limiting: {spans_per_second: 5}}\n",
+    );
+    assert!(
+        e.to_string().starts_with(
+            "p.yaml:1:20: sampling_strategy span-ingest does not support stateful policies"
+        ),
+        "{e}"
+    );
+    let e =
+        refusal("sampling_strategy: at-once\npolicies:\n  - {name: all, type: always_sample}\n");
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:1:20: unknown sampling_strategy \"at-once\""),
+        "{e}"
+    );
+    let e = refusal("num_shards: 300\npolicies:\n  - {name: all, type: always_sample}\n");
+    assert!(
+        e.to_string()
+            .starts_with("p.yaml:1:13: num_shards must be between 1 and 256"),
+        "{e}"
+    );
+    let e = refusal(
+        "num_shards: 4\ntail_storage: file_storage\npolicies:\n  - {name: all, type: always_sample}\n",
     );
     assert!(
         e.to_string()
-            .starts_with("p.yaml:1:20: sampling_strategy span-ingest is not supported"),
+            .contains("tail_storage cannot be combined with num_shards"),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_v0_165_setting_is_accepted_with_its_meaning() {
+    let file = parse(
+        "sampling_strategy: span-ingest\nnum_shards: 4\nmaximum_trace_size_bytes: 1048576\nblock_on_overflow: true\ndrop_pending_traces_on_shutdown: true\ndecision_cache: {sampled_cache_size: 10, non_sampled_cache_size: 20}\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.sampling_strategy, policy::SamplingStrategy::SpanIngest);
+    assert_eq!(file.num_shards, Some(4));
+    assert_eq!(file.maximum_trace_size_bytes, Some(1 << 20));
+    assert!(file.block_on_overflow && file.drop_pending_traces_on_shutdown);
+    assert_eq!(
+        (file.decision_cache.sampled, file.decision_cache.non_sampled),
+        (10, 20)
+    );
+    assert!(file.notes.is_empty(), "{:?}", file.notes);
+    let with_storage = parse(
+        "tail_storage: file_storage/traces\npolicies:\n  - {name: all, type: always_sample}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        with_storage
+            .notes
+            .iter()
+            .any(|n| n.contains("tail_storage")),
+        "{:?}",
+        with_storage.notes
+    );
+}
+
+#[test]
+fn an_extension_policy_type_is_refused_by_name() {
+    let e = refusal(
+        "policies:\n  - {name: ok, type: always_sample}\n  - name: mine\n    type: my_sampler\n    my_sampler: {rate: 3}\n",
+    );
+    let text = e.to_string();
+    assert!(
+        text.starts_with("p.yaml:4:11: policy \"mine\": type \"my_sampler\" is a policy provided by a Collector extension"),
+        "{text}"
+    );
+    let e = refusal("policies:\n  - {name: typo, type: alwayz_sample}\n");
+    assert!(
+        e.to_string()
+            .contains("unknown policy type \"alwayz_sample\""),
         "{e}"
     );
 }

@@ -38,6 +38,10 @@ const MAX_CONNECTIONS: usize = 256;
 
 /// Histogram buckets for durations (`*_seconds` and any histogram without a
 /// more specific rule): 0.5 ms to 60 s.
+/// For `tailgate_policy_evaluation_seconds`: 250 ns to 10 ms.
+const POLICY_SECONDS_BUCKETS: &[f64] = &[
+    2.5e-7, 5e-7, 1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 1e-3, 1e-2,
+];
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0,
@@ -112,13 +116,21 @@ fn builder() -> PrometheusBuilder {
             .set_buckets_for_metric(Matcher::Suffix(suffix.into()), buckets)
             .expect(NON_EMPTY);
     }
+    // One policy on one trace takes microseconds: the general buckets would
+    // put every observation in the first.
     builder
+        .set_buckets_for_metric(
+            Matcher::Full("tailgate_policy_evaluation_seconds".into()),
+            POLICY_SECONDS_BUCKETS,
+        )
+        .expect(NON_EMPTY)
 }
 
-/// Whether this node should receive traffic. Cheap to clone; all clones share
-/// one flag. Starts not ready.
+/// Whether this node should receive traffic, and while it should not, why
+/// (`/readyz` says it: a sampler recovering its log reports its progress).
+/// Cheap to clone; all clones share one flag. Starts not ready.
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<AtomicBool>, Arc<std::sync::Mutex<String>>);
 
 impl Readiness {
     pub fn new() -> Self {
@@ -131,6 +143,16 @@ impl Readiness {
 
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::Acquire)
+    }
+
+    /// What `/readyz` says while not ready (one line; empty: "not ready").
+    pub fn set_detail(&self, detail: impl Into<String>) {
+        let mut d = self.1.lock().unwrap_or_else(|e| e.into_inner());
+        *d = detail.into();
+    }
+
+    fn detail(&self) -> String {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -250,6 +272,7 @@ impl Admin {
                         max_connections: MAX_CONNECTIONS,
                         tls: Some(tls),
                         handshake_timeout: HANDSHAKE_TIMEOUT,
+                        hard_limit: None,
                     },
                 );
                 axum::serve(TlsListener { ready, addr }, app)
@@ -307,8 +330,13 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     if state.readiness.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        return (StatusCode::OK, "ready\n".to_owned());
     }
+    let detail = state.readiness.detail();
+    let body = if detail.is_empty() {
+        "not ready\n".to_owned()
+    } else {
+        format!("not ready: {detail}\n")
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }

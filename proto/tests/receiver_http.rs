@@ -452,3 +452,87 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
     );
     assert_eq!(running.sink.requests(), vec![sample_request(1, 5)]);
 }
+
+/// Sends one keep-alive POST on `stream` and reads its answer head:
+/// (status line, whether it says `connection: close`), or `None` when the
+/// server had closed the connection before the request (an idle
+/// keep-alive connection may be closed between requests).
+async fn post_keep_alive(
+    stream: &mut tokio::net::TcpStream,
+    body: &[u8],
+) -> Option<(String, bool)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: tailgate\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.write_all(body).await.ok()?;
+    // The answer: headers, then a body of content-length bytes.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            // Closed (or reset) before a byte of the answer: not answered.
+            _ if buf.is_empty() => return None,
+            other => panic!("the connection closed mid-answer ({other:?}): {buf:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut rest = vec![0u8; length];
+    stream.read_exact(&mut rest).await.unwrap();
+    let status = head.lines().next().unwrap_or("").to_string();
+    Some((status, head.contains("\r\nconnection: close\r\n")))
+}
+
+#[tokio::test]
+async fn an_http1_connection_past_its_age_is_closed_and_every_request_answered() {
+    use tokio::io::AsyncReadExt;
+    let running = start(ReceiverConfig {
+        max_connection_age: Duration::from_millis(200),
+        max_connection_age_grace: Duration::from_secs(30),
+        ..loopback_config("lb")
+    });
+    let body = protobuf(&sample_request(2, 1));
+    let mut stream = tokio::net::TcpStream::connect(running.http).await.unwrap();
+    // Bounded: at most 300 requests 20 ms apart on one connection, until the
+    // server ends it: with `connection: close` on the answer to a request in
+    // flight at that age, or by closing it idle between two requests.
+    let mut answered = 0;
+    let mut ended = false;
+    for _ in 0..300 {
+        match bounded(post_keep_alive(&mut stream, &body)).await {
+            Some((status, close)) => {
+                assert_eq!(status, "http/1.1 200 ok");
+                answered += 1;
+                if close {
+                    let mut rest = Vec::new();
+                    let read = bounded(stream.read_to_end(&mut rest)).await;
+                    assert!(read.is_ok_and(|n| n == 0), "{rest:?}");
+                    ended = true;
+                    break;
+                }
+            }
+            None => {
+                ended = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ended,
+        "{answered} requests answered on a connection never ended"
+    );
+    assert!(answered > 0);
+    // Nothing was cut off: every request that reached the node was answered.
+    assert_eq!(running.requests("http", "accepted"), answered as f64);
+    // A new connection is served as usual.
+    assert_http_still_accepts(&running, &http1_client()).await;
+}

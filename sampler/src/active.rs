@@ -4,12 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
-use policy::{Decision, PolicyFile, PolicyState, TraceView};
+use policy::{Decision, PolicyFile, PolicyState, PolicyTimer, TraceView};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PolicyMetrics};
+
+/// One trace in this many has each policy's evaluation timed: two clock
+/// reads per policy on every trace would cost more than some policies do.
+const TIMING_EVERY: u64 = 64;
 
 /// A validated policy file, with what evaluating it needs.
 pub(crate) struct ActivePolicy {
@@ -18,43 +23,121 @@ pub(crate) struct ActivePolicy {
     /// the node's, not each shard's. Each limiter has its own lock, held
     /// only while its tokens are taken: shards evaluate side by side.
     state: PolicyState,
+    /// A state of its own for [`ActivePolicy::would_keep`], so asking what
+    /// a late span would have done takes no token from the real limiters.
+    what_if: PolicyState,
     /// xxh3-64 of the file's bytes.
     pub hash: u64,
     /// `[sampled, not_sampled]` per deciding policy, made once per file.
     decided: HashMap<Arc<str>, [Counter; 2]>,
     undecided: [Counter; 2],
+    /// Per top-level policy, in evaluation order.
+    per_policy: Vec<PolicyMetrics>,
+    evaluations: AtomicU64,
 }
 
 impl ActivePolicy {
-    pub fn new(file: PolicyFile, hash: u64, metrics: &Metrics) -> ActivePolicy {
+    /// `use_tracestate` is the sampler's `use_tracestate` setting (the
+    /// Collector's gate), applied to the file's policies.
+    pub fn new(
+        mut file: PolicyFile,
+        hash: u64,
+        metrics: &Metrics,
+        use_tracestate: bool,
+    ) -> ActivePolicy {
+        file.policies.set_use_tracestate(use_tracestate);
         let decided = file
             .policies
             .names()
             .map(|name| (Arc::from(name), metrics.decided(name)))
             .collect();
+        let per_policy = file.policies.names().map(|n| metrics.policy(n)).collect();
         ActivePolicy {
             state: file.policies.new_state(),
+            what_if: file.policies.new_state(),
             decided,
             undecided: metrics.decided("none"),
+            per_policy,
+            evaluations: AtomicU64::new(0),
             file,
             hash,
         }
     }
 
-    /// Decides a trace and counts the decision by policy.
+    /// Decides a trace and counts the decision by policy, and every
+    /// policy's vote.
     pub fn evaluate(&self, trace: &TraceView<'_>, now: Duration) -> Decision {
-        let decision = self.file.policies.evaluate(&self.state, trace, now);
+        let decision = self.evaluate_quietly(trace, now);
+        self.count(&decision);
+        decision
+    }
+
+    /// Evaluates a trace, counting only the votes (`span-ingest`
+    /// evaluates a trace on each arrival; only its final decision counts
+    /// as one).
+    pub fn evaluate_quietly(&self, trace: &TraceView<'_>, now: Duration) -> Decision {
+        let n = self.evaluations.fetch_add(1, Ordering::Relaxed);
+        let decision = if n.is_multiple_of(TIMING_EVERY) {
+            let mut timer = Timer {
+                started: None,
+                per_policy: &self.per_policy,
+            };
+            self.file
+                .policies
+                .evaluate_timed(&self.state, trace, now, Some(&mut timer))
+        } else {
+            self.file.policies.evaluate(&self.state, trace, now)
+        };
+        for (at, m) in self.per_policy.iter().enumerate() {
+            if let Some(sampled) = decision.votes.get(at) {
+                m.votes[usize::from(!sampled)].increment(1);
+            } else if at < 64 && decision.votes.errors & (1 << at) != 0 {
+                m.errors.increment(1);
+            }
+        }
+        decision
+    }
+
+    /// Counts a final decision by its deciding policy.
+    pub fn count(&self, decision: &Decision) {
         let counters = decision
             .policy
             .as_ref()
             .and_then(|p| self.decided.get(p))
             .unwrap_or(&self.undecided);
         counters[usize::from(!decision.sampled)].increment(1);
-        decision
+    }
+
+    /// Whether the policies keep `trace` on its own, without counting a
+    /// decision or touching the rate limiters in force: for a late span of
+    /// a trace decided not kept, whether it would have changed the decision.
+    pub fn would_keep(&self, trace: &TraceView<'_>, now: Duration) -> bool {
+        self.file
+            .policies
+            .evaluate(&self.what_if, trace, now)
+            .sampled
     }
 
     /// The hash as the metric holds it: the top 48 bits, exact in an f64.
     pub fn hash_gauge(&self) -> f64 {
         (self.hash >> 16) as f64
+    }
+}
+
+/// Times each top-level policy into its histogram.
+struct Timer<'a> {
+    started: Option<Instant>,
+    per_policy: &'a [PolicyMetrics],
+}
+
+impl PolicyTimer for Timer<'_> {
+    fn start(&mut self, _at: usize) {
+        self.started = Some(Instant::now());
+    }
+
+    fn stop(&mut self, at: usize) {
+        if let (Some(started), Some(m)) = (self.started.take(), self.per_policy.get(at)) {
+            m.evaluation.record(started.elapsed().as_secs_f64());
+        }
     }
 }

@@ -69,6 +69,10 @@ pub struct BufferSettings {
     /// Decisions remembered, by kind (0 disables).
     pub sampled_cache: usize,
     pub not_sampled_cache: usize,
+    /// The policy file's `maximum_trace_size_bytes`: a trace whose spans
+    /// pass this many encoded bytes is taken out at once as
+    /// [`Due::TooLarge`], to be dropped. `None`: no limit.
+    pub max_trace_size: Option<u64>,
 }
 
 impl Default for BufferSettings {
@@ -82,6 +86,7 @@ impl Default for BufferSettings {
             max_bytes: 512 * 1024 * 1024,
             sampled_cache: 100_000,
             not_sampled_cache: 100_000,
+            max_trace_size: None,
         }
     }
 }
@@ -103,6 +108,8 @@ pub enum Due {
     MaxBytes,
     /// The node is shutting down ([`TraceBuffer::drain`]).
     Shutdown,
+    /// It passed `maximum_trace_size_bytes`: dropped, not decided.
+    TooLarge,
     /// Taken out by [`TraceBuffer::take_where`], undecided.
     Taken,
 }
@@ -126,12 +133,23 @@ impl Due {
             Due::MaxTraces => Some("max_traces"),
             Due::MaxBytes => Some("max_buffer_bytes"),
             Due::Shutdown => Some("shutdown"),
-            Due::Wait | Due::RootWait | Due::Taken => None,
+            Due::Wait | Due::RootWait | Due::Taken | Due::TooLarge => None,
+        }
+    }
+
+    /// The `reason` label of `tailgate_traces_decision_reason_total`.
+    pub fn reason(self) -> Option<&'static str> {
+        match self {
+            Due::Wait => Some("timeout"),
+            Due::RootWait => Some("root"),
+            Due::TooLarge => Some("too_large"),
+            Due::Taken => None,
+            early => early.early_reason(),
         }
     }
 
     fn is_cap(self) -> bool {
-        matches!(self, Due::SpanCap | Due::ByteCap)
+        matches!(self, Due::SpanCap | Due::ByteCap | Due::TooLarge)
     }
 }
 
@@ -217,8 +235,12 @@ pub struct InsertReport {
     /// Spans of traces decided as kept: index in the batch, and the
     /// decision. The driver forwards them at once.
     pub late_sampled: Vec<(usize, Kept)>,
-    /// Spans of traces decided as not kept: dropped.
-    pub late_not_sampled: usize,
+    /// Spans of traces decided as not kept, by index in the batch: dropped
+    /// (the driver asks whether they would have changed the decision).
+    pub late_not_sampled: Vec<usize>,
+    /// For each late span (kept or not), how long after its trace's
+    /// decision it arrived.
+    pub late_ages: Vec<Duration>,
 }
 
 /// The resource and scope headers of one shard, each stored once and shared
@@ -385,6 +407,9 @@ pub struct TraceBuffer {
     data_bytes: usize,
     /// Per insert: the batch's group index → interned header id.
     scratch: Vec<u32>,
+    /// The latest `now` given to [`TraceBuffer::insert`] or
+    /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
+    clock: u64,
 }
 
 const NO_HEADER: u32 = u32::MAX;
@@ -398,6 +423,7 @@ impl TraceBuffer {
             hasher: DefaultHashBuilder::default(),
             deadlines: BinaryHeap::new(),
             headers: Interner::default(),
+            clock: 0,
             spans: 0,
             data_bytes: 0,
             scratch: Vec::new(),
@@ -480,7 +506,9 @@ impl TraceBuffer {
             spans,
             data_bytes,
             scratch,
+            clock,
         } = self;
+        *clock = now;
         let wait = nanos(settings.decision_wait);
         scratch.clear();
         scratch.resize(batch.groups(), NO_HEADER);
@@ -490,13 +518,19 @@ impl TraceBuffer {
             let trace = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
                 Entry::Occupied(e) => e.into_mut(),
                 Entry::Vacant(e) => {
-                    match cache.get(&id) {
-                        Some(CachedDecision::Sampled(kept)) => {
+                    match cache.get_with_time(&id) {
+                        Some((CachedDecision::Sampled(kept), at)) => {
                             report.late_sampled.push((i, kept.clone()));
+                            report
+                                .late_ages
+                                .push(Duration::from_nanos(now.saturating_sub(at)));
                             continue;
                         }
-                        Some(CachedDecision::NotSampled) => {
-                            report.late_not_sampled += 1;
+                        Some((CachedDecision::NotSampled, at)) => {
+                            report.late_not_sampled.push(i);
+                            report
+                                .late_ages
+                                .push(Duration::from_nanos(now.saturating_sub(at)));
                             continue;
                         }
                         None => {}
@@ -546,7 +580,12 @@ impl TraceBuffer {
                 due = Some((now.saturating_add(nanos(after_root)), Due::RootWait));
             }
             if !trace.due.is_cap() {
-                if trace.summary.span_count() >= settings.max_spans_per_trace {
+                if settings
+                    .max_trace_size
+                    .is_some_and(|max| trace.summary.bytes() > max)
+                {
+                    due = Some((now, Due::TooLarge));
+                } else if trace.summary.span_count() >= settings.max_spans_per_trace {
                     due = Some((now, Due::SpanCap));
                 } else if trace.summary.bytes() >= settings.max_bytes_per_trace {
                     due = Some((now, Due::ByteCap));
@@ -570,6 +609,7 @@ impl TraceBuffer {
     /// early is harmless).
     pub fn expire(&mut self, now: Duration) -> (Vec<TakenTrace>, Option<Duration>) {
         let now = nanos(now);
+        self.clock = self.clock.max(now);
         let mut ready = Vec::new();
         while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
             if deadline > now {
@@ -635,6 +675,25 @@ impl TraceBuffer {
         Some(taken)
     }
 
+    /// Postpones a buffered trace's decision to `until` at the earliest
+    /// (spans of it were refused and their retry is awaited). A trace at
+    /// its span or byte cap is not held. Returns whether the trace is
+    /// buffered and now waits longer.
+    pub fn hold(&mut self, id: &TraceId, until: Duration) -> bool {
+        let until = nanos(until);
+        let hash = self.hasher.hash_one(id);
+        let Some(trace) = self.traces.find_mut(hash, |t| t.id == *id) else {
+            return false;
+        };
+        if trace.due.is_cap() || trace.deadline >= until {
+            return false;
+        }
+        trace.deadline = until;
+        trace.due = Due::Wait;
+        self.deadlines.push(Reverse((until, *id)));
+        true
+    }
+
     /// Whether a trace is buffered (undecided) here.
     pub fn holds(&self, id: &TraceId) -> bool {
         let hash = self.hasher.hash_one(id);
@@ -656,7 +715,42 @@ impl TraceBuffer {
 
     /// Remembers a decision, so later spans of the trace follow it.
     pub fn record_decision(&mut self, id: TraceId, decision: CachedDecision) {
-        self.cache.insert(id, decision);
+        self.cache.insert_at(id, decision, self.clock);
+    }
+
+    /// Calls `f` with a buffered trace's summary and spans (grouped as
+    /// [`TakenTrace::span_refs`] groups them), leaving it buffered.
+    pub fn peek<R>(
+        &self,
+        id: &TraceId,
+        f: impl FnOnce(&TraceSummary, &[SpanRef<'_>]) -> R,
+    ) -> Option<R> {
+        let hash = self.hasher.hash_one(id);
+        let trace = self.traces.find(hash, |t| t.id == *id)?;
+        let mut order: Vec<u32> = Vec::new();
+        let mut refs: Vec<(usize, SpanRef<'_>)> = Records::new(&trace.data)
+            .filter_map(|(header, span)| {
+                let group = self.headers.get(header)?;
+                let at = match order.iter().position(|h| *h == header) {
+                    Some(at) => at,
+                    None => {
+                        order.push(header);
+                        order.len() - 1
+                    }
+                };
+                Some((
+                    at,
+                    SpanRef {
+                        resource: &group.resource,
+                        scope: &group.scope,
+                        span,
+                    },
+                ))
+            })
+            .collect();
+        refs.sort_by_key(|(at, _)| *at);
+        let refs: Vec<SpanRef<'_>> = refs.into_iter().map(|(_, r)| r).collect();
+        Some(f(&trace.summary, &refs))
     }
 
     /// The remembered decision for a trace, if any.
@@ -876,7 +970,7 @@ mod tests {
             trace_id(1),
             CachedDecision::Sampled(Kept {
                 policy: Some("p".into()),
-                threshold: None,
+                ..Kept::default()
             }),
         );
         buf.record_decision(trace_id(2), CachedDecision::NotSampled);
@@ -890,7 +984,7 @@ mod tests {
         );
         assert_eq!(report.late_sampled.len(), 1);
         assert_eq!(report.late_sampled[0].0, 0);
-        assert_eq!(report.late_not_sampled, 1);
+        assert_eq!(report.late_not_sampled, [1]);
         assert_eq!(report.buffered, 1);
         assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
     }
@@ -1040,8 +1134,8 @@ mod tests {
                         }).collect();
                         let r = buf.insert(&batch(&specs), now);
                         inserted += specs.len();
-                        late += r.late_sampled.len() + r.late_not_sampled;
-                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled, specs.len());
+                        late += r.late_sampled.len() + r.late_not_sampled.len();
+                        prop_assert_eq!(r.buffered + r.late_sampled.len() + r.late_not_sampled.len(), specs.len());
                     }
                     Op::Expire => {
                         let (ready, next) = buf.expire(now);
@@ -1057,7 +1151,7 @@ mod tests {
                     Op::Decide => {
                         for (i, t) in pending.drain(..).enumerate() {
                             let d = if i % 2 == 0 { CachedDecision::NotSampled } else {
-                                CachedDecision::Sampled(Kept { policy: None, threshold: None })
+                                CachedDecision::Sampled(Kept::default())
                             };
                             buf.record_decision(t.id, d);
                         }

@@ -15,26 +15,30 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
-use policy::{Decision, Outcome, Threshold};
+use policy::{Annotations, Threshold};
 use proto::view::TraceId;
 
 /// What is remembered of a decision to keep a trace: enough to annotate its
 /// late spans the way its other spans were.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Kept {
     /// The policy that kept it, when spans are annotated with it.
     pub policy: Option<Arc<str>>,
+    /// The composite sub-policy that kept it, likewise.
+    pub composite_policy: Option<Arc<str>>,
     /// The OTel sampling threshold written into kept spans' tracestate.
     pub threshold: Option<Threshold>,
 }
 
 impl Kept {
-    /// The decision to annotate late spans with.
-    pub fn decision(&self) -> Decision {
-        Decision {
-            sampled: true,
-            outcome: Outcome::Sampled,
-            policy: self.policy.clone(),
+    /// What to write into a late span of the trace: the same as into its
+    /// other spans, and, with `record_policy`, that it followed a decision
+    /// taken before it arrived (`tailsampling.cached_decision`).
+    pub fn annotations(&self, record_policy: bool) -> Annotations<'_> {
+        Annotations {
+            policy: self.policy.as_deref().filter(|_| record_policy),
+            composite_policy: self.composite_policy.as_deref().filter(|_| record_policy),
+            cached_decision: record_policy,
             threshold: self.threshold,
         }
     }
@@ -58,6 +62,9 @@ impl CachedDecision {
 struct Entry {
     decision: CachedDecision,
     asked: bool,
+    /// When it was taken, in the buffer's clock (nanoseconds), for the age
+    /// of late spans.
+    decided_at: u64,
 }
 
 /// The two bounded caches, behind one map so that a span of an unknown
@@ -85,9 +92,15 @@ impl DecisionCache {
     /// The decision for `id`, marking it asked for (it survives the next
     /// eviction pass).
     pub fn get(&mut self, id: &TraceId) -> Option<&CachedDecision> {
+        self.get_with_time(id).map(|(d, _)| d)
+    }
+
+    /// [`DecisionCache::get`], with the time the decision was remembered
+    /// at (as given to [`DecisionCache::insert_at`]).
+    pub fn get_with_time(&mut self, id: &TraceId) -> Option<(&CachedDecision, u64)> {
         self.map.get_mut(id).map(|entry| {
             entry.asked = true;
-            &entry.decision
+            (&entry.decision, entry.decided_at)
         })
     }
 
@@ -100,6 +113,11 @@ impl DecisionCache {
     /// trace already remembered takes the new decision (a decision handed
     /// over by another node wins over a local one).
     pub fn insert(&mut self, id: TraceId, decision: CachedDecision) {
+        self.insert_at(id, decision, 0);
+    }
+
+    /// [`DecisionCache::insert`], remembering when (any clock, nanoseconds).
+    pub fn insert_at(&mut self, id: TraceId, decision: CachedDecision, decided_at: u64) {
         let sampled = decision.is_sampled();
         let remember = self.capacity(sampled) > 0;
         // Not remembering this kind: forget any other answer too, so a late
@@ -108,6 +126,7 @@ impl DecisionCache {
             let entry = Entry {
                 decision,
                 asked: false,
+                decided_at,
             };
             self.map.insert(id, entry).map(|e| e.decision)
         } else {
@@ -207,7 +226,7 @@ mod tests {
     fn kept() -> CachedDecision {
         CachedDecision::Sampled(Kept {
             policy: Some("errors".into()),
-            threshold: None,
+            ..Kept::default()
         })
     }
 

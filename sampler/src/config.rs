@@ -49,6 +49,20 @@ pub struct SamplerConfig {
     /// `tailsampling.policy` attribute (the Collector's `recordpolicy`
     /// feature gate). Default false.
     pub record_policy: bool,
+    /// The Collector's `processor.tailsamplingprocessor.usetracestate`
+    /// feature gate (off by default there in v0.165, and here): kept spans
+    /// carry the OTel sampling threshold (`ot=th:…`) of the least strict
+    /// policy that kept their trace (`th:0` for a policy that is not
+    /// probabilistic), and `probabilistic` decides by the spans' `ot=rv`
+    /// randomness when they carry one. Default false.
+    pub use_tracestate: bool,
+    /// Decide every trace but forward all of them, each span marked with
+    /// the decision (`tailsampling.dry_run.kept`, bool) and the deciding
+    /// policy (`tailsampling.policy`), so tailgate can run beside another
+    /// pipeline and be compared with it. The decision metrics count what
+    /// would have been kept. No sampling threshold is written (every trace
+    /// arrives). Default false.
+    pub dry_run: bool,
     /// Shards of the trace buffer, each owned by one task. Default 0: one
     /// per CPU.
     pub shards: usize,
@@ -61,6 +75,109 @@ pub struct SamplerConfig {
     /// trace it receives (a single sampler, or LBs with a static ring and
     /// no rescale). See [`ClusterConfig`].
     pub cluster: Option<ClusterConfig>,
+    /// The durable buffer (ours, not the Collector's): accepted spans,
+    /// first-seen times and decisions go to a write-ahead log in
+    /// `storage.path`, and a restarted node recovers its buffer and
+    /// decisions from it. Default none: a SIGKILL loses the buffer. See
+    /// [`StorageConfig`].
+    pub storage: Option<StorageConfig>,
+}
+
+/// The `storage:` block: where the write-ahead log lives and how it
+/// commits. What a crash (SIGKILL, node loss) can lose:
+///
+/// - `durable_ack: false` (default): spans accepted in the last
+///   `commit_interval` before the crash (they were acknowledged to the
+///   client before they were synced).
+/// - `durable_ack: true`: nothing acknowledged; the client waits up to one
+///   `commit_interval` longer for each answer.
+///
+/// Kept traces count as delivered once handed to the exporter: a crash
+/// loses what the exporter held in memory (at most `exporter.queue_bytes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The log's directory (created if missing; one node's only).
+    /// Required.
+    pub path: PathBuf,
+    /// Group commit: appended records are written and synced together at
+    /// most this long after they arrive. Default 50 ms.
+    #[serde(default = "default_commit_interval", with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Answer a client only once its spans are synced to disk. Default
+    /// false.
+    #[serde(default)]
+    pub durable_ack: bool,
+    /// The log's budget in bytes: past it the receivers refuse with a
+    /// retryable status (counted as `reason="storage_full"`), as on a full
+    /// disk. Default 8 GiB.
+    #[serde(default = "default_storage_max_bytes")]
+    pub max_bytes: u64,
+    /// A segment file is closed past this many bytes. Default 64 MiB.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// A segment older than this is deleted even if some trace in it was
+    /// never settled here. Default 1 h.
+    #[serde(default = "default_storage_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+fn default_commit_interval() -> Duration {
+    Duration::from_millis(50)
+}
+
+fn default_storage_max_bytes() -> u64 {
+    8 * 1024 * MIB as u64
+}
+
+fn default_segment_bytes() -> u64 {
+    64 * MIB as u64
+}
+
+fn default_storage_max_age() -> Duration {
+    Duration::from_secs(3600)
+}
+
+impl StorageConfig {
+    /// A log in `path`, every other setting at its default.
+    pub fn new(path: impl Into<PathBuf>) -> StorageConfig {
+        StorageConfig {
+            path: path.into(),
+            commit_interval: default_commit_interval(),
+            durable_ack: false,
+            max_bytes: default_storage_max_bytes(),
+            segment_bytes: default_segment_bytes(),
+            max_age: default_storage_max_age(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), SamplerError> {
+        let bad = |field: &'static str, rule: &str| {
+            Err(SamplerError::Config {
+                field,
+                rule: rule.to_owned(),
+            })
+        };
+        if self.path.as_os_str().is_empty() {
+            return bad("storage.path", "is required");
+        }
+        if self.commit_interval.is_zero() {
+            return bad("storage.commit_interval", "must be more than 0");
+        }
+        if self.segment_bytes < 4096 {
+            return bad("storage.segment_bytes", "must be at least 4096");
+        }
+        if self.max_bytes < self.segment_bytes {
+            return bad(
+                "storage.max_bytes",
+                "must be at least storage.segment_bytes",
+            );
+        }
+        if self.max_age.is_zero() {
+            return bad("storage.max_age", "must be more than 0");
+        }
+        Ok(())
+    }
 }
 
 /// The sampler tier as one cluster: the member set (the same `resolver:`
@@ -193,6 +310,23 @@ pub struct LimitsConfig {
     /// Default 1 s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// After a request is refused for backpressure, how long the decisions
+    /// of the traces it carried wait for the client's retry (counted from
+    /// the last refusal; never past the buffer's limits or shutdown).
+    /// Default: 3 × `retry_after`. 0 turns holding off.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub refused_wait: Option<Duration>,
+}
+
+impl LimitsConfig {
+    /// `refused_wait`, or its default: three retries' worth.
+    pub fn effective_refused_wait(&self) -> Duration {
+        self.refused_wait.unwrap_or(3 * self.retry_after)
+    }
 }
 
 /// Sizes of the decision cache, in trace IDs. A policy file that sets its
@@ -269,10 +403,13 @@ impl Default for SamplerConfig {
             limits: LimitsConfig::default(),
             decision_cache: DecisionCacheConfig::default(),
             record_policy: false,
+            use_tracestate: false,
+            dry_run: false,
             shards: 0,
             shard_queue: 64,
             shutdown: ShutdownConfig::default(),
             cluster: None,
+            storage: None,
         }
     }
 }
@@ -286,6 +423,7 @@ impl Default for LimitsConfig {
             max_spans_per_trace: 10_000,
             max_bytes_per_trace: 8 * MIB as u64,
             retry_after: Duration::from_secs(1),
+            refused_wait: None,
         }
     }
 }
@@ -365,16 +503,23 @@ impl SamplerConfig {
         if let Some(cluster) = &self.cluster {
             cluster.validate(&self.shutdown)?;
         }
+        if let Some(storage) = &self.storage {
+            storage.validate()?;
+        }
         Ok(())
     }
 
     /// The config as the node runs it: the node name on every component,
-    /// the shard count resolved.
-    pub(crate) fn effective(mut self) -> SamplerConfig {
+    /// the shard count resolved (when not set: the policy file's
+    /// `num_shards`, else one per CPU).
+    pub(crate) fn effective(mut self, num_shards: Option<u16>) -> SamplerConfig {
         self.receiver.node = self.node.clone();
         self.exporter.node = self.node.clone();
         if self.shards == 0 {
-            self.shards = std::thread::available_parallelism().map_or(1, usize::from);
+            self.shards = match num_shards {
+                Some(n) => usize::from(n),
+                None => std::thread::available_parallelism().map_or(1, usize::from),
+            };
         }
         self
     }
@@ -415,6 +560,7 @@ impl SamplerConfig {
             max_bytes: share(self.limits.max_buffer_bytes).max(1),
             sampled_cache: share(sampled),
             not_sampled_cache: share(not_sampled),
+            max_trace_size: file.maximum_trace_size_bytes,
         }
     }
 }
@@ -478,7 +624,7 @@ mod tests {
     fn the_node_name_reaches_every_component() {
         let mut c = minimal();
         c.node = "sampler-2".into();
-        let c = c.effective();
+        let c = c.effective(None);
         assert_eq!(c.receiver.node, "sampler-2");
         assert_eq!(c.exporter.node, "sampler-2");
         assert!(c.shards >= 1);

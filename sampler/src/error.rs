@@ -26,6 +26,13 @@ pub enum SamplerError {
     /// The cluster's resolver or forwarding exporter could not start.
     #[error("sampler node {node:?}: cluster: {message}")]
     Cluster { node: String, message: String },
+    /// The write-ahead log (`storage:`) could not be opened or read.
+    #[error("sampler node {node:?}: storage: {source}")]
+    Storage {
+        node: String,
+        #[source]
+        source: storage::StorageError,
+    },
     /// A task of the node ended abnormally.
     #[error("sampler node {node:?}: task {task} failed: {message}")]
     Task {

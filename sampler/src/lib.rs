@@ -29,7 +29,9 @@ pub mod buffer;
 pub mod cache;
 pub mod cluster;
 mod config;
+mod durable;
 mod error;
+mod holds;
 pub mod ingest;
 mod metrics;
 mod node;
@@ -38,7 +40,9 @@ mod shard;
 #[cfg(test)]
 mod testutil;
 
-pub use config::{ClusterConfig, DecisionCacheConfig, LimitsConfig, SamplerConfig, ShutdownConfig};
+pub use config::{
+    ClusterConfig, DecisionCacheConfig, LimitsConfig, SamplerConfig, ShutdownConfig, StorageConfig,
+};
 pub use error::SamplerError;
 pub use node::{Sampler, run};
 pub use reload::ReloadHandle;

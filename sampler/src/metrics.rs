@@ -1,10 +1,11 @@
 //! The sampler's metrics, every one labelled `node`; handles are created
 //! once, when the node starts (per policy file for the per-policy ones).
 //!
-//! The accounting identity (DESIGN.md), exact once the node is quiet:
+//! The accounting identity (docs/design.md), exact once the node is quiet:
 //!
 //! ```text
 //! tailgate_spans_received_total        (the receiver's, summed over protocol)
+//!   + tailgate_spans_recovered_total    (from the write-ahead log, at start)
 //!   = tailgate_spans_forwarded_total    handed to the backend exporter
 //!   + tailgate_spans_not_sampled_total  in traces decided not kept, and late spans of them
 //!   + tailgate_spans_dropped_total      by reason, dropped by the sampler itself
@@ -12,6 +13,10 @@
 //!   + tailgate_buffer_spans             still buffered (or decided, not yet handed over,
 //!                                       or on their way to another sampler)
 //! ```
+//!
+//! With `dry_run`, every decided span is forwarded: the not-sampled term
+//! stays 0 and `tailgate_dry_run_spans_total{kept}` splits the forwarded
+//! ones by the decision they would have had.
 //!
 //! Spans another sampler passes here are received here like any others, so
 //! the identity holds on every node; summed over the cluster, a span that
@@ -49,6 +54,24 @@ pub(crate) const STRAY_SPANS_KEPT: &str = "tailgate_stray_spans_kept_total";
 pub(crate) const SPANS_FROM_PEERS: &str = "tailgate_spans_received_from_peers_total";
 pub(crate) const DECISIONS_RECEIVED: &str = "tailgate_decisions_received_total";
 pub(crate) const REDISTRIBUTIONS: &str = "tailgate_redistributions_total";
+pub(crate) const SPANS_RECOVERED: &str = "tailgate_spans_recovered_total";
+pub(crate) const STORAGE_BYTES: &str = "tailgate_storage_bytes";
+pub(crate) const STORAGE_COMMITS: &str = "tailgate_storage_commits_total";
+pub(crate) const STORAGE_ERRORS: &str = "tailgate_storage_errors_total";
+pub(crate) const STORAGE_RECORDS_DROPPED: &str = "tailgate_storage_records_dropped_total";
+pub(crate) const STORAGE_RECOVERY_PROGRESS: &str = "tailgate_storage_recovery_progress_ratio";
+pub(crate) const STORAGE_TORN_TAILS: &str = "tailgate_storage_torn_tails_total";
+pub(crate) const STORAGE_SKIPPED_BYTES: &str = "tailgate_storage_skipped_bytes_total";
+pub(crate) const STORAGE_SEGMENTS_EXPIRED: &str = "tailgate_storage_segments_expired_total";
+pub(crate) const LATE_WOULD_HAVE_KEPT: &str = "tailgate_late_spans_would_have_kept_total";
+pub(crate) const TRACES_HELD: &str = "tailgate_traces_held_for_refused_total";
+pub(crate) const HOLDS_DROPPED: &str = "tailgate_refused_holds_dropped_total";
+pub(crate) const POLICY_VOTES: &str = "tailgate_policy_votes_total";
+pub(crate) const POLICY_EVALUATION: &str = "tailgate_policy_evaluation_seconds";
+pub(crate) const POLICY_ERRORS: &str = "tailgate_policy_evaluation_errors_total";
+pub(crate) const LATE_SPAN_AGE: &str = "tailgate_late_span_age_seconds";
+pub(crate) const DECISION_REASON: &str = "tailgate_traces_decision_reason_total";
+pub(crate) const DRY_RUN_SPANS: &str = "tailgate_dry_run_spans_total";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -88,14 +111,18 @@ pub(crate) enum Refused {
     QueueFull,
     /// The node is shutting down.
     ShuttingDown,
+    /// The write-ahead log is at its budget, its disk is full, or its
+    /// queue is (`storage:`).
+    StorageFull,
 }
 
 impl Refused {
-    const ALL: [Refused; 4] = [
+    const ALL: [Refused; 5] = [
         Refused::BufferFull,
         Refused::ExportBacklog,
         Refused::QueueFull,
         Refused::ShuttingDown,
+        Refused::StorageFull,
     ];
 
     fn as_str(self) -> &'static str {
@@ -104,11 +131,12 @@ impl Refused {
             Refused::ExportBacklog => "export_backlog",
             Refused::QueueFull => "queue_full",
             Refused::ShuttingDown => "shutting_down",
+            Refused::StorageFull => "storage_full",
         }
     }
 }
 
-/// Why the sampler dropped spans of kept traces: the `reason` label of
+/// Why the sampler dropped spans: the `reason` label of
 /// `tailgate_spans_dropped_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dropped {
@@ -116,15 +144,27 @@ pub(crate) enum Dropped {
     ExporterClosed,
     /// The export queue stayed full until the shutdown deadline.
     ShutdownDeadline,
+    /// The trace passed `maximum_trace_size_bytes` (the Collector's
+    /// `traces_dropped_too_large`).
+    TooLarge,
+    /// Undecided at shutdown with `drop_pending_traces_on_shutdown`.
+    PendingAtShutdown,
 }
 
 impl Dropped {
-    const ALL: [Dropped; 2] = [Dropped::ExporterClosed, Dropped::ShutdownDeadline];
+    const ALL: [Dropped; 4] = [
+        Dropped::ExporterClosed,
+        Dropped::ShutdownDeadline,
+        Dropped::TooLarge,
+        Dropped::PendingAtShutdown,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             Dropped::ExporterClosed => "exporter_closed",
             Dropped::ShutdownDeadline => "shutdown_deadline",
+            Dropped::TooLarge => "too_large",
+            Dropped::PendingAtShutdown => "pending_at_shutdown",
         }
     }
 }
@@ -159,6 +199,55 @@ pub(crate) struct Metrics {
     pub decisions_received: Counter,
     /// `[complete, incomplete]`.
     pub redistributions: [Counter; 2],
+    /// Late spans of traces decided not kept that the policies would have
+    /// kept: a must-keep trace lost to lateness.
+    pub late_would_have_kept: Counter,
+    /// Traces whose decision was held for the retry of refused spans.
+    pub traces_held: Counter,
+    /// Trace IDs of refused requests not noted (the per-shard table full).
+    pub holds_dropped: Counter,
+    /// Spans recovered from the write-ahead log at start: received, as far
+    /// as the accounting identity goes.
+    pub recovered: Counter,
+    pub storage_bytes: Gauge,
+    pub storage_commits: Counter,
+    /// `[io, disk_full]`.
+    pub storage_errors: [Counter; 2],
+    /// Decision or delivery records not logged (the log's queue full): the
+    /// segment stays until `storage.max_age`.
+    pub storage_records_dropped: Counter,
+    pub storage_recovery_progress: Gauge,
+    pub storage_torn_tails: Counter,
+    pub storage_skipped_bytes: Counter,
+    pub storage_segments_expired: Counter,
+    /// With `dry_run`: spans forwarded marked as `[kept, not kept]`.
+    pub dry_run: [Counter; 2],
+    /// How long after its trace's decision a late span arrived.
+    pub late_age: Histogram,
+    reasons: [Counter; DECISION_REASONS.len()],
+}
+
+/// The `reason` label of `tailgate_traces_decision_reason_total`: why a
+/// trace was decided when it was.
+pub(crate) const DECISION_REASONS: [&str; 10] = [
+    "timeout",
+    "root",
+    "span_cap",
+    "byte_cap",
+    "max_traces",
+    "max_buffer_bytes",
+    "shutdown",
+    "too_large",
+    "span_ingest",
+    "span_ingest_timeout",
+];
+
+/// One top-level policy's counters, made once per policy file.
+pub(crate) struct PolicyMetrics {
+    /// `[sampled, not_sampled]`: its vote on each trace it evaluated.
+    pub votes: [Counter; 2],
+    pub evaluation: Histogram,
+    pub errors: Counter,
 }
 
 impl Metrics {
@@ -199,6 +288,54 @@ impl Metrics {
             from_peers: ["forwarded", "handed_over"].map(|m| with(SPANS_FROM_PEERS, "mark", m)),
             decisions_received: metrics::counter!(DECISIONS_RECEIVED, "node" => n()),
             redistributions: ["complete", "incomplete"].map(|r| with(REDISTRIBUTIONS, "result", r)),
+            late_would_have_kept: metrics::counter!(LATE_WOULD_HAVE_KEPT, "node" => n()),
+            traces_held: metrics::counter!(TRACES_HELD, "node" => n()),
+            holds_dropped: metrics::counter!(HOLDS_DROPPED, "node" => n()),
+            recovered: metrics::counter!(SPANS_RECOVERED, "node" => n()),
+            storage_bytes: metrics::gauge!(STORAGE_BYTES, "node" => n()),
+            storage_commits: metrics::counter!(STORAGE_COMMITS, "node" => n()),
+            storage_errors: ["io", "disk_full"].map(|k| with(STORAGE_ERRORS, "kind", k)),
+            storage_records_dropped: metrics::counter!(STORAGE_RECORDS_DROPPED, "node" => n()),
+            storage_recovery_progress: metrics::gauge!(STORAGE_RECOVERY_PROGRESS, "node" => n()),
+            storage_torn_tails: metrics::counter!(STORAGE_TORN_TAILS, "node" => n()),
+            storage_skipped_bytes: metrics::counter!(STORAGE_SKIPPED_BYTES, "node" => n()),
+            storage_segments_expired: metrics::counter!(STORAGE_SEGMENTS_EXPIRED, "node" => n()),
+            dry_run: ["true", "false"].map(|k| with(DRY_RUN_SPANS, "kept", k)),
+            late_age: metrics::histogram!(LATE_SPAN_AGE, "node" => n()),
+            reasons: DECISION_REASONS.map(|r| with(DECISION_REASON, "reason", r)),
+        }
+    }
+
+    /// Counts a trace decided for `reason` (one of [`DECISION_REASONS`]).
+    pub fn decision_reason(&self, reason: &str) -> Option<&Counter> {
+        DECISION_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map(|i| &self.reasons[i])
+    }
+
+    /// The counters of one top-level policy.
+    pub fn policy(&self, policy: &str) -> PolicyMetrics {
+        let label = || policy.to_owned();
+        PolicyMetrics {
+            votes: ["sampled", "not_sampled"].map(|v| {
+                metrics::counter!(
+                    POLICY_VOTES,
+                    "node" => self.node.clone(),
+                    "policy" => label(),
+                    "vote" => v
+                )
+            }),
+            evaluation: metrics::histogram!(
+                POLICY_EVALUATION,
+                "node" => self.node.clone(),
+                "policy" => label()
+            ),
+            errors: metrics::counter!(
+                POLICY_ERRORS,
+                "node" => self.node.clone(),
+                "policy" => label()
+            ),
         }
     }
 
@@ -248,6 +385,31 @@ impl Metrics {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        POLICY_VOTES,
+        metrics::Unit::Count,
+        "Each top-level policy's vote on each trace it evaluated (vote=sampled|not_sampled), not only the deciding policy's."
+    );
+    metrics::describe_histogram!(
+        POLICY_EVALUATION,
+        metrics::Unit::Seconds,
+        "Time one top-level policy took on one trace, measured on one trace in 64."
+    );
+    metrics::describe_counter!(
+        POLICY_ERRORS,
+        metrics::Unit::Count,
+        "Evaluations of a policy that failed (an OTTL condition in error); the policy then votes as its error_mode says."
+    );
+    metrics::describe_histogram!(
+        LATE_SPAN_AGE,
+        metrics::Unit::Seconds,
+        "How long after its trace was decided a late span arrived."
+    );
+    metrics::describe_counter!(
+        DECISION_REASON,
+        metrics::Unit::Count,
+        "Traces decided (or dropped) here, by what made them due: timeout (decision_wait), root (decision_wait_after_root_received), span_cap, byte_cap, max_traces, max_buffer_bytes, shutdown, too_large (maximum_trace_size_bytes), span_ingest (kept or dropped on arrival), span_ingest_timeout (undecided at its wait: not sampled)."
+    );
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         SPANS_FORWARDED,
@@ -268,6 +430,11 @@ fn describe() {
         SPANS_REFUSED,
         Unit::Count,
         "Spans in requests refused with a retryable status (not received), by reason."
+    );
+    describe_counter!(
+        DRY_RUN_SPANS,
+        Unit::Count,
+        "With dry_run: spans forwarded, by the decision they are marked with (kept true or false)."
     );
     describe_counter!(
         TRACES_DECIDED,
@@ -354,6 +521,65 @@ fn describe() {
         REDISTRIBUTIONS,
         Unit::Count,
         "Redistributions after a membership change, by result: complete, or incomplete (an owner was unreachable; tried again)."
+    );
+    describe_counter!(
+        SPANS_RECOVERED,
+        Unit::Count,
+        "Spans recovered from the write-ahead log at start (storage:); on the received side of the accounting identity."
+    );
+    describe_gauge!(
+        STORAGE_BYTES,
+        Unit::Bytes,
+        "Bytes of the write-ahead log on disk, and waiting for a commit."
+    );
+    describe_counter!(
+        STORAGE_COMMITS,
+        Unit::Count,
+        "Group commits of the write-ahead log (one write and one sync each)."
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        Unit::Count,
+        "Failed commits of the write-ahead log, by kind (io, disk_full); the records stay in memory and the receivers push back."
+    );
+    describe_counter!(
+        STORAGE_RECORDS_DROPPED,
+        Unit::Count,
+        "Decision or delivery records not logged (the log's queue was full): their segment stays until storage.max_age."
+    );
+    describe_gauge!(
+        STORAGE_RECOVERY_PROGRESS,
+        "How far the recovery of the write-ahead log is, 0 to 1 (1 once done, or with no log)."
+    );
+    describe_counter!(
+        STORAGE_TORN_TAILS,
+        Unit::Count,
+        "Segments whose tail was cut short or corrupt at recovery: the rest of the segment was skipped."
+    );
+    describe_counter!(
+        STORAGE_SKIPPED_BYTES,
+        Unit::Bytes,
+        "Bytes skipped at recovery after a torn or corrupt record."
+    );
+    describe_counter!(
+        STORAGE_SEGMENTS_EXPIRED,
+        Unit::Count,
+        "Segments deleted past storage.max_age with traces never settled here."
+    );
+    describe_counter!(
+        LATE_WOULD_HAVE_KEPT,
+        Unit::Count,
+        "Late spans of traces decided not kept that the policies keep on their own (an error span, a slow span): kept traces lost to lateness."
+    );
+    describe_counter!(
+        TRACES_HELD,
+        Unit::Count,
+        "Traces whose decision was postponed because a request carrying spans of theirs was refused (backpressure), so the retry can join them."
+    );
+    describe_counter!(
+        HOLDS_DROPPED,
+        Unit::Count,
+        "Trace IDs of refused requests that could not be noted for a hold (the table was full): those traces are decided on time."
     );
     describe_gauge!(
         POLICY_HASH,

@@ -23,11 +23,17 @@ use crate::cache::CachedDecision;
 use crate::cluster::ClusterRuntime;
 use crate::cluster::mover::Mover;
 use crate::config::SamplerConfig;
+use crate::durable::{self, Durable};
 use crate::error::SamplerError;
+use crate::holds::{RefusedHolds, dedup_ids};
 use crate::ingest::{IngestBatch, shard_of};
 use crate::metrics::{Metrics, Refused};
 use crate::reload::{ReloadHandle, Reloader};
 use crate::shard::{IngestMsg, Origin, Shard, ShardContext, ShardMsg};
+
+/// Trace IDs of refused requests noted per shard, at most: about 48 bytes
+/// each, so a few MiB per shard at worst.
+const HOLDS_PER_SHARD: usize = 65_536;
 
 /// What the receivers' sink and the shards share: the node-wide load, read
 /// on every request to decide whether to push back.
@@ -135,24 +141,51 @@ struct SamplerSink {
     retry_after: Duration,
     /// The shards' clock: a hand-over's age becomes a first-seen time on it.
     epoch: Instant,
+    /// The traces of requests refused for backpressure, whose decisions
+    /// wait for the retry.
+    holds: Arc<RefusedHolds>,
+    /// The write-ahead log, with `storage:`.
+    durable: Option<Durable>,
 }
 
 impl SamplerSink {
     /// Refuses a request whole, counting its spans by reason. Counting
     /// means walking it; a malformed one is refused as invalid instead.
+    /// Refused for backpressure, its traces are held for the retry.
     fn refuse(&self, request: &Bytes, reason: Refused) -> Result<Accepted, Refusal> {
-        let spans = RequestView::new(request).validate()?;
+        let mut ids = Vec::new();
+        let mut spans = 0usize;
+        RequestView::new(request).for_each_span(|_, _, span| {
+            spans += 1;
+            if reason != Refused::ShuttingDown {
+                ids.push(span.trace_id);
+            }
+        })?;
         self.metrics.refused(reason).increment(spans as u64);
+        self.hold(ids);
         Err(self.refusal(reason))
+    }
+
+    /// Notes refused traces so their decisions wait for the retry.
+    fn hold(&self, mut ids: Vec<proto::view::TraceId>) {
+        if ids.is_empty() {
+            return;
+        }
+        dedup_ids(&mut ids);
+        let dropped = self.holds.note(&ids, self.epoch.elapsed());
+        if dropped > 0 {
+            self.metrics.holds_dropped.increment(dropped);
+        }
     }
 
     fn refusal(&self, reason: Refused) -> Refusal {
         let retry_after = self.retry_after;
         match reason {
             Refused::ShuttingDown => Refusal::Unavailable { retry_after },
-            Refused::BufferFull | Refused::ExportBacklog | Refused::QueueFull => {
-                Refusal::Overloaded { retry_after }
-            }
+            Refused::BufferFull
+            | Refused::ExportBacklog
+            | Refused::QueueFull
+            | Refused::StorageFull => Refusal::Overloaded { retry_after },
         }
     }
 }
@@ -207,7 +240,7 @@ impl Sink for SamplerSink {
             Some(ClusterMark::Decisions) => return self.accept_decisions(&request),
         };
         let len = request.len();
-        let batches = IngestBatch::split(request, self.shards.len())?;
+        let batches = IngestBatch::split(request.clone(), self.shards.len())?;
         let spans: usize = batches.iter().map(IngestBatch::len).sum();
         if spans == 0 {
             return Ok(Accepted { spans: 0 });
@@ -225,6 +258,12 @@ impl Sink for SamplerSink {
                     self.metrics
                         .refused(Refused::QueueFull)
                         .increment(spans as u64);
+                    self.hold(
+                        batches
+                            .iter()
+                            .flat_map(|b| b.spans.iter().map(|s| s.trace_id))
+                            .collect(),
+                    );
                     return Err(self.refusal(Refused::QueueFull));
                 }
                 Err(TrySendError::Closed(())) => {
@@ -232,6 +271,25 @@ impl Sink for SamplerSink {
                         .refused(Refused::ShuttingDown)
                         .increment(spans as u64);
                     return Err(self.refusal(Refused::ShuttingDown));
+                }
+            }
+        }
+        // Logged before any shard has it, so the log never holds a
+        // decision for spans it does not have.
+        let mut synced = None;
+        if let Some(durable) = &self.durable {
+            let mut ids: Vec<proto::view::TraceId> = batches
+                .iter()
+                .flat_map(|b| b.spans.iter().map(|s| s.trace_id))
+                .collect();
+            dedup_ids(&mut ids);
+            match durable.spans(ids.iter().map(|id| id.0).collect(), request.clone()) {
+                Ok(ack) => synced = ack,
+                Err(()) => {
+                    self.metrics
+                        .refused(Refused::StorageFull)
+                        .increment(spans as u64);
+                    return Err(self.refusal(Refused::StorageFull));
                 }
             }
         }
@@ -254,6 +312,11 @@ impl Sink for SamplerSink {
             Origin::Client => {}
             Origin::Forwarded => self.metrics.from_peers[0].increment(spans as u64),
             Origin::Moved { .. } => self.metrics.from_peers[1].increment(spans as u64),
+        }
+        if let Some(synced) = synced {
+            // `durable_ack`: answered once the record is on disk (an error
+            // means the log task is gone; the spans are in the buffer).
+            let _ = synced.await;
         }
         Ok(Accepted { spans })
     }
@@ -281,13 +344,28 @@ impl std::fmt::Debug for Sampler {
 }
 
 impl Sampler {
+    /// Everything [`bind`](Sampler::bind) checks before it binds a port:
+    /// the config's rules, the policy file, the receivers' and the admin
+    /// port's TLS files and tokens. Binds nothing, starts nothing: `tailgate
+    /// config check`. The policy file's notes are returned.
+    pub fn check(config: &SamplerConfig) -> Result<Vec<String>, SamplerError> {
+        config.validate()?;
+        let policy = crate::reload::load(&config.policy_file)?;
+        Receiver::check(&config.receiver)?;
+        if let Some(tls) = &config.admin_tls {
+            proto::tls::ServerTls::new(tls, &[b"h2", b"http/1.1"])
+                .map_err(|e| SamplerError::Admin(proto::admin::AdminError::Tls(e)))?;
+        }
+        Ok(policy.0.notes.clone())
+    }
+
     /// Checks the config, loads the policy file, then binds the listeners:
     /// a bad config or policy file fails before any port is bound. Needs no
     /// runtime.
     pub fn bind(config: SamplerConfig) -> Result<Sampler, SamplerError> {
         config.validate()?;
-        let config = config.effective();
         let policy = crate::reload::load(&config.policy_file)?;
+        let config = config.effective(policy.0.num_shards);
         for note in &policy.0.notes {
             tracing::info!(file = %config.policy_file.display(), "policy file: {note}");
         }
@@ -368,7 +446,12 @@ impl Sampler {
             None => None,
         };
 
-        let active = Arc::new(ActivePolicy::new(file, hash, &metrics));
+        let active = Arc::new(ActivePolicy::new(
+            file,
+            hash,
+            &metrics,
+            config.use_tracestate,
+        ));
         metrics.policy_hash.set(active.hash_gauge());
         let max_traces = config.max_traces(&active.file);
         let state = Arc::new(NodeState::new(&config, max_traces));
@@ -388,7 +471,23 @@ impl Sampler {
         let (policy_tx, policy_rx) = watch::channel(active);
         let (stop_tx, stop_rx) = watch::channel::<Option<Instant>>(None);
 
-        let epoch = Instant::now();
+        // Backdated, so that a first-seen time recovered from the log or
+        // carried by a hand-over, older than this process, still fits.
+        let epoch = Instant::now()
+            .checked_sub(EPOCH_BACKDATE)
+            .unwrap_or_else(Instant::now);
+        let (durable, durable_queue) = match &config.storage {
+            Some(s) => {
+                let (d, q) = Durable::new(s, metrics.clone());
+                (Some(d), Some(q))
+            }
+            None => (None, None),
+        };
+        let holds = Arc::new(RefusedHolds::new(
+            config.shards,
+            HOLDS_PER_SHARD,
+            config.limits.effective_refused_wait(),
+        ));
         let ctx = Arc::new(ShardContext {
             exporter: exporter.clone(),
             node: state.clone(),
@@ -397,13 +496,17 @@ impl Sampler {
             epoch,
             flush_bytes: (config.exporter.max_batch_bytes / 2).clamp(64 * 1024, 1024 * 1024),
             cluster: cluster.as_ref().map(|c| c.shared.clone()),
+            holds: holds.clone(),
+            durable: durable.clone(),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
-        for _ in 0..config.shards {
+        for index in 0..config.shards {
             let (tx, rx) = mpsc::channel(config.shard_queue);
             senders.push(tx);
-            shards.spawn(Shard::new(ctx.clone(), rx, policy_rx.clone(), stop_rx.clone()).run());
+            shards.spawn(
+                Shard::new(ctx.clone(), index, rx, policy_rx.clone(), stop_rx.clone()).run(),
+            );
         }
         drop(policy_rx);
         let (mover_stop, mover_stop_rx) = watch::channel(false);
@@ -417,12 +520,15 @@ impl Sampler {
             );
             tokio::spawn(mover.run(mover_stop_rx))
         });
+        let recovery_senders = senders.clone();
         let sink = Arc::new(SamplerSink {
             shards: senders,
             node: state.clone(),
             metrics: metrics.clone(),
             retry_after: config.limits.retry_after,
             epoch,
+            holds,
+            durable,
         });
 
         let (reload_stop, reload_stop_rx) = watch::channel(false);
@@ -440,9 +546,35 @@ impl Sampler {
         let readiness = Readiness::new();
         let (admin_stop, admin_stop_rx) = watch::channel(false);
         let mut admin = tokio::spawn(admin.serve(handle, readiness.clone(), until(admin_stop_rx)));
+        // The log is replayed before the receivers take anything; the node
+        // is not ready meanwhile, and says how far it is.
+        let mut log_task = None;
+        metrics.storage_recovery_progress.set(1.0);
+        if let (Some(storage), Some(queue)) = (config.storage.clone(), durable_queue) {
+            let wal = recover_log(
+                &node,
+                storage,
+                &recovery_senders,
+                epoch,
+                &metrics,
+                &readiness,
+            )
+            .await?;
+            log_task = Some(durable::start(
+                wal,
+                queue,
+                epoch,
+                metrics.clone(),
+                exporter.clone(),
+            ));
+        }
+        drop(recovery_senders);
         let (receiver_stop, receiver_stop_rx) = watch::channel(false);
         let mut receiver = tokio::spawn(receiver.serve(sink, until(receiver_stop_rx)));
         readiness.set_ready(true);
+        if let Some(cluster) = &cluster {
+            cluster.set_ready(true);
+        }
 
         let task_error = |task: &'static str, message: String| SamplerError::Task {
             node: node.clone(),
@@ -475,8 +607,11 @@ impl Sampler {
             tracing::error!(node, error = %e, "a server failed; shutting down");
         }
 
-        // 1. Not ready.
+        // 1. Not ready (and no longer on its own ring unless DNS says so).
         readiness.set_ready(false);
+        if let Some(cluster) = &cluster {
+            cluster.set_ready(false);
+        }
         // 2. Grace: LBs and DNS notice while requests are still served.
         if failure.is_none() && !config.shutdown.grace.is_zero() {
             tokio::time::sleep(config.shutdown.grace).await;
@@ -530,6 +665,11 @@ impl Sampler {
         if let Some(cluster) = cluster {
             cluster.stop(deadline).await;
         }
+        // The log's last commit, once every handle on it is gone.
+        drop(ctx);
+        if let Some(task) = log_task {
+            let _ = task.await;
+        }
         // 7. The rest.
         let _ = reload_stop.send(true);
         let _ = reloader.await;
@@ -548,6 +688,77 @@ impl Sampler {
         tracing::info!(node, "sampler stopped");
         failure.map_or(Ok(()), Err)
     }
+}
+
+/// How far back the shards' clock starts: further than any decision wait,
+/// so recovered and handed-over first-seen times are never clipped.
+const EPOCH_BACKDATE: Duration = Duration::from_secs(600);
+
+/// Replays the write-ahead log into the shards (on a blocking thread),
+/// reporting progress in `/readyz` and a gauge.
+async fn recover_log(
+    node: &str,
+    storage: crate::config::StorageConfig,
+    senders: &[mpsc::Sender<ShardMsg>],
+    epoch: Instant,
+    metrics: &Arc<Metrics>,
+    readiness: &Readiness,
+) -> Result<storage::Wal, SamplerError> {
+    let started = std::time::Instant::now();
+    readiness.set_detail("recovering the write-ahead log: 0%");
+    metrics.storage_recovery_progress.set(0.0);
+    let senders = senders.to_vec();
+    let progress_metrics = metrics.clone();
+    let progress_readiness = readiness.clone();
+    let path = storage.path.clone();
+    let recovered = tokio::task::spawn_blocking(move || {
+        let mut last = -1.0f64;
+        durable::recover(&storage, &senders, epoch, |done| {
+            // Updated per percent: cheap, and enough for a probe.
+            if done - last >= 0.01 || done >= 1.0 {
+                last = done;
+                progress_metrics.storage_recovery_progress.set(done);
+                progress_readiness.set_detail(format!(
+                    "recovering the write-ahead log: {:.0}%",
+                    done * 100.0
+                ));
+            }
+        })
+    })
+    .await
+    .map_err(|e| SamplerError::Task {
+        node: node.to_owned(),
+        task: "recovery",
+        message: e.to_string(),
+    })?
+    .map_err(|source| SamplerError::Storage {
+        node: node.to_owned(),
+        source,
+    })?;
+    let (wal, done) = recovered;
+    metrics.recovered.increment(done.spans);
+    metrics.storage_torn_tails.increment(done.stats.torn_tails);
+    metrics
+        .storage_skipped_bytes
+        .increment(done.stats.skipped_bytes);
+    metrics.storage_bytes.set(wal.bytes() as f64);
+    metrics.storage_recovery_progress.set(1.0);
+    readiness.set_detail("");
+    tracing::info!(
+        node,
+        path = %path.display(),
+        spans = done.spans,
+        decisions = done.decisions,
+        segments = done.stats.segments,
+        bytes = done.stats.bytes,
+        torn_tails = done.stats.torn_tails,
+        skipped_bytes = done.stats.skipped_bytes,
+        undecodable = done.stats.undecodable,
+        bad_segments = done.stats.bad_segments,
+        seconds = started.elapsed().as_secs_f64(),
+        "write-ahead log recovered"
+    );
+    Ok(wal)
 }
 
 /// Completes when `rx` turns true (or its sender is gone).
@@ -586,6 +797,8 @@ mod tests {
             metrics: Arc::new(Metrics::new("test")),
             retry_after: Duration::from_secs(2),
             epoch: Instant::now(),
+            holds: Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(6))),
+            durable: None,
         };
         (sink, node, rx)
     }

@@ -187,7 +187,8 @@ impl Reloader {
                     return;
                 }
                 let names: Vec<String> = file.policies.names().map(str::to_owned).collect();
-                let active = Arc::new(ActivePolicy::new(file, hash, &self.metrics));
+                let use_tracestate = self.tx.borrow().file.policies.use_tracestate();
+                let active = Arc::new(ActivePolicy::new(file, hash, &self.metrics, use_tracestate));
                 let max_traces = (self.max_traces)(&active.file);
                 self.node.set_max_traces(max_traces);
                 self.metrics.buffer_limit_traces.set(max_traces as f64);

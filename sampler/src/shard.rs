@@ -13,22 +13,26 @@
 //! and to put decisions taken elsewhere in ([`ShardMsg::Decisions`]).
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use policy::{Decision, TraceView};
+use policy::{Decision, Outcome, SamplingStrategy, TraceView};
 use proto::exporter::{Exporter, OtlpBatch, SendError};
 use proto::view::TraceId;
+use proto::wire::{len_field_len, put_len_header};
 use proto::write::{self, SpanRef};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::active::ActivePolicy;
-use crate::buffer::{TakenTrace, TraceBuffer};
+use crate::buffer::{Due, TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
+use crate::durable::Durable;
+use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
 use crate::node::NodeState;
@@ -105,11 +109,19 @@ pub(crate) struct ShardContext {
     pub flush_bytes: usize,
     /// Ownership and stray forwarding, when the node is in a cluster.
     pub cluster: Option<Arc<ClusterShared>>,
+    /// Traces whose refused spans are awaited (see [`crate::holds`]).
+    pub holds: Arc<RefusedHolds>,
+    /// The write-ahead log, with `storage:`: decisions, and traces settled.
+    pub durable: Option<Durable>,
 }
 
 pub(crate) struct Shard {
     ctx: Arc<ShardContext>,
+    /// This shard's index, for its table in [`RefusedHolds`].
+    index: usize,
     buffer: TraceBuffer,
+    /// Traces held for refused spans, and until when (the shard's clock).
+    held: HashMap<TraceId, Duration>,
     rx: mpsc::Receiver<ShardMsg>,
     policies: watch::Receiver<Arc<ActivePolicy>>,
     /// `Some(deadline)`: stop taking work, decide everything, hand it over
@@ -118,6 +130,9 @@ pub(crate) struct Shard {
     /// Kept spans written, not yet handed to the exporter.
     out: BytesMut,
     out_spans: usize,
+    /// With `storage:`, the traces those spans belong to: logged as
+    /// delivered once handed over.
+    out_traces: Vec<[u8; 16]>,
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
@@ -133,6 +148,7 @@ struct Published {
 impl Shard {
     pub fn new(
         ctx: Arc<ShardContext>,
+        index: usize,
         rx: mpsc::Receiver<ShardMsg>,
         mut policies: watch::Receiver<Arc<ActivePolicy>>,
         stop: watch::Receiver<Option<Instant>>,
@@ -142,12 +158,15 @@ impl Shard {
             .buffer_settings(&policies.borrow_and_update().file);
         Shard {
             buffer: TraceBuffer::new(settings),
+            held: HashMap::new(),
             ctx,
+            index,
             rx,
             policies,
             stop,
             out: BytesMut::new(),
             out_spans: 0,
+            out_traces: Vec::new(),
             next_deadline: None,
             published: Published::default(),
         }
@@ -227,35 +246,106 @@ impl Shard {
             Origin::Client | Origin::Forwarded => self.buffer.insert(&msg.batch, self.now()),
         };
         let metrics = &self.ctx.metrics;
-        if !report.late_sampled.is_empty() {
-            let n = report.late_sampled.len();
-            let annotated: Vec<Cow<'_, [u8]>> = report
-                .late_sampled
-                .iter()
-                .map(|(i, kept)| {
-                    let span = msg.batch.span_ref(*i).span;
+        let dry_run = self.ctx.config.dry_run;
+        // Late spans follow their trace's decision: kept ones are written
+        // out at once; in a dry run, every one is, marked.
+        let mut late: Vec<(usize, Cow<'_, [u8]>)> = report
+            .late_sampled
+            .iter()
+            .map(|(i, kept)| {
+                let span = msg.batch.span_ref(*i).span;
+                let span = if dry_run {
+                    mark_dry_run(span, Some(kept))
+                } else {
                     annotate(span, kept, self.ctx.config.record_policy)
-                })
-                .collect();
-            let refs: Vec<SpanRef<'_>> = report
-                .late_sampled
+                };
+                (*i, span)
+            })
+            .collect();
+        if dry_run {
+            late.extend(
+                report
+                    .late_not_sampled
+                    .iter()
+                    .map(|i| (*i, mark_dry_run(msg.batch.span_ref(*i).span, None))),
+            );
+        }
+        if !late.is_empty() {
+            let refs: Vec<SpanRef<'_>> = late
                 .iter()
-                .zip(&annotated)
-                .map(|((i, _), span)| SpanRef {
+                .map(|(i, span)| SpanRef {
                     span,
                     ..msg.batch.span_ref(*i)
                 })
                 .collect();
             write::write_request(&refs, &mut self.out);
-            self.out_spans += n;
-            metrics.late[0].increment(n as u64);
+            self.out_spans += late.len();
+            if self.ctx.durable.is_some() {
+                self.out_traces
+                    .extend(late.iter().map(|(i, _)| msg.batch.spans[*i].trace_id.0));
+            }
         }
-        if report.late_not_sampled > 0 {
-            let n = report.late_not_sampled as u64;
-            metrics.late[1].increment(n);
-            metrics.not_sampled.increment(n);
+        let (kept, not_kept) = (
+            report.late_sampled.len() as u64,
+            report.late_not_sampled.len() as u64,
+        );
+        metrics.late[0].increment(kept);
+        metrics.late[1].increment(not_kept);
+        if dry_run {
+            metrics.dry_run[0].increment(kept);
+            metrics.dry_run[1].increment(not_kept);
+        } else if !report.late_not_sampled.is_empty() {
+            metrics.not_sampled.increment(not_kept);
+            // Would any of them have made its trace kept? Then a kept
+            // trace was lost to lateness: say so.
+            let active = self.policies.borrow().clone();
+            let now = self.now();
+            let would = report
+                .late_not_sampled
+                .iter()
+                .filter(|&&i| {
+                    let span = &msg.batch.spans[i];
+                    let refs = [msg.batch.span_ref(i)];
+                    let view = TraceView {
+                        trace_id: span.trace_id,
+                        summary: &span.summary,
+                        spans: &refs,
+                    };
+                    active.would_keep(&view, now)
+                })
+                .count();
+            if let Some(durable) = &self.ctx.durable {
+                // The request that carried them was logged: settle it.
+                let mut ids: Vec<TraceId> = report
+                    .late_not_sampled
+                    .iter()
+                    .map(|&i| msg.batch.spans[i].trace_id)
+                    .collect();
+                crate::holds::dedup_ids(&mut ids);
+                for id in &ids {
+                    durable.decision(id, false);
+                }
+            }
+            if would > 0 {
+                metrics.late_would_have_kept.increment(would as u64);
+                tracing::debug!(
+                    spans = would,
+                    "late spans of traces decided not kept would have kept them"
+                );
+            }
+        }
+        for age in &report.late_ages {
+            metrics.late_age.record(age.as_secs_f64());
         }
         self.ctx.node.release_inflight(msg.charge);
+        if report.buffered > 0
+            && self.policies.borrow().file.sampling_strategy == SamplingStrategy::SpanIngest
+        {
+            let mut ids: Vec<TraceId> = msg.batch.spans.iter().map(|s| s.trace_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            self.decide_on_arrival(&ids);
+        }
     }
 
     /// Forwards, through the load-balancing exporter and marked as
@@ -301,6 +391,11 @@ impl Shard {
                         .metrics
                         .handed_over(HandOver::Stray)
                         .increment(spans as u64);
+                    if let Some(durable) = &self.ctx.durable {
+                        // Settled here: the owner has them now.
+                        durable
+                            .delivered(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
+                    }
                     for &i in &send {
                         sent[i] = true;
                     }
@@ -343,6 +438,11 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
+        if let Some(durable) = &self.ctx.durable {
+            // Handed to another sampler: settled here (one put back and
+            // then lost to a crash is the price of not tracking moves).
+            durable.delivered(traces.iter().map(|t| t.id.0).collect());
+        }
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
             // The mover is gone: the traces stay here.
             self.ctx.metrics.buffer_spans.decrement(spans as f64);
@@ -375,14 +475,36 @@ impl Shard {
             if let Some(trace) = self.buffer.take_trace(&id) {
                 let spans = trace.span_count();
                 let metrics = &self.ctx.metrics;
+                let dry_run = self.ctx.config.dry_run;
                 match &decision {
                     CachedDecision::Sampled(kept) => {
                         let record_policy = self.ctx.config.record_policy;
                         write_annotated(&mut self.out, &trace.span_refs(), |span| {
-                            annotate(span, kept, record_policy)
+                            if dry_run {
+                                mark_dry_run(span, Some(kept))
+                            } else {
+                                annotate(span, kept, record_policy)
+                            }
                         });
                         self.out_spans += spans;
                         metrics.late[0].increment(spans as u64);
+                        if self.ctx.durable.is_some() {
+                            self.out_traces.push(id.0);
+                        }
+                        if dry_run {
+                            metrics.dry_run[0].increment(spans as u64);
+                        }
+                    }
+                    CachedDecision::NotSampled if dry_run => {
+                        write_annotated(&mut self.out, &trace.span_refs(), |span| {
+                            mark_dry_run(span, None)
+                        });
+                        self.out_spans += spans;
+                        metrics.late[1].increment(spans as u64);
+                        metrics.dry_run[1].increment(spans as u64);
+                        if self.ctx.durable.is_some() {
+                            self.out_traces.push(id.0);
+                        }
                     }
                     CachedDecision::NotSampled => {
                         metrics.late[1].increment(spans as u64);
@@ -394,18 +516,50 @@ impl Shard {
         }
     }
 
+    /// Takes the holds noted since the last call: buffered traces wait
+    /// for their refused spans; expired holds are forgotten.
+    fn take_holds(&mut self) {
+        let noted = self.ctx.holds.take(self.index);
+        let now = self.now();
+        for (id, until) in noted {
+            let known = self.held.contains_key(&id);
+            let entry = self.held.entry(id).or_insert(until);
+            *entry = (*entry).max(until);
+            if self.buffer.hold(&id, until) {
+                if !known {
+                    self.ctx.metrics.traces_held.increment(1);
+                }
+                self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+            }
+        }
+        if !self.held.is_empty() {
+            self.held.retain(|_, until| *until > now);
+        }
+    }
+
+    /// When a held trace's hold ends, if it has not ended yet.
+    fn held_until(&self, id: &TraceId) -> Option<Duration> {
+        let until = *self.held.get(id)?;
+        (until > self.now()).then_some(until)
+    }
+
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        self.take_holds();
         let now = self.now();
         let (ready, next) = self.buffer.expire(now);
         self.next_deadline = next;
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, true).await;
         self.publish();
         self.flush(0).await;
         self.publish();
     }
 
-    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration) {
+    /// Decides `ready`, flushing as `out` fills. With `holds`, a trace
+    /// whose refused spans are still awaited goes back into the buffer
+    /// until its hold ends instead (holds noted while a flush waited for
+    /// the exporter count too: that wait is when requests are refused).
+    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
         if ready.is_empty() {
             return;
         }
@@ -415,16 +569,66 @@ impl Shard {
         let mut undecided: usize = ready.iter().map(TakenTrace::span_count).sum();
         for trace in ready {
             undecided -= trace.span_count();
+            if holds && let Some(until) = self.held_until(&trace.id) {
+                let id = trace.id;
+                self.put_back(trace);
+                if self.buffer.hold(&id, until) {
+                    self.next_deadline = Some(self.next_deadline.map_or(until, |d| d.min(until)));
+                }
+                continue;
+            }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
                 self.publish_with(undecided);
                 self.flush(undecided).await;
+                if holds {
+                    self.take_holds();
+                }
             }
         }
     }
 
     fn decide(&mut self, trace: TakenTrace, active: &ActivePolicy, now: Duration) {
         let metrics = &self.ctx.metrics;
+        if let Some(counter) = trace.due.reason().and_then(|reason| {
+            metrics.decision_reason(match (reason, trace.due) {
+                ("timeout" | "root", _)
+                    if active.file.sampling_strategy == SamplingStrategy::SpanIngest =>
+                {
+                    "span_ingest_timeout"
+                }
+                _ => reason,
+            })
+        }) {
+            counter.increment(1);
+        }
+        let spans = trace.span_count() as u64;
+        // maximum_trace_size_bytes: dropped before any decision, as the
+        // Collector does; late spans follow as not sampled.
+        if trace.due == Due::TooLarge {
+            metrics.dropped(Dropped::TooLarge).increment(spans);
+            if let Some(durable) = &self.ctx.durable {
+                durable.decision(&trace.id, false);
+            }
+            self.buffer
+                .record_decision(trace.id, CachedDecision::NotSampled);
+            return;
+        }
+        if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
+            metrics.dropped(Dropped::PendingAtShutdown).increment(spans);
+            if let Some(durable) = &self.ctx.durable {
+                durable.decision(&trace.id, false);
+            }
+            return;
+        }
+        if active.file.sampling_strategy == SamplingStrategy::SpanIngest {
+            // span-ingest: a trace still undecided when its wait ends (or a
+            // cap takes it out) is not sampled, without another evaluation.
+            let decision = Decision::not_sampled();
+            active.count(&decision);
+            self.finish(trace, &decision, now);
+            return;
+        }
         let refs = trace.span_refs();
         let view = TraceView {
             trace_id: trace.id,
@@ -432,6 +636,14 @@ impl Shard {
             spans: &refs,
         };
         let decision = active.evaluate(&view, now);
+        drop(refs);
+        self.finish(trace, &decision, now);
+    }
+
+    /// Writes out a kept trace, or counts a dropped one, and remembers the
+    /// decision.
+    fn finish(&mut self, trace: TakenTrace, decision: &Decision, now: Duration) {
+        let metrics = &self.ctx.metrics;
         if let Some(counter) = metrics.decided_early(trace.due) {
             counter.increment(1);
         }
@@ -439,7 +651,30 @@ impl Shard {
             .decision_latency
             .record(now.saturating_sub(trace.first_seen).as_secs_f64());
         let spans = trace.span_count();
+        if self.ctx.config.dry_run {
+            // Forward every trace, marked with what would have happened:
+            // no threshold (every trace arrives), the policy always named.
+            let kept = decision.sampled.then(|| Kept {
+                policy: decision.policy.clone(),
+                composite_policy: decision.composite_policy.clone(),
+                threshold: None,
+            });
+            let refs = trace.span_refs();
+            write_annotated(&mut self.out, &refs, |span| {
+                mark_dry_run(span, kept.as_ref())
+            });
+            self.out_spans += spans;
+            metrics.dry_run[usize::from(kept.is_none())].increment(spans as u64);
+            if let Some(durable) = &self.ctx.durable {
+                self.out_traces.push(trace.id.0);
+                durable.decision(&trace.id, true);
+            }
+            let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
+            self.buffer.record_decision(trace.id, cached);
+            return;
+        }
         let cached = if decision.sampled {
+            let refs = trace.span_refs();
             let record_policy = self.ctx.config.record_policy;
             if record_policy || decision.threshold.is_some() {
                 write_annotated(&mut self.out, &refs, |span| {
@@ -449,15 +684,60 @@ impl Shard {
                 write::write_request(&refs, &mut self.out);
             }
             self.out_spans += spans;
+            if self.ctx.durable.is_some() {
+                self.out_traces.push(trace.id.0);
+            }
             CachedDecision::Sampled(Kept {
                 policy: record_policy.then(|| decision.policy.clone()).flatten(),
+                composite_policy: record_policy
+                    .then(|| decision.composite_policy.clone())
+                    .flatten(),
                 threshold: decision.threshold,
             })
         } else {
             metrics.not_sampled.increment(spans as u64);
             CachedDecision::NotSampled
         };
+        if let Some(durable) = &self.ctx.durable {
+            durable.decision(&trace.id, decision.sampled);
+        }
         self.buffer.record_decision(trace.id, cached);
+    }
+
+    /// `span-ingest`: evaluates the traces a batch added to, as they are
+    /// now; one a policy keeps or drops is finished at once, the others
+    /// wait for more spans or for their deadline.
+    fn decide_on_arrival(&mut self, ids: &[TraceId]) {
+        let active = self.policies.borrow().clone();
+        if active.file.sampling_strategy != SamplingStrategy::SpanIngest {
+            return;
+        }
+        let now = self.now();
+        for id in ids {
+            let Some(decision) = self.buffer.peek(id, |summary, refs| {
+                active.evaluate_quietly(
+                    &TraceView {
+                        trace_id: *id,
+                        summary,
+                        spans: refs,
+                    },
+                    now,
+                )
+            }) else {
+                continue;
+            };
+            if decision.outcome == Outcome::NotSampled {
+                continue;
+            }
+            let Some(trace) = self.buffer.take_trace(id) else {
+                continue;
+            };
+            active.count(&decision);
+            if let Some(counter) = self.ctx.metrics.decision_reason("span_ingest") {
+                counter.increment(1);
+            }
+            self.finish(trace, &decision, now);
+        }
     }
 
     /// Hands the written spans to the exporter. When its queue is full the
@@ -475,6 +755,7 @@ impl Shard {
             spans,
         };
         self.out_spans = 0;
+        let traces = std::mem::take(&mut self.out_traces);
         let outcome = match self.ctx.exporter.try_send(batch) {
             Ok(()) => Ok(()),
             Err(SendError::QueueFull(batch)) => {
@@ -488,6 +769,14 @@ impl Shard {
             }
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
+        if let Some(durable) = &self.ctx.durable {
+            match outcome {
+                // Delivered once the exporter has caught up with them.
+                Ok(()) => durable.exported(traces, spans),
+                // Dropped and counted: settled.
+                Err(_) => durable.delivered(traces),
+            }
+        }
         let metrics = &self.ctx.metrics;
         match outcome {
             Ok(()) => metrics.forwarded.increment(spans as u64),
@@ -521,7 +810,7 @@ impl Shard {
                 .handover_failed(HandOver::Shutdown)
                 .increment(ready.len() as u64);
         }
-        self.decide_all(ready, now).await;
+        self.decide_all(ready, now, false).await;
         self.publish();
         self.flush(0).await;
         self.publish();
@@ -574,13 +863,36 @@ fn write_annotated<'a>(
     write::write_request(&refs, out);
 }
 
+/// A late span of a kept trace, annotated as its other spans were (and, with
+/// `record_policy`, marked as following a cached decision).
 fn annotate<'a>(span: &'a [u8], kept: &Kept, record_policy: bool) -> Cow<'a, [u8]> {
-    if kept.threshold.is_none() && (kept.policy.is_none() || !record_policy) {
+    if kept.threshold.is_none() && !record_policy {
         return Cow::Borrowed(span);
     }
-    let decision: Decision = kept.decision();
-    decision.annotate(span, record_policy)
+    policy::annotate_span_with(span, &kept.annotations(record_policy))
 }
+
+/// The dry-run marks on a span: `tailsampling.dry_run.kept` (whether its
+/// trace would have been kept) and, for a kept one, `tailsampling.policy`.
+/// Appended to the span's bytes like every annotation (a repeated field
+/// takes one more entry).
+fn mark_dry_run<'a>(span: &'a [u8], kept: Option<&Kept>) -> Cow<'a, [u8]> {
+    let policy = kept.and_then(|k| k.policy.as_deref());
+    let mut out = policy::annotate_span(span, policy, None).into_owned();
+    // Span.attributes (9): KeyValue { key = 1; value = 2: AnyValue { bool_value = 2 } }.
+    let key = DRY_RUN_ATTRIBUTE.as_bytes();
+    let any_value = [0x10, u8::from(kept.is_some())];
+    let key_value_len = len_field_len(key.len()) + len_field_len(any_value.len());
+    put_len_header(&mut out, 9, key_value_len);
+    put_len_header(&mut out, 1, key.len());
+    out.extend_from_slice(key);
+    put_len_header(&mut out, 2, any_value.len());
+    out.extend_from_slice(&any_value);
+    Cow::Owned(out)
+}
+
+/// The attribute a dry run marks every span with.
+pub(crate) const DRY_RUN_ATTRIBUTE: &str = "tailsampling.dry_run.kept";
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -623,6 +935,7 @@ policies:
 
     struct Harness {
         recorder: PrometheusRecorder,
+        holds: Arc<RefusedHolds>,
         tx: mpsc::Sender<ShardMsg>,
         _stop: watch::Sender<Option<Instant>>,
         _policies: watch::Sender<Arc<ActivePolicy>>,
@@ -630,11 +943,15 @@ policies:
 
     impl Harness {
         fn start() -> Harness {
+            Harness::with_policy(POLICY)
+        }
+
+        fn with_policy(policy: &str) -> Harness {
             let recorder = PrometheusBuilder::new().build_recorder();
             let (metrics, active) = metrics::with_local_recorder(&recorder, || {
                 let metrics = Arc::new(Metrics::new("t"));
-                let file = PolicyFile::parse(POLICY, "policy.yaml").unwrap();
-                let active = Arc::new(ActivePolicy::new(file, 7, &metrics));
+                let file = PolicyFile::parse(policy, "policy.yaml").unwrap();
+                let active = Arc::new(ActivePolicy::new(file, 7, &metrics, false));
                 (metrics, active)
             });
             let config = SamplerConfig {
@@ -642,8 +959,9 @@ policies:
                 shards: 1,
                 ..SamplerConfig::default()
             }
-            .effective();
-            // Nothing is kept by this policy: the exporter never connects.
+            .effective(None);
+            let holds = Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(3)));
+            // Kept traces wait in the exporter's queue: it never connects.
             let exporter = Exporter::start(ExporterConfig {
                 endpoint: "http://127.0.0.1:9".into(),
                 ..ExporterConfig::default()
@@ -657,13 +975,16 @@ policies:
                 epoch: Instant::now(),
                 flush_bytes: 1 << 20,
                 cluster: None,
+                holds: holds.clone(),
+                durable: None,
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);
             let (stop, stop_rx) = watch::channel(None);
-            tokio::spawn(Shard::new(ctx, rx, policies_rx, stop_rx).run());
+            tokio::spawn(Shard::new(ctx, 0, rx, policies_rx, stop_rx).run());
             Harness {
                 recorder,
+                holds,
                 tx,
                 _stop: stop,
                 _policies: policies,
@@ -711,11 +1032,16 @@ policies:
         }
 
         fn decided(&self) -> u64 {
+            self.decided_as("")
+        }
+
+        /// Decisions whose labels contain `labels`.
+        fn decided_as(&self, labels: &str) -> u64 {
             self.recorder
                 .handle()
                 .render()
                 .lines()
-                .filter(|l| l.starts_with("tailgate_traces_decided_total{"))
+                .filter(|l| l.starts_with("tailgate_traces_decided_total{") && l.contains(labels))
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
                 .sum()
         }
@@ -783,6 +1109,50 @@ policies:
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_trace_whose_spans_were_refused_waits_for_their_retry() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(9500)).await;
+        // A request with trace 1's error span is refused at 9.5 s: its
+        // decision waits until 12.5 s for the retry.
+        assert_eq!(
+            h.holds
+                .note(&[crate::testutil::trace_id(1)], Duration::from_millis(9500)),
+            0
+        );
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(h.decided(), 1, "10.5 s: trace 2 on time, trace 1 held");
+        assert_eq!(h.metric("tailgate_traces_held_for_refused_total"), 1.0);
+        // The retry arrives.
+        h.send(&[SpanSpec::new(1, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(1900)).await;
+        assert_eq!(h.decided(), 1, "12.4 s: still held");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            h.decided_as(r#"decision="sampled""#),
+            1,
+            "kept, error span and all"
+        );
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_span_that_would_have_kept_its_trace_is_counted() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(3, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(10_100)).await;
+        assert_eq!(h.decided_as(r#"decision="not_sampled""#), 1);
+        // A plain late span changes nothing; an error span would have.
+        h.send(&[SpanSpec::new(3, 2)]).await;
+        h.send(&[SpanSpec::new(3, 3).error(), SpanSpec::new(3, 4)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_late_spans_total"), 3.0);
+        assert_eq!(h.metric("tailgate_late_spans_would_have_kept_total"), 1.0);
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 4.0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_shard_wakes_at_each_deadline_and_not_before() {
         let h = Harness::start();
         h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
@@ -797,5 +1167,116 @@ policies:
         assert_eq!(h.decided(), 1, "9.9 s: the other one waits");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(h.decided(), 2, "10.1 s: decision_wait after its first span");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn span_ingest_keeps_a_trace_as_its_error_span_arrives_and_gives_up_on_the_rest() {
+        let h = Harness::with_policy(&format!("sampling_strategy: span-ingest\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1), SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(h.decided(), 0, "nothing keeps either trace yet");
+        h.send(&[SpanSpec::new(1, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.decided(), 1, "kept on arrival, not after decision_wait");
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 2.0);
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"span_ingest\"}"),
+            1.0
+        );
+        // Trace 2 is never kept: at its wait it is not sampled, and its
+        // error span, arriving later, no longer counts.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(h.decided(), 2);
+        assert_eq!(
+            h.metric(
+                "tailgate_traces_decision_reason_total{node=\"t\",reason=\"span_ingest_timeout\"}"
+            ),
+            1.0
+        );
+        h.send(&[SpanSpec::new(2, 2).error()]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 2.0);
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trace_past_maximum_trace_size_is_dropped_at_once_and_counted() {
+        let h = Harness::with_policy(&format!("maximum_trace_size_bytes: 200\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1).error()])
+            .await;
+        h.send(&[SpanSpec::new(1, 2).error().padded(300)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            h.metric("tailgate_spans_dropped_total{node=\"t\",reason=\"too_large\"}"),
+            2.0,
+            "both spans of the trace that passed the size, before its decision"
+        );
+        assert_eq!(h.decided(), 0, "dropped, not decided");
+        // A late span follows as not sampled; the small trace is kept.
+        h.send(&[SpanSpec::new(1, 3)]).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_eq!(h.metric("tailgate_spans_not_sampled_total"), 1.0);
+        assert_eq!(h.metric("tailgate_spans_forwarded_total"), 1.0);
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"too_large\"}"),
+            1.0
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pending_traces_are_dropped_at_shutdown_when_the_file_says_so() {
+        let h = Harness::with_policy(&format!("drop_pending_traces_on_shutdown: true\n{POLICY}"));
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(1, 2)])
+            .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Harness { recorder, tx, .. } = h;
+        drop(tx);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let text = recorder.handle().render();
+        assert!(
+            text.contains(
+                "tailgate_spans_dropped_total{node=\"t\",reason=\"pending_at_shutdown\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("tailgate_spans_forwarded_total{node=\"t\"} 2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_policy_vote_decision_reason_and_late_span_age_is_counted() {
+        let h = Harness::with_policy(
+            "decision_wait: 10s\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n  - {name: slow, type: latency, latency: {threshold_ms: 5000}}\n",
+        );
+        h.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1)])
+            .await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let votes = |policy: &str, vote: &str| {
+            h.metric(&format!(
+                "tailgate_policy_votes_total{{node=\"t\",policy=\"{policy}\",vote=\"{vote}\"}}"
+            ))
+        };
+        assert_eq!(votes("errors", "sampled"), 1.0);
+        assert_eq!(votes("errors", "not_sampled"), 1.0);
+        assert_eq!(
+            votes("slow", "not_sampled"),
+            2.0,
+            "not only the deciding policy"
+        );
+        assert_eq!(
+            h.metric("tailgate_traces_decision_reason_total{node=\"t\",reason=\"timeout\"}"),
+            2.0
+        );
+        // One evaluation in 64 is timed: the first.
+        assert_eq!(
+            h.metric("tailgate_policy_evaluation_seconds_count{node=\"t\",policy=\"errors\"}"),
+            1.0
+        );
+        // Late spans at 14 s, 4 s after their traces were decided (at 10 s).
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        h.send(&[SpanSpec::new(1, 2), SpanSpec::new(2, 2)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.metric("tailgate_late_span_age_seconds_count"), 2.0);
+        let sum = h.metric("tailgate_late_span_age_seconds_sum");
+        assert!((7.9..8.2).contains(&sum), "two ages of about 4 s: {sum}");
     }
 }

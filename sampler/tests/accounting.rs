@@ -277,3 +277,98 @@ policies:
     node.shutdown().await.unwrap();
     assert_eq!(backend.spans().len() as f64, received);
 }
+
+/// Error traces `first..first + n`, one padded span each.
+fn error_traces(first: usize, n: usize, bytes: usize) -> Vec<SpanSpec> {
+    traces(first, n, bytes)
+        .into_iter()
+        .map(SpanSpec::error)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_span_refused_past_the_decision_wait_is_waited_for() {
+    // The backend is down long enough to fill the export queue; the node
+    // pushes back; the error span of a trace already buffered is refused,
+    // and its retries come back after the trace's decision_wait.
+    let backend = Backend::start().await;
+    backend.set_down(true);
+    let policy = "\
+decision_wait: 2s
+policies:
+  - name: errors
+    type: status_code
+    status_code: {status_codes: [ERROR]}
+";
+    let mut c = config("refused", &write_policy("refused", policy), &backend);
+    c.shards = 1;
+    c.exporter.max_batch_bytes = 64 * 1024;
+    c.exporter.queue_bytes = 64 * 1024;
+    c.limits.retry_after = Duration::from_millis(200);
+    let node = Node::start(c);
+    let n = [("node", "refused")];
+
+    // Kept traces enough to fill the queue once decided (at 2 s).
+    for i in 0..20 {
+        node.send(&error_traces(i * 20, 20, 500)).await.unwrap();
+    }
+    // The trace under test starts 1 s later: due at 3 s, by when the
+    // shard waits for the exporter and the node refuses.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut id = [0u8; 16];
+    id[0] = 0x7e;
+    id[15] = 1;
+    let id = proto::view::TraceId(id);
+    node.send(&[SpanSpec::new(0, 0).with_trace_id(id).root()])
+        .await
+        .unwrap();
+    // Past 2 s the error traces are decided and the shard waits for the
+    // exporter; at 3 s the trace under test is due.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The client's error span: refused, retried every retry_after, as an
+    // SDK does, until taken. The backend comes back 3 s into the retries.
+    let error_span = [SpanSpec::new(0, 1).with_trace_id(id).error()];
+    let mut refusals = 0;
+    let started = std::time::Instant::now();
+    let mut back = false;
+    for _ in 0..200 {
+        if !back && started.elapsed() > Duration::from_secs(3) {
+            backend.set_down(false);
+            back = true;
+        }
+        match node.send(&error_span).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+                refusals += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(refusals > 0, "the error span was refused at least once");
+    if !back {
+        backend.set_down(false);
+    }
+    assert!(
+        wait_for(500, || backend.spans_of(id).len() >= 2).await,
+        "the trace arrives with its error span"
+    );
+    assert_eq!(backend.spans_of(id), [0, 1], "whole, once");
+    let m = node
+        .metrics_until(300, |m| {
+            let (received, accounted) = m.identity(&[("node", "refused")]);
+            received == accounted && m.sum("tailgate_buffer_spans", &n) == 0.0
+        })
+        .await;
+    assert!(m.sum("tailgate_traces_held_for_refused_total", &n) >= 1.0);
+    assert_eq!(
+        m.sum("tailgate_late_spans_would_have_kept_total", &n),
+        0.0,
+        "no kept trace lost to lateness"
+    );
+    let (received, accounted) = m.identity(&[("node", "refused")]);
+    assert_eq!(received, accounted);
+    node.shutdown().await.unwrap();
+    // Every error trace taken arrived.
+    assert_eq!(backend.spans().len(), 20 * 20 + 2);
+}

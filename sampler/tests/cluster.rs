@@ -52,7 +52,7 @@ fn dns_resolver(dns: &FakeDns, port: u16) -> ResolverConfig {
     ResolverConfig::Dns(DnsConfig {
         port,
         interval: Duration::from_millis(100),
-        timeout: Duration::from_millis(100),
+        timeout: Some(Duration::from_millis(100)),
         nameservers: vec![dns.addr.to_string()],
         ..DnsConfig::new("samplers.test.")
     })
@@ -583,6 +583,59 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     assert_eq!(backend.spans_of(dropped), Vec::<u8>::new());
     assert_identity("move-a").await;
     assert_identity("move-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ready_sampler_owns_its_share_before_dns_lists_it() {
+    // B was just restarted on its address: DNS does not list it again yet,
+    // but an LB that kept it on its ring already sends it its traces.
+    let backend = Backend::start().await;
+    let mut dns = FakeDns::start().await;
+    dns.set("samplers.test.", &[A]).await;
+    let policy = policy_file("cluster-self-member");
+    let (nodes, port) = start_on_one_port(&[("self-a", A), ("self-b", B)], |n, ip, port| {
+        cluster_config(n, ip, port, dns_resolver(&dns, port), &policy, &backend)
+    });
+    let members = [member(A, port), member(B, port)];
+    let m = global_until(200, |m| {
+        count(m, "tailgate_ownership_members", "self-b", &[]) == 2.0
+    })
+    .await;
+    assert_eq!(
+        count(&m, "tailgate_ownership_members", "self-b", &[]),
+        2.0,
+        "B's ring: A from DNS, and B itself"
+    );
+    assert_eq!(count(&m, "tailgate_ownership_self", "self-b", &[]), 1.0);
+    assert_eq!(count(&m, "tailgate_ownership_self", "self-a", &[]), 1.0);
+    let ids = owned_by(&members, &members[1], 5, 9);
+    for id in &ids {
+        nodes[1]
+            .send(&[span(*id, 0).root().error(), span(*id, 1)])
+            .await
+            .unwrap();
+    }
+    assert!(
+        wait_for(300, || ids
+            .iter()
+            .all(|id| backend.spans_of(*id).len() >= 2))
+        .await
+    );
+    for id in &ids {
+        assert_eq!(backend.spans_of(*id), [0, 1]);
+    }
+    let m = global();
+    assert_eq!(
+        count(&m, "tailgate_traces_decided_total", "self-b", &[]),
+        5.0,
+        "decided where they arrived"
+    );
+    assert_eq!(
+        count(&m, "tailgate_spans_handed_over_total", "self-b", &[]),
+        0.0,
+        "nothing bounced to A"
+    );
+    assert_identity("self-b").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use policy::{PolicyFile, TraceSummary, TraceView};
 use proto::view::{RequestView, TraceId};
+use sampler::SamplerConfig;
 use support::*;
 
 const ERRORS: &str = "\
@@ -116,7 +117,10 @@ policies:
     probabilistic: {sampling_percentage: 25}
 ";
     let path = write_policy("probabilistic", policy);
-    let node = Node::start(config("s1", &path, &backend));
+    let node = Node::start(SamplerConfig {
+        use_tracestate: true,
+        ..config("s1", &path, &backend)
+    });
     const TRACES: u64 = 2000;
     let ids: Vec<TraceId> = (0..TRACES).map(random_id).collect();
     for chunk in ids.chunks(200) {
@@ -160,7 +164,8 @@ policies:
     got.sort_unstable();
     expected.sort_unstable();
     assert_eq!(got, expected);
-    // Kept by probabilistic sampling: the spans carry the OTel threshold.
+    // Kept by probabilistic sampling, with use_tracestate (the Collector's
+    // usetracestate gate): the spans carry the OTel threshold.
     let requests = backend.requests();
     let mut states = Vec::new();
     RequestView::new(&requests[0])
@@ -214,6 +219,134 @@ policies:
     assert_eq!(
         m.sum("tailgate_traces_decided_total", &[("node", "s1")]),
         2.0
+    );
+    node.shutdown().await.unwrap();
+}
+
+/// Each span the backend received, as (trace, span, `tailsampling.dry_run.kept`,
+/// `tailsampling.policy`), decoded with prost.
+fn dry_run_marks(backend: &Backend) -> Vec<(TraceId, u8, Option<bool>, Option<String>)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use prost::Message;
+    let mut out = Vec::new();
+    for body in backend.requests() {
+        let request = ExportTraceServiceRequest::decode(body).unwrap();
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            let attribute = |key: &str| {
+                span.attributes
+                    .iter()
+                    .filter(|kv| kv.key == key)
+                    .filter_map(|kv| kv.value.as_ref()?.value.clone())
+                    .collect::<Vec<Value>>()
+            };
+            let kept = match attribute("tailsampling.dry_run.kept").as_slice() {
+                [] => None,
+                [Value::BoolValue(b)] => Some(*b),
+                other => panic!("one bool mark expected, got {other:?}"),
+            };
+            let policy = match attribute("tailsampling.policy").as_slice() {
+                [] => None,
+                [Value::StringValue(s)] => Some(s.clone()),
+                other => panic!("one policy mark expected, got {other:?}"),
+            };
+            let id = TraceId(span.trace_id.as_slice().try_into().unwrap());
+            out.push((id, span.span_id[0] - 1, kept, policy));
+        }
+    }
+    out.sort_by_key(|(id, span, _, _)| (id.0, *span));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_forwards_every_trace_marked_with_its_decision_and_counts_what_would_be_kept() {
+    let backend = Backend::start().await;
+    let mut c = config("dry", &write_policy("dry-run", ERRORS), &backend);
+    c.dry_run = true;
+    let node = Node::start(c);
+    // Trace 1 has an error (kept by `errors`); trace 2 has none.
+    node.send(&[
+        SpanSpec::new(1, 0),
+        SpanSpec::new(1, 1).error(),
+        SpanSpec::new(2, 0),
+        SpanSpec::new(2, 1),
+        SpanSpec::new(2, 2),
+    ])
+    .await
+    .unwrap();
+    node.metrics_until(400, |m| {
+        m.sum("tailgate_traces_decided_total", &[("node", "dry")]) >= 2.0
+    })
+    .await;
+    // A late span of the trace that would not have been kept: forwarded too.
+    node.send(&[SpanSpec::new(2, 3)]).await.unwrap();
+    assert!(wait_for(500, || backend.spans().len() == 6).await);
+    let kept = Some(true);
+    let errors = Some("errors".to_string());
+    assert_eq!(
+        dry_run_marks(&backend),
+        [
+            (trace_id(1), 0, kept, errors.clone()),
+            (trace_id(1), 1, kept, errors),
+            (trace_id(2), 0, Some(false), None),
+            (trace_id(2), 1, Some(false), None),
+            (trace_id(2), 2, Some(false), None),
+            (trace_id(2), 3, Some(false), None),
+        ]
+    );
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum("tailgate_dry_run_spans_total", &[("node", "dry")]) >= 6.0
+        })
+        .await;
+    assert_eq!(
+        m.sum(
+            "tailgate_traces_decided_total",
+            &[
+                ("node", "dry"),
+                ("decision", "sampled"),
+                ("policy", "errors")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.sum(
+            "tailgate_traces_decided_total",
+            &[("node", "dry"), ("decision", "not_sampled")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.sum(
+            "tailgate_dry_run_spans_total",
+            &[("node", "dry"), ("kept", "true")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        m.sum(
+            "tailgate_dry_run_spans_total",
+            &[("node", "dry"), ("kept", "false")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        m.sum("tailgate_spans_forwarded_total", &[("node", "dry")]),
+        6.0
+    );
+    assert_eq!(
+        m.sum("tailgate_spans_not_sampled_total", &[("node", "dry")]),
+        0.0
+    );
+    assert_eq!(
+        m.identity(&[("node", "dry")]).0,
+        m.identity(&[("node", "dry")]).1
     );
     node.shutdown().await.unwrap();
 }

@@ -206,11 +206,14 @@ pub struct Cluster {
     pub admin_port: u16,
     /// mTLS between every node (`None`: plaintext).
     pub tls: Option<ClusterTls>,
+    /// Each sampler keeps a write-ahead log (`storage:`) in the scenario's
+    /// directory, `sampler-I.wal`, kept across its restarts.
+    pub storage: bool,
     restarts: usize,
 }
 
 /// mTLS for the cluster: every node holds the same certificate (for the
-/// samplers' IPs), as the README's example does, and trusts one CA.
+/// samplers' IPs), as docs/security.md's example does, and trusts one CA.
 #[derive(Debug, Clone)]
 pub struct ClusterTls {
     pub ca_file: PathBuf,
@@ -258,6 +261,21 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
     ) -> Cluster {
+        Cluster::start_full(name, samplers, max_samplers, tls, false).await
+    }
+
+    /// [`Cluster::start`], every sampler with a write-ahead log.
+    pub async fn start_with_storage(name: &str, samplers: usize, max_samplers: usize) -> Cluster {
+        Cluster::start_full(name, samplers, max_samplers, |_| None, true).await
+    }
+
+    async fn start_full(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        tls: impl FnOnce(&Path) -> Option<ClusterTls>,
+        storage: bool,
+    ) -> Cluster {
         let dir = scenario_dir(name);
         let tls = tls(&dir);
         std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy file");
@@ -286,6 +304,7 @@ impl Cluster {
             port,
             admin_port,
             tls,
+            storage,
             restarts: 0,
         };
         for i in 0..samplers {
@@ -327,8 +346,16 @@ impl Cluster {
             ),
             None => (String::new(), String::new()),
         };
+        let storage = if self.storage {
+            format!(
+                "storage:\n  path: {}\n  commit_interval: 50ms\n",
+                self.dir.join(format!("sampler-{i}.wal")).display()
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "node: sampler-{i}
+            "{storage}node: sampler-{i}
 admin: {ip}:{admin}
 policy_file: {policy}
 shards: 2

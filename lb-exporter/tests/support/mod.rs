@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-mod dns;
+pub mod dns;
 // Not every test binary that includes this module asks DNS.
 #[allow(unused_imports)]
 pub use dns::FakeDns;

@@ -198,7 +198,7 @@ impl Compiler {
             return Err(err(
                 at,
                 format!(
-                    "undefined function {:?} (not a converter tailgate supports; see the README, OTTL conditions)",
+                    "undefined function {:?} (not a converter tailgate supports; see docs/policies.md, OTTL conditions)",
                     call.name
                 ),
             ));

@@ -1333,18 +1333,20 @@ fn ottl_condition_works_inside_and_not_drop_and_composite() {
 #[test]
 fn a_propagated_error_casts_no_vote_and_fails_its_and() {
     let failing = r#"Substring(name, 5, 1) == "x""#;
-    // Alone it neither samples nor counts as not sampled: an inverted
-    // policy's InvertSampled still wins, as in the Collector.
+    // It casts no vote: the inverted policy's non-match (a plain sampled
+    // vote since contrib #48976) decides, and the failure is counted.
     let set = policies(&format!(
         "{}  - {{name: inv, type: string_attribute, string_attribute: {{key: k, values: [v], invert_match: true}}}}\n",
         ottl_policy(None, &[failing], &[])
     ));
-    assert_eq!(decide(&set, &named("a")).outcome, Decision::InvertSampled);
+    let d = decide(&set, &named("a"));
+    assert_eq!(d.outcome, Decision::Sampled);
+    assert_eq!((d.votes.errors, d.votes.evaluated), (0b01, 0b10));
     // Inside `and`, the error fails the `and` (no vote either).
     let set = policies(&format!(
         "  - {{name: both, type: and, and: {{and_sub_policy: [{{name: t, type: always_sample}}, {{name: e, type: ottl_condition, ottl_condition: {{span: ['{failing}']}}}}]}}}}\n  - {{name: inv, type: string_attribute, string_attribute: {{key: k, values: [v], invert_match: true}}}}\n"
     ));
-    assert_eq!(decide(&set, &named("a")).outcome, Decision::InvertSampled);
+    assert_eq!(decide(&set, &named("a")).outcome, Decision::Sampled);
     // With ignore, the failing condition is false and the next one decides.
     let set = policies(&ottl_policy(
         Some("ignore"),

@@ -656,6 +656,15 @@ impl Exporter {
         self.inner.room.held.load(Ordering::Relaxed)
     }
 
+    /// Spans the exporter is done with since it started: accepted by the
+    /// endpoint, dropped (counted), or handed to the failed-batch channel.
+    /// Requests run side by side, so this passing a count does not say
+    /// which spans are done: only how many.
+    pub fn settled_spans(&self) -> u64 {
+        let r = self.inner.room.metrics.report();
+        r.sent_spans + r.failed_spans + r.dropped_spans
+    }
+
     /// Stops taking batches (`try_send` and waiting `send`s return
     /// [`SendError::Closed`]), sends everything held without waiting for
     /// batch timeouts, retrying as usual until `deadline`, then drops what is

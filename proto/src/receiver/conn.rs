@@ -8,6 +8,7 @@
 //! waits in the backlog while idle or hostile connections hold every slot.
 //! A failed or slow handshake is closed and counted the same way.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,6 +35,10 @@ pub(crate) struct AcceptConfig {
     pub max_connections: usize,
     pub tls: Option<Arc<ServerTls>>,
     pub handshake_timeout: Duration,
+    /// A connection is closed at this age, whatever it carries (the
+    /// receiver's `max_connection_age` plus its grace; the server asked the
+    /// client to go away at `max_connection_age`).
+    pub hard_limit: Option<Duration>,
 }
 
 enum Io {
@@ -46,6 +51,8 @@ pub(crate) struct Conn {
     io: Io,
     info: TcpConnectInfo,
     _slot: OwnedSemaphorePermit,
+    /// Past it, reads and writes fail, and the server drops the connection.
+    end: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
@@ -62,13 +69,49 @@ impl Connected for Conn {
     }
 }
 
+impl Conn {
+    fn new(
+        io: Io,
+        info: TcpConnectInfo,
+        slot: OwnedSemaphorePermit,
+        hard_limit: Option<Duration>,
+    ) -> Conn {
+        Conn {
+            io,
+            info,
+            _slot: slot,
+            end: hard_limit.map(|d| Box::pin(tokio::time::sleep(d))),
+        }
+    }
+
+    /// Whether the connection has outlived its hard limit. Polled by every
+    /// read and write, so the server, which always has a read pending, is
+    /// woken at the limit even on an idle connection.
+    fn ended(&mut self, cx: &mut Context<'_>) -> bool {
+        self.end
+            .as_mut()
+            .is_some_and(|end| end.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn past_age() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection closed: past max_connection_age and its grace",
+    )
+}
+
 impl AsyncRead for Conn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if this.ended(cx) {
+            return Poll::Ready(Err(past_age()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -81,7 +124,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if this.ended(cx) {
+            return Poll::Ready(Err(past_age()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -92,7 +139,11 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().io {
+        let this = self.get_mut();
+        if this.ended(cx) {
+            return Poll::Ready(Err(past_age()));
+        }
+        match &mut this.io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
@@ -202,11 +253,7 @@ pub(crate) fn accept(
             };
             match &config.tls {
                 None => {
-                    let conn = Conn {
-                        io: Io::Plain(tcp),
-                        info,
-                        _slot: slot,
-                    };
+                    let conn = Conn::new(Io::Plain(tcp), info, slot, config.hard_limit);
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
@@ -218,14 +265,12 @@ pub(crate) fn accept(
                     let tx = tx.clone();
                     let metrics = metrics.clone();
                     let timeout = config.handshake_timeout;
+                    let hard_limit = config.hard_limit;
                     tokio::spawn(async move {
                         match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                             Ok(Ok(stream)) => {
-                                let conn = Conn {
-                                    io: Io::Tls(Box::new(stream)),
-                                    info,
-                                    _slot: slot,
-                                };
+                                let conn =
+                                    Conn::new(Io::Tls(Box::new(stream)), info, slot, hard_limit);
                                 let _ = tx.send(Ok(conn)).await;
                             }
                             Ok(Err(e)) => {

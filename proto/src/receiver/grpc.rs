@@ -51,7 +51,20 @@ pub(super) async fn serve<S: Sink>(
     // Connections come bounded in number, TLS done, TCP_NODELAY set.
     let mut ready = conn::accept(listener, accept);
     let incoming = futures::stream::poll_fn(move |cx| ready.poll_recv(cx));
-    tonic::transport::Server::builder()
+    let lifetime = shared.limits.lifetime;
+    let mut server = tonic::transport::Server::builder();
+    if let Some(age) = lifetime.max_age {
+        // A GOAWAY at that age; requests in flight finish (the connection
+        // itself is cut at `hard_limit`, in conn.rs: tonic's own grace
+        // closes without a GOAWAY).
+        server = server.max_connection_age(age);
+    }
+    if let Some((interval, timeout)) = lifetime.keepalive {
+        server = server
+            .http2_keepalive_interval(Some(interval))
+            .http2_keepalive_timeout(Some(timeout));
+    }
+    server
         .add_service(TraceService { shared })
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

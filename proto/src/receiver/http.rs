@@ -35,8 +35,8 @@ use tonic::Code;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::sync::watch;
 
 use super::conn::{self, AcceptConfig};
 use super::{
@@ -65,6 +65,7 @@ pub(super) async fn serve<S: Sink>(
             source,
         })?;
     let read_timeout = shared.limits.read_timeout;
+    let lifetime = shared.limits.lifetime;
     let app = Router::new()
         .route(TRACES_PATH, post(export::<S>))
         // We bound the body ourselves, with the configured limit and a 413.
@@ -76,7 +77,15 @@ pub(super) async fn serve<S: Sink>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(read_timeout);
-    let graceful = GracefulShutdown::new();
+    if let Some((interval, timeout)) = lifetime.keepalive {
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(interval)
+            .keep_alive_timeout(timeout);
+    }
+    // Every connection holds a receiver; `closed()` says when all are gone.
+    let (stop, stopping) = watch::channel(false);
     let mut ready = conn::accept(listener, accept);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -88,17 +97,44 @@ pub(super) async fn serve<S: Sink>(
             // The accept task ended: nothing more will come.
             break;
         };
-        let connection = builder.serve_connection(TokioIo::new(conn), service.clone());
-        let connection = graceful.watch(connection.into_owned());
+        let connection = builder
+            .serve_connection(TokioIo::new(conn), service.clone())
+            .into_owned();
+        let mut stop_rx = stopping.clone();
         tokio::spawn(async move {
-            // A client that goes away mid-request is not our error.
-            let _ = connection.await;
+            let mut connection = std::pin::pin!(connection);
+            let aged = async {
+                match lifetime.max_age {
+                    Some(age) => tokio::time::sleep(age).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut aged = std::pin::pin!(aged);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    // A client that goes away mid-request is not our error.
+                    _ = &mut connection => break,
+                    () = &mut aged, if !closing => {
+                        // HTTP/2: GOAWAY; HTTP/1: close after the request
+                        // in flight. Cut at the hard limit (conn.rs).
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    _ = stop_rx.wait_for(|stop| *stop), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
         });
     }
     // Stop accepting, let requests in flight be answered, close idle
     // connections.
     drop(ready);
-    graceful.shutdown().await;
+    drop(stopping);
+    let _ = stop.send(true);
+    stop.closed().await;
     Ok(())
 }
 

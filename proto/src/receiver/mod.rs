@@ -307,6 +307,25 @@ pub struct ReceiverConfig {
     /// Open connections per listener; past it a new connection is closed at
     /// once (counted). Default 4096.
     pub max_connections: usize,
+    /// A connection older than this is asked to go away (HTTP/2 GOAWAY;
+    /// HTTP/1: closed when idle, or `Connection: close` on the answer to
+    /// the request in flight), so that
+    /// long-lived clients reconnect and spread over the replicas behind a
+    /// load balancer when it scales. Default 0: off.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age: Duration,
+    /// After `max_connection_age`, how long requests in flight may still
+    /// take before the connection is closed. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub max_connection_age_grace: Duration,
+    /// Send an HTTP/2 PING on a connection this often, to find dead peers
+    /// (and keep idle connections through NATs). Default 0: off.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// Close the connection when a PING is not answered within this.
+    /// Default 20 s.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
     /// TLS on both listeners (mTLS with `client_ca_file`). Default none.
     pub tls: Option<ServerTlsConfig>,
     /// Tokens every export request must carry. Default none: no check.
@@ -322,6 +341,8 @@ pub const DEFAULT_MAX_SPANS_PER_REQUEST: usize = 100_000;
 pub const DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_CONNECTION_AGE_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for ReceiverConfig {
     fn default() -> Self {
@@ -334,6 +355,10 @@ impl Default for ReceiverConfig {
             max_attribute_value_bytes: DEFAULT_MAX_ATTRIBUTE_VALUE_BYTES,
             read_timeout: DEFAULT_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connection_age: Duration::ZERO,
+            max_connection_age_grace: DEFAULT_MAX_CONNECTION_AGE_GRACE,
+            keepalive_interval: Duration::ZERO,
+            keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
             tls: None,
             auth: None,
         }
@@ -445,11 +470,49 @@ struct Limits {
     request: RequestLimits,
     read_timeout: Duration,
     max_connections: usize,
+    lifetime: Lifetime,
 }
 
+/// How long a connection lives, and how it is kept alive.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Lifetime {
+    /// Asked to go away at this age.
+    pub max_age: Option<Duration>,
+    /// Closed at this age, whatever is in flight: `max_age` + its grace.
+    pub hard_limit: Option<Duration>,
+    /// HTTP/2 PING interval and timeout.
+    pub keepalive: Option<(Duration, Duration)>,
+}
+
+impl Lifetime {
+    fn of(config: &ReceiverConfig) -> Lifetime {
+        let max_age = (!config.max_connection_age.is_zero()).then_some(config.max_connection_age);
+        Lifetime {
+            max_age,
+            hard_limit: max_age.map(|age| age + config.max_connection_age_grace),
+            keepalive: (!config.keepalive_interval.is_zero())
+                .then_some((config.keepalive_interval, config.keepalive_timeout)),
+        }
+    }
+}
+
+/// A receiver's TLS (gRPC, HTTP) and tokens, loaded.
+type Prepared = (
+    Option<Arc<ServerTls>>,
+    Option<Arc<ServerTls>>,
+    Option<Arc<auth::Auth>>,
+);
+
 impl Receiver {
-    /// Checks the config and binds the enabled listeners.
-    pub fn bind(config: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+    /// Checks the config and loads its files and secrets (TLS, tokens),
+    /// as [`bind`](Receiver::bind) does first, without binding anything:
+    /// what `tailgate config check` runs.
+    pub fn check(config: &ReceiverConfig) -> Result<(), ReceiverError> {
+        Self::prepare(config).map(drop)
+    }
+
+    /// The config's checks, and its TLS and tokens loaded.
+    fn prepare(config: &ReceiverConfig) -> Result<Prepared, ReceiverError> {
         if config.max_request_bytes == 0 {
             return Err(ReceiverError::Config(
                 "max_request_bytes must be at least 1".into(),
@@ -470,6 +533,11 @@ impl Receiver {
                 "max_connections must be at least 1".into(),
             ));
         }
+        if !config.keepalive_interval.is_zero() && config.keepalive_timeout.is_zero() {
+            return Err(ReceiverError::Config(
+                "keepalive_timeout must be more than 0 with keepalive_interval".into(),
+            ));
+        }
         // Files and secrets first: a bad one fails before a port is bound.
         let (grpc_tls, http_tls) = match &config.tls {
             None => (None, None),
@@ -484,6 +552,13 @@ impl Receiver {
             .map(|a| auth::Auth::new(a, |var| std::env::var(var).ok()))
             .transpose()?
             .map(Arc::new);
+        Ok((grpc_tls, http_tls, auth))
+    }
+
+    /// Checks the config and binds the enabled listeners.
+    pub fn bind(config: ReceiverConfig) -> Result<Receiver, ReceiverError> {
+        let (grpc_tls, http_tls, auth) = Self::prepare(&config)?;
+        let lifetime = Lifetime::of(&config);
         let grpc = config
             .grpc
             .map(|addr| Listener::bind(Protocol::Grpc, addr))
@@ -504,6 +579,7 @@ impl Receiver {
                 },
                 read_timeout: config.read_timeout,
                 max_connections: config.max_connections,
+                lifetime,
             },
             grpc_tls,
             http_tls,
@@ -550,6 +626,7 @@ impl Receiver {
             max_connections: self.limits.max_connections,
             tls: tls.clone(),
             handshake_timeout: self.limits.read_timeout,
+            hard_limit: self.limits.lifetime.hard_limit,
         };
         let grpc = self.grpc.map(|listener| {
             grpc::serve(

@@ -59,6 +59,9 @@ pub(crate) struct ClusterRuntime {
     pub shared: Arc<ClusterShared>,
     pub config: ClusterConfig,
     membership: Option<Membership>,
+    /// Whether this node is ready: while it is, it is on its own ring
+    /// whatever DNS says yet.
+    ready: watch::Sender<bool>,
     follow: JoinHandle<()>,
 }
 
@@ -85,7 +88,8 @@ impl ClusterRuntime {
         let initial = Ownership::new(members.borrow().clone(), me.clone());
         tracing::info!(node, me = %me, members = ?initial.members().members(), "cluster membership");
         let (tx, rx) = watch::channel(Arc::new(initial));
-        let follow = tokio::spawn(follow(members, me, tx, node.to_owned()));
+        let (ready, ready_rx) = watch::channel(false);
+        let follow = tokio::spawn(follow(members, ready_rx, me, tx, node.to_owned()));
         Ok(ClusterRuntime {
             shared: Arc::new(ClusterShared {
                 ownership: rx,
@@ -94,8 +98,17 @@ impl ClusterRuntime {
             }),
             config: config.clone(),
             membership: Some(membership),
+            ready,
             follow,
         })
+    }
+
+    /// Tells the ownership whether this node is ready (serving, not
+    /// shutting down). A ready node counts itself as a member: a sampler
+    /// restarted on the same address owns its share at once, instead of
+    /// bouncing its traces to others until DNS lists it again.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.send_replace(ready);
     }
 
     /// Delivers the strays still queued by `deadline`, stops resolving.
@@ -114,26 +127,117 @@ impl ClusterRuntime {
     }
 }
 
-/// Rebuilds the ownership for every member set the resolver publishes.
+/// Rebuilds the ownership for every member set the resolver publishes, and
+/// whenever this node's readiness changes: the ring is over the resolved
+/// set, plus this node while it is ready.
 async fn follow(
     mut members: watch::Receiver<MemberSet>,
+    mut ready: watch::Receiver<bool>,
     me: Member,
     tx: watch::Sender<Arc<Ownership>>,
     node: String,
 ) {
-    while members.changed().await.is_ok() {
-        let set = members.borrow_and_update().clone();
-        if set.is_empty() {
-            // Resolvers never publish an empty set after a good answer.
-            continue;
+    let ring_members = metrics::gauge!("tailgate_ownership_members", "node" => node.clone());
+    let on_ring = metrics::gauge!("tailgate_ownership_self", "node" => node.clone());
+    metrics::describe_gauge!(
+        "tailgate_ownership_members",
+        "Members on the ring this sampler decides ownership by: the resolved set, plus itself while ready."
+    );
+    metrics::describe_gauge!(
+        "tailgate_ownership_self",
+        "1 while this sampler is on its own ring, else 0."
+    );
+    let mut resolved = members.borrow_and_update().clone();
+    let mut is_ready = *ready.borrow_and_update();
+    let mut current = tx.borrow().members();
+    loop {
+        let set = with_self(&resolved, &me, is_ready);
+        if set != current {
+            current = set.clone();
+            let ownership = Ownership::new(set, me.clone());
+            tracing::info!(
+                node,
+                members = ?ownership.members().members(),
+                member = ownership.is_member(),
+                ready = is_ready,
+                "ring changed"
+            );
+            ring_members.set(ownership.members().len() as f64);
+            on_ring.set(if ownership.is_member() { 1.0 } else { 0.0 });
+            tx.send_replace(Arc::new(ownership));
         }
-        let ownership = Ownership::new(set, me.clone());
-        tracing::info!(
-            node,
-            members = ?ownership.members().members(),
-            member = ownership.is_member(),
-            "ring changed"
-        );
-        tx.send_replace(Arc::new(ownership));
+        tokio::select! {
+            changed = members.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let set = members.borrow_and_update().clone();
+                // Resolvers never publish an empty set after a good answer.
+                if !set.is_empty() {
+                    resolved = set;
+                }
+            }
+            changed = ready.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                is_ready = *ready.borrow_and_update();
+            }
+        }
+    }
+}
+
+/// The set this node builds its ring over: the resolved set, and itself
+/// while ready. Not ready and nothing resolved: empty (no ring, which owns
+/// every trace).
+fn with_self(resolved: &MemberSet, me: &Member, ready: bool) -> MemberSet {
+    if ready {
+        resolved
+            .members()
+            .iter()
+            .cloned()
+            .chain(std::iter::once(me.clone()))
+            .collect()
+    } else {
+        resolved.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> MemberSet {
+        names.iter().map(|n| Member::parse(n).unwrap()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_ready_node_is_on_its_own_ring_whatever_dns_says_yet() {
+        let me = Member::parse("10.0.0.2:4317").unwrap();
+        let (members_tx, members) = watch::channel(MemberSet::default());
+        let (ready_tx, ready) = watch::channel(false);
+        let (tx, mut rx) =
+            watch::channel(Arc::new(Ownership::new(MemberSet::default(), me.clone())));
+        let task = tokio::spawn(follow(members, ready, me.clone(), tx, "follow".into()));
+        // DNS does not list this node yet (it was just restarted).
+        members_tx.send_replace(set(&["10.0.0.1:4317"]));
+        rx.changed().await.unwrap();
+        assert!(!rx.borrow_and_update().is_member(), "not ready: DNS's view");
+        ready_tx.send_replace(true);
+        rx.changed().await.unwrap();
+        let now = rx.borrow_and_update().clone();
+        assert!(now.is_member());
+        assert_eq!(now.members(), set(&["10.0.0.1:4317", "10.0.0.2:4317"]));
+        // DNS catching up changes nothing.
+        members_tx.send_replace(set(&["10.0.0.1:4317", "10.0.0.2:4317"]));
+        // Shutting down: no longer ready; DNS still lists it, so it stays
+        // on the ring until DNS drops it, as before.
+        ready_tx.send_replace(false);
+        members_tx.send_replace(set(&["10.0.0.1:4317"]));
+        rx.changed().await.unwrap();
+        let after = rx.borrow_and_update().clone();
+        assert!(!after.is_member());
+        assert_eq!(after.members(), set(&["10.0.0.1:4317"]));
+        task.abort();
     }
 }

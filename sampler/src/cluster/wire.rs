@@ -47,6 +47,10 @@ pub fn put_decision(out: &mut Vec<u8>, id: &TraceId, decision: &CachedDecision) 
             put_len_header(&mut inner, 4, hex.len());
             inner.extend_from_slice(hex.as_bytes());
         }
+        if let Some(sub) = &kept.composite_policy {
+            put_len_header(&mut inner, 5, sub.len());
+            inner.extend_from_slice(sub.as_bytes());
+        }
     }
     put_len_header(out, 1, inner.len());
     out.extend_from_slice(&inner);
@@ -56,7 +60,9 @@ pub fn put_decision(out: &mut Vec<u8>, id: &TraceId, decision: &CachedDecision) 
 pub fn decision_len(decision: &CachedDecision) -> usize {
     let extra = match decision {
         CachedDecision::Sampled(kept) => {
-            2 + kept.policy.as_ref().map_or(0, |p| 2 + p.len()) + kept.threshold.map_or(0, |_| 16)
+            2 + kept.policy.as_ref().map_or(0, |p| 2 + p.len())
+                + kept.composite_policy.as_ref().map_or(0, |p| 2 + p.len())
+                + kept.threshold.map_or(0, |_| 16)
         }
         CachedDecision::NotSampled => 0,
     };
@@ -82,6 +88,7 @@ fn read_decision(body: &[u8], base: usize) -> Result<(TraceId, CachedDecision), 
     let mut sampled = false;
     let mut policy: Option<Arc<str>> = None;
     let mut threshold = None;
+    let mut composite_policy: Option<Arc<str>> = None;
     let mut reader = Reader::at(body, base);
     while let Some(field) = reader.next_field()? {
         match field.number {
@@ -100,6 +107,7 @@ fn read_decision(body: &[u8], base: usize) -> Result<(TraceId, CachedDecision), 
             3 => policy = Some(wire::string(&field, DECISION)?.into()),
             // A threshold that does not parse only loses the annotation.
             4 => threshold = Threshold::parse(wire::string(&field, DECISION)?),
+            5 => composite_policy = Some(wire::string(&field, DECISION)?.into()),
             _ => {}
         }
     }
@@ -108,7 +116,11 @@ fn read_decision(body: &[u8], base: usize) -> Result<(TraceId, CachedDecision), 
         len: 0,
     })?;
     let decision = if sampled {
-        CachedDecision::Sampled(Kept { policy, threshold })
+        CachedDecision::Sampled(Kept {
+            policy,
+            composite_policy,
+            threshold,
+        })
     } else {
         CachedDecision::NotSampled
     };
@@ -128,6 +140,7 @@ mod tests {
                 trace_id(2),
                 CachedDecision::Sampled(Kept {
                     policy: Some("errors".into()),
+                    composite_policy: Some("budget-errors".into()),
                     threshold: None,
                 }),
             ),
@@ -135,6 +148,7 @@ mod tests {
                 trace_id(3),
                 CachedDecision::Sampled(Kept {
                     policy: None,
+                    composite_policy: None,
                     threshold: Threshold::from_percentage(10.0),
                 }),
             ),

@@ -56,7 +56,8 @@ impl Metrics {
     /// (e.g. one node's): (received, forwarded + not sampled + dropped +
     /// handed over + buffered).
     pub fn identity(&self, labels: &[(&str, &str)]) -> (f64, f64) {
-        let received = self.sum("tailgate_spans_received_total", labels);
+        let received = self.sum("tailgate_spans_received_total", labels)
+            + self.sum("tailgate_spans_recovered_total", labels);
         let accounted = self.sum("tailgate_spans_forwarded_total", labels)
             + self.sum("tailgate_spans_not_sampled_total", labels)
             + self.sum("tailgate_spans_dropped_total", labels)

@@ -1,0 +1,118 @@
+//! The durable buffer (`storage:`): a node killed without a shutdown (its
+//! runtime dropped mid-flight, as SIGKILL would) and started again on the
+//! same directory recovers what it held and what it decided.
+
+mod support;
+
+use std::time::Duration;
+
+use sampler::StorageConfig;
+use support::*;
+
+const POLICY: &str = "\
+decision_wait: 3s
+decision_wait_after_root_received: 200ms
+policies:
+  - name: errors
+    type: status_code
+    status_code: {status_codes: [ERROR]}
+";
+
+fn runtime(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_node_killed_and_restarted_on_its_log_delivers_what_it_held_and_nothing_twice() {
+    let main = runtime(2);
+    let backend = main.block_on(Backend::start());
+    let dir = temp_dir("storage-restart");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let wal = dir.join("wal");
+    let config = |name: &str| {
+        let mut c = config(name, &policy, &backend);
+        c.storage = Some(StorageConfig {
+            durable_ack: true,
+            commit_interval: Duration::from_millis(20),
+            ..StorageConfig::new(&wal)
+        });
+        c
+    };
+    let (error, plain, done) = (trace_id(1), trace_id(2), trace_id(3));
+
+    // The first life: a kept trace decided and delivered, two held.
+    let first = runtime(1);
+    let node = first.block_on(async {
+        let node = Node::start(config("wal-a"));
+        node.send(&[SpanSpec::new(3, 0).root().error()])
+            .await
+            .unwrap();
+        assert!(wait_for(200, || backend.spans_of(done) == [0]).await);
+        node.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1)])
+            .await
+            .unwrap();
+        node.send(&[SpanSpec::new(1, 2)]).await.unwrap();
+        // The delivery of trace 3 reaches the log (one commit interval).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node
+    });
+    // Killed: every task dropped where it stood, nothing drained.
+    first.shutdown_background();
+    drop(node);
+
+    // The second life, on the same directory.
+    main.block_on(async {
+        let node = Node::start(config("wal-b"));
+        let m = node
+            .metrics_until(200, |m| {
+                m.sum("tailgate_spans_recovered_total", &[("node", "wal-b")]) == 3.0
+            })
+            .await;
+        assert_eq!(
+            m.sum("tailgate_spans_recovered_total", &[("node", "wal-b")]),
+            3.0,
+            "trace 1's two spans and trace 2's one"
+        );
+        assert_eq!(
+            m.sum(
+                "tailgate_storage_recovery_progress_ratio",
+                &[("node", "wal-b")]
+            ),
+            1.0
+        );
+        let (status, _) = http_get(node.admin, "/readyz").await;
+        assert_eq!(status, 200);
+        // Trace 1 is decided 3 s after it was first seen in the first
+        // life, and kept whole; trace 2 is decided not kept.
+        assert!(wait_for(300, || backend.spans_of(error).len() >= 2).await);
+        assert_eq!(backend.spans_of(error), [1, 2]);
+        let m = node
+            .metrics_until(200, |m| {
+                let (received, accounted) = m.identity(&[("node", "wal-b")]);
+                received == accounted && m.sum("tailgate_buffer_spans", &[("node", "wal-b")]) == 0.0
+            })
+            .await;
+        let (received, accounted) = m.identity(&[("node", "wal-b")]);
+        assert_eq!(received, accounted);
+        assert_eq!(
+            m.sum("tailgate_spans_not_sampled_total", &[("node", "wal-b")]),
+            1.0
+        );
+        // A late span of trace 3 follows the decision taken in the first
+        // life, and trace 3 was not exported again.
+        node.send(&[SpanSpec::new(3, 5)]).await.unwrap();
+        assert!(wait_for(200, || backend.spans_of(done).len() >= 2).await);
+        assert_eq!(
+            backend.spans_of(done),
+            [0, 5],
+            "delivered once, late span after"
+        );
+        assert!(backend.spans_of(plain).is_empty());
+        node.shutdown().await.unwrap();
+    });
+}
