@@ -370,7 +370,9 @@ impl Compiler {
 
     fn path(&self, path: &Path) -> Result<PathRef, SyntaxError> {
         let segs = &path.segments;
-        let first = &segs[0];
+        let Some(first) = segs.first() else {
+            return Err(err(0, "empty path".into()));
+        };
         let (ctx, rest): (&str, &[Segment]) = match (first.name.as_str(), self.context) {
             ("span", _) | ("resource", _) | ("instrumentation_scope", _) | ("scope", _) => {
                 (first.name.as_str(), &segs[1..])

@@ -233,7 +233,7 @@ pub(crate) fn call<'a>(
         Func::Concat => {
             let delimiter = string_of(arg(args, 0, cx)?)?;
             let mut out = String::new();
-            for (i, e) in args[1..].iter().enumerate() {
+            for (i, e) in args.get(1..).unwrap_or(&[]).iter().enumerate() {
                 if i > 0 {
                     out.push_str(&delimiter);
                 }
