@@ -32,7 +32,7 @@ use crate::cluster::ClusterShared;
 use crate::config::SamplerConfig;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// Work for a shard.
 pub(crate) enum ShardMsg {
