@@ -12,7 +12,8 @@
 //! - [`ingest`]: a request's spans, walked once and grouped by shard.
 //! - [`buffer`]: the trace buffer of one shard, a synchronous state machine
 //!   with time as an argument; [`cache`]: the decisions late spans follow.
-//! - `shard`: the task that drives a buffer and hands kept traces over.
+//! - `shard`: the task that drives a buffer and hands kept traces over;
+//!   `state`: the node-wide load the shards and the receivers' sink share.
 //! - [`run`] / [`Sampler`]: the node, its backpressure, policy reload and
 //!   staged shutdown; [`SamplerConfig`]: its configuration.
 //! - [`cluster`]: the sampler tier as a cluster: ownership on the LBs'
@@ -37,6 +38,7 @@ mod metrics;
 mod node;
 mod reload;
 mod shard;
+mod state;
 #[cfg(test)]
 mod testutil;
 

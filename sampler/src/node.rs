@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,103 +35,7 @@ use crate::shard::{IngestMsg, Origin, Shard, ShardContext, ShardMsg};
 /// each, so a few MiB per shard at worst.
 const HOLDS_PER_SHARD: usize = 65_536;
 
-/// What the receivers' sink and the shards share: the node-wide load, read
-/// on every request to decide whether to push back.
-#[derive(Debug)]
-pub(crate) struct NodeState {
-    /// Set when the receivers stop: requests still arriving are refused
-    /// as unavailable.
-    closing: AtomicBool,
-    /// Shards waiting for room in the export queue.
-    export_blocked: AtomicUsize,
-    /// Bytes of accepted requests not yet copied into the buffer.
-    inflight_bytes: AtomicUsize,
-    buffered_traces: AtomicUsize,
-    buffered_bytes: AtomicUsize,
-    /// The high watermarks: above them, refuse.
-    high_traces: AtomicUsize,
-    high_bytes: usize,
-    watermark: f64,
-}
-
-impl NodeState {
-    pub(crate) fn new(config: &SamplerConfig, max_traces: usize) -> NodeState {
-        let watermark = config.limits.high_watermark;
-        NodeState {
-            closing: AtomicBool::new(false),
-            export_blocked: AtomicUsize::new(0),
-            inflight_bytes: AtomicUsize::new(0),
-            buffered_traces: AtomicUsize::new(0),
-            buffered_bytes: AtomicUsize::new(0),
-            high_traces: AtomicUsize::new(scale(max_traces, watermark)),
-            high_bytes: scale(config.limits.max_buffer_bytes, watermark),
-            watermark,
-        }
-    }
-
-    /// `max_traces` follows the policy file when the config leaves it unset.
-    pub fn set_max_traces(&self, max_traces: usize) {
-        self.high_traces
-            .store(scale(max_traces, self.watermark), Ordering::Relaxed);
-    }
-
-    pub fn release_inflight(&self, bytes: usize) {
-        self.inflight_bytes.fetch_sub(bytes, Ordering::Relaxed);
-    }
-
-    /// Marks a shard as waiting for the exporter until the guard drops.
-    pub fn export_blocked(self: &Arc<Self>) -> BlockedGuard {
-        self.export_blocked.fetch_add(1, Ordering::Relaxed);
-        BlockedGuard { node: self.clone() }
-    }
-
-    /// A shard's change in what it holds: `(before, now)` pairs.
-    pub fn buffered(&self, traces: (usize, usize), bytes: (usize, usize)) {
-        move_by(&self.buffered_traces, traces);
-        move_by(&self.buffered_bytes, bytes);
-    }
-
-    /// Why a request must be refused now, if it must.
-    fn refusal(&self) -> Option<Refused> {
-        if self.closing.load(Ordering::Acquire) {
-            return Some(Refused::ShuttingDown);
-        }
-        if self.export_blocked.load(Ordering::Relaxed) > 0 {
-            return Some(Refused::ExportBacklog);
-        }
-        let bytes = self.buffered_bytes.load(Ordering::Relaxed)
-            + self.inflight_bytes.load(Ordering::Relaxed);
-        if bytes >= self.high_bytes
-            || self.buffered_traces.load(Ordering::Relaxed)
-                >= self.high_traces.load(Ordering::Relaxed)
-        {
-            return Some(Refused::BufferFull);
-        }
-        None
-    }
-}
-
-fn scale(n: usize, by: f64) -> usize {
-    ((n as f64 * by) as usize).max(1)
-}
-
-fn move_by(counter: &AtomicUsize, (before, now): (usize, usize)) {
-    if now > before {
-        counter.fetch_add(now - before, Ordering::Relaxed);
-    } else if before > now {
-        counter.fetch_sub(before - now, Ordering::Relaxed);
-    }
-}
-
-pub(crate) struct BlockedGuard {
-    node: Arc<NodeState>,
-}
-
-impl Drop for BlockedGuard {
-    fn drop(&mut self) {
-        self.node.export_blocked.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use crate::state::NodeState;
 
 /// The receivers hand every request here.
 struct SamplerSink {

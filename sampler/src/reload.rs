@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::active::ActivePolicy;
 use crate::metrics::Metrics;
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// Asks a running node to reload its policy file now. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ use crate::durable::Durable;
 use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
 use crate::metrics::{Dropped, HandOver, Metrics};
-use crate::node::NodeState;
+use crate::state::NodeState;
 
 /// Work for a shard.
 pub(crate) enum ShardMsg {

@@ -109,16 +109,17 @@ async fn sigterm_fails_readyz_first_then_flushes_everything_pending() {
     let mut c = config("s1", &path, &backend);
     c.shutdown.grace = Duration::from_secs(2);
     let mut node = Node::start(c);
-    // Ready once serve has started its tasks, a moment after start.
+    // Ready once `serve` has started the receivers (bounded wait: the task
+    // may not have run yet).
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..250 {
         if http_get(node.admin, "/readyz").await.0 == 200 {
             ready = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(ready, "the node never became ready");
+    assert!(ready, "/readyz never answered 200");
 
     let traces: Vec<SpanSpec> = (0..50)
         .flat_map(|t| (0..4).map(move |s| SpanSpec::new(t, s)))
