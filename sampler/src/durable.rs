@@ -40,6 +40,10 @@ use crate::shard::{IngestMsg, Origin, ShardMsg};
 /// Records waiting for the log task, at most: past it the sink refuses.
 const QUEUE: usize = 4096;
 
+/// How long after the exporter settled as many spans as a batch's mark
+/// the batch counts as delivered, when the exporter never empties.
+const MARK_DELAY: Duration = Duration::from_secs(10);
+
 /// What the node logs.
 pub(crate) enum Entry {
     Spans {
@@ -83,6 +87,7 @@ pub(crate) struct Durable {
 pub(crate) struct DurableQueue {
     rx: mpsc::Receiver<Op>,
     full: Arc<AtomicBool>,
+    handed: Arc<AtomicU64>,
 }
 
 /// Now, in Unix nanoseconds.
@@ -97,15 +102,16 @@ impl Durable {
     pub fn new(config: &StorageConfig, metrics: Arc<Metrics>) -> (Durable, DurableQueue) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let full = Arc::new(AtomicBool::new(false));
+        let handed = Arc::new(AtomicU64::new(0));
         (
             Durable {
                 tx,
                 full: full.clone(),
                 metrics,
                 durable_ack: config.durable_ack,
-                handed: Arc::new(AtomicU64::new(0)),
+                handed: handed.clone(),
             },
-            DurableQueue { rx, full },
+            DurableQueue { rx, full, handed },
         )
     }
 
@@ -149,13 +155,25 @@ impl Durable {
         }
     }
 
-    /// Kept spans of these traces were handed to the exporter: logged as
-    /// delivered once the exporter has settled as many spans as were handed
-    /// to it by now (so a crash before the backend took them exports them
-    /// again; requests in flight side by side make this approximate by at
-    /// most the exporter's concurrency).
-    pub fn exported(&self, traces: Vec<TraceKey>, spans: usize) {
-        let mark = self.handed.fetch_add(spans as u64, Ordering::Relaxed) + spans as u64;
+    /// Counts `spans` as handed to the exporter, before they are: a batch
+    /// is never in the exporter without being counted here, so "the
+    /// exporter settled as many spans as were counted" means it holds
+    /// none. Returns the count with them: the batch's mark.
+    pub fn reserve(&self, spans: usize) -> u64 {
+        self.handed.fetch_add(spans as u64, Ordering::SeqCst) + spans as u64
+    }
+
+    /// The exporter did not take a batch [`reserve`](Self::reserve)d for.
+    pub fn unreserve(&self, spans: usize) {
+        self.handed.fetch_sub(spans as u64, Ordering::SeqCst);
+    }
+
+    /// Kept spans of these traces were handed to the exporter with `mark`:
+    /// logged as delivered once the exporter has held nothing since (exact),
+    /// or has settled `mark` spans at least [`MARK_DELAY`] ago (under load
+    /// that never lets it empty: requests running side by side make this
+    /// one approximate).
+    pub fn exported(&self, traces: Vec<TraceKey>, mark: u64) {
         if !traces.is_empty() {
             self.log(Entry::Exported { traces, mark });
         }
@@ -187,19 +205,34 @@ async fn drive(
     metrics: Arc<Metrics>,
     exporter: Exporter,
 ) {
-    let DurableQueue { mut rx, full } = queue;
+    let DurableQueue {
+        mut rx,
+        full,
+        handed,
+    } = queue;
     let interval = wal.config().commit_interval;
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut failing = false;
     let mut retry_at: Option<Instant> = None;
     let mut expired = 0;
-    // Exported traces waiting for the exporter to settle their mark.
-    let mut exported: VecDeque<(u64, Vec<TraceKey>)> = VecDeque::new();
+    // Exported traces waiting for the exporter: their mark, and when the
+    // exporter first had settled that many spans.
+    let mut exported: VecDeque<(u64, Option<Instant>, Vec<TraceKey>)> = VecDeque::new();
     loop {
-        // Those the exporter has caught up with are delivered.
+        // Settled first, then counted: if the exporter had settled every
+        // span counted, it held nothing, and every batch before is done.
         let settled = exporter.settled_spans();
-        while exported.front().is_some_and(|(mark, _)| *mark <= settled) {
-            if let Some((_, traces)) = exported.pop_front() {
+        let idle = settled >= handed.load(Ordering::SeqCst);
+        let now = Instant::now();
+        for (mark, reached, _) in exported.iter_mut() {
+            if reached.is_none() && *mark <= settled {
+                *reached = Some(now);
+            }
+        }
+        while exported.front().is_some_and(|(_, reached, _)| {
+            idle || reached.is_some_and(|r| now.duration_since(r) >= MARK_DELAY)
+        }) {
+            if let Some((_, _, traces)) = exported.pop_front() {
                 let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
             }
         }
@@ -230,8 +263,8 @@ async fn drive(
             // Every handle is gone: the node is stopping, and the exporter
             // has drained (or dropped and counted) what it held.
             let settled = exporter.settled_spans();
-            for (mark, traces) in exported.drain(..) {
-                if mark <= settled {
+            if settled >= handed.load(Ordering::SeqCst) {
+                for (_, _, traces) in exported.drain(..) {
                     let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
                 }
             }
@@ -267,7 +300,7 @@ async fn drive(
                 now,
             ),
             Entry::Exported { traces, mark } => {
-                exported.push_back((*mark, std::mem::take(traces)));
+                exported.push_back((*mark, None, std::mem::take(traces)));
                 continue;
             }
         };

@@ -601,6 +601,7 @@ impl Shard {
         };
         self.out_spans = 0;
         let traces = std::mem::take(&mut self.out_traces);
+        let mark = self.ctx.durable.as_ref().map(|d| d.reserve(spans));
         let outcome = match self.ctx.exporter.try_send(batch) {
             Ok(()) => Ok(()),
             Err(SendError::QueueFull(batch)) => {
@@ -614,12 +615,15 @@ impl Shard {
             }
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
-        if let Some(durable) = &self.ctx.durable {
+        if let (Some(durable), Some(mark)) = (&self.ctx.durable, mark) {
             match outcome {
                 // Delivered once the exporter has caught up with them.
-                Ok(()) => durable.exported(traces, spans),
+                Ok(()) => durable.exported(traces, mark),
                 // Dropped and counted: settled.
-                Err(_) => durable.delivered(traces),
+                Err(_) => {
+                    durable.unreserve(spans);
+                    durable.delivered(traces);
+                }
             }
         }
         let metrics = &self.ctx.metrics;
