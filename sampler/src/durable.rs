@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -38,7 +38,11 @@ use crate::metrics::Metrics;
 use crate::shard::{IngestMsg, Origin, ShardMsg};
 
 /// Records waiting for the log task, at most: past it the sink refuses.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 16_384;
+
+/// Request bytes waiting for the log task, at most: past it the sink
+/// refuses (the queue holds the requests alive).
+const QUEUE_BYTES: usize = 64 << 20;
 
 /// How long after the exporter settled as many spans as a batch's mark
 /// the batch counts as delivered, when the exporter never empties.
@@ -51,10 +55,8 @@ pub(crate) enum Entry {
         traces: Vec<TraceKey>,
         request: Bytes,
     },
-    Decision {
-        trace: TraceKey,
-        kept: bool,
-    },
+    /// A shard's decisions of one round, in order.
+    Decisions(Vec<(TraceKey, bool)>),
     Delivered {
         traces: Vec<TraceKey>,
     },
@@ -81,6 +83,8 @@ pub(crate) struct Durable {
     durable_ack: bool,
     /// Spans handed to the exporter so far, by every shard.
     handed: Arc<AtomicU64>,
+    /// Request bytes queued for the log task.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The receiving end, for [`start`] once recovery is done.
@@ -88,6 +92,7 @@ pub(crate) struct DurableQueue {
     rx: mpsc::Receiver<Op>,
     full: Arc<AtomicBool>,
     handed: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// Now, in Unix nanoseconds.
@@ -103,6 +108,7 @@ impl Durable {
         let (tx, rx) = mpsc::channel(QUEUE);
         let full = Arc::new(AtomicBool::new(false));
         let handed = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         (
             Durable {
                 tx,
@@ -110,8 +116,14 @@ impl Durable {
                 metrics,
                 durable_ack: config.durable_ack,
                 handed: handed.clone(),
+                queued: queued.clone(),
             },
-            DurableQueue { rx, full, handed },
+            DurableQueue {
+                rx,
+                full,
+                handed,
+                queued,
+            },
         )
     }
 
@@ -122,9 +134,12 @@ impl Durable {
         traces: Vec<TraceKey>,
         request: Bytes,
     ) -> Result<Option<oneshot::Receiver<()>>, ()> {
-        if self.full.load(Ordering::Relaxed) {
+        if self.full.load(Ordering::Relaxed)
+            || self.queued.load(Ordering::Relaxed) + request.len() > QUEUE_BYTES
+        {
             return Err(());
         }
+        let len = request.len();
         let (ack, synced) = if self.durable_ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -136,15 +151,20 @@ impl Durable {
             traces,
             request,
         };
-        self.tx.try_send(Op { entry, ack }).map_err(|_| ())?;
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(Op { entry, ack }).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(());
+        }
         Ok(synced)
     }
 
-    pub fn decision(&self, trace: &TraceId, kept: bool) {
-        self.log(Entry::Decision {
-            trace: trace.0,
-            kept,
-        });
+    /// Decisions, one record each, sent together (one message per shard
+    /// round rather than per trace).
+    pub fn decisions(&self, decided: Vec<(TraceKey, bool)>) {
+        if !decided.is_empty() {
+            self.log(Entry::Decisions(decided));
+        }
     }
 
     /// These traces are settled here: their kept spans went to the
@@ -209,6 +229,7 @@ async fn drive(
         mut rx,
         full,
         handed,
+        queued,
     } = queue;
     let interval = wal.config().commit_interval;
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
@@ -277,22 +298,34 @@ async fn drive(
                 at_unix_nanos,
                 traces,
                 request,
-            } => wal.append(
-                &Record::Spans {
-                    at_unix_nanos: *at_unix_nanos,
-                    traces: std::mem::take(traces),
-                    request,
-                },
-                now,
-            ),
-            Entry::Decision { trace, kept } => wal.append(
-                &Record::Decision {
-                    trace: *trace,
-                    kept: *kept,
-                    at_unix_nanos: unix_nanos(),
-                },
-                now,
-            ),
+            } => {
+                queued.fetch_sub(request.len(), Ordering::Relaxed);
+                wal.append(
+                    &Record::Spans {
+                        at_unix_nanos: *at_unix_nanos,
+                        traces: std::mem::take(traces),
+                        request,
+                    },
+                    now,
+                )
+            }
+            Entry::Decisions(decided) => {
+                let at_unix_nanos = unix_nanos();
+                decided
+                    .iter()
+                    .map(|(trace, kept)| {
+                        wal.append(
+                            &Record::Decision {
+                                trace: *trace,
+                                kept: *kept,
+                                at_unix_nanos,
+                            },
+                            now,
+                        )
+                    })
+                    .last()
+                    .unwrap_or(Ok(wal.appended()))
+            }
             Entry::Delivered { traces } => wal.append(
                 &Record::Delivered {
                     traces: std::mem::take(traces),
