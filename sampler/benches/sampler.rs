@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo bench -p sampler --bench sampler -- e2e       # over loopback gRPC
+//! cargo bench -p sampler --bench sampler -- e2e-storage  # the same with storage off and on
 //! cargo bench -p sampler --bench sampler -- pipeline  # the same work, no network
 //! cargo bench -p sampler --bench sampler -- memory    # RSS per buffered span
 //! cargo bench -p sampler --bench sampler -- slices    # the alternative, for comparison
@@ -237,7 +238,7 @@ fn policy_file(policy: &str) -> PathBuf {
     path
 }
 
-fn e2e(requests: u64, clients: usize, policy: &str) {
+fn e2e(requests: u64, clients: usize, policy: &str, storage: Option<PathBuf>) -> f64 {
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tg-load")
@@ -281,6 +282,10 @@ fn e2e(requests: u64, clients: usize, policy: &str) {
     .expect("config");
     config.limits.max_buffer_bytes = 2 << 30;
     config.limits.max_traces = Some(10_000_000);
+    if let Some(dir) = &storage {
+        let _ = std::fs::remove_dir_all(dir);
+        config.storage = Some(sampler::StorageConfig::new(dir));
+    }
     let node = Sampler::bind(config).expect("binds");
     let addr = node.grpc_addr().expect("grpc");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -331,7 +336,10 @@ fn e2e(requests: u64, clients: usize, policy: &str) {
     let kept = sink.spans.load(Ordering::Relaxed);
 
     println!(
-        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, 1 sampler thread, 1 shard"
+        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, 1 sampler thread, 1 shard, storage {}",
+        storage
+            .as_ref()
+            .map_or("off".to_owned(), |d| format!("on ({})", d.display()))
     );
     println!(
         "  spans {total_spans}, {:.0} B/span encoded (span message), {:.0} B/span on the wire",
@@ -351,6 +359,10 @@ fn e2e(requests: u64, clients: usize, policy: &str) {
         total_spans as f64 / cpu.as_secs_f64(),
         total_spans as f64 / elapsed.as_secs_f64()
     );
+    if let Some(dir) = &storage {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    cpu.as_secs_f64() / total_spans as f64
 }
 
 /// The node's per-span work without the network: split, insert, expire,
@@ -512,9 +524,26 @@ fn main() {
         slices(1000);
     }
     if want("e2e") {
-        e2e(2000, 4, POLICY);
+        e2e(2000, 4, POLICY, None);
     }
     if which.iter().any(|w| w == "e2e-all") {
-        e2e(2000, 4, KEEP_ALL);
+        e2e(2000, 4, KEEP_ALL, None);
+    }
+    if which.iter().any(|w| w == "e2e-storage") {
+        // Same run, same machine: off, on, off, on; CPU per span compared.
+        let dir = std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()));
+        let mut off = Vec::new();
+        let mut on = Vec::new();
+        for _ in 0..2 {
+            off.push(e2e(2000, 4, POLICY, None));
+            on.push(e2e(2000, 4, POLICY, Some(dir.clone())));
+        }
+        let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "e2e-storage: sampler CPU per span {:.0} ns off, {:.0} ns on: {:+.1}% (target <= +25%)",
+            best(&off) * 1e9,
+            best(&on) * 1e9,
+            100.0 * (best(&on) / best(&off) - 1.0)
+        );
     }
 }

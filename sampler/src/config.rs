@@ -595,6 +595,39 @@ mod tests {
     }
 
     #[test]
+    fn storage_takes_a_path_alone_and_checks_its_fields() {
+        let c: SamplerConfig = serde_yaml_ng::from_str(
+            "policy_file: /p.yaml\nexporter: {endpoint: http://b:4317}\nstorage: {path: /var/lib/tailgate}\n",
+        )
+        .unwrap();
+        let s = c.storage.clone().unwrap();
+        assert_eq!(s, StorageConfig::new("/var/lib/tailgate"));
+        assert_eq!(s.commit_interval, Duration::from_millis(50));
+        assert!(!s.durable_ack);
+        assert!(c.validate().is_ok());
+        assert_eq!(c.limits.effective_refused_wait(), Duration::from_secs(3));
+        let field = |f: fn(&mut StorageConfig)| {
+            let mut c = c.clone();
+            if let Some(s) = c.storage.as_mut() {
+                f(s);
+            }
+            match c.validate() {
+                Err(SamplerError::Config { field, .. }) => field,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(field(|s| s.path = PathBuf::new()), "storage.path");
+        assert_eq!(
+            field(|s| s.commit_interval = Duration::ZERO),
+            "storage.commit_interval"
+        );
+        assert_eq!(field(|s| s.max_bytes = 1), "storage.max_bytes");
+        let e = serde_yaml_ng::from_str::<SamplerConfig>("storage: {path: /x, sync: always}\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = serde_yaml_ng::from_str::<SamplerConfig>("policy_fiel: x\n").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");

@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -38,7 +38,15 @@ use crate::metrics::Metrics;
 use crate::shard::{IngestMsg, Origin, ShardMsg};
 
 /// Records waiting for the log task, at most: past it the sink refuses.
-const QUEUE: usize = 4096;
+const QUEUE: usize = 16_384;
+
+/// Request bytes waiting for the log task, at most: past it the sink
+/// refuses (the queue holds the requests alive).
+const QUEUE_BYTES: usize = 64 << 20;
+
+/// How long after the exporter settled as many spans as a batch's mark
+/// the batch counts as delivered, when the exporter never empties.
+const MARK_DELAY: Duration = Duration::from_secs(10);
 
 /// What the node logs.
 pub(crate) enum Entry {
@@ -47,10 +55,8 @@ pub(crate) enum Entry {
         traces: Vec<TraceKey>,
         request: Bytes,
     },
-    Decision {
-        trace: TraceKey,
-        kept: bool,
-    },
+    /// A shard's decisions of one round, in order.
+    Decisions(Vec<(TraceKey, bool)>),
     Delivered {
         traces: Vec<TraceKey>,
     },
@@ -77,12 +83,16 @@ pub(crate) struct Durable {
     durable_ack: bool,
     /// Spans handed to the exporter so far, by every shard.
     handed: Arc<AtomicU64>,
+    /// Request bytes queued for the log task.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The receiving end, for [`start`] once recovery is done.
 pub(crate) struct DurableQueue {
     rx: mpsc::Receiver<Op>,
     full: Arc<AtomicBool>,
+    handed: Arc<AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// Now, in Unix nanoseconds.
@@ -97,15 +107,23 @@ impl Durable {
     pub fn new(config: &StorageConfig, metrics: Arc<Metrics>) -> (Durable, DurableQueue) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let full = Arc::new(AtomicBool::new(false));
+        let handed = Arc::new(AtomicU64::new(0));
+        let queued = Arc::new(AtomicUsize::new(0));
         (
             Durable {
                 tx,
                 full: full.clone(),
                 metrics,
                 durable_ack: config.durable_ack,
-                handed: Arc::new(AtomicU64::new(0)),
+                handed: handed.clone(),
+                queued: queued.clone(),
             },
-            DurableQueue { rx, full },
+            DurableQueue {
+                rx,
+                full,
+                handed,
+                queued,
+            },
         )
     }
 
@@ -116,9 +134,12 @@ impl Durable {
         traces: Vec<TraceKey>,
         request: Bytes,
     ) -> Result<Option<oneshot::Receiver<()>>, ()> {
-        if self.full.load(Ordering::Relaxed) {
+        if self.full.load(Ordering::Relaxed)
+            || self.queued.load(Ordering::Relaxed) + request.len() > QUEUE_BYTES
+        {
             return Err(());
         }
+        let len = request.len();
         let (ack, synced) = if self.durable_ack {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -130,15 +151,20 @@ impl Durable {
             traces,
             request,
         };
-        self.tx.try_send(Op { entry, ack }).map_err(|_| ())?;
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        if self.tx.try_send(Op { entry, ack }).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            return Err(());
+        }
         Ok(synced)
     }
 
-    pub fn decision(&self, trace: &TraceId, kept: bool) {
-        self.log(Entry::Decision {
-            trace: trace.0,
-            kept,
-        });
+    /// Decisions, one record each, sent together (one message per shard
+    /// round rather than per trace).
+    pub fn decisions(&self, decided: Vec<(TraceKey, bool)>) {
+        if !decided.is_empty() {
+            self.log(Entry::Decisions(decided));
+        }
     }
 
     /// These traces are settled here: their kept spans went to the
@@ -149,13 +175,25 @@ impl Durable {
         }
     }
 
-    /// Kept spans of these traces were handed to the exporter: logged as
-    /// delivered once the exporter has settled as many spans as were handed
-    /// to it by now (so a crash before the backend took them exports them
-    /// again; requests in flight side by side make this approximate by at
-    /// most the exporter's concurrency).
-    pub fn exported(&self, traces: Vec<TraceKey>, spans: usize) {
-        let mark = self.handed.fetch_add(spans as u64, Ordering::Relaxed) + spans as u64;
+    /// Counts `spans` as handed to the exporter, before they are: a batch
+    /// is never in the exporter without being counted here, so "the
+    /// exporter settled as many spans as were counted" means it holds
+    /// none. Returns the count with them: the batch's mark.
+    pub fn reserve(&self, spans: usize) -> u64 {
+        self.handed.fetch_add(spans as u64, Ordering::SeqCst) + spans as u64
+    }
+
+    /// The exporter did not take a batch [`reserve`](Self::reserve)d for.
+    pub fn unreserve(&self, spans: usize) {
+        self.handed.fetch_sub(spans as u64, Ordering::SeqCst);
+    }
+
+    /// Kept spans of these traces were handed to the exporter with `mark`:
+    /// logged as delivered once the exporter has held nothing since (exact),
+    /// or has settled `mark` spans at least [`MARK_DELAY`] ago (under load
+    /// that never lets it empty: requests running side by side make this
+    /// one approximate).
+    pub fn exported(&self, traces: Vec<TraceKey>, mark: u64) {
         if !traces.is_empty() {
             self.log(Entry::Exported { traces, mark });
         }
@@ -187,19 +225,35 @@ async fn drive(
     metrics: Arc<Metrics>,
     exporter: Exporter,
 ) {
-    let DurableQueue { mut rx, full } = queue;
+    let DurableQueue {
+        mut rx,
+        full,
+        handed,
+        queued,
+    } = queue;
     let interval = wal.config().commit_interval;
     let mut waiters: Vec<(u64, oneshot::Sender<()>)> = Vec::new();
     let mut failing = false;
     let mut retry_at: Option<Instant> = None;
     let mut expired = 0;
-    // Exported traces waiting for the exporter to settle their mark.
-    let mut exported: VecDeque<(u64, Vec<TraceKey>)> = VecDeque::new();
+    // Exported traces waiting for the exporter: their mark, and when the
+    // exporter first had settled that many spans.
+    let mut exported: VecDeque<(u64, Option<Instant>, Vec<TraceKey>)> = VecDeque::new();
     loop {
-        // Those the exporter has caught up with are delivered.
+        // Settled first, then counted: if the exporter had settled every
+        // span counted, it held nothing, and every batch before is done.
         let settled = exporter.settled_spans();
-        while exported.front().is_some_and(|(mark, _)| *mark <= settled) {
-            if let Some((_, traces)) = exported.pop_front() {
+        let idle = settled >= handed.load(Ordering::SeqCst);
+        let now = Instant::now();
+        for (mark, reached, _) in exported.iter_mut() {
+            if reached.is_none() && *mark <= settled {
+                *reached = Some(now);
+            }
+        }
+        while exported.front().is_some_and(|(_, reached, _)| {
+            idle || reached.is_some_and(|r| now.duration_since(r) >= MARK_DELAY)
+        }) {
+            if let Some((_, _, traces)) = exported.pop_front() {
                 let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
             }
         }
@@ -230,8 +284,8 @@ async fn drive(
             // Every handle is gone: the node is stopping, and the exporter
             // has drained (or dropped and counted) what it held.
             let settled = exporter.settled_spans();
-            for (mark, traces) in exported.drain(..) {
-                if mark <= settled {
+            if settled >= handed.load(Ordering::SeqCst) {
+                for (_, _, traces) in exported.drain(..) {
                     let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
                 }
             }
@@ -244,22 +298,34 @@ async fn drive(
                 at_unix_nanos,
                 traces,
                 request,
-            } => wal.append(
-                &Record::Spans {
-                    at_unix_nanos: *at_unix_nanos,
-                    traces: std::mem::take(traces),
-                    request,
-                },
-                now,
-            ),
-            Entry::Decision { trace, kept } => wal.append(
-                &Record::Decision {
-                    trace: *trace,
-                    kept: *kept,
-                    at_unix_nanos: unix_nanos(),
-                },
-                now,
-            ),
+            } => {
+                queued.fetch_sub(request.len(), Ordering::Relaxed);
+                wal.append(
+                    &Record::Spans {
+                        at_unix_nanos: *at_unix_nanos,
+                        traces: std::mem::take(traces),
+                        request,
+                    },
+                    now,
+                )
+            }
+            Entry::Decisions(decided) => {
+                let at_unix_nanos = unix_nanos();
+                decided
+                    .iter()
+                    .map(|(trace, kept)| {
+                        wal.append(
+                            &Record::Decision {
+                                trace: *trace,
+                                kept: *kept,
+                                at_unix_nanos,
+                            },
+                            now,
+                        )
+                    })
+                    .last()
+                    .unwrap_or(Ok(wal.appended()))
+            }
             Entry::Delivered { traces } => wal.append(
                 &Record::Delivered {
                     traces: std::mem::take(traces),
@@ -267,7 +333,7 @@ async fn drive(
                 now,
             ),
             Entry::Exported { traces, mark } => {
-                exported.push_back((*mark, std::mem::take(traces)));
+                exported.push_back((*mark, None, std::mem::take(traces)));
                 continue;
             }
         };

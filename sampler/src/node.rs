@@ -455,6 +455,12 @@ impl Sampler {
         let mut log_task = None;
         metrics.storage_recovery_progress.set(1.0);
         if let (Some(storage), Some(queue)) = (config.storage.clone(), durable_queue) {
+            // On its own ring while it replays: the traces it recovers are
+            // its own, not to be pushed to others because DNS does not list
+            // it yet.
+            if let Some(cluster) = &cluster {
+                cluster.set_ready(true);
+            }
             let wal = recover_log(
                 &node,
                 storage,

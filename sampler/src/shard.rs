@@ -133,6 +133,9 @@ pub(crate) struct Shard {
     /// With `storage:`, the traces those spans belong to: logged as
     /// delivered once handed over.
     out_traces: Vec<[u8; 16]>,
+    /// With `storage:`, decisions not sent to the log yet (sent once per
+    /// round, not once per trace).
+    decided: Vec<([u8; 16], bool)>,
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
@@ -167,6 +170,7 @@ impl Shard {
             out: BytesMut::new(),
             out_spans: 0,
             out_traces: Vec::new(),
+            decided: Vec::new(),
             next_deadline: None,
             published: Published::default(),
         }
@@ -322,9 +326,7 @@ impl Shard {
                     .map(|&i| msg.batch.spans[i].trace_id)
                     .collect();
                 crate::holds::dedup_ids(&mut ids);
-                for id in &ids {
-                    durable.decision(id, false);
-                }
+                durable.decisions(ids.iter().map(|id| (id.0, false)).collect());
             }
             if would > 0 {
                 metrics.late_would_have_kept.increment(would as u64);
@@ -560,6 +562,13 @@ impl Shard {
     /// until its hold ends instead (holds noted while a flush waited for
     /// the exporter count too: that wait is when requests are refused).
     async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
+        self.decide_each(ready, now, holds).await;
+        if let Some(durable) = &self.ctx.durable {
+            durable.decisions(std::mem::take(&mut self.decided));
+        }
+    }
+
+    async fn decide_each(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
         if ready.is_empty() {
             return;
         }
@@ -698,8 +707,8 @@ impl Shard {
             metrics.not_sampled.increment(spans as u64);
             CachedDecision::NotSampled
         };
-        if let Some(durable) = &self.ctx.durable {
-            durable.decision(&trace.id, decision.sampled);
+        if self.ctx.durable.is_some() {
+            self.decided.push((trace.id.0, decision.sampled));
         }
         self.buffer.record_decision(trace.id, cached);
     }
@@ -756,6 +765,11 @@ impl Shard {
         };
         self.out_spans = 0;
         let traces = std::mem::take(&mut self.out_traces);
+        if let Some(durable) = &self.ctx.durable {
+            // Decisions before the deliveries that follow from them.
+            durable.decisions(std::mem::take(&mut self.decided));
+        }
+        let mark = self.ctx.durable.as_ref().map(|d| d.reserve(spans));
         let outcome = match self.ctx.exporter.try_send(batch) {
             Ok(()) => Ok(()),
             Err(SendError::QueueFull(batch)) => {
@@ -769,12 +783,15 @@ impl Shard {
             }
             Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
         };
-        if let Some(durable) = &self.ctx.durable {
+        if let (Some(durable), Some(mark)) = (&self.ctx.durable, mark) {
             match outcome {
                 // Delivered once the exporter has caught up with them.
-                Ok(()) => durable.exported(traces, spans),
+                Ok(()) => durable.exported(traces, mark),
                 // Dropped and counted: settled.
-                Err(_) => durable.delivered(traces),
+                Err(_) => {
+                    durable.unreserve(spans);
+                    durable.delivered(traces);
+                }
             }
         }
         let metrics = &self.ctx.metrics;

@@ -206,8 +206,9 @@ pub struct Cluster {
     pub admin_port: u16,
     /// mTLS between every node (`None`: plaintext).
     pub tls: Option<ClusterTls>,
-    /// Each sampler keeps a write-ahead log (`storage:`) in the scenario's
-    /// directory, `sampler-I.wal`, kept across its restarts.
+    /// Each sampler keeps a write-ahead log (`storage:`, `durable_ack`: a
+    /// request is answered once synced) in the scenario's directory,
+    /// `sampler-I.wal`, kept across its restarts.
     pub storage: bool,
     restarts: usize,
 }
@@ -348,7 +349,7 @@ impl Cluster {
         };
         let storage = if self.storage {
             format!(
-                "storage:\n  path: {}\n  commit_interval: 50ms\n",
+                "storage:\n  path: {}\n  commit_interval: 50ms\n  durable_ack: true\n",
                 self.dir.join(format!("sampler-{i}.wal")).display()
             )
         } else {
