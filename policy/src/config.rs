@@ -696,6 +696,13 @@ pub(crate) struct RawPolicy {
     pub not: Option<RawNot>,
     #[serde(default)]
     pub composite: Option<RawComposite>,
+    /// tailgate extensions (crate::adaptive): Refinery's dynamic samplers.
+    #[serde(default)]
+    pub ema_dynamic: Option<crate::adaptive::RawEmaDynamic>,
+    #[serde(default)]
+    pub ema_throughput: Option<crate::adaptive::RawEmaThroughput>,
+    #[serde(default)]
+    pub windowed_throughput: Option<crate::adaptive::RawWindowedThroughput>,
 }
 
 impl RawPolicy {
@@ -717,6 +724,9 @@ impl RawPolicy {
             ("drop", self.drop.is_some()),
             ("not", self.not.is_some()),
             ("composite", self.composite.is_some()),
+            ("ema_dynamic", self.ema_dynamic.is_some()),
+            ("ema_throughput", self.ema_throughput.is_some()),
+            ("windowed_throughput", self.windowed_throughput.is_some()),
         ];
         present
             .into_iter()

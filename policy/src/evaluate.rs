@@ -15,6 +15,7 @@ use std::time::Duration;
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
 use proto::write::SpanRef;
 
+use crate::adaptive::{self, Estimator, EstimatorStats};
 use crate::policy::{Node, Rule, StringMatcher};
 use crate::probabilistic::{Threshold, hash_trace_id};
 use crate::summary::TraceSummary;
@@ -160,13 +161,20 @@ pub struct PolicySet {
     /// The Collector's `processor.tailsamplingprocessor.usetracestate`
     /// gate: `probabilistic` reads `ot=rv` and decisions carry thresholds.
     use_tracestate: bool,
+    /// The adaptive policies at any depth, in evaluation order: their
+    /// names (`outer/inner` for a sub-policy) and slots.
+    adaptive: Vec<(Arc<str>, usize)>,
 }
 
 /// What a stateful policy keeps between evaluations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotKind {
     Bucket,
-    Composite { subs: usize },
+    Composite {
+        subs: usize,
+    },
+    /// An adaptive policy's estimator (crate::adaptive).
+    Adaptive,
 }
 
 /// The state of the rate-limiting policies of one [`PolicySet`]: token
@@ -203,6 +211,8 @@ enum Slot {
         second: Option<u64>,
         sampled: Vec<i64>,
     },
+    /// An adaptive policy's per-key counts, averages and rates.
+    Adaptive(Box<Estimator>),
 }
 
 /// One policy's vote.
@@ -281,6 +291,24 @@ impl<'t> Ctx<'t> {
         })
     }
 
+    /// Each span with its resource header, for the adaptive policies' keys.
+    fn spans_with_resources(&self) -> Vec<(SpanView<'t>, &'t [u8])> {
+        let views = self.spans();
+        if views.len() == self.trace.spans.len() {
+            views
+                .iter()
+                .copied()
+                .zip(self.trace.spans.iter().map(|s| s.resource))
+                .collect()
+        } else {
+            self.trace
+                .spans
+                .iter()
+                .filter_map(|s| SpanView::parse(s.span, 0).ok().map(|v| (v, s.resource)))
+                .collect()
+        }
+    }
+
     fn attributes(&self) -> &AttributeIndex<'t> {
         self.attributes.get_or_init(|| {
             let keys = self.attribute_keys;
@@ -342,12 +370,71 @@ impl PolicySet {
         slots: Vec<SlotKind>,
         attribute_keys: Vec<String>,
     ) -> PolicySet {
+        fn walk(node: &Node, prefix: Option<&str>, out: &mut Vec<(Arc<str>, usize)>) {
+            let name: Arc<str> = match prefix {
+                Some(p) => Arc::from(format!("{p}/{}", node.name)),
+                None => node.name.clone(),
+            };
+            match &node.rule {
+                Rule::Adaptive(a) => out.push((name, a.slot)),
+                Rule::And(subs) | Rule::Drop(subs) => {
+                    subs.iter().for_each(|s| walk(s, Some(&name), out))
+                }
+                Rule::Not(sub) => walk(sub, Some(&name), out),
+                Rule::Composite { subs, .. } => {
+                    subs.iter().for_each(|(s, _)| walk(s, Some(&name), out))
+                }
+                _ => {}
+            }
+        }
+        let mut adaptive = Vec::new();
+        nodes.iter().for_each(|n| walk(n, None, &mut adaptive));
         PolicySet {
             nodes,
             sample_on_first_match,
             slots,
             attribute_keys,
             use_tracestate: false,
+            adaptive,
+        }
+    }
+
+    /// The adaptive policies (tailgate's `ema_dynamic`, `ema_throughput`,
+    /// `windowed_throughput`) at any depth, in evaluation order, with what
+    /// their estimators in `state` are doing: their current rates, and the
+    /// `top` keys with the most spans.
+    pub fn adaptive_stats(
+        &self,
+        state: &PolicyState,
+        top: usize,
+    ) -> Vec<(Arc<str>, EstimatorStats)> {
+        if !self.state_fits(state) {
+            return Vec::new();
+        }
+        self.adaptive
+            .iter()
+            .filter_map(|(name, slot)| match &*state.slot(*slot)? {
+                Slot::Adaptive(e) => Some((name.clone(), e.stats(top))),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Sets the share of their throughput goals that the throughput
+    /// policies (`ema_throughput`, `windowed_throughput`) take on this node,
+    /// in `(0, 1]`: a sampler of a cluster takes its share of the fleet's
+    /// goal. 1, the whole goal, unless set. Used from each estimator's next
+    /// rate update.
+    pub fn set_goal_share(&self, state: &PolicyState, share: f64) {
+        if !self.state_fits(state) {
+            return;
+        }
+        for (_, slot) in &self.adaptive {
+            if let Some(mut guard) = state.slot(*slot)
+                && let Slot::Adaptive(e) = &mut *guard
+            {
+                e.set_goal_share(share);
+            }
         }
     }
 
@@ -404,6 +491,7 @@ impl PolicySet {
                             second: None,
                             sampled: vec![0; *subs],
                         },
+                        SlotKind::Adaptive => Slot::Adaptive(Box::default()),
                     })
                 })
                 .collect(),
@@ -668,6 +756,42 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             // and scope groups, which is what writing them out produces.
             proto::write::encoded_len(ctx.trace.spans) as u64,
         )),
+        Rule::Adaptive(a) => {
+            // Refinery counts a trace's spans under its key, then reads the
+            // key's rate.
+            let key = a
+                .key
+                .build(&ctx.spans_with_resources(), summary.span_count());
+            let rate = match state.slot(a.slot) {
+                Some(mut guard) => match &mut *guard {
+                    Slot::Adaptive(e) => {
+                        e.observe(&a.params, &key, summary.span_count() as f64, ctx.now)
+                    }
+                    _ => 1,
+                },
+                None => 1,
+            };
+            let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
+            // With the usetracestate gate, the spans' own `ot=rv` decides, as
+            // for probabilistic, so that upstream consistent sampling nests.
+            let rv = if ctx.use_tracestate {
+                ctx.spans()
+                    .iter()
+                    .find_map(|s| tracestate::ot_randomness(s.trace_state()))
+            } else {
+                None
+            };
+            let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
+            if rv >= threshold {
+                Vote {
+                    verdict: Verdict::Sampled,
+                    threshold,
+                    composite_sub: None,
+                }
+            } else {
+                Vote::of(Verdict::NotSampled)
+            }
+        }
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not
             // ends the evaluation.
@@ -734,8 +858,11 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                     let if_sampled = sampled[i].saturating_add(count);
                     if if_sampled <= *allocated && if_sampled <= *max_total {
                         sampled[i] = if_sampled;
+                        // The sub-policy's threshold passes through: an
+                        // adaptive or probabilistic keep is still one.
                         return Vote {
                             composite_sub: Some(&sub.name),
+                            threshold: v.threshold,
                             ..Vote::of(Verdict::Sampled)
                         };
                     }

@@ -18,6 +18,7 @@
 //! trace ID).
 #![forbid(unsafe_code)]
 
+mod adaptive;
 mod annotate;
 pub mod cli;
 mod config;
@@ -31,6 +32,7 @@ mod summary;
 mod testutil;
 mod tracestate;
 
+pub use adaptive::EstimatorStats;
 pub use annotate::{Annotations, annotate_span, annotate_span_with};
 pub use error::PolicyError;
 pub use evaluate::{Decision, Outcome, PolicySet, PolicyState, PolicyTimer, TraceView, Votes};
