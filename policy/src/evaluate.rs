@@ -15,7 +15,8 @@ use std::time::Duration;
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
 use proto::write::SpanRef;
 
-use crate::adaptive::{self, Estimator, EstimatorStats};
+use crate::adaptive::{self, Estimator, EstimatorStats, Method};
+use crate::fleet::{BudgetUnit, FleetBudget, FleetCell};
 use crate::policy::{Node, Rule, StringMatcher};
 use crate::probabilistic::{Threshold, hash_trace_id};
 use crate::summary::TraceSummary;
@@ -164,6 +165,8 @@ pub struct PolicySet {
     /// The adaptive policies at any depth, in evaluation order: their
     /// names (`outer/inner` for a sub-policy) and slots.
     adaptive: Vec<(Arc<str>, usize)>,
+    /// The budgeted policies at any depth (crate::fleet).
+    budgets: Vec<FleetBudget>,
 }
 
 /// What a stateful policy keeps between evaluations.
@@ -189,6 +192,9 @@ pub struct PolicyState {
     /// without locking every slot.
     kinds: Vec<SlotKind>,
     slots: Vec<Mutex<Slot>>,
+    /// Per slot: what its budget was asked for since the last exchange, and
+    /// this node's share of the budget (1 unless a cluster set it).
+    fleet: Vec<FleetCell>,
 }
 
 impl PolicyState {
@@ -198,6 +204,37 @@ impl PolicyState {
         self.slots
             .get(at)
             .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What the budget of slot `at` (a [`FleetBudget::slot`]) was asked
+    /// for since the last call, in its unit, and resets it.
+    pub fn take_demand(&self, at: usize) -> u64 {
+        self.fleet.get(at).map_or(0, FleetCell::take_demand)
+    }
+
+    /// Sets this node's share of the budget of slot `at`, in `(0, 1]`; a
+    /// rate limiter refills at its share of the rate into its share of the
+    /// burst, a composite spends its share of each allocation each second,
+    /// a throughput goal is its share from the next rate update.
+    pub fn set_share(&self, at: usize, share: f64) {
+        if let Some(cell) = self.fleet.get(at) {
+            cell.set_share(share);
+        }
+    }
+
+    /// This node's share of the budget of slot `at` (1 standalone).
+    pub fn share(&self, at: usize) -> f64 {
+        self.fleet.get(at).map_or(1.0, FleetCell::share)
+    }
+
+    fn ask(&self, at: usize, amount: u64) -> f64 {
+        match self.fleet.get(at) {
+            Some(cell) => {
+                cell.ask(amount);
+                cell.share()
+            }
+            None => 1.0,
+        }
     }
 }
 
@@ -389,6 +426,8 @@ impl PolicySet {
         }
         let mut adaptive = Vec::new();
         nodes.iter().for_each(|n| walk(n, None, &mut adaptive));
+        let mut budgets = Vec::new();
+        nodes.iter().for_each(|n| budgets_of(n, None, &mut budgets));
         PolicySet {
             nodes,
             sample_on_first_match,
@@ -396,7 +435,15 @@ impl PolicySet {
             attribute_keys,
             use_tracestate: false,
             adaptive,
+            budgets,
         }
+    }
+
+    /// The budgeted policies (`rate_limiting`, `bytes_limiting`,
+    /// `composite`, `ema_throughput`, `windowed_throughput`) at any depth, in
+    /// evaluation order: what a cluster shares among its samplers.
+    pub fn fleet_budgets(&self) -> &[FleetBudget] {
+        &self.budgets
     }
 
     /// The adaptive policies (tailgate's `ema_dynamic`, `ema_throughput`,
@@ -418,24 +465,6 @@ impl PolicySet {
                 _ => None,
             })
             .collect()
-    }
-
-    /// Sets the share of their throughput goals that the throughput
-    /// policies (`ema_throughput`, `windowed_throughput`) take on this node,
-    /// in `(0, 1]`: a sampler of a cluster takes its share of the fleet's
-    /// goal. 1, the whole goal, unless set. Used from each estimator's next
-    /// rate update.
-    pub fn set_goal_share(&self, state: &PolicyState, share: f64) {
-        if !self.state_fits(state) {
-            return;
-        }
-        for (_, slot) in &self.adaptive {
-            if let Some(mut guard) = state.slot(*slot)
-                && let Slot::Adaptive(e) = &mut *guard
-            {
-                e.set_goal_share(share);
-            }
-        }
     }
 
     /// Turns the Collector's `processor.tailsamplingprocessor.usetracestate`
@@ -495,6 +524,7 @@ impl PolicySet {
                     })
                 })
                 .collect(),
+            fleet: self.slots.iter().map(|_| FleetCell::default()).collect(),
         }
     }
 
@@ -581,6 +611,50 @@ impl PolicySet {
             threshold,
             votes,
         }
+    }
+}
+
+/// The budgeted policies under `node`, in evaluation order.
+fn budgets_of(node: &Node, prefix: Option<&str>, out: &mut Vec<FleetBudget>) {
+    let name: Arc<str> = match prefix {
+        Some(p) => Arc::from(format!("{p}/{}", node.name)),
+        None => node.name.clone(),
+    };
+    let mut push = |slot: usize, unit: BudgetUnit, per_second: f64| {
+        out.push(FleetBudget {
+            policy: name.clone(),
+            slot,
+            unit,
+            per_second,
+        })
+    };
+    match &node.rule {
+        Rule::RateLimiting {
+            slot, per_second, ..
+        } => push(*slot, BudgetUnit::Spans, *per_second as f64),
+        Rule::BytesLimiting {
+            slot, per_second, ..
+        } => push(*slot, BudgetUnit::Bytes, *per_second as f64),
+        Rule::Composite {
+            slot,
+            max_total,
+            subs,
+        } => {
+            push(*slot, BudgetUnit::Spans, *max_total as f64);
+            subs.iter()
+                .for_each(|(s, _)| budgets_of(s, Some(&name), out));
+        }
+        Rule::Adaptive(a) => match &a.params.method {
+            Method::EmaThroughput { goal_per_sec, .. } | Method::Windowed { goal_per_sec, .. } => {
+                push(a.slot, BudgetUnit::Spans, *goal_per_sec)
+            }
+            Method::EmaDynamic { .. } => {}
+        },
+        Rule::And(subs) | Rule::Drop(subs) => {
+            subs.iter().for_each(|s| budgets_of(s, Some(&name), out))
+        }
+        Rule::Not(sub) => budgets_of(sub, Some(&name), out),
+        _ => {}
     }
 }
 
@@ -733,38 +807,48 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             slot,
             per_second,
             burst,
-        } => Vote::sampled_if(take_tokens(
-            state,
-            *slot,
-            ctx.now,
-            *per_second,
-            *burst,
-            summary.span_count(),
-        )),
+        } => {
+            let n = summary.span_count();
+            let share = state.ask(*slot, n);
+            Vote::sampled_if(take_tokens(
+                state,
+                *slot,
+                ctx.now,
+                *per_second as f64 * share,
+                *burst as f64 * share,
+                n,
+            ))
+        }
         Rule::BytesLimiting {
             slot,
             per_second,
             burst,
-        } => Vote::sampled_if(take_tokens(
-            state,
-            *slot,
-            ctx.now,
-            *per_second,
-            *burst,
+        } => {
             // bytes_limiting.go charges ptrace.ProtoMarshaler.TracesSize:
             // the protobuf size of the trace's spans under their resource
             // and scope groups, which is what writing them out produces.
-            proto::write::encoded_len(ctx.trace.spans) as u64,
-        )),
+            let n = proto::write::encoded_len(ctx.trace.spans) as u64;
+            let share = state.ask(*slot, n);
+            Vote::sampled_if(take_tokens(
+                state,
+                *slot,
+                ctx.now,
+                *per_second as f64 * share,
+                *burst as f64 * share,
+                n,
+            ))
+        }
         Rule::Adaptive(a) => {
             // Refinery counts a trace's spans under its key, then reads the
             // key's rate.
             let key = a
                 .key
                 .build(&ctx.spans_with_resources(), summary.span_count());
+            let share = state.ask(a.slot, summary.span_count());
             let rate = match state.slot(a.slot) {
                 Some(mut guard) => match &mut *guard {
                     Slot::Adaptive(e) => {
+                        e.set_goal_share(share);
                         e.observe(&a.params, &key, summary.span_count() as f64, ctx.now)
                     }
                     _ => 1,
@@ -846,6 +930,9 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                 sampled.iter_mut().for_each(|n| *n = 0);
             }
             let count = summary.span_count() as i64;
+            let share = state.ask(*slot, summary.span_count());
+            // This node's part of the budgets (all of them standalone).
+            let max_total = *max_total as f64 * share;
             for (i, (sub, allocated)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
                 if v.verdict == Verdict::Sampled {
@@ -856,7 +943,8 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                         return Vote::of(Verdict::NotSampled);
                     };
                     let if_sampled = sampled[i].saturating_add(count);
-                    if if_sampled <= *allocated && if_sampled <= *max_total {
+                    let allocated = *allocated as f64 * share;
+                    if if_sampled as f64 <= allocated && if_sampled as f64 <= max_total {
                         sampled[i] = if_sampled;
                         // The sub-policy's threshold passes through: an
                         // adaptive or probabilistic keep is still one.
@@ -884,8 +972,8 @@ fn take_tokens(
     state: &PolicyState,
     slot: usize,
     now: Duration,
-    per_second: i64,
-    burst: i64,
+    per_second: f64,
+    burst: f64,
     n: u64,
 ) -> bool {
     let Some(mut guard) = state.slot(slot) else {
@@ -894,13 +982,13 @@ fn take_tokens(
     let Slot::Bucket { tokens, last } = &mut *guard else {
         return false;
     };
-    let (burst, n) = (burst as f64, n as f64);
+    let n = n as f64;
     if n > burst {
         return false;
     }
     let available = match *last {
         None => burst,
-        Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second as f64).min(burst),
+        Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second).min(burst),
     };
     if available < n {
         return false;

@@ -25,6 +25,7 @@ mod config;
 mod duration;
 mod error;
 mod evaluate;
+pub mod fleet;
 mod policy;
 mod probabilistic;
 mod summary;

@@ -589,7 +589,10 @@ fn a_fleet_share_scales_the_throughput_goal() {
     ema_throughput: {goal_throughput_per_sec: 90, field_list: [http.route], adjustment_interval: 1s}",
     );
     let state = set.new_state();
-    set.set_goal_share(&state, 1.0 / 3.0);
+    let budgets = set.fleet_budgets();
+    assert_eq!(budgets.len(), 1);
+    assert_eq!((&*budgets[0].policy, budgets[0].per_second), ("tp", 90.0));
+    state.set_share(budgets[0].slot, 1.0 / 3.0);
     let mut kept = 0u64;
     for n in 0..30_000u64 {
         let now = Duration::from_millis(n);
