@@ -105,6 +105,11 @@ impl ActivePolicy {
         counters[usize::from(!decision.sampled)].increment(1);
     }
 
+    /// The policies' state: rate limiters, estimators, fleet shares.
+    pub fn state(&self) -> &PolicyState {
+        &self.state
+    }
+
     /// The hash as the metric holds it: the top 48 bits, exact in an f64.
     pub fn hash_gauge(&self) -> f64 {
         (self.hash >> 16) as f64
