@@ -258,9 +258,29 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
     ) -> Cluster {
+        Cluster::start_with(name, samplers, max_samplers, tls, POLICY).await
+    }
+
+    /// [`Cluster::start`] with another policy file than [`POLICY`].
+    pub async fn start_with_policy(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        policy: &str,
+    ) -> Cluster {
+        Cluster::start_with(name, samplers, max_samplers, |_| None, policy).await
+    }
+
+    async fn start_with(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        tls: impl FnOnce(&Path) -> Option<ClusterTls>,
+        policy: &str,
+    ) -> Cluster {
         let dir = scenario_dir(name);
         let tls = tls(&dir);
-        std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy file");
+        std::fs::write(dir.join("policy.yaml"), policy).expect("policy file");
         let ips: Vec<IpAddr> = (0..max_samplers).map(sampler_ip).collect();
         let port = common_port(&ips);
         let admin_port = common_port(&ips);
