@@ -491,6 +491,11 @@ fn skewed_keys_rare_kept_more_and_adjusted_counts_add_up() {
         }
     }
     let share = |r: &str| kept[r] / sent[r];
+    eprintln!(
+        "skewed: sent {sent:?}, kept {kept:?}, estimated {estimate:?}, kept share rare {:.3} common {:.3}",
+        kept["/rare"] / sent["/rare"],
+        kept["/common"] / sent["/common"]
+    );
     assert!(
         share("/rare") > 5.0 * share("/common"),
         "rare kept {} common kept {}",
@@ -546,6 +551,7 @@ fn a_throughput_goal_holds_whatever_the_traffic() {
                 }
             }
             let per_second = kept_late as f64 / 10.0;
+            eprintln!("{kind}: {per_sec} traces/s offered, {per_second} spans/s kept");
             // Whole rates rounded up keep a little under the goal.
             assert!(
                 (40.0..=55.0).contains(&per_second),
