@@ -870,6 +870,10 @@ pub(crate) struct RawComposite {
     pub composite_sub_policy: Option<Vec<RawPolicy>>,
     #[serde(default)]
     pub rate_allocation: Option<Vec<RawRateAllocation>>,
+    /// tailgate extension: a sub-policy past its allocation may use what
+    /// the others have not used this second.
+    #[serde(default)]
+    pub budget_lending: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

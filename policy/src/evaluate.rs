@@ -247,6 +247,10 @@ enum Slot {
     Composite {
         second: Option<u64>,
         sampled: Vec<i64>,
+        /// With `budget_lending`: spans each sub-policy kept on others'
+        /// allocations, and spans of its allocation others kept, this second.
+        borrowed: Vec<i64>,
+        lent: Vec<i64>,
     },
     /// An adaptive policy's per-key counts, averages and rates.
     Adaptive(Box<Estimator>),
@@ -519,6 +523,8 @@ impl PolicySet {
                         SlotKind::Composite { subs } => Slot::Composite {
                             second: None,
                             sampled: vec![0; *subs],
+                            borrowed: vec![0; *subs],
+                            lent: vec![0; *subs],
                         },
                         SlotKind::Adaptive => Slot::Adaptive(Box::default()),
                     })
@@ -639,6 +645,7 @@ fn budgets_of(node: &Node, prefix: Option<&str>, out: &mut Vec<FleetBudget>) {
             slot,
             max_total,
             subs,
+            ..
         } => {
             push(*slot, BudgetUnit::Spans, *max_total as f64);
             subs.iter()
@@ -916,6 +923,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             slot,
             max_total,
             subs,
+            lending,
         } => {
             // composite.go: per-second span budgets, one per sub-policy,
             // reset at each new second.
@@ -923,28 +931,73 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             // not while sub-policies are evaluated.
             let second = ctx.now.as_secs();
             if let Some(mut guard) = state.slot(*slot)
-                && let Slot::Composite { second: s, sampled } = &mut *guard
+                && let Slot::Composite {
+                    second: s,
+                    sampled,
+                    borrowed,
+                    lent,
+                } = &mut *guard
                 && *s != Some(second)
             {
                 *s = Some(second);
-                sampled.iter_mut().for_each(|n| *n = 0);
+                for v in [sampled, borrowed, lent] {
+                    v.iter_mut().for_each(|n| *n = 0);
+                }
             }
             let count = summary.span_count() as i64;
             let share = state.ask(*slot, summary.span_count());
             // This node's part of the budgets (all of them standalone).
             let max_total = *max_total as f64 * share;
-            for (i, (sub, allocated)) in subs.iter().enumerate() {
+            for (i, (sub, _)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
                 if v.verdict == Verdict::Sampled {
                     let Some(mut guard) = state.slot(*slot) else {
                         return Vote::of(Verdict::NotSampled);
                     };
-                    let Slot::Composite { sampled, .. } = &mut *guard else {
+                    let Slot::Composite {
+                        sampled,
+                        borrowed,
+                        lent,
+                        ..
+                    } = &mut *guard
+                    else {
                         return Vote::of(Verdict::NotSampled);
                     };
                     let if_sampled = sampled[i].saturating_add(count);
-                    let allocated = *allocated as f64 * share;
-                    if if_sampled as f64 <= allocated && if_sampled as f64 <= max_total {
+                    // What is left of each sub-policy's allocation this second.
+                    let rooms: Vec<f64> = subs
+                        .iter()
+                        .enumerate()
+                        .map(|(j, (_, a))| {
+                            *a as f64 * share - (sampled[j] - borrowed[j] + lent[j]) as f64
+                        })
+                        .collect();
+                    let fits = count as f64 <= rooms[i];
+                    let need = count as f64 - rooms[i].max(0.0);
+                    let lend = !fits && *lending && {
+                        let total: i64 = sampled.iter().sum();
+                        let spare: f64 = rooms
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i)
+                            .map(|(_, r)| r.max(0.0))
+                            .sum();
+                        need <= spare && total.saturating_add(count) as f64 <= max_total
+                    };
+                    if (fits || lend) && if_sampled as f64 <= max_total {
+                        if lend {
+                            // Borrow what is missing from the others, in order.
+                            let mut need = need.ceil() as i64;
+                            borrowed[i] += need;
+                            for (j, room) in rooms.iter().enumerate() {
+                                if j == i || need <= 0 {
+                                    continue;
+                                }
+                                let take = (room.max(0.0).floor() as i64).min(need);
+                                lent[j] += take;
+                                need -= take;
+                            }
+                        }
                         sampled[i] = if_sampled;
                         // The sub-policy's threshold passes through: an
                         // adaptive or probabilistic keep is still one.

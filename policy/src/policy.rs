@@ -189,6 +189,9 @@ pub(crate) enum Rule {
         max_total: i64,
         /// Each sub-policy with its spans-per-second allocation.
         subs: Vec<(Node, i64)>,
+        /// `budget_lending` (tailgate extension): unused allocations are lent
+        /// to the sub-policies past theirs, within the same second.
+        lending: bool,
     },
     /// `ema_dynamic`, `ema_throughput`, `windowed_throughput` (tailgate
     /// extensions, see crate::adaptive).
@@ -927,6 +930,7 @@ impl Compiler<'_, '_> {
             slot: self.slot(SlotKind::Composite { subs: subs.len() }),
             max_total,
             subs: subs.into_iter().zip(allocation).collect(),
+            lending: c.budget_lending.unwrap_or(false),
         })
     }
 
@@ -1064,8 +1068,14 @@ pub(crate) fn describe(rule: &Rule) -> String {
         Rule::And(_) => "and".into(),
         Rule::Drop(_) => "drop".into(),
         Rule::Not(_) => "not".into(),
-        Rule::Composite { max_total, .. } => {
-            format!("composite max_total_spans_per_second={max_total}")
+        Rule::Composite {
+            max_total, lending, ..
+        } => {
+            let mut s = format!("composite max_total_spans_per_second={max_total}");
+            if *lending {
+                s.push_str(" budget_lending=true (tailgate extension)");
+            }
+            s
         }
         Rule::Adaptive(a) => adaptive::describe(a),
     }
