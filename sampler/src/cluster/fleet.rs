@@ -197,24 +197,29 @@ impl Exchange {
                 .filter(|m| **m != me)
                 .cloned()
                 .collect();
+            if budgets.is_empty() {
+                // Nothing to share: nothing is exchanged, nothing is stale.
+                self.metrics.fleet_exchange(Duration::ZERO, 0);
+                continue;
+            }
+            // Each other member's latest report with the same budgets, and
+            // its age (a member never heard from, or running another policy
+            // file, counts from the start of the exchange).
             let stale = self.interval * 3;
-            let reports: Vec<Option<Counts>> = others
-                .iter()
-                .map(|m| {
-                    self.board
-                        .get(&m.to_string())
-                        .filter(|(at, _)| now.duration_since(*at) <= stale)
-                        .map(|(_, c)| c)
-                })
-                .collect();
-            let oldest = others
+            let latest: Vec<(Duration, Option<Counts>)> = others
                 .iter()
                 .map(|m| match self.board.get(&m.to_string()) {
-                    Some((at, _)) => now.duration_since(at),
-                    None => now.duration_since(started),
+                    Some((at, c)) if c.fingerprint == fingerprint => {
+                        (now.duration_since(at), Some(c))
+                    }
+                    _ => (now.duration_since(started), None),
                 })
-                .max()
-                .unwrap_or_default();
+                .collect();
+            let oldest = latest.iter().map(|(age, _)| *age).max().unwrap_or_default();
+            let reports: Vec<Option<Counts>> = latest
+                .into_iter()
+                .map(|(age, c)| c.filter(|_| age <= stale))
+                .collect();
             self.metrics
                 .fleet_exchange(oldest, reports.iter().flatten().count());
             let refs: Vec<Option<&Counts>> = reports.iter().map(Option::as_ref).collect();
@@ -225,9 +230,6 @@ impl Exchange {
             {
                 state.set_share(b.slot, share);
                 self.metrics.fleet(&b.policy, share, *d);
-            }
-            if budgets.is_empty() {
-                continue;
             }
             let body = Bytes::from(encode(&Counts {
                 member: me.to_string(),
