@@ -70,3 +70,52 @@ async fn adaptive_rates_and_fleet_shares_are_published() {
     assert_eq!(m.sum("tailgate_fleet_pushes_total", &n), 0.0);
     node.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_kept_by_an_adaptive_policy_carry_the_threshold_of_its_rate() {
+    let backend = Backend::start().await;
+    let path = temp_dir("adaptive-th").join("policy.yaml");
+    // Until its first adjustment (15 s) ema_dynamic answers its goal rate:
+    // every kept trace is kept at 1 in 4, th = 0.75 = `c`.
+    std::fs::write(
+        &path,
+        "\
+decision_wait: 100ms
+policies:
+  - name: dyn
+    type: ema_dynamic
+    ema_dynamic: {goal_sample_rate: 4, field_list: [service.name]}
+",
+    )
+    .unwrap();
+    let mut c = config("adaptive-th", &path, &backend);
+    c.use_tracestate = true;
+    let node = Node::start(c);
+    let specs: Vec<SpanSpec> = (0..200u64)
+        .map(|t| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&t.to_be_bytes());
+            id[8] = 0x7e;
+            SpanSpec::new(0, 0)
+                .with_trace_id(proto::view::TraceId(id))
+                .root()
+        })
+        .collect();
+    node.send(&specs).await.unwrap();
+    let n = [("node", "adaptive-th")];
+    node.metrics_until(200, |m| {
+        m.sum("tailgate_spans_forwarded_total", &n) + m.sum("tailgate_spans_not_sampled_total", &n)
+            == 200.0
+    })
+    .await;
+    node.shutdown().await.unwrap();
+    let mut states = Vec::new();
+    for request in backend.requests() {
+        proto::view::RequestView::new(&request)
+            .for_each_span(|_, _, s| states.push(s.trace_state().to_owned()))
+            .unwrap();
+    }
+    // About a quarter kept (200 draws at p = 1/4: 50 ± 6σ), each with th:c.
+    assert!((20..=80).contains(&states.len()), "{} kept", states.len());
+    assert!(states.iter().all(|s| s == "ot=th:c"), "{states:?}");
+}
