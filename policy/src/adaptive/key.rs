@@ -70,14 +70,18 @@ impl KeySpec {
         let mut key = String::new();
         let mut distinct = 0;
         let mut values: BTreeSet<String> = BTreeSet::new();
+        // One buffer for every value read: a value is copied out only the
+        // first time it is seen (most spans of a trace repeat their values).
+        let mut v = String::new();
         'fields: for field in &self.fields {
             values.clear();
             for (span, resource) in spans {
                 if distinct >= MAX_DISTINCT_VALUES {
                     break;
                 }
-                let mut v = String::new();
-                if read(field, span, resource, &mut v) && values.insert(v) {
+                v.clear();
+                if read(field, span, resource, &mut v) && !values.contains(v.as_str()) {
+                    values.insert(v.clone());
                     distinct += 1;
                 }
             }
