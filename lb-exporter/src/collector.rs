@@ -828,7 +828,10 @@ exporters:
         let ResolverConfig::Dns(dns) = &config.resolver else {
             panic!()
         };
-        assert_eq!((dns.port, dns.timeout), (5317, Some(Duration::from_secs(3))));
+        assert_eq!(
+            (dns.port, dns.timeout),
+            (5317, Some(Duration::from_secs(3)))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! policies read attributes, on a 10-span trace with typical attributes that
 //! no policy keeps, so that every policy runs. Also the cost of re-parsing
 //! the stored spans (`SpanView::parse` validates again) on its own, and of
-//! annotating one span.
+//! annotating one span, and each of tailgate's adaptive policies alone.
 //!
 //! OTTL: an `ottl_condition` equivalent to a `string_attribute` policy
 //! (the resource's or the span's attribute), next to that policy, and a
@@ -23,6 +23,21 @@ use proto::write::SpanRef;
 
 mod common;
 use common::{OTTL_EQUIVALENT, OTTL_TEN, STRING_ATTRIBUTE, THREE, TWENTY, fixture};
+
+/// tailgate's adaptive policies, one at a time, keyed on two fields (one
+/// on the resources, one on the spans) of the 10-span trace.
+const EMA_DYNAMIC: &str = "
+policies:
+  - {name: dyn, type: ema_dynamic, ema_dynamic: {goal_sample_rate: 20, field_list: [service.name, http.route]}}
+";
+const EMA_THROUGHPUT: &str = "
+policies:
+  - {name: tp, type: ema_throughput, ema_throughput: {goal_throughput_per_sec: 100, field_list: [service.name, http.route]}}
+";
+const WINDOWED_THROUGHPUT: &str = "
+policies:
+  - {name: win, type: windowed_throughput, windowed_throughput: {goal_throughput_per_sec: 100, field_list: [service.name, http.route]}}
+";
 
 fn evaluate(c: &mut Criterion) {
     let (id, resources, spans, summary) = fixture();
@@ -55,6 +70,25 @@ fn evaluate(c: &mut Criterion) {
             !decision.sampled,
             "{name}: the bench trace must run every policy"
         );
+        let mut now = Duration::ZERO;
+        c.bench_function(&format!("evaluate/{name}"), |b| {
+            b.iter(|| {
+                now += Duration::from_nanos(1);
+                black_box(file.policies.evaluate(&state, black_box(&view), now))
+            })
+        });
+    }
+    // The adaptive policies: key built from the spans, counted, rate read,
+    // trace-ID hash compared. The trace's vote varies with its rate, so no
+    // decision is asserted; time moves by 1 ns an iteration, within one
+    // adjustment interval.
+    for (name, yaml) in [
+        ("ema_dynamic", EMA_DYNAMIC),
+        ("ema_throughput", EMA_THROUGHPUT),
+        ("windowed_throughput", WINDOWED_THROUGHPUT),
+    ] {
+        let file = PolicyFile::parse(yaml, name).expect("bench policy file is valid");
+        let state = file.policies.new_state();
         let mut now = Duration::ZERO;
         c.bench_function(&format!("evaluate/{name}"), |b| {
             b.iter(|| {

@@ -695,6 +695,13 @@ pub(crate) struct RawPolicy {
     pub not: Option<RawNot>,
     #[serde(default)]
     pub composite: Option<RawComposite>,
+    /// tailgate extensions (crate::adaptive): Refinery's dynamic samplers.
+    #[serde(default)]
+    pub ema_dynamic: Option<crate::adaptive::RawEmaDynamic>,
+    #[serde(default)]
+    pub ema_throughput: Option<crate::adaptive::RawEmaThroughput>,
+    #[serde(default)]
+    pub windowed_throughput: Option<crate::adaptive::RawWindowedThroughput>,
 }
 
 impl RawPolicy {
@@ -716,6 +723,9 @@ impl RawPolicy {
             ("drop", self.drop.is_some()),
             ("not", self.not.is_some()),
             ("composite", self.composite.is_some()),
+            ("ema_dynamic", self.ema_dynamic.is_some()),
+            ("ema_throughput", self.ema_throughput.is_some()),
+            ("windowed_throughput", self.windowed_throughput.is_some()),
         ];
         present
             .into_iter()
@@ -871,6 +881,10 @@ pub(crate) struct RawComposite {
     pub composite_sub_policy: Option<Vec<RawPolicy>>,
     #[serde(default)]
     pub rate_allocation: Option<Vec<RawRateAllocation>>,
+    /// tailgate extension: a sub-policy past its allocation may use what
+    /// the others have not used this second.
+    #[serde(default)]
+    pub budget_lending: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -15,6 +15,8 @@ use std::time::Duration;
 use proto::view::{AnyValue, SpanView, TraceId, resource_attributes};
 use proto::write::SpanRef;
 
+use crate::adaptive::{self, Estimator, EstimatorStats, Method};
+use crate::fleet::{BudgetUnit, FleetBudget, FleetCell};
 use crate::ottl;
 use crate::policy::{Node, Rule, StringMatcher};
 use crate::probabilistic::{Threshold, hash_trace_id};
@@ -177,13 +179,22 @@ pub struct PolicySet {
     /// The Collector's `processor.tailsamplingprocessor.usetracestate`
     /// gate: `probabilistic` reads `ot=rv` and decisions carry thresholds.
     use_tracestate: bool,
+    /// The adaptive policies at any depth, in evaluation order: their
+    /// names (`outer/inner` for a sub-policy) and slots.
+    adaptive: Vec<(Arc<str>, usize)>,
+    /// The budgeted policies at any depth (crate::fleet).
+    budgets: Vec<FleetBudget>,
 }
 
 /// What a stateful policy keeps between evaluations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotKind {
     Bucket,
-    Composite { subs: usize },
+    Composite {
+        subs: usize,
+    },
+    /// An adaptive policy's estimator (crate::adaptive).
+    Adaptive,
 }
 
 /// The state of the rate-limiting policies of one [`PolicySet`]: token
@@ -198,6 +209,9 @@ pub struct PolicyState {
     /// without locking every slot.
     kinds: Vec<SlotKind>,
     slots: Vec<Mutex<Slot>>,
+    /// Per slot: what its budget was asked for since the last exchange, and
+    /// this node's share of the budget (1 unless a cluster set it).
+    fleet: Vec<FleetCell>,
 }
 
 impl PolicyState {
@@ -207,6 +221,37 @@ impl PolicyState {
         self.slots
             .get(at)
             .map(|slot| slot.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// What the budget of slot `at` (a [`FleetBudget::slot`]) was asked
+    /// for since the last call, in its unit, and resets it.
+    pub fn take_demand(&self, at: usize) -> u64 {
+        self.fleet.get(at).map_or(0, FleetCell::take_demand)
+    }
+
+    /// Sets this node's share of the budget of slot `at`, in `(0, 1]`; a
+    /// rate limiter refills at its share of the rate into its share of the
+    /// burst, a composite spends its share of each allocation each second,
+    /// a throughput goal is its share from the next rate update.
+    pub fn set_share(&self, at: usize, share: f64) {
+        if let Some(cell) = self.fleet.get(at) {
+            cell.set_share(share);
+        }
+    }
+
+    /// This node's share of the budget of slot `at` (1 standalone).
+    pub fn share(&self, at: usize) -> f64 {
+        self.fleet.get(at).map_or(1.0, FleetCell::share)
+    }
+
+    fn ask(&self, at: usize, amount: u64) -> f64 {
+        match self.fleet.get(at) {
+            Some(cell) => {
+                cell.ask(amount);
+                cell.share()
+            }
+            None => 1.0,
+        }
     }
 }
 
@@ -219,7 +264,13 @@ enum Slot {
     Composite {
         second: Option<u64>,
         sampled: Vec<i64>,
+        /// With `budget_lending`: spans each sub-policy kept on others'
+        /// allocations, and spans of its allocation others kept, this second.
+        borrowed: Vec<i64>,
+        lent: Vec<i64>,
     },
+    /// An adaptive policy's per-key counts, averages and rates.
+    Adaptive(Box<Estimator>),
 }
 
 /// One policy's vote.
@@ -302,6 +353,24 @@ impl<'t> Ctx<'t> {
         })
     }
 
+    /// Each span with its resource header, for the adaptive policies' keys.
+    fn spans_with_resources(&self) -> Vec<(SpanView<'t>, &'t [u8])> {
+        let views = self.spans();
+        if views.len() == self.trace.spans.len() {
+            views
+                .iter()
+                .copied()
+                .zip(self.trace.spans.iter().map(|s| s.resource))
+                .collect()
+        } else {
+            self.trace
+                .spans
+                .iter()
+                .filter_map(|s| SpanView::parse(s.span, 0).ok().map(|v| (v, s.resource)))
+                .collect()
+        }
+    }
+
     fn attributes(&self) -> &AttributeIndex<'t> {
         self.attributes.get_or_init(|| {
             let keys = self.attribute_keys;
@@ -363,13 +432,64 @@ impl PolicySet {
         slots: Vec<SlotKind>,
         attribute_keys: Vec<String>,
     ) -> PolicySet {
+        fn walk(node: &Node, prefix: Option<&str>, out: &mut Vec<(Arc<str>, usize)>) {
+            let name: Arc<str> = match prefix {
+                Some(p) => Arc::from(format!("{p}/{}", node.name)),
+                None => node.name.clone(),
+            };
+            match &node.rule {
+                Rule::Adaptive(a) => out.push((name, a.slot)),
+                Rule::And(subs) | Rule::Drop(subs) => {
+                    subs.iter().for_each(|s| walk(s, Some(&name), out))
+                }
+                Rule::Not(sub) => walk(sub, Some(&name), out),
+                Rule::Composite { subs, .. } => {
+                    subs.iter().for_each(|(s, _)| walk(s, Some(&name), out))
+                }
+                _ => {}
+            }
+        }
+        let mut adaptive = Vec::new();
+        nodes.iter().for_each(|n| walk(n, None, &mut adaptive));
+        let mut budgets = Vec::new();
+        nodes.iter().for_each(|n| budgets_of(n, None, &mut budgets));
         PolicySet {
             nodes,
             sample_on_first_match,
             slots,
             attribute_keys,
             use_tracestate: false,
+            adaptive,
+            budgets,
         }
+    }
+
+    /// The budgeted policies (`rate_limiting`, `bytes_limiting`,
+    /// `composite`, `ema_throughput`, `windowed_throughput`) at any depth, in
+    /// evaluation order: what a cluster shares among its samplers.
+    pub fn fleet_budgets(&self) -> &[FleetBudget] {
+        &self.budgets
+    }
+
+    /// The adaptive policies (tailgate's `ema_dynamic`, `ema_throughput`,
+    /// `windowed_throughput`) at any depth, in evaluation order, with what
+    /// their estimators in `state` are doing: their current rates, and the
+    /// `top` keys with the most spans.
+    pub fn adaptive_stats(
+        &self,
+        state: &PolicyState,
+        top: usize,
+    ) -> Vec<(Arc<str>, EstimatorStats)> {
+        if !self.state_fits(state) {
+            return Vec::new();
+        }
+        self.adaptive
+            .iter()
+            .filter_map(|(name, slot)| match &*state.slot(*slot)? {
+                Slot::Adaptive(e) => Some((name.clone(), e.stats(top))),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Turns the Collector's `processor.tailsamplingprocessor.usetracestate`
@@ -424,10 +544,14 @@ impl PolicySet {
                         SlotKind::Composite { subs } => Slot::Composite {
                             second: None,
                             sampled: vec![0; *subs],
+                            borrowed: vec![0; *subs],
+                            lent: vec![0; *subs],
                         },
+                        SlotKind::Adaptive => Slot::Adaptive(Box::default()),
                     })
                 })
                 .collect(),
+            fleet: self.slots.iter().map(|_| FleetCell::default()).collect(),
         }
     }
 
@@ -528,6 +652,51 @@ impl PolicySet {
             threshold,
             votes,
         }
+    }
+}
+
+/// The budgeted policies under `node`, in evaluation order.
+fn budgets_of(node: &Node, prefix: Option<&str>, out: &mut Vec<FleetBudget>) {
+    let name: Arc<str> = match prefix {
+        Some(p) => Arc::from(format!("{p}/{}", node.name)),
+        None => node.name.clone(),
+    };
+    let mut push = |slot: usize, unit: BudgetUnit, per_second: f64| {
+        out.push(FleetBudget {
+            policy: name.clone(),
+            slot,
+            unit,
+            per_second,
+        })
+    };
+    match &node.rule {
+        Rule::RateLimiting {
+            slot, per_second, ..
+        } => push(*slot, BudgetUnit::Spans, *per_second as f64),
+        Rule::BytesLimiting {
+            slot, per_second, ..
+        } => push(*slot, BudgetUnit::Bytes, *per_second as f64),
+        Rule::Composite {
+            slot,
+            max_total,
+            subs,
+            ..
+        } => {
+            push(*slot, BudgetUnit::Spans, *max_total as f64);
+            subs.iter()
+                .for_each(|(s, _)| budgets_of(s, Some(&name), out));
+        }
+        Rule::Adaptive(a) => match &a.params.method {
+            Method::EmaThroughput { goal_per_sec, .. } | Method::Windowed { goal_per_sec, .. } => {
+                push(a.slot, BudgetUnit::Spans, *goal_per_sec)
+            }
+            Method::EmaDynamic { .. } => {}
+        },
+        Rule::And(subs) | Rule::Drop(subs) => {
+            subs.iter().for_each(|s| budgets_of(s, Some(&name), out))
+        }
+        Rule::Not(sub) => budgets_of(sub, Some(&name), out),
+        _ => {}
     }
 }
 
@@ -680,29 +849,75 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             slot,
             per_second,
             burst,
-        } => Vote::sampled_if(take_tokens(
-            state,
-            *slot,
-            ctx.now,
-            *per_second,
-            *burst,
-            summary.span_count(),
-        )),
+        } => {
+            let n = summary.span_count();
+            let share = state.ask(*slot, n);
+            Vote::sampled_if(take_tokens(
+                state,
+                *slot,
+                ctx.now,
+                *per_second as f64 * share,
+                *burst as f64 * share,
+                n,
+            ))
+        }
         Rule::BytesLimiting {
             slot,
             per_second,
             burst,
-        } => Vote::sampled_if(take_tokens(
-            state,
-            *slot,
-            ctx.now,
-            *per_second,
-            *burst,
+        } => {
             // bytes_limiting.go charges ptrace.ProtoMarshaler.TracesSize:
             // the protobuf size of the trace's spans under their resource
             // and scope groups, which is what writing them out produces.
-            proto::write::encoded_len(ctx.trace.spans) as u64,
-        )),
+            let n = proto::write::encoded_len(ctx.trace.spans) as u64;
+            let share = state.ask(*slot, n);
+            Vote::sampled_if(take_tokens(
+                state,
+                *slot,
+                ctx.now,
+                *per_second as f64 * share,
+                *burst as f64 * share,
+                n,
+            ))
+        }
+        Rule::Adaptive(a) => {
+            // Refinery counts a trace's spans under its key, then reads the
+            // key's rate.
+            let key = a
+                .key
+                .build(&ctx.spans_with_resources(), summary.span_count());
+            let share = state.ask(a.slot, summary.span_count());
+            let rate = match state.slot(a.slot) {
+                Some(mut guard) => match &mut *guard {
+                    Slot::Adaptive(e) => {
+                        e.set_goal_share(share);
+                        e.observe(&a.params, &key, summary.span_count() as f64, ctx.now)
+                    }
+                    _ => 1,
+                },
+                None => 1,
+            };
+            let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
+            // With the usetracestate gate, the spans' own `ot=rv` decides, as
+            // for probabilistic, so that upstream consistent sampling nests.
+            let rv = if ctx.use_tracestate {
+                ctx.spans()
+                    .iter()
+                    .find_map(|s| tracestate::ot_randomness(s.trace_state()))
+            } else {
+                None
+            };
+            let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
+            if rv >= threshold {
+                Vote {
+                    verdict: Verdict::Sampled,
+                    threshold,
+                    composite_sub: None,
+                }
+            } else {
+                Vote::of(Verdict::NotSampled)
+            }
+        }
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not
             // ends the evaluation.
@@ -749,6 +964,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             slot,
             max_total,
             subs,
+            lending,
         } => {
             // composite.go: per-second span budgets, one per sub-policy,
             // reset at each new second.
@@ -756,14 +972,24 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             // not while sub-policies are evaluated.
             let second = ctx.now.as_secs();
             if let Some(mut guard) = state.slot(*slot)
-                && let Slot::Composite { second: s, sampled } = &mut *guard
+                && let Slot::Composite {
+                    second: s,
+                    sampled,
+                    borrowed,
+                    lent,
+                } = &mut *guard
                 && *s != Some(second)
             {
                 *s = Some(second);
-                sampled.iter_mut().for_each(|n| *n = 0);
+                for v in [sampled, borrowed, lent] {
+                    v.iter_mut().for_each(|n| *n = 0);
+                }
             }
             let count = summary.span_count() as i64;
-            for (i, (sub, allocated)) in subs.iter().enumerate() {
+            let share = state.ask(*slot, summary.span_count());
+            // This node's part of the budgets (all of them standalone).
+            let max_total = *max_total as f64 * share;
+            for (i, (sub, _)) in subs.iter().enumerate() {
                 let v = eval(sub, ctx, state);
                 if v.verdict == Verdict::Error {
                     return v;
@@ -772,14 +998,56 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                     let Some(mut guard) = state.slot(*slot) else {
                         return Vote::of(Verdict::NotSampled);
                     };
-                    let Slot::Composite { sampled, .. } = &mut *guard else {
+                    let Slot::Composite {
+                        sampled,
+                        borrowed,
+                        lent,
+                        ..
+                    } = &mut *guard
+                    else {
                         return Vote::of(Verdict::NotSampled);
                     };
                     let if_sampled = sampled[i].saturating_add(count);
-                    if if_sampled <= *allocated && if_sampled <= *max_total {
+                    // What is left of each sub-policy's allocation this second.
+                    let rooms: Vec<f64> = subs
+                        .iter()
+                        .enumerate()
+                        .map(|(j, (_, a))| {
+                            *a as f64 * share - (sampled[j] - borrowed[j] + lent[j]) as f64
+                        })
+                        .collect();
+                    let fits = count as f64 <= rooms[i];
+                    let need = count as f64 - rooms[i].max(0.0);
+                    let lend = !fits && *lending && {
+                        let total: i64 = sampled.iter().sum();
+                        let spare: f64 = rooms
+                            .iter()
+                            .enumerate()
+                            .filter(|(j, _)| *j != i)
+                            .map(|(_, r)| r.max(0.0))
+                            .sum();
+                        need <= spare && total.saturating_add(count) as f64 <= max_total
+                    };
+                    if (fits || lend) && if_sampled as f64 <= max_total {
+                        if lend {
+                            // Borrow what is missing from the others, in order.
+                            let mut need = need.ceil() as i64;
+                            borrowed[i] += need;
+                            for (j, room) in rooms.iter().enumerate() {
+                                if j == i || need <= 0 {
+                                    continue;
+                                }
+                                let take = (room.max(0.0).floor() as i64).min(need);
+                                lent[j] += take;
+                                need -= take;
+                            }
+                        }
                         sampled[i] = if_sampled;
+                        // The sub-policy's threshold passes through: an
+                        // adaptive or probabilistic keep is still one.
                         return Vote {
                             composite_sub: Some(&sub.name),
+                            threshold: v.threshold,
                             ..Vote::of(Verdict::Sampled)
                         };
                     }
@@ -807,8 +1075,8 @@ fn take_tokens(
     state: &PolicyState,
     slot: usize,
     now: Duration,
-    per_second: i64,
-    burst: i64,
+    per_second: f64,
+    burst: f64,
     n: u64,
 ) -> bool {
     let Some(mut guard) = state.slot(slot) else {
@@ -817,13 +1085,13 @@ fn take_tokens(
     let Slot::Bucket { tokens, last } = &mut *guard else {
         return false;
     };
-    let (burst, n) = (burst as f64, n as f64);
+    let n = n as f64;
     if n > burst {
         return false;
     }
     let available = match *last {
         None => burst,
-        Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second as f64).min(burst),
+        Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second).min(burst),
     };
     if available < n {
         return false;

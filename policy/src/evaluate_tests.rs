@@ -775,3 +775,55 @@ fn threads_sharing_a_state_spend_each_token_once() {
         assert_eq!(kept, expected);
     }
 }
+
+/// A composite of two halves of 100 spans/s, over single-span traces that
+/// only sub-policy `a` keeps: spans kept in second 0.
+fn composite_second(lending: bool, b_traffic: bool) -> (u32, u32) {
+    let set = policies(&format!(
+        "  - name: comp
+    type: composite
+    composite:
+      max_total_spans_per_second: 100
+      budget_lending: {lending}
+      composite_sub_policy:
+        - {{name: a, type: string_attribute, string_attribute: {{key: sub, values: [a]}}}}
+        - {{name: b, type: string_attribute, string_attribute: {{key: sub, values: [b]}}}}"
+    ));
+    let state = set.new_state();
+    let (mut a, mut b) = (0, 0);
+    for n in 0..300u32 {
+        let which = if b_traffic && n % 2 == 1 { "b" } else { "a" };
+        let t = TestTrace::new(
+            {
+                let mut id = [0u8; 16];
+                id[..4].copy_from_slice(&n.to_be_bytes());
+                id
+            },
+            Vec::new(),
+            &[with_attrs(span(1, 0, 1), vec![kv("sub", s(which))])],
+        );
+        let now = Duration::from_millis(u64::from(n));
+        let d = t.decide(&set, &state, now);
+        if d.sampled {
+            match d.composite_policy.as_deref() {
+                Some("a") => a += 1,
+                Some("b") => b += 1,
+                other => panic!("kept by {other:?}"),
+            }
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn budget_lending_gives_a_sub_policy_the_others_unused_share_within_the_second() {
+    // The Collector's composite: `a` gets its half, whatever `b` leaves.
+    assert_eq!(composite_second(false, false), (50, 0));
+    // With lending, `a` takes what `b` does not use, up to the total.
+    assert_eq!(composite_second(true, false), (100, 0));
+    // When both are busy, each keeps its own half: the total never passes
+    // max_total_spans_per_second.
+    let (a, b) = composite_second(true, true);
+    assert_eq!(a + b, 100);
+    assert_eq!((a, b), (50, 50));
+}

@@ -18,12 +18,14 @@
 //! trace ID).
 #![forbid(unsafe_code)]
 
+mod adaptive;
 mod annotate;
 pub mod cli;
 mod config;
 mod duration;
 mod error;
 mod evaluate;
+pub mod fleet;
 pub mod ottl;
 mod policy;
 mod probabilistic;
@@ -32,6 +34,7 @@ mod summary;
 mod testutil;
 mod tracestate;
 
+pub use adaptive::EstimatorStats;
 pub use annotate::{Annotations, annotate_span, annotate_span_with};
 pub use error::PolicyError;
 pub use evaluate::{Decision, Outcome, PolicySet, PolicyState, PolicyTimer, TraceView, Votes};

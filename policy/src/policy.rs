@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use regex::Regex;
 
+use crate::adaptive;
 use crate::config::{self, Document, Form, RawPolicy, Step};
 use crate::duration;
 use crate::error::PolicyError;
@@ -189,8 +190,14 @@ pub(crate) enum Rule {
         max_total: i64,
         /// Each sub-policy with its spans-per-second allocation.
         subs: Vec<(Node, i64)>,
+        /// `budget_lending` (tailgate extension): unused allocations are lent
+        /// to the sub-policies past theirs, within the same second.
+        lending: bool,
     },
     OttlCondition(Box<OttlCondition>),
+    /// `ema_dynamic`, `ema_throughput`, `windowed_throughput` (tailgate
+    /// extensions, see crate::adaptive).
+    Adaptive(Box<adaptive::Adaptive>),
 }
 
 #[derive(Debug)]
@@ -212,7 +219,9 @@ enum Level {
 
 /// Whether `kind` is a policy type tailgate knows (at any level).
 pub(crate) fn is_known_type(kind: &str) -> bool {
-    SHARED_TYPES.contains(&kind) || matches!(kind, "and" | "drop" | "not" | "composite")
+    SHARED_TYPES.contains(&kind)
+        || adaptive::TYPES.contains(&kind)
+        || matches!(kind, "and" | "drop" | "not" | "composite")
 }
 
 /// Every policy type tailgate knows.
@@ -221,6 +230,7 @@ pub(crate) fn known_types() -> Vec<&'static str> {
         .iter()
         .copied()
         .chain(["and", "drop", "not", "composite"])
+        .chain(adaptive::TYPES)
         .collect()
 }
 
@@ -241,7 +251,10 @@ const SHARED_TYPES: [&str; 13] = [
 ];
 
 fn allowed(level: Level, kind: &str) -> bool {
+    // The adaptive types are stateful like rate_limiting, which the
+    // Collector allows at every level.
     SHARED_TYPES.contains(&kind)
+        || adaptive::TYPES.contains(&kind)
         || match level {
             Level::Top => matches!(kind, "and" | "drop" | "not" | "composite"),
             // Newer Collectors let `drop` (an AND) hold a `not`.
@@ -380,7 +393,7 @@ impl Compiler<'_, '_> {
         if sampling_strategy == SamplingStrategy::SpanIngest && !self.slots.is_empty() {
             return Err(doc.setting_error(
                 "sampling_strategy",
-                "sampling_strategy span-ingest does not support stateful policies (rate_limiting, bytes_limiting, composite), as in the Collector: use trace-complete, or remove them".into(),
+                "sampling_strategy span-ingest does not support stateful policies (rate_limiting, bytes_limiting, composite, and tailgate's ema_dynamic, ema_throughput, windowed_throughput), as in the Collector: use trace-complete, or remove them".into(),
             ));
         }
         Ok(PolicyFile {
@@ -425,8 +438,8 @@ impl Compiler<'_, '_> {
         };
         if !is_known_type(kind) {
             return Err(err(format!(
-                "unknown policy type {kind:?} (known: {}, and, drop, not, composite)",
-                SHARED_TYPES.join(", ")
+                "unknown policy type {kind:?} (known: {})",
+                known_types().join(", ")
             )));
         }
         if !allowed(level, kind) {
@@ -742,6 +755,41 @@ impl Compiler<'_, '_> {
                 Rule::Not(Box::new(self.policy(sub, &p, &sub_names, Level::Not)?))
             }
             "composite" => self.composite(rp, path, names)?,
+            "ema_dynamic" | "ema_throughput" | "windowed_throughput" => {
+                let (kind, compiled) = match kind {
+                    "ema_dynamic" => (
+                        "ema_dynamic",
+                        adaptive::ema_dynamic(
+                            rp.ema_dynamic
+                                .as_ref()
+                                .ok_or_else(|| missing("ema_dynamic"))?,
+                        ),
+                    ),
+                    "ema_throughput" => (
+                        "ema_throughput",
+                        adaptive::ema_throughput(
+                            rp.ema_throughput
+                                .as_ref()
+                                .ok_or_else(|| missing("ema_throughput"))?,
+                        ),
+                    ),
+                    _ => (
+                        "windowed_throughput",
+                        adaptive::windowed_throughput(
+                            rp.windowed_throughput
+                                .as_ref()
+                                .ok_or_else(|| missing("windowed_throughput"))?,
+                        ),
+                    ),
+                };
+                let (params, key) = compiled.map_err(|m| err(format!("{kind}: {m}")))?;
+                Rule::Adaptive(Box::new(adaptive::Adaptive {
+                    kind,
+                    slot: self.slot(SlotKind::Adaptive),
+                    params,
+                    key,
+                }))
+            }
             _ => return Err(err(format!("unknown policy type {kind:?}"))),
         };
         Ok(Node { name, rule })
@@ -886,6 +934,7 @@ impl Compiler<'_, '_> {
             slot: self.slot(SlotKind::Composite { subs: subs.len() }),
             max_total,
             subs: subs.into_iter().zip(allocation).collect(),
+            lending: c.budget_lending.unwrap_or(false),
         })
     }
 
@@ -1056,8 +1105,14 @@ pub(crate) fn describe(rule: &Rule) -> String {
         Rule::And(_) => "and".into(),
         Rule::Drop(_) => "drop".into(),
         Rule::Not(_) => "not".into(),
-        Rule::Composite { max_total, .. } => {
-            format!("composite max_total_spans_per_second={max_total}")
+        Rule::Composite {
+            max_total, lending, ..
+        } => {
+            let mut s = format!("composite max_total_spans_per_second={max_total}");
+            if *lending {
+                s.push_str(" budget_lending=true (tailgate extension)");
+            }
+            s
         }
         Rule::OttlCondition(c) => {
             let quoted = |list: &[crate::ottl::Condition]| {
@@ -1075,6 +1130,7 @@ pub(crate) fn describe(rule: &Rule) -> String {
             }
             s
         }
+        Rule::Adaptive(a) => adaptive::describe(a),
     }
 }
 

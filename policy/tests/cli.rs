@@ -217,3 +217,30 @@ fn the_documented_ottl_example_loads_and_its_error_is_the_one_shown() {
         "README shows another error: {shown}"
     );
 }
+
+const CHECK_ADAPTIVE: &str = "\
+semantics: OpenTelemetry Collector contrib v0.165 tail_sampling
+3 policies, in evaluation order:
+  errors: status_code status_codes=[ERROR]
+  by-route: ema_dynamic (tailgate extension) goal_sample_rate=20 adjustment_interval=15s weight=0.5 age_out_value=0.5 burst_multiple=2 burst_detection_delay=3 field_list=[service.name, http.route, root.http.response.status_code] max_keys=500
+  checkout-budget: and
+    checkout: string_attribute key=service.name values=[checkout]
+    per-operation: windowed_throughput (tailgate extension) goal_throughput_per_sec=500 update_frequency=1s lookback_frequency=30s field_list=[name] max_keys=500
+decision_wait: 10s
+decision_wait_after_root_received: off
+num_traces: 50000
+decision_cache: sampled_cache_size=0 non_sampled_cache_size=0
+sample_on_first_match: false
+sampling_strategy: trace-complete
+maximum_trace_size_bytes: off
+";
+
+#[test]
+fn check_lists_the_adaptive_policies_as_the_readme_shows() {
+    let (out, code) = policy::cli::check(&repo("examples/adaptive.yaml"));
+    assert_eq!((out.as_str(), code), (CHECK_ADAPTIVE, 0));
+    assert!(
+        readme_policies().contains(CHECK_ADAPTIVE),
+        "docs/policies.md shows another check output"
+    );
+}

@@ -622,3 +622,64 @@ mod never_panics {
         }
     }
 }
+
+#[test]
+fn adaptive_policies_are_refused_with_the_reason_and_place() {
+    let cases = [
+        (
+            "policies:\n  - name: d\n    type: ema_dynamic\n    ema_dynamic: {goal_sample_rate: 10}\n",
+            "policy \"d\": ema_dynamic: field_list must name at least one field",
+        ),
+        (
+            "policies:\n  - name: d\n    type: ema_dynamic\n    ema_dynamic: {field_list: [a], weight: 1.5}\n",
+            "policy \"d\": ema_dynamic: weight must be in (0, 1] (got 1.5)",
+        ),
+        (
+            "policies:\n  - name: d\n    type: ema_dynamic\n    ema_dynamic: {field_list: [a], goal_rate: 5}\n",
+            "policy \"d\": ema_dynamic: unknown field `goal_rate`",
+        ),
+        (
+            "policies:\n  - name: t\n    type: ema_throughput\n    ema_throughput: {field_list: [a], goal_throughput_per_sec: 0}\n",
+            "policy \"t\": ema_throughput: goal_throughput_per_sec must be more than 0 (got 0)",
+        ),
+        (
+            "policies:\n  - name: w\n    type: windowed_throughput\n    windowed_throughput: {field_list: [a], update_frequency: 10s, lookback_frequency: 5s}\n",
+            "policy \"w\": windowed_throughput: lookback_frequency (5s) must be at least update_frequency (10s)",
+        ),
+        (
+            "policies:\n  - name: w\n    type: windowed_throughput\n",
+            "policy \"w\": type windowed_throughput needs a `windowed_throughput:` block",
+        ),
+        (
+            "policies:\n  - name: d\n    type: ema_dynamic\n    ema_dynamic: {field_list: [a], max_keys: -1}\n",
+            "policy \"d\": ema_dynamic: max_keys must be 1 or more (got -1)",
+        ),
+        (
+            "sampling_strategy: span-ingest\npolicies:\n  - name: d\n    type: ema_dynamic\n    ema_dynamic: {field_list: [a]}\n",
+            "span-ingest does not support stateful policies",
+        ),
+    ];
+    for (src, expected) in cases {
+        let message = refusal(src).to_string();
+        assert!(message.starts_with("p.yaml:"), "{message}");
+        assert!(message.contains(expected), "{message}\nwanted: {expected}");
+    }
+}
+
+#[test]
+fn adaptive_policies_take_refinerys_defaults() {
+    let file = parse(
+        "policies:\n  - name: t\n    type: ema_throughput\n    ema_throughput: {field_list: [http.route]}\n",
+    )
+    .unwrap();
+    let listing = policy::cli::check_source(
+        "policies:\n  - name: t\n    type: ema_throughput\n    ema_throughput: {field_list: [http.route]}\n",
+        "p.yaml",
+    )
+    .0;
+    assert!(file.notes.is_empty());
+    assert!(
+        listing.contains("t: ema_throughput (tailgate extension) goal_throughput_per_sec=100 initial_sample_rate=10 adjustment_interval=15s weight=0.5 age_out_value=0.5 burst_multiple=2 burst_detection_delay=3 field_list=[http.route] max_keys=500"),
+        "{listing}"
+    );
+}

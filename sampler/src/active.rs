@@ -118,6 +118,11 @@ impl ActivePolicy {
             .sampled
     }
 
+    /// The policies' state: rate limiters, estimators, fleet shares.
+    pub fn state(&self) -> &PolicyState {
+        &self.state
+    }
+
     /// The hash as the metric holds it: the top 48 bits, exact in an f64.
     pub fn hash_gauge(&self) -> f64 {
         (self.hash >> 16) as f64

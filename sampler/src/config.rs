@@ -225,6 +225,24 @@ pub struct ClusterConfig {
     /// `shutdown.drain_timeout`.
     #[serde(default = "default_handover_timeout", with = "humantime_serde")]
     pub handover_timeout: Duration,
+    /// Fleet-wide budgets (a tailgate extension): `rate_limiting`,
+    /// `bytes_limiting`, `composite` and the throughput goals of the policy
+    /// file are the whole tier's, each sampler taking a share by its demand.
+    /// Default true; false makes every budget each node's, as standalone.
+    #[serde(default = "default_fleet_budgets")]
+    pub fleet_budgets: bool,
+    /// How often samplers exchange their demand counts and recompute their
+    /// shares. Default 1 s; at least 100 ms.
+    #[serde(default = "default_fleet_interval", with = "humantime_serde")]
+    pub fleet_interval: Duration,
+}
+
+fn default_fleet_budgets() -> bool {
+    true
+}
+
+fn default_fleet_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_redistribute_bytes_per_second() -> u64 {
@@ -260,6 +278,8 @@ impl ClusterConfig {
             retry_interval: default_retry_interval(),
             push_timeout: default_push_timeout(),
             handover_timeout: default_handover_timeout(),
+            fleet_budgets: default_fleet_budgets(),
+            fleet_interval: default_fleet_interval(),
         }
     }
 
@@ -376,6 +396,9 @@ impl ClusterConfig {
         }
         if self.push_timeout.is_zero() {
             return bad("cluster.push_timeout", "must be more than 0".into());
+        }
+        if self.fleet_interval < Duration::from_millis(100) {
+            return bad("cluster.fleet_interval", "must be at least 100ms".into());
         }
         if self.handover_timeout > shutdown.drain_timeout {
             return bad(

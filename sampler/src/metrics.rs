@@ -72,6 +72,14 @@ pub(crate) const POLICY_ERRORS: &str = "tailgate_policy_evaluation_errors_total"
 pub(crate) const LATE_SPAN_AGE: &str = "tailgate_late_span_age_seconds";
 pub(crate) const DECISION_REASON: &str = "tailgate_traces_decision_reason_total";
 pub(crate) const DRY_RUN_SPANS: &str = "tailgate_dry_run_spans_total";
+pub(crate) const FLEET_SHARE: &str = "tailgate_fleet_share";
+pub(crate) const FLEET_DEMAND: &str = "tailgate_fleet_demand_per_second";
+pub(crate) const FLEET_EXCHANGE_AGE: &str = "tailgate_fleet_exchange_age_seconds";
+pub(crate) const FLEET_PEERS_REPORTING: &str = "tailgate_fleet_peers_reporting";
+pub(crate) const FLEET_PUSHES: &str = "tailgate_fleet_pushes_total";
+pub(crate) const ADAPTIVE_RATE: &str = "tailgate_adaptive_sample_rate";
+pub(crate) const ADAPTIVE_KEYS: &str = "tailgate_adaptive_keys";
+pub(crate) const ADAPTIVE_KEY_RATE: &str = "tailgate_adaptive_key_sample_rate";
 
 /// Why spans left this sampler for another one: the `reason` label of
 /// `tailgate_spans_handed_over_total` (and, but for `stray`, of the trace
@@ -314,6 +322,46 @@ impl Metrics {
             .map(|i| &self.reasons[i])
     }
 
+    /// A budgeted policy's share of the fleet's budget and its demand here.
+    pub fn fleet(&self, policy: &str, share: f64, demand_per_second: f64) {
+        let n = self.node.clone();
+        metrics::gauge!(FLEET_SHARE, "node" => n.clone(), "policy" => policy.to_owned()).set(share);
+        metrics::gauge!(FLEET_DEMAND, "node" => n, "policy" => policy.to_owned())
+            .set(demand_per_second);
+    }
+
+    /// The age of the stalest report among the other members, and how many
+    /// reported within three intervals.
+    pub fn fleet_exchange(&self, oldest: std::time::Duration, reporting: usize) {
+        metrics::gauge!(FLEET_EXCHANGE_AGE, "node" => self.node.clone()).set(oldest.as_secs_f64());
+        metrics::gauge!(FLEET_PEERS_REPORTING, "node" => self.node.clone()).set(reporting as f64);
+    }
+
+    /// One counts push: `ok`, `failed` or `skipped` (the last still in flight).
+    pub fn fleet_push(&self, result: &'static str) {
+        metrics::counter!(FLEET_PUSHES, "node" => self.node.clone(), "result" => result)
+            .increment(1);
+    }
+
+    /// An adaptive policy's rates: overall, and for its top keys; `gone`
+    /// are keys published before that are no longer among the top (set to
+    /// 0, so that the series read as "not a top key now").
+    pub fn adaptive(&self, policy: &str, stats: &policy::EstimatorStats, gone: &[String]) {
+        let n = || self.node.clone();
+        metrics::gauge!(ADAPTIVE_RATE, "node" => n(), "policy" => policy.to_owned())
+            .set(stats.mean_rate);
+        metrics::gauge!(ADAPTIVE_KEYS, "node" => n(), "policy" => policy.to_owned())
+            .set(stats.keys as f64);
+        for (key, rate, _) in &stats.top {
+            metrics::gauge!(ADAPTIVE_KEY_RATE, "node" => n(), "policy" => policy.to_owned(), "key" => key.clone())
+                .set(*rate as f64);
+        }
+        for key in gone {
+            metrics::gauge!(ADAPTIVE_KEY_RATE, "node" => n(), "policy" => policy.to_owned(), "key" => key.clone())
+                .set(0.0);
+        }
+    }
+
     /// The counters of one top-level policy.
     pub fn policy(&self, policy: &str) -> PolicyMetrics {
         let label = || policy.to_owned();
@@ -411,6 +459,42 @@ fn describe() {
         "Traces decided (or dropped) here, by what made them due: timeout (decision_wait), root (decision_wait_after_root_received), span_cap, byte_cap, max_traces, max_buffer_bytes, shutdown, too_large (maximum_trace_size_bytes), span_ingest (kept or dropped on arrival), span_ingest_timeout (undecided at its wait: not sampled)."
     );
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        FLEET_SHARE,
+        "This sampler's share of a budgeted policy's fleet-wide budget (1 standalone)."
+    );
+    describe_gauge!(
+        FLEET_DEMAND,
+        "What a budgeted policy was asked for here, per second, over the last exchange interval (spans, or bytes for bytes_limiting)."
+    );
+    describe_gauge!(
+        FLEET_EXCHANGE_AGE,
+        Unit::Seconds,
+        "Age of the stalest demand report among the other members of the ring."
+    );
+    describe_gauge!(
+        FLEET_PEERS_REPORTING,
+        Unit::Count,
+        "Other members whose demand report is recent (within three exchange intervals)."
+    );
+    describe_counter!(
+        FLEET_PUSHES,
+        Unit::Count,
+        "Demand-count pushes to other samplers, by result (ok, failed, skipped: the previous one still in flight)."
+    );
+    describe_gauge!(
+        ADAPTIVE_RATE,
+        "An adaptive policy's current sample rate over all its keys (counted spans per kept span)."
+    );
+    describe_gauge!(
+        ADAPTIVE_KEYS,
+        Unit::Count,
+        "Keys with a sample rate in an adaptive policy."
+    );
+    describe_gauge!(
+        ADAPTIVE_KEY_RATE,
+        "The sample rate of an adaptive policy's busiest keys (top 10; 0 once a key is no longer among them)."
+    );
     describe_counter!(
         SPANS_FORWARDED,
         Unit::Count,

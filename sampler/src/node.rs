@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::active::ActivePolicy;
 use crate::cache::CachedDecision;
 use crate::cluster::ClusterRuntime;
+use crate::cluster::fleet::{Board, Exchange};
 use crate::cluster::mover::Mover;
 use crate::config::SamplerConfig;
 use crate::durable::{self, Durable};
@@ -50,6 +51,8 @@ struct SamplerSink {
     holds: Arc<RefusedHolds>,
     /// The write-ahead log, with `storage:`.
     durable: Option<Durable>,
+    /// The other samplers' demand reports (fleet-wide budgets).
+    fleet: Arc<Board>,
 }
 
 impl SamplerSink {
@@ -129,6 +132,13 @@ impl SamplerSink {
 impl Sink for SamplerSink {
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let request = batch.request;
+        if batch.mark == Some(ClusterMark::Counts) {
+            // A few bytes, recorded whatever the node's load: shares must
+            // follow the fleet most when it is busy.
+            let counts = crate::cluster::fleet::decode(&request)?;
+            self.fleet.record(counts, tokio::time::Instant::now());
+            return Ok(Accepted { spans: 0 });
+        }
         if let Some(reason) = self.node.refusal() {
             if batch.mark == Some(ClusterMark::Decisions) {
                 return Err(self.refusal(reason));
@@ -142,6 +152,7 @@ impl Sink for SamplerSink {
                 first_seen: self.epoch.elapsed().saturating_sub(age),
             },
             Some(ClusterMark::Decisions) => return self.accept_decisions(&request),
+            Some(ClusterMark::Counts) => return Ok(Accepted { spans: 0 }),
         };
         let len = request.len();
         let batches = IngestBatch::split(request.clone(), self.shards.len())?;
@@ -412,6 +423,25 @@ impl Sampler {
                 Shard::new(ctx.clone(), index, rx, policy_rx.clone(), stop_rx.clone()).run(),
             );
         }
+        let fleet_board = Arc::new(Board::default());
+        let (fleet_stop, fleet_stop_rx) = watch::channel(false);
+        let fleet_cluster = cluster
+            .as_ref()
+            .filter(|c| c.config.fleet_budgets)
+            .map(|c| (c.shared.clone(), c.config.clone()));
+        let fleet = tokio::spawn(
+            Exchange {
+                interval: fleet_cluster
+                    .as_ref()
+                    .map_or(Duration::from_secs(1), |(_, c)| c.fleet_interval),
+                shared: fleet_cluster.as_ref().map(|(s, _)| s.clone()),
+                config: fleet_cluster.map(|(_, c)| c),
+                board: fleet_board.clone(),
+                policy: policy_rx.clone(),
+                metrics: metrics.clone(),
+            }
+            .run(fleet_stop_rx),
+        );
         drop(policy_rx);
         let (mover_stop, mover_stop_rx) = watch::channel(false);
         let mover = cluster.as_ref().map(|c| {
@@ -433,6 +463,7 @@ impl Sampler {
             epoch,
             holds,
             durable,
+            fleet: fleet_board,
         });
 
         let (reload_stop, reload_stop_rx) = watch::channel(false);
@@ -581,6 +612,8 @@ impl Sampler {
             let _ = task.await;
         }
         // 7. The rest.
+        let _ = fleet_stop.send(true);
+        let _ = fleet.await;
         let _ = reload_stop.send(true);
         let _ = reloader.await;
         let _ = admin_stop.send(true);
@@ -709,8 +742,43 @@ mod tests {
             epoch: Instant::now(),
             holds: Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(6))),
             durable: None,
+            fleet: Arc::default(),
         };
         (sink, node, rx)
+    }
+
+    #[tokio::test]
+    async fn demand_counts_from_peers_are_recorded_even_while_refusing_spans() {
+        let (sink, node, _rx) = sink(1);
+        node.closing.store(true, Ordering::Release);
+        let counts = crate::cluster::fleet::Counts {
+            member: "127.0.0.11:4317".into(),
+            fingerprint: 42,
+            demand: vec![120.0],
+        };
+        let accepted = sink
+            .accept(Batch {
+                request: Bytes::from(crate::cluster::fleet::encode(&counts)),
+                protocol: Protocol::Grpc,
+                mark: Some(ClusterMark::Counts),
+            })
+            .await
+            .expect("counts are taken");
+        assert_eq!(accepted.spans, 0);
+        assert!(
+            sink.fleet
+                .latest("127.0.0.11:4317")
+                .is_some_and(|c| c == counts)
+        );
+        // Garbage is a client error, not a crash.
+        let refused = sink
+            .accept(Batch {
+                request: Bytes::from_static(&[0x1a, 0x05, 0x01]),
+                protocol: Protocol::Grpc,
+                mark: Some(ClusterMark::Counts),
+            })
+            .await;
+        assert!(matches!(refused, Err(Refusal::Invalid(_))), "{refused:?}");
     }
 
     fn batch(request: Bytes) -> Batch {

@@ -616,8 +616,8 @@ impl Shard {
         // Collector does; late spans follow as not sampled.
         if trace.due == Due::TooLarge {
             metrics.dropped(Dropped::TooLarge).increment(spans);
-            if let Some(durable) = &self.ctx.durable {
-                durable.decision(&trace.id, false);
+            if self.ctx.durable.is_some() {
+                self.decided.push((trace.id.0, false));
             }
             self.buffer
                 .record_decision(trace.id, CachedDecision::NotSampled);
@@ -625,8 +625,8 @@ impl Shard {
         }
         if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
             metrics.dropped(Dropped::PendingAtShutdown).increment(spans);
-            if let Some(durable) = &self.ctx.durable {
-                durable.decision(&trace.id, false);
+            if self.ctx.durable.is_some() {
+                self.decided.push((trace.id.0, false));
             }
             return;
         }
@@ -674,9 +674,9 @@ impl Shard {
             });
             self.out_spans += spans;
             metrics.dry_run[usize::from(kept.is_none())].increment(spans as u64);
-            if let Some(durable) = &self.ctx.durable {
+            if self.ctx.durable.is_some() {
                 self.out_traces.push(trace.id.0);
-                durable.decision(&trace.id, true);
+                self.decided.push((trace.id.0, true));
             }
             let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
             self.buffer.record_decision(trace.id, cached);

@@ -262,12 +262,22 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
     ) -> Cluster {
-        Cluster::start_full(name, samplers, max_samplers, tls, false).await
+        Cluster::start_full(name, samplers, max_samplers, tls, false, POLICY).await
     }
 
     /// [`Cluster::start`], every sampler with a write-ahead log.
     pub async fn start_with_storage(name: &str, samplers: usize, max_samplers: usize) -> Cluster {
-        Cluster::start_full(name, samplers, max_samplers, |_| None, true).await
+        Cluster::start_full(name, samplers, max_samplers, |_| None, true, POLICY).await
+    }
+
+    /// [`Cluster::start`] with another policy file than [`POLICY`].
+    pub async fn start_with_policy(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        policy: &str,
+    ) -> Cluster {
+        Cluster::start_full(name, samplers, max_samplers, |_| None, false, policy).await
     }
 
     async fn start_full(
@@ -276,10 +286,11 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
         storage: bool,
+        policy: &str,
     ) -> Cluster {
         let dir = scenario_dir(name);
         let tls = tls(&dir);
-        std::fs::write(dir.join("policy.yaml"), POLICY).expect("policy file");
+        std::fs::write(dir.join("policy.yaml"), policy).expect("policy file");
         let ips: Vec<IpAddr> = (0..max_samplers).map(sampler_ip).collect();
         let port = common_port(&ips);
         let admin_port = common_port(&ips);

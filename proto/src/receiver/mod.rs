@@ -94,6 +94,10 @@ pub const HANDOVER_HEADER: &str = "x-tailgate-handover";
 /// `x-tailgate-decisions: 1`; the body is the sampler's decision list, not
 /// an OTLP request.
 pub const DECISIONS_HEADER: &str = "x-tailgate-decisions";
+/// A sampler's per-policy demand counts for fleet-wide budgets:
+/// `x-tailgate-counts: 1`; the body is the sampler's counts message, not
+/// an OTLP request.
+pub const COUNTS_HEADER: &str = "x-tailgate-counts";
 
 /// How a batch came from another sampler of the cluster. Samplers exchange
 /// traces over the same OTLP Export call every client uses, and mark them
@@ -114,6 +118,16 @@ pub enum ClusterMark {
     /// `x-tailgate-decisions: 1`: decisions taken by the sender for traces
     /// that now belong here.
     Decisions,
+    /// `x-tailgate-counts: 1`: the sender's demand on each budgeted policy
+    /// (fleet-wide budgets).
+    Counts,
+}
+
+impl ClusterMark {
+    /// True when the body is a sampler's own message, not an OTLP request.
+    pub fn is_control(&self) -> bool {
+        matches!(self, ClusterMark::Decisions | ClusterMark::Counts)
+    }
 }
 
 impl ClusterMark {
@@ -123,6 +137,7 @@ impl ClusterMark {
             ClusterMark::Forwarded => (FORWARDED_HEADER, "1".into()),
             ClusterMark::HandedOver { age } => (HANDOVER_HEADER, age.as_millis().to_string()),
             ClusterMark::Decisions => (DECISIONS_HEADER, "1".into()),
+            ClusterMark::Counts => (COUNTS_HEADER, "1".into()),
         }
     }
 
@@ -163,12 +178,13 @@ impl ClusterMark {
             flag(FORWARDED_HEADER)?.then_some(ClusterMark::Forwarded),
             handover,
             flag(DECISIONS_HEADER)?.then_some(ClusterMark::Decisions),
+            flag(COUNTS_HEADER)?.then_some(ClusterMark::Counts),
         ];
         let mut set = marks.into_iter().flatten();
         let mark = set.next();
         if set.next().is_some() {
             return Err(Refusal::Invalid(format!(
-                "more than one of {FORWARDED_HEADER}, {HANDOVER_HEADER}, {DECISIONS_HEADER}"
+                "more than one of {FORWARDED_HEADER}, {HANDOVER_HEADER}, {DECISIONS_HEADER}, {COUNTS_HEADER}"
             )));
         }
         Ok(mark)
@@ -713,8 +729,9 @@ impl<S: Sink> Shared<S> {
         mark: Result<Option<ClusterMark>, Refusal>,
     ) -> Result<Accepted, Refusal> {
         self.metrics.request_bytes.record(request.len() as f64);
-        // A decision list is not an OTLP request: nothing to count.
-        let decisions = matches!(mark, Ok(Some(ClusterMark::Decisions)));
+        // A decision list or counts message is not an OTLP request: nothing
+        // to count.
+        let decisions = matches!(&mark, Ok(Some(m)) if m.is_control());
         // Checked before the node sees the request; a malformed request
         // passes here and the node refuses it with the reason.
         if let Err(violation) = match decisions {
@@ -1008,6 +1025,11 @@ mod tests {
             read(&[("x-tailgate-decisions", "1")]),
             Ok(Some(ClusterMark::Decisions))
         );
+        assert_eq!(
+            read(&[("x-tailgate-counts", "1")]),
+            Ok(Some(ClusterMark::Counts))
+        );
+        assert!(read(&[("x-tailgate-counts", "1"), ("x-tailgate-decisions", "1")]).is_err());
         assert!(read(&[("x-tailgate-handover", "soon")]).is_err());
         assert!(read(&[("x-tailgate-forwarded", "yes")]).is_err());
         assert!(read(&[("x-tailgate-forwarded", "1"), ("x-tailgate-decisions", "1")]).is_err());
@@ -1017,6 +1039,7 @@ mod tests {
                 age: Duration::from_millis(42),
             },
             ClusterMark::Decisions,
+            ClusterMark::Counts,
         ] {
             let (name, value) = mark.header();
             assert_eq!(read(&[(name, &value)]), Ok(Some(mark)));

@@ -24,6 +24,7 @@
 //! `tailgate_spans_handed_over_total{reason}` (`stray`, `rebalance`,
 //! `shutdown`), and enters the receiver's as received.
 
+pub(crate) mod fleet;
 pub(crate) mod mover;
 pub mod ownership;
 pub(crate) mod peer;
