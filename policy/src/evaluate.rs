@@ -285,23 +285,26 @@ pub(crate) enum Verdict {
     Error,
 }
 
+/// 16 bytes, so that it comes back from `eval` in registers.
 #[derive(Debug, Clone, Copy)]
-struct Vote<'n> {
+struct Vote {
     verdict: Verdict,
+    /// The index of the composite sub-policy that sampled, when this is a
+    /// composite's vote; [`NO_SUB`] otherwise.
+    composite_sub: u32,
     /// The OTel threshold behind a Sampled vote: 0 unless only
     /// probabilistic sampling kept it.
     threshold: u64,
-    /// The composite sub-policy that sampled, when this is a composite's
-    /// vote.
-    composite_sub: Option<&'n Arc<str>>,
 }
 
-impl Vote<'_> {
+const NO_SUB: u32 = u32::MAX;
+
+impl Vote {
     fn of(verdict: Verdict) -> Self {
         Vote {
             verdict,
             threshold: 0,
-            composite_sub: None,
+            composite_sub: NO_SUB,
         }
     }
 
@@ -605,7 +608,7 @@ impl PolicySet {
             attributes: OnceCell::new(),
         };
         // The first policy to cast each kind of vote, as the Collector keeps.
-        let mut first_sampled: Option<(usize, Option<&Arc<str>>)> = None;
+        let mut first_sampled: Option<(usize, u32)> = None;
         let mut first_dropped: Option<usize> = None;
         let mut min_threshold = u64::MAX;
         let mut votes = Votes::default();
@@ -637,7 +640,13 @@ impl PolicySet {
         let (outcome, policy, composite_policy) = if let Some(i) = first_dropped {
             (Outcome::Dropped, name(i), None)
         } else if let Some((i, sub)) = first_sampled {
-            (Outcome::Sampled, name(i), sub.cloned())
+            let sub_name = match &self.nodes[i].rule {
+                Rule::Composite { subs, .. } if sub != NO_SUB => {
+                    subs.get(sub as usize).map(|(node, _)| node.name.clone())
+                }
+                _ => None,
+            };
+            (Outcome::Sampled, name(i), sub_name)
         } else {
             (Outcome::NotSampled, None, None)
         };
@@ -721,7 +730,7 @@ fn running_latency_in_range(spans: &[SpanView<'_>], threshold: i128, upper: i128
     })
 }
 
-fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
+fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
     let summary = ctx.trace.summary;
     let has_spans = summary.span_count() > 0;
     match &node.rule {
@@ -774,7 +783,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                 Vote {
                     verdict: Verdict::Sampled,
                     threshold: otel.map_or(0, |t| t.value()),
-                    composite_sub: None,
+                    composite_sub: NO_SUB,
                 }
             } else {
                 Vote::of(Verdict::NotSampled)
@@ -880,44 +889,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                 n,
             ))
         }
-        Rule::Adaptive(a) => {
-            // Refinery counts a trace's spans under its key, then reads the
-            // key's rate.
-            let key = a
-                .key
-                .build(&ctx.spans_with_resources(), summary.span_count());
-            let share = state.ask(a.slot, summary.span_count());
-            let rate = match state.slot(a.slot) {
-                Some(mut guard) => match &mut *guard {
-                    Slot::Adaptive(e) => {
-                        e.set_goal_share(share);
-                        e.observe(&a.params, &key, summary.span_count() as f64, ctx.now)
-                    }
-                    _ => 1,
-                },
-                None => 1,
-            };
-            let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
-            // With the usetracestate gate, the spans' own `ot=rv` decides, as
-            // for probabilistic, so that upstream consistent sampling nests.
-            let rv = if ctx.use_tracestate {
-                ctx.spans()
-                    .iter()
-                    .find_map(|s| tracestate::ot_randomness(s.trace_state()))
-            } else {
-                None
-            };
-            let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
-            if rv >= threshold {
-                Vote {
-                    verdict: Verdict::Sampled,
-                    threshold,
-                    composite_sub: None,
-                }
-            } else {
-                Vote::of(Verdict::NotSampled)
-            }
-        }
+        Rule::Adaptive(a) => eval_adaptive(a, ctx, state),
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not
             // ends the evaluation.
@@ -935,7 +907,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             Vote {
                 verdict: Verdict::Sampled,
                 threshold,
-                composite_sub: None,
+                composite_sub: NO_SUB,
             }
         }
         Rule::Drop(subs) => {
@@ -1046,7 +1018,7 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
                         // The sub-policy's threshold passes through: an
                         // adaptive or probabilistic keep is still one.
                         return Vote {
-                            composite_sub: Some(&sub.name),
+                            composite_sub: u32::try_from(i).unwrap_or(NO_SUB),
                             threshold: v.threshold,
                             ..Vote::of(Verdict::Sampled)
                         };
@@ -1064,6 +1036,48 @@ fn eval<'n>(node: &'n Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote<'n> {
             ottl::Outcome::NotMatched => Vote::of(Verdict::NotSampled),
             ottl::Outcome::Error(_) => Vote::of(Verdict::Error),
         },
+    }
+}
+
+/// An adaptive policy's vote (out of line: `eval`'s common arms stay small).
+#[inline(never)]
+fn eval_adaptive(a: &adaptive::Adaptive, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
+    let summary = ctx.trace.summary;
+    // Refinery counts a trace's spans under its key, then reads the
+    // key's rate.
+    let key = a
+        .key
+        .build(&ctx.spans_with_resources(), summary.span_count());
+    let share = state.ask(a.slot, summary.span_count());
+    let rate = match state.slot(a.slot) {
+        Some(mut guard) => match &mut *guard {
+            Slot::Adaptive(e) => {
+                e.set_goal_share(share);
+                e.observe(&a.params, &key, summary.span_count() as f64, ctx.now)
+            }
+            _ => 1,
+        },
+        None => 1,
+    };
+    let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
+    // With the usetracestate gate, the spans' own `ot=rv` decides, as
+    // for probabilistic, so that upstream consistent sampling nests.
+    let rv = if ctx.use_tracestate {
+        ctx.spans()
+            .iter()
+            .find_map(|s| tracestate::ot_randomness(s.trace_state()))
+    } else {
+        None
+    };
+    let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
+    if rv >= threshold {
+        Vote {
+            verdict: Verdict::Sampled,
+            threshold,
+            composite_sub: NO_SUB,
+        }
+    } else {
+        Vote::of(Verdict::NotSampled)
     }
 }
 

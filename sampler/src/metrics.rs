@@ -264,7 +264,7 @@ impl Metrics {
         describe();
         let n = || node.to_owned();
         let with = |name: &'static str, key: &'static str, value: &'static str| metrics::counter!(name, "node" => n(), key => value);
-        Metrics {
+        let metrics = Metrics {
             node: n(),
             forwarded: metrics::counter!(SPANS_FORWARDED, "node" => n()),
             not_sampled: metrics::counter!(SPANS_NOT_SAMPLED, "node" => n()),
@@ -311,7 +311,11 @@ impl Metrics {
             dry_run: ["true", "false"].map(|k| with(DRY_RUN_SPANS, "kept", k)),
             late_age: metrics::histogram!(LATE_SPAN_AGE, "node" => n()),
             reasons: DECISION_REASONS.map(|r| with(DECISION_REASON, "reason", r)),
-        }
+        };
+        // Standalone, the exchange's gauges still exist (no peers, age 0),
+        // so the rules and dashboard that read them have a series.
+        metrics.fleet_exchange(std::time::Duration::ZERO, 0);
+        metrics
     }
 
     /// Counts a trace decided for `reason` (one of [`DECISION_REASONS`]).
