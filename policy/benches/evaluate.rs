@@ -19,10 +19,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use policy::{PolicyFile, Threshold, TraceView, annotate_span};
 use proto::view::SpanView;
-use proto::write::SpanRef;
 
 mod common;
-use common::{OTTL_EQUIVALENT, OTTL_TEN, STRING_ATTRIBUTE, THREE, TWENTY, fixture};
+use common::{OTTL_EQUIVALENT, OTTL_TEN, STRING_ATTRIBUTE, THREE, TWENTY, fixture, span_refs};
 
 /// tailgate's adaptive policies, one at a time, keyed on two fields (one
 /// on the resources, one on the spans) of the 10-span trace.
@@ -41,14 +40,7 @@ policies:
 
 fn evaluate(c: &mut Criterion) {
     let (id, resources, spans, summary) = fixture();
-    let refs: Vec<SpanRef<'_>> = spans
-        .iter()
-        .map(|(r, span)| SpanRef {
-            resource: &resources[*r],
-            scope: &[],
-            span,
-        })
-        .collect();
+    let refs = span_refs(&resources, &spans);
     let view = TraceView {
         trace_id: id,
         summary: &summary,

@@ -14,22 +14,14 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use policy::{PolicyFile, TraceView};
-use proto::write::SpanRef;
 
 #[path = "../benches/common/mod.rs"]
 mod common;
-use common::{OTTL_EQUIVALENT, OTTL_TEN, STRING_ATTRIBUTE, THREE, TWENTY, fixture};
+use common::{OTTL_EQUIVALENT, OTTL_TEN, STRING_ATTRIBUTE, THREE, TWENTY, fixture, span_refs};
 
 fn main() {
     let (id, resources, spans, summary) = fixture();
-    let refs: Vec<SpanRef<'_>> = spans
-        .iter()
-        .map(|(r, span)| SpanRef {
-            resource: &resources[*r],
-            scope: &[],
-            span,
-        })
-        .collect();
+    let refs = span_refs(&resources, &spans);
     let view = TraceView {
         trace_id: id,
         summary: &summary,

@@ -374,6 +374,17 @@ impl<'t> Ctx<'t> {
         }
     }
 
+    /// With the usetracestate gate, the OTel randomness (`ot=rv`) of the
+    /// first span that carries one; `None` without the gate or without one.
+    fn randomness(&self) -> Option<u64> {
+        if !self.use_tracestate {
+            return None;
+        }
+        self.spans()
+            .iter()
+            .find_map(|s| tracestate::ot_randomness(s.trace_state()))
+    }
+
     fn attributes(&self) -> &AttributeIndex<'t> {
         self.attributes.get_or_init(|| {
             let keys = self.attribute_keys;
@@ -768,13 +779,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             // randomness of the first span that carries one decides against
             // the OTel threshold (rv >= th keeps); without one, or with the
             // gate off, the FNV hash of salt and trace ID does.
-            let rv = if ctx.use_tracestate {
-                ctx.spans()
-                    .iter()
-                    .find_map(|s| tracestate::ot_randomness(s.trace_state()))
-            } else {
-                None
-            };
+            let rv = ctx.randomness();
             let keep = match rv {
                 Some(rv) => otel.is_some_and(|th| rv >= th.value()),
                 None => hash_trace_id(salt.as_bytes(), &ctx.trace.trace_id.0) <= *hash_threshold,
@@ -1062,13 +1067,7 @@ fn eval_adaptive(a: &adaptive::Adaptive, ctx: &Ctx<'_>, state: &PolicyState) -> 
     let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
     // With the usetracestate gate, the spans' own `ot=rv` decides, as
     // for probabilistic, so that upstream consistent sampling nests.
-    let rv = if ctx.use_tracestate {
-        ctx.spans()
-            .iter()
-            .find_map(|s| tracestate::ot_randomness(s.trace_state()))
-    } else {
-        None
-    };
+    let rv = ctx.randomness();
     let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
     if rv >= threshold {
         Vote {

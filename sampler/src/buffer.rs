@@ -201,28 +201,49 @@ impl TakenTrace {
     /// use, spans in arrival order within a group) so that written out they
     /// make one `ResourceSpans` per resource.
     pub fn span_refs(&self) -> Vec<SpanRef<'_>> {
-        let mut refs: Vec<(usize, SpanRef<'_>)> = Records::new(&self.data)
-            .filter_map(|(header, span)| {
-                let at = self.headers.iter().position(|(id, _)| *id == header)?;
-                let group = &self.headers[at].1;
-                Some((
-                    at,
-                    SpanRef {
-                        resource: &group.resource,
-                        scope: &group.scope,
-                        span,
-                    },
-                ))
-            })
-            .collect();
-        refs.sort_by_key(|(at, _)| *at);
-        refs.into_iter().map(|(_, r)| r).collect()
+        grouped_refs(&self.data, |header| {
+            self.headers
+                .iter()
+                .find(|(id, _)| *id == header)
+                .map(|(_, group)| &**group)
+        })
     }
 
     /// The trace as one encoded `ExportTraceServiceRequest`.
     pub fn to_request(&self) -> Bytes {
         proto::write::request(&self.span_refs())
     }
+}
+
+/// A trace's stored records as spans with their headers, grouped by header
+/// in order of first use (spans in arrival order within a group), so that
+/// written out they make one `ResourceSpans` per resource. A record whose
+/// header `group` does not know is left out.
+fn grouped_refs<'a>(
+    data: &'a [u8],
+    group: impl Fn(u32) -> Option<&'a GroupHeader>,
+) -> Vec<SpanRef<'a>> {
+    let mut order: Vec<u32> = Vec::new();
+    let mut refs: Vec<(usize, SpanRef<'a>)> = Records::new(data)
+        .filter_map(|(header, span)| {
+            let g = group(header)?;
+            let at = order.iter().position(|h| *h == header).unwrap_or_else(|| {
+                order.push(header);
+                order.len() - 1
+            });
+            Some((
+                at,
+                SpanRef {
+                    resource: &g.resource,
+                    scope: &g.scope,
+                    span,
+                },
+            ))
+        })
+        .collect();
+    // Stable: arrival order within a group stays.
+    refs.sort_by_key(|(at, _)| *at);
+    refs.into_iter().map(|(_, r)| r).collect()
 }
 
 /// What [`TraceBuffer::insert`] did with a batch.
@@ -727,29 +748,9 @@ impl TraceBuffer {
     ) -> Option<R> {
         let hash = self.hasher.hash_one(id);
         let trace = self.traces.find(hash, |t| t.id == *id)?;
-        let mut order: Vec<u32> = Vec::new();
-        let mut refs: Vec<(usize, SpanRef<'_>)> = Records::new(&trace.data)
-            .filter_map(|(header, span)| {
-                let group = self.headers.get(header)?;
-                let at = match order.iter().position(|h| *h == header) {
-                    Some(at) => at,
-                    None => {
-                        order.push(header);
-                        order.len() - 1
-                    }
-                };
-                Some((
-                    at,
-                    SpanRef {
-                        resource: &group.resource,
-                        scope: &group.scope,
-                        span,
-                    },
-                ))
-            })
-            .collect();
-        refs.sort_by_key(|(at, _)| *at);
-        let refs: Vec<SpanRef<'_>> = refs.into_iter().map(|(_, r)| r).collect();
+        let refs = grouped_refs(&trace.data, |header| {
+            self.headers.get(header).map(|group| &**group)
+        });
         Some(f(&trace.summary, &refs))
     }
 

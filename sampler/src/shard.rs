@@ -599,16 +599,13 @@ impl Shard {
 
     fn decide(&mut self, trace: TakenTrace, active: &ActivePolicy, now: Duration) {
         let metrics = &self.ctx.metrics;
-        if let Some(counter) = trace.due.reason().and_then(|reason| {
-            metrics.decision_reason(match (reason, trace.due) {
-                ("timeout" | "root", _)
-                    if active.file.sampling_strategy == SamplingStrategy::SpanIngest =>
-                {
-                    "span_ingest_timeout"
-                }
-                _ => reason,
-            })
-        }) {
+        let span_ingest = active.file.sampling_strategy == SamplingStrategy::SpanIngest;
+        let reason = match trace.due {
+            // span-ingest gives up on what no policy kept by its wait.
+            Due::Wait | Due::RootWait if span_ingest => Some("span_ingest_timeout"),
+            due => due.reason(),
+        };
+        if let Some(counter) = reason.and_then(|r| metrics.decision_reason(r)) {
             counter.increment(1);
         }
         let spans = trace.span_count() as u64;
@@ -630,7 +627,7 @@ impl Shard {
             }
             return;
         }
-        if active.file.sampling_strategy == SamplingStrategy::SpanIngest {
+        if span_ingest {
             // span-ingest: a trace still undecided when its wait ends (or a
             // cap takes it out) is not sampled, without another evaluation.
             let decision = Decision::not_sampled();

@@ -8,6 +8,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span, Status};
 use policy::TraceSummary;
 use prost::Message;
 use proto::view::{SpanView, TraceId};
+use proto::write::SpanRef;
 
 pub const THREE: &str = "
 policies:
@@ -169,4 +170,16 @@ pub fn fixture() -> Fixture {
         })
         .collect();
     (id, resources, spans, summary)
+}
+
+/// The fixture's spans as stored: each with its resource header, no scope.
+pub fn span_refs<'a>(resources: &'a [Vec<u8>], spans: &'a [(usize, Vec<u8>)]) -> Vec<SpanRef<'a>> {
+    spans
+        .iter()
+        .map(|(r, span)| SpanRef {
+            resource: &resources[*r],
+            scope: &[],
+            span,
+        })
+        .collect()
 }
