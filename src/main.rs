@@ -120,6 +120,25 @@ enum PolicyCommand {
     Check { file: PathBuf },
     /// Decide the traces of an OTLP/JSON file with a policy file.
     Test { file: PathBuf, traces: PathBuf },
+    /// Write a policy file from another sampler's rules.
+    #[command(subcommand)]
+    Convert(ConvertCommand),
+}
+
+#[derive(Subcommand)]
+enum ConvertCommand {
+    /// From a Honeycomb Refinery rules file (RulesVersion 2); see
+    /// docs/migration-refinery.md.
+    Refinery {
+        /// The Refinery rules file (YAML).
+        file: PathBuf,
+        /// Write the policy file here instead of printing it.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Convert only this environment's sampler (e.g. `__default__`).
+        #[arg(long, value_name = "NAME")]
+        environment: Option<String>,
+    },
 }
 
 /// A bad command line or configuration: say why, exit 64 before binding anything.
@@ -294,5 +313,14 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Test { file, traces }) => {
             report(policy::cli::test(&file, &traces))
         }
+        Command::Policy(PolicyCommand::Convert(ConvertCommand::Refinery {
+            file,
+            output,
+            environment,
+        })) => report(policy::cli::convert_refinery(
+            &file,
+            output.as_deref(),
+            environment.as_deref(),
+        )),
     }
 }

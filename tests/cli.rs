@@ -342,3 +342,108 @@ fn an_lb_starts_from_a_whole_collector_configuration() {
     );
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn policy_convert_refinery_writes_a_policy_file_that_checks_and_decides() {
+    let scratch = Scratch::new("convert-refinery");
+    let out_path = scratch.0.join("policy.yaml");
+    let out = tailgate()
+        .args([
+            "policy",
+            "convert",
+            "refinery",
+            "examples/refinery-rules.yaml",
+            "-o",
+        ])
+        .arg(&out_path)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("wrote "), "{stdout}");
+    assert!(
+        stdout.contains("4 policies from examples/refinery-rules.yaml"),
+        "{stdout}"
+    );
+
+    let check = tailgate()
+        .args(["policy", "check"])
+        .arg(&out_path)
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(0), "{}", text(&check.stderr));
+    assert!(
+        text(&check.stdout).contains("the rest, by route: ema_dynamic"),
+        "{}",
+        text(&check.stdout)
+    );
+
+    let test = tailgate()
+        .args(["policy", "test"])
+        .arg(&out_path)
+        .arg("examples/traces.json")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(test.status.code(), Some(0), "{}", text(&test.stderr));
+    let table = text(&test.stdout);
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_else(|| panic!("{id} in {table}"))
+            .to_string()
+    };
+    // As Refinery decides them: the health check dropped by the first
+    // rule, the error and the slow search kept by theirs.
+    let decided = |id: &str, outcome: &str, policy: &str| {
+        let row = row(id);
+        let cells: Vec<&str> = row
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        cells.get(2) == Some(&outcome) && cells.get(3).is_some_and(|p| p.starts_with(policy))
+    };
+    assert!(
+        decided("5d6a9a54", "dropped", "drop healthchecks"),
+        "{table}"
+    );
+    assert!(decided("1d9e1f58", "sampled", "keep errors"), "{table}");
+    assert!(
+        decided("aa569380", "sampled", "keep slow requests"),
+        "{table}"
+    );
+
+    // Printed to stdout without -o.
+    let printed = tailgate()
+        .args([
+            "policy",
+            "convert",
+            "refinery",
+            "examples/refinery-rules.yaml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert_eq!(printed.status.code(), Some(0));
+    assert!(text(&printed.stdout).starts_with("# Converted from the Refinery rules file"));
+
+    // v1 rules are refused with the way forward.
+    let v1 = scratch.file(
+        "rules.toml",
+        "Sampler = \"DeterministicSampler\"\nSampleRate = 1\n",
+    );
+    let refused = tailgate()
+        .args(["policy", "convert", "refinery"])
+        .arg(&v1)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let message = text(&refused.stderr);
+    assert!(
+        message.starts_with("error: ") && message.contains("convert rules"),
+        "{message}"
+    );
+}

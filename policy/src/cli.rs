@@ -164,3 +164,56 @@ fn run_test(policy: &Path, traces: &Path) -> Result<String, String> {
     out.push('\n');
     Ok(out)
 }
+
+/// `tailgate policy convert refinery RULES.yaml [-o OUT] [--environment
+/// NAME]`: converts a Refinery rules file, checks the result as `policy
+/// check` would, and prints it (or writes it to `out` and prints what was
+/// written and the notes). Exit code 0, or 1 with `error: ...` when the
+/// rules cannot be converted (the file names the rule and the reason).
+pub fn convert_refinery(
+    rules: &Path,
+    out: Option<&Path>,
+    environment: Option<&str>,
+) -> (String, i32) {
+    let name = rules.display().to_string();
+    let source = match std::fs::read_to_string(rules) {
+        Ok(s) => s,
+        Err(e) => return (format!("error: {name}: cannot read: {e}\n"), 1),
+    };
+    let conversion = match crate::refinery::convert(&source, &name, environment) {
+        Ok(c) => c,
+        Err(e) => return (format!("error: {e}\n"), 1),
+    };
+    // The converter's output must be a policy file tailgate loads.
+    let out_name = out.map_or_else(|| "(converted)".to_string(), |p| p.display().to_string());
+    if let Err(e) = PolicyFile::parse(&conversion.yaml, &out_name) {
+        return (
+            format!(
+                "error: the conversion of {name} is not a valid policy file ({e}); please report this with the rules file\n"
+            ),
+            1,
+        );
+    }
+    let Some(out) = out else {
+        return (conversion.yaml, 0);
+    };
+    if let Err(e) = std::fs::write(out, &conversion.yaml) {
+        return (format!("error: {out_name}: cannot write: {e}\n"), 1);
+    }
+    let mut report = format!(
+        "wrote {out_name}: {} {} from {name}\n",
+        conversion.policies,
+        if conversion.policies == 1 {
+            "policy"
+        } else {
+            "policies"
+        }
+    );
+    for note in &conversion.notes {
+        report.push_str(&format!("note: {note}\n"));
+    }
+    report.push_str(&format!(
+        "check it with: tailgate policy check {out_name}\n"
+    ));
+    (report, 0)
+}

@@ -29,6 +29,7 @@ pub mod fleet;
 pub mod ottl;
 mod policy;
 mod probabilistic;
+pub mod refinery;
 mod summary;
 #[cfg(test)]
 mod testutil;
