@@ -180,8 +180,9 @@ pub struct PolicySet {
     /// gate: `probabilistic` reads `ot=rv` and decisions carry thresholds.
     use_tracestate: bool,
     /// The adaptive policies at any depth, in evaluation order: their
-    /// names (`outer/inner` for a sub-policy) and slots.
-    adaptive: Vec<(Arc<str>, usize)>,
+    /// names (`outer/inner` for a sub-policy), slots and definitions (kind
+    /// and every option, to tell an unchanged policy across a reload).
+    adaptive: Vec<(Arc<str>, usize, String)>,
     /// The budgeted policies at any depth (crate::fleet).
     budgets: Vec<FleetBudget>,
 }
@@ -446,13 +447,16 @@ impl PolicySet {
         slots: Vec<SlotKind>,
         attribute_keys: Vec<String>,
     ) -> PolicySet {
-        fn walk(node: &Node, prefix: Option<&str>, out: &mut Vec<(Arc<str>, usize)>) {
+        fn walk(node: &Node, prefix: Option<&str>, out: &mut Vec<(Arc<str>, usize, String)>) {
             let name: Arc<str> = match prefix {
                 Some(p) => Arc::from(format!("{p}/{}", node.name)),
                 None => node.name.clone(),
             };
             match &node.rule {
-                Rule::Adaptive(a) => out.push((name, a.slot)),
+                Rule::Adaptive(a) => {
+                    let definition = format!("{} {:?} {:?}", a.kind, a.params, a.key);
+                    out.push((name, a.slot, definition))
+                }
                 Rule::And(subs) | Rule::Drop(subs) => {
                     subs.iter().for_each(|s| walk(s, Some(&name), out))
                 }
@@ -499,11 +503,47 @@ impl PolicySet {
         }
         self.adaptive
             .iter()
-            .filter_map(|(name, slot)| match &*state.slot(*slot)? {
+            .filter_map(|(name, slot, _)| match &*state.slot(*slot)? {
                 Slot::Adaptive(e) => Some((name.clone(), e.stats(top))),
                 _ => None,
             })
             .collect()
+    }
+
+    /// Copies into `state` (made for this set) the estimators that `old`
+    /// and its `old_state` hold for the adaptive policies this set defines
+    /// the same way: the same name at the same place, the same kind and
+    /// options. A reload that leaves such a policy as it was keeps its
+    /// learned rates instead of starting again from the goal rate. Returns
+    /// how many were carried over.
+    pub fn carry_estimators(
+        &self,
+        state: &PolicyState,
+        old: &PolicySet,
+        old_state: &PolicyState,
+    ) -> usize {
+        if !self.state_fits(state) || !old.state_fits(old_state) {
+            return 0;
+        }
+        let mut carried = 0;
+        for (name, slot, definition) in &self.adaptive {
+            let Some((_, old_slot, _)) = old
+                .adaptive
+                .iter()
+                .find(|(n, _, d)| n == name && d == definition)
+            else {
+                continue;
+            };
+            let estimator = match old_state.slot(*old_slot).as_deref() {
+                Some(Slot::Adaptive(e)) => e.clone(),
+                _ => continue,
+            };
+            if let Some(mut new) = state.slot(*slot) {
+                *new = Slot::Adaptive(estimator);
+                carried += 1;
+            }
+        }
+        carried
     }
 
     /// Turns the Collector's `processor.tailsamplingprocessor.usetracestate`

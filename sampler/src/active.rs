@@ -64,6 +64,15 @@ impl ActivePolicy {
         }
     }
 
+    /// Takes over the learned rates of `old`'s adaptive policies that this
+    /// file defines unchanged (same name, place and options), so that a
+    /// reload does not send them back to their goal rate. Returns how many.
+    pub fn carry_estimators_from(&self, old: &ActivePolicy) -> usize {
+        self.file
+            .policies
+            .carry_estimators(&self.state, &old.file.policies, &old.state)
+    }
+
     /// Decides a trace and counts the decision by policy, and every
     /// policy's vote.
     pub fn evaluate(&self, trace: &TraceView<'_>, now: Duration) -> Decision {

@@ -188,7 +188,9 @@ impl Reloader {
                 }
                 let names: Vec<String> = file.policies.names().map(str::to_owned).collect();
                 let use_tracestate = self.tx.borrow().file.policies.use_tracestate();
-                let active = Arc::new(ActivePolicy::new(file, hash, &self.metrics, use_tracestate));
+                let active = ActivePolicy::new(file, hash, &self.metrics, use_tracestate);
+                let carried = active.carry_estimators_from(&self.tx.borrow());
+                let active = Arc::new(active);
                 let max_traces = (self.max_traces)(&active.file);
                 self.node.set_max_traces(max_traces);
                 self.metrics.buffer_limit_traces.set(max_traces as f64);
@@ -198,6 +200,7 @@ impl Reloader {
                     cause,
                     hash = format!("{hash:016x}"),
                     policies = ?names,
+                    adaptive_estimators_kept = carried,
                     "policy file reloaded"
                 );
             }

@@ -119,3 +119,56 @@ policies:
     assert!((20..=80).contains(&states.len()), "{} kept", states.len());
     assert!(states.iter().all(|s| s == "ot=th:c"), "{states:?}");
 }
+
+/// A reload that leaves an adaptive policy unchanged keeps its learned
+/// keys and rates (a fresh estimator would have none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_adaptive_policy_keeps_its_rates_across_a_reload() {
+    let backend = Backend::start().await;
+    let path = temp_dir("adaptive-reload").join("policy.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    let node = Node::start(config("adaptive-reload", &path, &backend));
+    // Two keys (trace lengths 1 and 3) over several adjustment intervals.
+    for round in 0..4u64 {
+        let mut specs = Vec::new();
+        for t in 0..40u64 {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(round * 1000 + t).to_be_bytes());
+            id[8] = 0xbe;
+            let id = proto::view::TraceId(id);
+            let spans = if t % 8 == 0 { 3 } else { 1 };
+            specs.push(SpanSpec::new(0, 0).with_trace_id(id).root());
+            for s in 1..spans {
+                specs.push(SpanSpec::new(0, s).with_trace_id(id));
+            }
+        }
+        node.send(&specs).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    let keys = |m: &Metrics, policy: &str| m.sum("tailgate_adaptive_keys", &[("policy", policy)]);
+    node.metrics_until(100, |m| keys(m, "dyn") == 2.0).await;
+
+    // The same `dyn`, and a new adaptive policy whose gauge shows that the
+    // reloaded set is the one published.
+    std::fs::write(
+        &path,
+        format!(
+            "{POLICY}  - name: fresh
+    type: ema_dynamic
+    ema_dynamic: {{goal_sample_rate: 5, field_list: [http.route]}}
+"
+        ),
+    )
+    .unwrap();
+    node.reload.reload();
+    let m = node
+        .metrics_until(100, |m| {
+            m.sum("tailgate_adaptive_sample_rate", &[("policy", "fresh")]) == 5.0
+        })
+        .await;
+    // The request and the file poll may both notice the change.
+    assert!(m.sum("tailgate_policy_reloads_total", &[("result", "success")]) >= 1.0);
+    assert_eq!(keys(&m, "dyn"), 2.0, "dyn kept its keys across the reload");
+    assert_eq!(keys(&m, "fresh"), 0.0);
+    node.shutdown().await.unwrap();
+}

@@ -679,3 +679,40 @@ fn a_kept_span_carries_the_threshold_of_its_rate() {
     let view = proto::view::SpanView::parse(&out, 0).expect("annotated span parses");
     assert_eq!(view.trace_state(), "ot=th:c");
 }
+
+/// A reload that leaves an adaptive policy as it was keeps what its
+/// estimator learned; a changed one starts again from its goal rate.
+#[test]
+fn an_unchanged_adaptive_policy_keeps_its_rates_across_a_reload() {
+    let dynamic = "  - name: dyn
+    type: ema_dynamic
+    ema_dynamic: {goal_sample_rate: 20, field_list: [http.route], adjustment_interval: 1s}";
+    let old = policies(dynamic);
+    let old_state = old.new_state();
+    for n in 0..10_000u64 {
+        let route = if n % 20 == 7 { "/rare" } else { "/common" };
+        keyed_trace(n, route, 1).decide(&old, &old_state, Duration::from_millis(n));
+    }
+    let learned = old.adaptive_stats(&old_state, 10);
+    assert!(
+        learned[0].1.updates > 0 && learned[0].1.keys == 2,
+        "{learned:?}"
+    );
+
+    // Another policy added before it: the same definition is found by name.
+    let reloaded = policies(&format!(
+        "  - name: errors
+    type: status_code
+    status_code: {{status_codes: [ERROR]}}
+{dynamic}"
+    ));
+    let state = reloaded.new_state();
+    assert_eq!(reloaded.carry_estimators(&state, &old, &old_state), 1);
+    assert_eq!(reloaded.adaptive_stats(&state, 10), learned);
+
+    // A changed goal is another policy: nothing carried over.
+    let changed = policies(&dynamic.replace("goal_sample_rate: 20", "goal_sample_rate: 40"));
+    let state = changed.new_state();
+    assert_eq!(changed.carry_estimators(&state, &old, &old_state), 0);
+    assert_ne!(changed.adaptive_stats(&state, 10), learned);
+}
