@@ -290,6 +290,10 @@ pub(crate) enum Verdict {
 #[derive(Debug, Clone, Copy)]
 struct Vote {
     verdict: Verdict,
+    /// The randomness `threshold` was compared with ([`SOURCE_RV`],
+    /// [`SOURCE_ADAPTIVE`], a probabilistic salt's, or [`SOURCE_MIXED`]);
+    /// it fits in `verdict`'s padding.
+    source: u16,
     /// The index of the composite sub-policy that sampled, when this is a
     /// composite's vote; [`NO_SUB`] otherwise.
     composite_sub: u32,
@@ -299,11 +303,51 @@ struct Vote {
 }
 
 const NO_SUB: u32 = u32::MAX;
+const _: () = assert!(std::mem::size_of::<Vote>() == 16);
+
+/// No threshold behind the vote.
+const SOURCE_NONE: u16 = 0;
+/// The spans' own `ot=rv` (the usetracestate gate).
+const SOURCE_RV: u16 = 1;
+/// The adaptive policies' trace-ID hash (crate::adaptive::randomness).
+const SOURCE_ADAPTIVE: u16 = 2;
+/// Thresholds of independent randomness already combined.
+const SOURCE_MIXED: u16 = 3;
+
+/// The randomness source of `probabilistic` with this salt: its own id,
+/// above the fixed ones (two salts sharing an id, 1 in ~65,000, would be
+/// combined as if they were one hash).
+pub(crate) fn salt_source(salt: &str) -> u16 {
+    let h = crate::probabilistic::hash_trace_id(salt.as_bytes(), &[0; 16]);
+    4 + (h % u64::from(u16::MAX - 4)) as u16
+}
+
+/// The threshold of an `and` of two sampling votes (OTEP 235: a trace is
+/// kept when its randomness R >= th, probability 1 - th / 2^56). Drawn from
+/// the same randomness, both hold when R passes the larger threshold: the
+/// max, as the OTel consistent-sampling rule has it. Drawn from
+/// independent randomness (a `probabilistic` hash and an adaptive policy's,
+/// or two salts), both hold with the product of their probabilities, so
+/// the threshold is `1 - (1 - a)(1 - b)` of 2^56: taking the max there
+/// would overstate the probability and under-count the adjusted count.
+fn and_threshold(a: (u64, u16), b: (u64, u16)) -> (u64, u16) {
+    const ONE: u128 = 1 << 56;
+    match (a, b) {
+        ((0, _), other) | (other, (0, _)) => other,
+        ((ta, sa), (tb, sb)) if sa == sb && sa != SOURCE_MIXED => (ta.max(tb), sa),
+        ((ta, _), (tb, _)) => {
+            let (ta, tb) = (u128::from(ta).min(ONE), u128::from(tb).min(ONE));
+            let kept = (ONE - ta) * (ONE - tb) / ONE;
+            ((ONE - kept).min(ONE - 1) as u64, SOURCE_MIXED)
+        }
+    }
+}
 
 impl Vote {
     fn of(verdict: Verdict) -> Self {
         Vote {
             verdict,
+            source: SOURCE_NONE,
             threshold: 0,
             composite_sub: NO_SUB,
         }
@@ -811,6 +855,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
         Rule::StatusCode { mask, .. } => Vote::sampled_if(summary.status_bits() & mask != 0),
         Rule::Probabilistic {
             salt,
+            salt_source,
             hash_threshold,
             otel,
             ..
@@ -827,6 +872,11 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             if keep {
                 Vote {
                     verdict: Verdict::Sampled,
+                    source: if rv.is_some() {
+                        SOURCE_RV
+                    } else {
+                        *salt_source
+                    },
                     threshold: otel.map_or(0, |t| t.value()),
                     composite_sub: NO_SUB,
                 }
@@ -938,7 +988,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
         Rule::And(subs) => {
             // and.go: every sub-policy must sample; the first that does not
             // ends the evaluation.
-            let mut threshold = 0;
+            let mut threshold = (0, SOURCE_NONE);
             for sub in subs {
                 let v = eval(sub, ctx, state);
                 if v.verdict == Verdict::Error {
@@ -947,11 +997,12 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                 if v.verdict != Verdict::Sampled {
                     return Vote::of(Verdict::NotSampled);
                 }
-                threshold = threshold.max(v.threshold);
+                threshold = and_threshold(threshold, (v.threshold, v.source));
             }
             Vote {
                 verdict: Verdict::Sampled,
-                threshold,
+                source: threshold.1,
+                threshold: threshold.0,
                 composite_sub: NO_SUB,
             }
         }
@@ -1065,6 +1116,7 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
                         return Vote {
                             composite_sub: u32::try_from(i).unwrap_or(NO_SUB),
                             threshold: v.threshold,
+                            source: v.source,
                             ..Vote::of(Verdict::Sampled)
                         };
                     }
@@ -1107,11 +1159,14 @@ fn eval_adaptive(a: &adaptive::Adaptive, ctx: &Ctx<'_>, state: &PolicyState) -> 
     let threshold = adaptive::threshold(rate).map_or(0, |t| t.value());
     // With the usetracestate gate, the spans' own `ot=rv` decides, as
     // for probabilistic, so that upstream consistent sampling nests.
-    let rv = ctx.randomness();
-    let rv = rv.unwrap_or_else(|| adaptive::randomness(&ctx.trace.trace_id.0));
+    let (rv, source) = match ctx.randomness() {
+        Some(rv) => (rv, SOURCE_RV),
+        None => (adaptive::randomness(&ctx.trace.trace_id.0), SOURCE_ADAPTIVE),
+    };
     if rv >= threshold {
         Vote {
             verdict: Verdict::Sampled,
+            source,
             threshold,
             composite_sub: NO_SUB,
         }

@@ -827,3 +827,71 @@ fn budget_lending_gives_a_sub_policy_the_others_unused_share_within_the_second()
     assert_eq!(a + b, 100);
     assert_eq!((a, b), (50, 50));
 }
+
+#[test]
+fn and_thresholds_take_the_max_of_one_randomness_and_multiply_independent_ones() {
+    let half = 1u64 << 55; // keeps 1 - 1/2
+    let three_quarters = 3u64 << 54; // keeps 1/4
+    // One randomness: both hold when R passes the larger threshold.
+    assert_eq!(
+        and_threshold((half, SOURCE_RV), (three_quarters, SOURCE_RV)),
+        (three_quarters, SOURCE_RV)
+    );
+    // Independent: 1/2 × 1/4 = 1/8 kept, threshold 7/8.
+    assert_eq!(
+        and_threshold((half, SOURCE_ADAPTIVE), (three_quarters, 77)),
+        (7u64 << 53, SOURCE_MIXED)
+    );
+    // A keep of weight 1 changes nothing.
+    assert_eq!(and_threshold((0, SOURCE_NONE), (half, 9)), (half, 9));
+    assert_eq!(and_threshold((half, 9), (0, SOURCE_NONE)), (half, 9));
+}
+
+/// `and` of a `probabilistic` (FNV hash) and an adaptive policy (its own
+/// hash) keeps about the product of their probabilities; the threshold the
+/// kept traces carry must say so, or summing 1/p would count half of what
+/// was sent. With one salt twice, the hashes are one and the max holds.
+#[test]
+fn adjusted_counts_add_up_through_an_and_of_independent_samplers() {
+    let mixed = policies_with_tracestate(
+        "  - name: both
+    type: and
+    and:
+      and_sub_policy:
+        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+        - name: quarter
+          type: ema_dynamic
+          ema_dynamic: {goal_sample_rate: 4, field_list: [], use_trace_length: true, adjustment_interval: 1h}",
+    );
+    let same = policies_with_tracestate(
+        "  - name: both
+    type: and
+    and:
+      and_sub_policy:
+        - {name: half, type: probabilistic, probabilistic: {sampling_percentage: 50}}
+        - {name: quarter, type: probabilistic, probabilistic: {sampling_percentage: 25}}",
+    );
+    for (set, kept_share) in [(&mixed, 0.125), (&same, 0.25)] {
+        let state = set.new_state();
+        let n = 20_000u64;
+        let (mut kept, mut estimate) = (0u64, 0.0);
+        for k in 0..n {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            id[8..].copy_from_slice(&k.to_be_bytes());
+            let d =
+                TestTrace::new(id, vec![], &[span(1, 0, 1)]).decide(set, &state, Duration::ZERO);
+            if d.sampled {
+                kept += 1;
+                estimate += 1.0 / d.threshold.expect("a threshold").probability();
+            }
+        }
+        let share = kept as f64 / n as f64;
+        assert!(
+            (share - kept_share).abs() < 0.015,
+            "kept {share}, expected {kept_share}"
+        );
+        let err = (estimate - n as f64).abs() / n as f64;
+        assert!(err < 0.05, "estimated {estimate} of {n} sent (kept {kept})");
+    }
+}

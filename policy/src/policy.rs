@@ -138,6 +138,10 @@ pub(crate) enum Rule {
         percentage: f64,
         salt: String,
         salt_given: bool,
+        /// Which randomness the FNV hash of this salt is, to tell votes
+        /// drawn from the same hash from independent ones (crate::evaluate,
+        /// `and`'s threshold).
+        salt_source: u16,
         hash_threshold: u64,
         otel: Option<Threshold>,
     },
@@ -551,6 +555,7 @@ impl Compiler<'_, '_> {
                     percentage,
                     hash_threshold: probabilistic::hash_threshold(percentage),
                     otel: Threshold::from_percentage(percentage),
+                    salt_source: crate::evaluate::salt_source(&salt),
                     salt,
                     salt_given,
                 }
