@@ -260,7 +260,11 @@ impl PolicyState {
 enum Slot {
     /// golang.org/x/time/rate's limiter: tokens, and the time they were
     /// counted at (`None`: never used, the bucket is full).
-    Bucket { tokens: f64, last: Option<Duration> },
+    Bucket {
+        tokens: f64,
+        last: Option<Duration>,
+        kept: KeptShare,
+    },
     /// composite.go: spans sampled by each sub-policy in `second`.
     Composite {
         second: Option<u64>,
@@ -421,6 +425,23 @@ impl<'t> Ctx<'t> {
 
     /// With the usetracestate gate, the OTel randomness (`ot=rv`) of the
     /// first span that carries one; `None` without the gate or without one.
+    /// The randomness a limiter keeps consistently by, with the
+    /// usetracestate gate on: the spans' `ot=rv`, else the adaptive
+    /// policies' trace-ID hash. `None` with the gate off: the Collector's
+    /// token bucket alone decides.
+    fn limiter_randomness(&self) -> Option<(u64, u16)> {
+        if !self.use_tracestate {
+            return None;
+        }
+        Some(match self.randomness() {
+            Some(rv) => (rv, SOURCE_RV),
+            None => (
+                adaptive::randomness(&self.trace.trace_id.0),
+                SOURCE_ADAPTIVE,
+            ),
+        })
+    }
+
     fn randomness(&self) -> Option<u64> {
         if !self.use_tracestate {
             return None;
@@ -638,6 +659,7 @@ impl PolicySet {
                         SlotKind::Bucket => Slot::Bucket {
                             tokens: 0.0,
                             last: None,
+                            kept: KeptShare::default(),
                         },
                         SlotKind::Composite { subs } => Slot::Composite {
                             second: None,
@@ -956,13 +978,14 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
         } => {
             let n = summary.span_count();
             let share = state.ask(*slot, n);
-            Vote::sampled_if(take_tokens(
+            limiter_vote(take_tokens(
                 state,
                 *slot,
                 ctx.now,
                 *per_second as f64 * share,
                 *burst as f64 * share,
                 n,
+                ctx.limiter_randomness(),
             ))
         }
         Rule::BytesLimiting {
@@ -975,13 +998,14 @@ fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {
             // and scope groups, which is what writing them out produces.
             let n = proto::write::encoded_len(ctx.trace.spans) as u64;
             let share = state.ask(*slot, n);
-            Vote::sampled_if(take_tokens(
+            limiter_vote(take_tokens(
                 state,
                 *slot,
                 ctx.now,
                 *per_second as f64 * share,
                 *burst as f64 * share,
                 n,
+                ctx.limiter_randomness(),
             ))
         }
         Rule::Adaptive(a) => eval_adaptive(a, ctx, state),
@@ -1175,10 +1199,76 @@ fn eval_adaptive(a: &adaptive::Adaptive, ctx: &Ctx<'_>, state: &PolicyState) -> 
     }
 }
 
+/// What a limiter was asked for (spans or bytes) this second and the
+/// one before: its offered rate, from which, with the usetracestate gate,
+/// it keeps a consistent share of traces (issue 16; the Collector's
+/// limiting policies report a threshold too, contrib #49979, computed there
+/// per batch of traces sorted by randomness).
+#[derive(Debug, Default, Clone, Copy)]
+struct KeptShare {
+    second: Option<u64>,
+    /// `[previous second, this second]`.
+    offered: [f64; 2],
+    /// Whether `offered[0]` is a second that was counted.
+    whole_second: bool,
+}
+
+impl KeptShare {
+    /// Counts a request of `n` at `now`; returns the offered rate per
+    /// second over the window, this request included.
+    fn offered_rate(&mut self, now: Duration, n: f64) -> f64 {
+        let second = now.as_secs();
+        match self.second {
+            Some(s) if s == second => {}
+            Some(s) if s + 1 == second => {
+                self.offered = [self.offered[1], 0.0];
+                self.whole_second = true;
+                self.second = Some(second);
+            }
+            _ => {
+                self.offered = [0.0; 2];
+                self.whole_second = false;
+                self.second = Some(second);
+            }
+        }
+        self.offered[1] += n;
+        let into = now.as_secs_f64() - second as f64;
+        if self.whole_second {
+            (self.offered[0] + self.offered[1]) / (1.0 + into)
+        } else {
+            // A first part-second is a noisy sample: never read as more
+            // than 20 times what it counted.
+            self.offered[1] / into.max(0.05)
+        }
+    }
+}
+
+/// A limiter's vote: a keep carries `threshold` (0 while the limiter keeps
+/// everything). Its randomness is the trace-ID hash the adaptive policies
+/// use, or the spans' `ot=rv`.
+fn limiter_vote((keep, threshold, source): (bool, u64, u16)) -> Vote {
+    if !keep {
+        return Vote::of(Verdict::NotSampled);
+    }
+    Vote {
+        source: if threshold == 0 { SOURCE_NONE } else { source },
+        threshold,
+        ..Vote::of(Verdict::Sampled)
+    }
+}
+
 /// golang.org/x/time/rate `Limiter.AllowN(now, n)` with rate `per_second`
 /// and burst `burst`: the bucket starts full, refills continuously, and a
-/// request larger than the burst never passes. State changes only when the
+/// request larger than the burst never passes. Tokens change only when the
 /// request passes, as in the Go limiter.
+///
+/// With the usetracestate gate (`randomness` given), a limiter asked for
+/// more than its rate keeps traces consistently, as a sampler: only those
+/// whose randomness passes the threshold of `per_second / offered rate`
+/// go on to the bucket, and a keep carries that threshold, so that summing
+/// 1/p over kept spans estimates what was sent whatever the traces' sizes
+/// (first come, first served, small traces would take the tokens big ones
+/// wait for). Returns whether it keeps, the threshold, and its source.
 fn take_tokens(
     state: &PolicyState,
     slot: usize,
@@ -1186,27 +1276,40 @@ fn take_tokens(
     per_second: f64,
     burst: f64,
     n: u64,
-) -> bool {
+    randomness: Option<(u64, u16)>,
+) -> (bool, u64, u16) {
     let Some(mut guard) = state.slot(slot) else {
-        return false;
+        return (false, 0, SOURCE_NONE);
     };
-    let Slot::Bucket { tokens, last } = &mut *guard else {
-        return false;
+    let Slot::Bucket { tokens, last, kept } = &mut *guard else {
+        return (false, 0, SOURCE_NONE);
     };
     let n = n as f64;
+    let (mut threshold, mut source) = (0, SOURCE_NONE);
+    if let Some((r, from)) = randomness {
+        let offered = kept.offered_rate(now, n);
+        if offered > per_second {
+            threshold =
+                Threshold::from_percentage(per_second / offered * 100.0).map_or(0, |t| t.value());
+            source = from;
+            if r < threshold {
+                return (false, threshold, source);
+            }
+        }
+    }
     if n > burst {
-        return false;
+        return (false, threshold, source);
     }
     let available = match *last {
         None => burst,
         Some(at) => (*tokens + now.saturating_sub(at).as_secs_f64() * per_second).min(burst),
     };
     if available < n {
-        return false;
+        return (false, threshold, source);
     }
     *tokens = available - n;
     *last = Some(now);
-    true
+    (true, threshold, source)
 }
 
 #[cfg(test)]

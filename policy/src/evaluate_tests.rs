@@ -895,3 +895,56 @@ fn adjusted_counts_add_up_through_an_and_of_independent_samplers() {
         assert!(err < 0.05, "estimated {estimate} of {n} sent (kept {kept})");
     }
 }
+
+/// A skewed stream through `rate_limiting` and `bytes_limiting` well past
+/// their budgets: each kept span carries the threshold of the share its
+/// limiter let through, so summing 1/p over kept spans estimates what was
+/// sent, for the common key and the rare one alike.
+#[test]
+fn limiter_keeps_carry_thresholds_whose_adjusted_counts_add_up() {
+    for limiter in [
+        "{name: lim, type: rate_limiting, rate_limiting: {spans_per_second: 300}}",
+        "{name: lim, type: bytes_limiting, bytes_limiting: {bytes_per_second: 20000}}",
+    ] {
+        let set = policies_with_tracestate(&format!("  - {limiter}"));
+        let state = set.new_state();
+        let (mut sent, mut estimate) = ([0.0f64; 2], [0.0f64; 2]);
+        let mut kept_spans = 0.0;
+        // 30 s at 1,000 traces a second: 95% one-span traces, 5% (the rare
+        // key) of five spans.
+        for k in 0..30_000u64 {
+            let rare = k % 20 == 7;
+            let spans: Vec<SpanSpec> = (1..=if rare { 5 } else { 1 })
+                .map(|id| span(id, 0, 1))
+                .collect();
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&k.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            id[8..].copy_from_slice(&k.to_be_bytes());
+            let d =
+                TestTrace::new(id, vec![], &spans).decide(&set, &state, Duration::from_millis(k));
+            let key = usize::from(rare);
+            sent[key] += spans.len() as f64;
+            if d.sampled {
+                let p = d.threshold.map_or(1.0, |t| t.probability());
+                estimate[key] += spans.len() as f64 / p;
+                kept_spans += spans.len() as f64;
+            }
+        }
+        eprintln!("{limiter}: sent {sent:?} estimated {estimate:?} kept spans {kept_spans}");
+        assert!(
+            kept_spans < 0.5 * (sent[0] + sent[1]),
+            "the limiter limited"
+        );
+        for key in 0..2 {
+            let err = (estimate[key] - sent[key]).abs() / sent[key];
+            assert!(
+                err < 0.10,
+                "{limiter} key {key}: estimated {} of {} sent",
+                estimate[key],
+                sent[key]
+            );
+        }
+        let total = (estimate[0] + estimate[1] - sent[0] - sent[1]).abs() / (sent[0] + sent[1]);
+        assert!(total < 0.05, "{limiter}: total off by {total}");
+    }
+}
