@@ -72,7 +72,8 @@ fn plain(v: &Value) -> String {
     }
 }
 
-/// An OTTL string literal.
+/// An OTTL string literal (Go's escapes), which is also a YAML
+/// double-quoted scalar.
 pub(super) fn ottl_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -83,6 +84,7 @@ pub(super) fn ottl_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
     }

@@ -336,25 +336,10 @@ impl Policy {
     }
 }
 
-/// A YAML double-quoted scalar (JSON's escapes are YAML's).
+/// A YAML double-quoted scalar: an OTTL string literal's escapes are
+/// YAML's too.
 fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    condition::ottl_string(s)
 }
 
 fn yaml_value(v: &Value) -> String {
@@ -503,51 +488,43 @@ impl Builder {
                 Ok(Action::Keep(rate.max(1) as u64))
             }
             "EMADynamicSampler" | "EMAThroughputSampler" | "WindowedThroughputSampler" => {
-                let (policy_kind, allowed): (&'static str, &[&str]) = match kind {
-                    "EMADynamicSampler" => (
-                        "ema_dynamic",
-                        &[
-                            "GoalSampleRate",
-                            "AdjustmentInterval",
-                            "Weight",
-                            "AgeOutValue",
-                            "BurstMultiple",
-                            "BurstDetectionDelay",
-                            "FieldList",
-                            "MaxKeys",
-                            "UseTraceLength",
-                        ],
-                    ),
+                // The EMA samplers' shared options, then each one's own.
+                const EMA: [&str; 8] = [
+                    "AdjustmentInterval",
+                    "Weight",
+                    "AgeOutValue",
+                    "BurstMultiple",
+                    "BurstDetectionDelay",
+                    "FieldList",
+                    "MaxKeys",
+                    "UseTraceLength",
+                ];
+                let (policy_kind, own): (&'static str, &[&str]) = match kind {
+                    "EMADynamicSampler" => ("ema_dynamic", &["GoalSampleRate"]),
                     "EMAThroughputSampler" => (
                         "ema_throughput",
                         &[
                             "GoalThroughputPerSec",
                             "UseClusterSize",
                             "InitialSampleRate",
-                            "AdjustmentInterval",
-                            "Weight",
-                            "AgeOutValue",
-                            "BurstMultiple",
-                            "BurstDetectionDelay",
-                            "FieldList",
-                            "MaxKeys",
-                            "UseTraceLength",
                         ],
                     ),
-                    _ => (
-                        "windowed_throughput",
-                        &[
-                            "UpdateFrequency",
-                            "LookbackFrequency",
-                            "GoalThroughputPerSec",
-                            "UseClusterSize",
-                            "FieldList",
-                            "MaxKeys",
-                            "UseTraceLength",
-                        ],
-                    ),
+                    _ => ("windowed_throughput", &[]),
                 };
-                let m = fields_of(body, &place, allowed)?;
+                let allowed: Vec<&str> = if policy_kind == "windowed_throughput" {
+                    vec![
+                        "UpdateFrequency",
+                        "LookbackFrequency",
+                        "GoalThroughputPerSec",
+                        "UseClusterSize",
+                        "FieldList",
+                        "MaxKeys",
+                        "UseTraceLength",
+                    ]
+                } else {
+                    own.iter().chain(EMA.iter()).copied().collect()
+                };
+                let m = fields_of(body, &place, &allowed)?;
                 let mut options = Vec::new();
                 let mut cluster_size = false;
                 for (k, v) in m {
