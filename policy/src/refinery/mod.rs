@@ -147,9 +147,15 @@ pub fn convert(
         } else {
             String::new()
         };
-        let rules = out
-            .sampler_rules(sampler, &place, &label)
-            .map_err(|e| format!("{file_name}: {e}"))?;
+        let rules = out.sampler_rules(sampler, &place, &label).map_err(|e| {
+            if several {
+                format!(
+                    "{file_name}: {e} (the other environments convert alone with --environment NAME)"
+                )
+            } else {
+                format!("{file_name}: {e}")
+            }
+        })?;
         out.rules(&rules, &guard, &mut policies)
             .map_err(|e| format!("{file_name}: {e}"))?;
     }

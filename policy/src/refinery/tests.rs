@@ -302,6 +302,13 @@ fn what_has_no_equivalent_is_refused_naming_the_rule() {
     let no_default =
         refused("RulesVersion: 2\nSamplers:\n  prod:\n    DeterministicSampler: {SampleRate: 2}\n");
     assert!(no_default.contains("__default__"), "{no_default}");
+    let one_env = refused(
+        "RulesVersion: 2\nSamplers:\n  __default__:\n    DeterministicSampler: {SampleRate: 2}\n  old:\n    DynamicSampler: {SampleRate: 2, FieldList: [a]}\n",
+    );
+    assert!(
+        one_env.contains("sampler \"old\"") && one_env.contains("--environment"),
+        "{one_env}"
+    );
 }
 
 #[test]
