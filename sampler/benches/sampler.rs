@@ -3,6 +3,7 @@
 //!
 //! ```sh
 //! cargo bench -p sampler --bench sampler -- e2e       # over loopback gRPC
+//! cargo bench -p sampler --bench sampler -- e2e-steady  # the same at a steady 100k spans/s
 //! cargo bench -p sampler --bench sampler -- e2e-storage  # the same with storage off and on
 //! cargo bench -p sampler --bench sampler -- pipeline  # the same work, no network
 //! cargo bench -p sampler --bench sampler -- memory    # RSS per buffered span
@@ -238,7 +239,15 @@ fn policy_file(policy: &str) -> PathBuf {
     path
 }
 
-fn e2e(requests: u64, clients: usize, policy: &str, storage: Option<PathBuf>) -> f64 {
+/// `rate`: spans per second offered in total, requests spread evenly in
+/// time (`None`: as fast as the sampler takes them).
+fn e2e(
+    requests: u64,
+    clients: usize,
+    policy: &str,
+    storage: Option<PathBuf>,
+    rate: Option<f64>,
+) -> f64 {
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tg-load")
@@ -308,6 +317,10 @@ fn e2e(requests: u64, clients: usize, policy: &str, storage: Option<PathBuf>) ->
                 // Client c sends requests c, c + clients, ...: traces' two
                 // halves arrive close together, from different clients.
                 for r in (c..prepared.len()).step_by(clients) {
+                    if let Some(rate) = rate {
+                        let at = started + Duration::from_secs_f64(r as f64 * 1000.0 / rate);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
                     for _attempt in 0..1000 {
                         match client.export(prepared[r].clone()).await {
                             Ok(_) => break,
@@ -336,7 +349,10 @@ fn e2e(requests: u64, clients: usize, policy: &str, storage: Option<PathBuf>) ->
     let kept = sink.spans.load(Ordering::Relaxed);
 
     println!(
-        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, 1 sampler thread, 1 shard, storage {}",
+        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, {}, 1 sampler thread, 1 shard, storage {}",
+        rate.map_or("as fast as taken".to_owned(), |r| format!(
+            "{r:.0} spans/s offered"
+        )),
         storage
             .as_ref()
             .map_or("off".to_owned(), |d| format!("on ({})", d.display()))
@@ -524,10 +540,14 @@ fn main() {
         slices(1000);
     }
     if want("e2e") {
-        e2e(2000, 4, POLICY, None);
+        e2e(2000, 4, POLICY, None, None);
+    }
+    if which.iter().any(|w| w == "e2e-steady") {
+        // The issue's figure: a steady 100k spans/s, 20 s.
+        e2e(2000, 4, POLICY, None, Some(100_000.0));
     }
     if which.iter().any(|w| w == "e2e-all") {
-        e2e(2000, 4, KEEP_ALL, None);
+        e2e(2000, 4, KEEP_ALL, None, None);
     }
     if which.iter().any(|w| w == "e2e-storage") {
         // Same run, same machine: off, on, off, on; CPU per span compared.
@@ -535,8 +555,8 @@ fn main() {
         let mut off = Vec::new();
         let mut on = Vec::new();
         for _ in 0..2 {
-            off.push(e2e(2000, 4, POLICY, None));
-            on.push(e2e(2000, 4, POLICY, Some(dir.clone())));
+            off.push(e2e(2000, 4, POLICY, None, None));
+            on.push(e2e(2000, 4, POLICY, Some(dir.clone()), None));
         }
         let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         println!(

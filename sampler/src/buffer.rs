@@ -26,9 +26,11 @@
 //! trace is decided: with agents that batch many traces per request, one
 //! slow trace pins the bytes of hundreds of decided ones (see the
 //! `buffer_memory` benchmark). A copy costs one `memcpy` per span, and
-//! makes a span cost its encoded size plus 2 to 4 bytes, plus the growth
-//! slack of its trace's buffer, which grows by a quarter (not double) so
-//! the slack stays under 25%. Per trace: the [`Trace`] (boxed, so the map
+//! makes a span cost its encoded size plus 2 to 4 bytes. An insert first
+//! adds up what the batch brings each trace and grows each trace's buffer
+//! once, by exactly that (or by an eighth of its data, if more, so a trace
+//! fed a span at a time reallocates O(log n) times): no slack for traces
+//! that arrive in batches, under 12.5% otherwise. Per trace: the [`Trace`] (boxed, so the map
 //! slot is a pointer), one map slot, one deadline entry.
 
 use std::cmp::Reverse;
@@ -163,6 +165,9 @@ struct Trace {
     summary: TraceSummary,
     /// Records `varint(header id) varint(len) span` (see the module doc).
     data: Vec<u8>,
+    /// During an insert: the bytes the batch brings this trace, not yet
+    /// reserved. Zero between inserts.
+    pending: u32,
     due: Due,
 }
 
@@ -398,13 +403,19 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-/// Appends a record, growing the buffer by a quarter at least: slack stays
-/// under 25% of the data, for O(log n) reallocations.
-fn put_record(data: &mut Vec<u8>, header: u32, span: &[u8]) {
-    let need = varint_len(u64::from(header)) + varint_len(span.len() as u64) + span.len();
+/// Makes room for `need` more bytes of records: exactly that when the
+/// trace is small beside it (a batch's worth, reserved once), else an
+/// eighth of the data, so a trace that grows a span at a time still
+/// reallocates O(log n) times and its slack stays under 12.5%.
+fn reserve(data: &mut Vec<u8>, need: usize) {
     if data.capacity() - data.len() < need {
-        data.reserve_exact(need.max(data.len() / 4));
+        data.reserve_exact(need.max(data.len() / 8));
     }
+}
+
+/// Appends a record (room made by [`reserve`]; a missing reservation only
+/// costs a reallocation).
+fn put_record(data: &mut Vec<u8>, header: u32, span: &[u8]) {
     put_varint(data, u64::from(header));
     put_varint(data, span.len() as u64);
     data.extend_from_slice(span);
@@ -428,12 +439,16 @@ pub struct TraceBuffer {
     data_bytes: usize,
     /// Per insert: the batch's group index → interned header id.
     scratch: Vec<u32>,
+    /// Per insert: each span's trace, as a bucket of `traces` (or [`LATE`]).
+    slot_scratch: Vec<usize>,
     /// The latest `now` given to [`TraceBuffer::insert`] or
     /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
     clock: u64,
 }
 
 const NO_HEADER: u32 = u32::MAX;
+/// A span of an already decided trace, in `slot_scratch`.
+const LATE: usize = usize::MAX;
 
 impl TraceBuffer {
     pub fn new(settings: BufferSettings) -> Self {
@@ -448,6 +463,7 @@ impl TraceBuffer {
             spans: 0,
             data_bytes: 0,
             scratch: Vec::new(),
+            slot_scratch: Vec::new(),
         }
     }
 
@@ -527,17 +543,25 @@ impl TraceBuffer {
             spans,
             data_bytes,
             scratch,
+            slot_scratch: slots,
             clock,
         } = self;
         *clock = now;
         let wait = nanos(settings.decision_wait);
         scratch.clear();
         scratch.resize(batch.groups(), NO_HEADER);
+        // Pass 1: find or start each span's trace and add up what the batch
+        // brings each one, so that pass 2 grows a trace's data once per
+        // batch (not once per span: a realloc copies the whole trace).
+        // Bucket indices stay valid while nothing is removed and the table
+        // does not grow, hence the reserve.
+        traces.reserve(batch.spans.len(), |t| hasher.hash_one(t.id));
+        slots.clear();
         for (i, span) in batch.spans.iter().enumerate() {
             let id = span.trace_id;
             let hash = hasher.hash_one(id);
-            let trace = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
-                Entry::Occupied(e) => e.into_mut(),
+            let entry = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
+                Entry::Occupied(e) => e,
                 Entry::Vacant(e) => {
                     match cache.get_with_time(&id) {
                         Some((CachedDecision::Sampled(kept), at)) => {
@@ -545,6 +569,7 @@ impl TraceBuffer {
                             report
                                 .late_ages
                                 .push(Duration::from_nanos(now.saturating_sub(at)));
+                            slots.push(LATE);
                             continue;
                         }
                         Some((CachedDecision::NotSampled, at)) => {
@@ -552,6 +577,7 @@ impl TraceBuffer {
                             report
                                 .late_ages
                                 .push(Duration::from_nanos(now.saturating_sub(at)));
+                            slots.push(LATE);
                             continue;
                         }
                         None => {}
@@ -565,11 +591,33 @@ impl TraceBuffer {
                         deadline,
                         summary: TraceSummary::new(),
                         data: Vec::new(),
+                        pending: 0,
                         due: Due::Wait,
                     }))
-                    .into_mut()
                 }
             };
+            slots.push(entry.bucket_index());
+            let header = &mut scratch[span.group as usize];
+            if *header == NO_HEADER {
+                *header = headers.intern(batch.group(span.group));
+            }
+            headers.add_refs(*header, 1);
+            let len = span.range.len();
+            let need = varint_len(u64::from(*header)) + varint_len(len as u64) + len;
+            let trace = entry.into_mut();
+            trace.pending = trace
+                .pending
+                .saturating_add(u32::try_from(need).unwrap_or(u32::MAX));
+        }
+        // Pass 2: copy the spans in.
+        for (span, &slot) in batch.spans.iter().zip(slots.iter()) {
+            if slot == LATE {
+                continue;
+            }
+            let Some(trace) = traces.get_bucket_mut(slot) else {
+                continue;
+            };
+            let id = trace.id;
             if first_seen < trace.first_seen {
                 // Merging a handed-over part that is older than ours.
                 trace.first_seen = first_seen;
@@ -580,13 +628,13 @@ impl TraceBuffer {
                     deadlines.push(Reverse((deadline, id)));
                 }
             }
-            let slot = &mut scratch[span.group as usize];
-            if *slot == NO_HEADER {
-                *slot = headers.intern(batch.group(span.group));
-            }
-            headers.add_refs(*slot, 1);
+            let header = scratch[span.group as usize];
             let before = trace.data.capacity();
-            put_record(&mut trace.data, *slot, batch.span_bytes(span));
+            if trace.pending > 0 {
+                reserve(&mut trace.data, trace.pending as usize);
+                trace.pending = 0;
+            }
+            put_record(&mut trace.data, header, batch.span_bytes(span));
             *data_bytes += trace.data.capacity() - before;
             let had_root = trace.summary.root_seen();
             trace.summary.merge(&span.summary);
@@ -847,6 +895,46 @@ mod tests {
         let mut v: Vec<u8> = ready.iter().map(|t| t.id.0[15]).collect();
         v.sort_unstable();
         v
+    }
+
+    /// Encoded bytes of a batch's spans.
+    fn encoded(b: &IngestBatch) -> usize {
+        b.spans.iter().map(|s| s.range.len()).sum()
+    }
+
+    #[test]
+    fn span_data_costs_its_encoded_size_plus_a_record_header_and_bounded_slack() {
+        // As agents batch: 50 traces of 10 spans, 5 of each per request.
+        let mut buf = TraceBuffer::new(settings());
+        let mut bytes = 0;
+        for half in 0..2u8 {
+            let specs: Vec<SpanSpec> = (0..50u8)
+                .flat_map(|t| (0..5u8).map(move |s| SpanSpec::new(t, half * 5 + s).padded(300)))
+                .collect();
+            let b = batch(&specs);
+            bytes += encoded(&b);
+            buf.insert(&b, Duration::ZERO);
+        }
+        // One reservation per trace per batch: exactly the records, whose
+        // headers are 3 bytes (header id, and a 2-byte length).
+        assert_eq!(buf.data_bytes(), bytes + 500 * 3);
+        assert!(buf.data_bytes() as f64 <= 1.1 * bytes as f64 + 32.0 * 500.0);
+
+        // A span at a time: slack stays under an eighth.
+        let mut buf = TraceBuffer::new(settings());
+        let mut bytes = 0;
+        for s in 0..200u8 {
+            let b = batch(&[SpanSpec::new(1, s).padded(300)]);
+            bytes += encoded(&b);
+            buf.insert(&b, Duration::ZERO);
+        }
+        let records = bytes + 200 * 3;
+        assert!(buf.data_bytes() >= records);
+        assert!(
+            buf.data_bytes() as f64 <= 1.125 * records as f64,
+            "{} for {records}",
+            buf.data_bytes()
+        );
     }
 
     #[test]
