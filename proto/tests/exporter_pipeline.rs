@@ -405,7 +405,10 @@ async fn a_request_that_failed_for_good_goes_to_the_failed_channel_until_it_is_f
             c.max_batch_spans = 1;
             c.concurrency = 1;
         },
-        StartOptions { failed: Some(tx) },
+        StartOptions {
+            failed: Some(tx),
+            spill: None,
+        },
     )
     .await;
     h.backend
@@ -474,4 +477,139 @@ async fn dropping_the_last_handle_stops_the_exporter_and_counts_what_it_held() {
     .await;
     assert_eq!(metric(&prometheus.render(), QUEUE, &[]), 0.0);
     assert!(h.backend.received().len() <= 1);
+}
+
+fn disk_queue(dir: &std::path::Path, budget: u64) -> proto::exporter::DiskQueue {
+    let budget_share = std::sync::Arc::new(storage::Budget::new(budget));
+    let (spill, recovered) = storage::Spill::open(
+        storage::SpillConfig {
+            dir: dir.to_owned(),
+            segment_bytes: 4096,
+        },
+        budget_share,
+    )
+    .unwrap();
+    proto::exporter::DiskQueue {
+        spill,
+        recovered,
+        budget_bytes: budget,
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tailgate-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A long outage with a memory queue of three batches: everything past it
+/// goes to disk, nothing is handed back (without the disk queue the fourth
+/// batch is), and once the backend answers every span arrives, the disk
+/// queue's batches counted as sent.
+#[tokio::test(start_paused = true)]
+async fn past_a_full_memory_queue_batches_spill_to_disk_and_all_arrive() {
+    let dir = temp_dir("spill-outage");
+    let one = batch([0], 300).request.len();
+    let h = Harness::start_with(
+        |c| {
+            c.queue_bytes = one * 3;
+            c.max_batch_bytes = one * 3;
+            c.initial_interval = Duration::from_secs(1);
+            c.max_interval = Duration::from_secs(30);
+        },
+        StartOptions {
+            failed: None,
+            spill: Some(disk_queue(&dir, 1 << 20)),
+        },
+    )
+    .await;
+    // Down for about five minutes of retries.
+    h.backend
+        .script([Answer::Fail(Code::Unavailable, None)].repeat(40));
+    for id in 0..200 {
+        h.exporter
+            .try_send(batch([id], 300))
+            .expect("the disk queue takes what the memory queue cannot");
+    }
+    assert!(h.metric("tailgate_exporter_spans_spilled_total", &[]) >= 190.0);
+    assert!(h.metric("tailgate_exporter_spill_bytes", &[]) > 0.0);
+    assert_eq!(
+        h.exporter.settled_spans(),
+        h.metric("tailgate_exporter_spans_spilled_total", &[]) as u64
+    );
+    for _ in 0..1000 {
+        if h.backend.accepted_span_ids().len() >= 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    h.wait_for_queue_empty().await;
+    let ids = h.backend.accepted_span_ids();
+    assert_eq!(sorted(ids), (0..200).collect::<Vec<_>>(), "each span once");
+    assert_eq!(h.metric(SENT, &[]), 200.0);
+    assert_eq!(h.exporter.settled_spans(), 200);
+    let spilled = h.metric("tailgate_exporter_spill_batches", &[]);
+    assert_eq!(spilled, 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Batches on disk at shutdown stay there and are sent by the next
+/// exporter on the same directory; past the budget the batch is handed
+/// back and counted.
+#[tokio::test(start_paused = true)]
+async fn spilled_batches_survive_a_restart_and_the_budget_hands_back_the_rest() {
+    let dir = temp_dir("spill-restart");
+    let one = batch([0], 300).request.len();
+    let tune = move |c: &mut ExporterConfig| {
+        c.queue_bytes = one * 2;
+        c.max_batch_bytes = one * 2;
+        c.initial_interval = Duration::from_secs(1);
+    };
+    let h = Harness::start_with(
+        tune,
+        StartOptions {
+            failed: None,
+            spill: Some(disk_queue(&dir, 8 + 10 * (one as u64 + 16))),
+        },
+    )
+    .await;
+    h.backend
+        .script([Answer::Fail(Code::Unavailable, None)].repeat(1000));
+    let mut handed_back = 0;
+    for id in 0..20 {
+        if let Err(SendError::QueueFull(_)) = h.exporter.try_send(batch([id], 300)) {
+            handed_back += 1;
+        }
+    }
+    assert!(handed_back > 0, "past the budget, batches come back");
+    assert_eq!(
+        h.metric("tailgate_exporter_spill_full_total", &[]),
+        handed_back as f64
+    );
+    assert!(h.metric("tailgate_exporter_spans_spilled_total", &[]) >= 8.0);
+    h.exporter
+        .shutdown(Instant::now() + Duration::from_secs(2))
+        .await;
+    // What the memory queue held at the deadline went to disk if the
+    // budget had room, else was dropped (counted).
+    let on_disk = h.metric("tailgate_exporter_spans_spilled_total", &[]) as usize;
+    assert_eq!(
+        on_disk + handed_back + h.dropped(DropReason::Shutdown) as usize,
+        20
+    );
+    drop(h);
+
+    let h = Harness::start_with(
+        tune,
+        StartOptions {
+            failed: None,
+            spill: Some(disk_queue(&dir, 1 << 20)),
+        },
+    )
+    .await;
+    assert!(h.metric("tailgate_exporter_spill_recovered_spans_total", &[]) >= on_disk as f64);
+    h.wait_for_spans(on_disk).await;
+    let ids = sorted(h.backend.accepted_span_ids());
+    assert_eq!(ids.len(), on_disk, "each once: {ids:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

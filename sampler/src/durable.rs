@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use proto::exporter::Exporter;
 use proto::view::TraceId;
-use storage::{Progress, Record, RecoveryStats, StorageError, TraceKey, Wal, WalConfig};
+use storage::{Budget, Progress, Record, RecoveryStats, StorageError, TraceKey, Wal, WalConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -214,16 +214,20 @@ pub(crate) fn start(
     epoch: Instant,
     metrics: Arc<Metrics>,
     exporter: Exporter,
+    budget: Option<Arc<Budget>>,
 ) -> JoinHandle<()> {
-    tokio::spawn(drive(wal, queue, epoch, metrics, exporter))
+    tokio::spawn(drive(wal, queue, epoch, metrics, exporter, budget))
 }
 
+/// `budget`: shared with the exporter's disk queue; the log refuses once
+/// the two together reach it.
 async fn drive(
     mut wal: Wal,
     queue: DurableQueue,
     epoch: Instant,
     metrics: Arc<Metrics>,
     exporter: Exporter,
+    budget: Option<Arc<Budget>>,
 ) {
     let DurableQueue {
         mut rx,
@@ -276,7 +280,11 @@ async fn drive(
                 let (_, now_expired) = wal.deleted_segments();
                 metrics.storage_segments_expired.increment(now_expired - expired);
                 expired = now_expired;
-                full.store(failing || wal.is_full(), Ordering::Relaxed);
+                let shared_full = budget.as_ref().is_some_and(|b| {
+                    b.set_wal(wal.bytes());
+                    b.is_full()
+                });
+                full.store(failing || wal.is_full() || shared_full, Ordering::Relaxed);
                 continue;
             }
         };

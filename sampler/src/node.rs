@@ -355,7 +355,23 @@ impl Sampler {
         let node = config.node.clone();
         let handle = proto::admin::install_metrics();
         let metrics = Arc::new(Metrics::new(&node));
-        let exporter = Exporter::start(config.exporter.clone())?;
+        // With `storage:`, the log and the exporter's disk queue share one
+        // budget; the queue takes what the memory queue has no room for.
+        let budget = config
+            .storage
+            .as_ref()
+            .map(|s| Arc::new(storage::Budget::new(s.max_bytes)));
+        let spill = match (&config.storage, &budget) {
+            (Some(s), Some(budget)) => Some(open_spill(&node, s, budget)?),
+            _ => None,
+        };
+        let exporter = Exporter::start_with(
+            config.exporter.clone(),
+            proto::exporter::StartOptions {
+                failed: None,
+                spill,
+            },
+        )?;
         let cluster = match &config.cluster {
             Some(c) => Some(ClusterRuntime::start(c, &node)?),
             None => None,
@@ -501,12 +517,16 @@ impl Sampler {
                 &readiness,
             )
             .await?;
+            if let Some(budget) = &budget {
+                budget.set_wal(wal.bytes());
+            }
             log_task = Some(durable::start(
                 wal,
                 queue,
                 epoch,
                 metrics.clone(),
                 exporter.clone(),
+                budget.clone(),
             ));
         }
         drop(recovery_senders);
@@ -636,6 +656,33 @@ impl Sampler {
 /// How far back the shards' clock starts: further than any decision wait,
 /// so recovered and handed-over first-seen times are never clipped.
 const EPOCH_BACKDATE: Duration = Duration::from_secs(600);
+
+/// Opens the exporter's disk queue in `storage.path/spill`, with what a
+/// previous process left in it.
+fn open_spill(
+    node: &str,
+    storage: &crate::config::StorageConfig,
+    budget: &Arc<storage::Budget>,
+) -> Result<proto::exporter::DiskQueue, SamplerError> {
+    let config = storage::SpillConfig {
+        dir: storage.path.join("spill"),
+        segment_bytes: storage.segment_bytes.min(SPILL_SEGMENT_BYTES),
+    };
+    let (spill, recovered) =
+        storage::Spill::open(config, budget.clone()).map_err(|source| SamplerError::Storage {
+            node: node.to_owned(),
+            source,
+        })?;
+    Ok(proto::exporter::DiskQueue {
+        spill,
+        recovered,
+        budget_bytes: storage.max_bytes,
+    })
+}
+
+/// A disk queue segment is synced when closed: small ones keep what a power
+/// loss could take small.
+const SPILL_SEGMENT_BYTES: u64 = 8 << 20;
 
 /// Replays the write-ahead log into the shards (on a blocking thread),
 /// reporting progress in `/readyz` and a gauge.

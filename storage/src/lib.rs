@@ -14,12 +14,16 @@
 //! - [`record`]: what a record says.
 //! - [`wal`]: segments, group commit, what each segment still holds,
 //!   recovery.
+//! - [`spill`]: the exporter's disk queue for batches the backend cannot
+//!   take yet, within a budget shared with the log.
 
 #![forbid(unsafe_code)]
 
 pub mod frame;
 pub mod record;
+pub mod spill;
 pub mod wal;
 
 pub use record::{Record, TraceKey};
+pub use spill::{Budget, Spill, SpillConfig, SpillRecovery, Spilled};
 pub use wal::{Progress, RecoveryStats, StorageError, Wal, WalConfig, scan};

@@ -75,7 +75,7 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    fn io(path: &Path, op: &'static str, source: io::Error) -> StorageError {
+    pub(crate) fn io(path: &Path, op: &'static str, source: io::Error) -> StorageError {
         let path = path.to_owned();
         if source.kind() == io::ErrorKind::StorageFull {
             StorageError::DiskFull { path, op, source }

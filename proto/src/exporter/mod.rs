@@ -15,10 +15,18 @@
 //! the request is sent or given up (waiting, being batched, in flight, waiting
 //! to retry), so `queue_bytes` is the most memory it holds for spans, and a
 //! backend outage turns into `QueueFull` for the caller rather than growth.
+//!
+//! With a disk queue ([`StartOptions::spill`], the sampler's `storage:`), a
+//! batch the memory queue has no room for is written to disk instead, up to
+//! the disk budget, and sent from there once the endpoint takes requests
+//! again (see [`spill`]); only past the budget does the caller see
+//! `QueueFull`. Requests still held at the shutdown deadline are spilled
+//! rather than dropped when the budget allows.
 
 mod batch;
 mod client;
 mod retry;
+mod spill;
 
 use std::collections::BTreeMap;
 use std::collections::VecDeque;
@@ -319,13 +327,24 @@ pub struct FailedBatch {
 }
 
 /// Options for [`Exporter::start_with`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct StartOptions {
     /// Where requests that failed for good go, for a caller that must not
     /// lose them (the LB re-routes them to another member). Without it they
     /// are dropped and counted; with it, they are dropped and counted as
     /// `failed_handler_full` only when this channel is full or closed.
     pub failed: Option<mpsc::Sender<FailedBatch>>,
+    /// A disk queue for what the memory queue has no room for.
+    pub spill: Option<DiskQueue>,
+}
+
+/// An opened [`storage::Spill`], with what it found at open and the disk
+/// budget it shares (for the budget gauge).
+#[derive(Debug)]
+pub struct DiskQueue {
+    pub spill: storage::Spill,
+    pub recovered: storage::SpillRecovery,
+    pub budget_bytes: u64,
 }
 
 /// A batch the exporter did not take, handed back.
@@ -392,6 +411,8 @@ struct Metrics {
     retried: Counter,
     dropped: [Tally; 5],
     handed_off: AtomicU64,
+    /// Spans written to the disk queue (settled for the caller).
+    spilled: AtomicU64,
     queue_bytes: Gauge,
     duration: Histogram,
 }
@@ -442,6 +463,7 @@ impl Metrics {
             retried: metrics::counter!("tailgate_exporter_spans_retried_total", &labels),
             dropped,
             handed_off: AtomicU64::new(0),
+            spilled: AtomicU64::new(0),
             queue_bytes: metrics::gauge!("tailgate_exporter_queue_bytes", &labels),
             duration: metrics::histogram!("tailgate_exporter_request_duration_seconds", &labels),
         }
@@ -501,6 +523,19 @@ impl Room {
         self.metrics.dropped(DropReason::Shutdown).add(spans as u64);
         self.release(len);
     }
+
+    /// A request or batch still held at the shutdown deadline goes to the
+    /// disk queue if there is one with room, else is dropped.
+    fn spill_or_drop(&self, spill: Option<&spill::SpillQueue>, body: &[u8], spans: usize) {
+        if spill.is_some_and(|s| s.push(body, spans)) {
+            self.metrics
+                .spilled
+                .fetch_add(spans as u64, Ordering::Relaxed);
+            self.release(body.len());
+        } else {
+            self.drop_at_shutdown(body.len(), spans);
+        }
+    }
 }
 
 /// What the export tasks share.
@@ -509,6 +544,7 @@ struct Context {
     client: OtlpClient,
     backoff: BackoffPolicy,
     failed: Option<mpsc::Sender<FailedBatch>>,
+    spill: Option<Arc<spill::SpillQueue>>,
     /// `Some(deadline)` once shutdown has begun.
     deadline: watch::Receiver<Option<Instant>>,
 }
@@ -526,6 +562,8 @@ struct Inner {
     room: Arc<Room>,
     deadline: watch::Sender<Option<Instant>>,
     task: Mutex<Option<JoinHandle<()>>>,
+    spill: Option<Arc<spill::SpillQueue>>,
+    drain: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -575,12 +613,28 @@ impl Exporter {
         // bound is reached before this count: the channel never says Full.
         let (tx, rx) = mpsc::channel(settings.queue_bytes.max(1));
         let (deadline_tx, deadline_rx) = watch::channel(None);
+        let spill = options.spill.map(|q| {
+            let labels = [
+                ("node", settings.node.clone()),
+                ("exporter", settings.name.clone()),
+            ];
+            spill::SpillQueue::new(q.spill, q.recovered, q.budget_bytes, &labels)
+        });
         let context = Arc::new(Context {
             room: room.clone(),
             client,
             backoff: settings.backoff,
             failed: options.failed,
+            spill: spill.clone(),
             deadline: deadline_rx,
+        });
+        let drain = spill.as_ref().map(|queue| {
+            runtime.spawn(spill::drain(
+                context.clone(),
+                queue.clone(),
+                settings.limits,
+                settings.backoff,
+            ))
         });
         let dispatch = Dispatch {
             rx,
@@ -597,12 +651,15 @@ impl Exporter {
                 room,
                 deadline: deadline_tx,
                 task: Mutex::new(Some(task)),
+                spill,
+                drain: Mutex::new(drain),
             }),
         })
     }
 
-    /// Queues a batch if there is room now; never waits. Hands the batch back
-    /// when there is not. An empty batch is accepted and ignored.
+    /// Queues a batch if there is room now, in memory or else in the disk
+    /// queue; never waits. Hands the batch back when there is not. An empty
+    /// batch is accepted and ignored.
     pub fn try_send(&self, batch: OtlpBatch) -> Result<(), SendError> {
         if batch.request.is_empty() {
             return Ok(());
@@ -613,7 +670,17 @@ impl Exporter {
             .try_acquire_many(room.permits_for(batch.request.len()))
         {
             Ok(permit) => permit.forget(),
-            Err(TryAcquireError::NoPermits) => return Err(SendError::QueueFull(batch)),
+            Err(TryAcquireError::NoPermits) => {
+                return match &self.inner.spill {
+                    Some(spill) if spill.push(&batch.request, batch.spans) => {
+                        room.metrics
+                            .spilled
+                            .fetch_add(batch.spans as u64, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    _ => Err(SendError::QueueFull(batch)),
+                };
+            }
             Err(TryAcquireError::Closed) => return Err(SendError::Closed(batch)),
         }
         self.enqueue(batch)
@@ -661,8 +728,9 @@ impl Exporter {
     /// Requests run side by side, so this passing a count does not say
     /// which spans are done: only how many.
     pub fn settled_spans(&self) -> u64 {
-        let r = self.inner.room.metrics.report();
-        r.sent_spans + r.failed_spans + r.dropped_spans
+        let metrics = &self.inner.room.metrics;
+        let r = metrics.report();
+        r.sent_spans + r.failed_spans + r.dropped_spans + metrics.spilled.load(Ordering::Relaxed)
     }
 
     /// Stops taking batches (`try_send` and waiting `send`s return
@@ -681,6 +749,10 @@ impl Exporter {
         self.inner.deadline.send_replace(Some(deadline));
         if let Err(e) = task.await {
             tracing::error!(error = %e, "exporter dispatch task failed");
+        }
+        let drain = self.inner.drain.lock().ok().and_then(|mut t| t.take());
+        if let Some(drain) = drain {
+            let _ = drain.await;
         }
         let after = metrics.report();
         ShutdownReport {
@@ -777,11 +849,12 @@ impl Dispatch {
         let room = &self.context.room;
         self.rx.close();
         self.ready.extend(self.batcher.flush());
+        let spill = self.context.spill.as_deref();
         for request in self.ready.drain(..) {
-            room.drop_at_shutdown(request.body.len(), request.spans);
+            room.spill_or_drop(spill, &request.body, request.spans);
         }
         while let Ok(batch) = self.rx.try_recv() {
-            room.drop_at_shutdown(batch.request.len(), batch.spans);
+            room.spill_or_drop(spill, &batch.request, batch.spans);
         }
         // Export tasks watch the deadline themselves.
         while self.tasks.join_next().await.is_some() {}
@@ -806,9 +879,10 @@ async fn export(context: Arc<Context>, request: Request) {
             tracing::warn!(
                 endpoint = context.client.endpoint(),
                 spans = request.spans,
-                "export still pending at the shutdown deadline, dropped"
+                "export still pending at the shutdown deadline, dropped or spilled"
             );
-            room.metrics.dropped(DropReason::Shutdown).add(request.spans as u64);
+            room.spill_or_drop(context.spill.as_deref(), &request.body, request.spans);
+            return;
         }
     }
     room.release(request.body.len());
@@ -863,6 +937,17 @@ async fn deliver(context: &Context, request: &Request) {
 fn give_up(context: &Context, request: &Request, error: ExportError, reason: DropReason) {
     let metrics = &context.room.metrics;
     let spans = request.spans as u64;
+    // Out of retries for a backend that may yet come back: the disk queue
+    // keeps trying, for as long as its budget holds.
+    if reason == DropReason::RetriesExhausted
+        && context
+            .spill
+            .as_ref()
+            .is_some_and(|s| s.push(&request.body, request.spans))
+    {
+        metrics.spilled.fetch_add(spans, Ordering::Relaxed);
+        return;
+    }
     let Some(failed) = &context.failed else {
         tracing::warn!(%error, spans, reason = reason.as_str(), "export failed for good, dropped");
         metrics.dropped(reason).add(spans);
