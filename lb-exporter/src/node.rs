@@ -44,7 +44,11 @@ pub struct LbConfig {
     /// retries, probing.
     pub export: ExportConfig,
     /// The delay clients are asked to wait before retrying a refused
-    /// request (RetryInfo / `Retry-After`). Default 1 s.
+    /// request (RetryInfo / `Retry-After`), at most. A request refused
+    /// because a member's queue is full is asked to wait how soon that
+    /// queue is expected to have room (the time to drain it to half its
+    /// bound, at least `export.queue_wait`), capped by this; other refusals
+    /// and a full queue that is not draining get this. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
     /// On shutdown, how long the exporter may take to send what it holds
@@ -206,11 +210,15 @@ struct LbSink {
 impl Sink for LbSink {
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let retry_after = self.retry_after;
-        match self.exporter.send(&batch.request) {
+        match self.exporter.send_waiting(&batch.request).await {
             Ok(spans) => Ok(Accepted { spans }),
             Err(SendError::Invalid(e)) => Err(Refusal::from(e)),
-            Err(SendError::Full { member }) => {
-                tracing::debug!(%member, "member queue full, refusing (backpressure)");
+            Err(SendError::Full {
+                member,
+                retry_after: soon,
+            }) => {
+                let retry_after = soon.map_or(retry_after, |d| d.min(retry_after));
+                tracing::debug!(%member, ?retry_after, "member queue full, refusing (backpressure)");
                 Err(Refusal::Overloaded { retry_after })
             }
             Err(

@@ -181,7 +181,9 @@ async fn a_request_a_full_member_cannot_take_is_refused_whole_and_nothing_of_it_
     assert_eq!(
         refused,
         SendError::Full {
-            member: Member::parse(&a).unwrap()
+            member: Member::parse(&a).unwrap(),
+            // Nothing sent to A ever ended: how soon it has room is unknown.
+            retry_after: None,
         }
     );
     assert!(refused.is_retryable());
@@ -562,4 +564,144 @@ async fn shutdown_sends_what_is_queued_without_waiting_for_the_batch_timeout() {
         exporter.shutdown(Instant::now()).await,
         ShutdownReport::default()
     );
+}
+
+/// Requests that arrive while an export is in flight, sent with adaptive
+/// batching on (the default) and off: one member, spans in `batches`.
+async fn exports_for_requests_behind_a_slow_export(adaptive: bool, node_name: &str) -> usize {
+    let sinks = sinks(1).await;
+    // The first export takes 300 ms; the others are answered at once.
+    sinks[0].script([Answer::Slow(Duration::from_millis(300))]);
+    let (_tx, rx) = watch::channel(set(&[&sinks[0]]));
+    let config = ExportConfig {
+        adaptive_batching: adaptive,
+        ..config()
+    };
+    let exporter = start(&config, node_name, rx);
+    let mut traces = Traces::new(11);
+    let (first, _) = traces.fresh(4, 2);
+    assert_eq!(exporter.send(&first).unwrap(), 8);
+    assert!(eventually(WAIT, || sinks[0].requests() == 1).await);
+    for _ in 0..4 {
+        // Time for the lane to send each on its own if it would.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (request, _) = traces.fresh(4, 2);
+        assert_eq!(exporter.send(&request).unwrap(), 8);
+    }
+    assert!(eventually(WAIT, || sinks[0].span_count() == 40).await);
+    let report = exporter
+        .shutdown(Instant::now() + Duration::from_secs(5))
+        .await;
+    assert_eq!(report.dropped_spans, 0);
+    sinks[0].requests()
+}
+
+#[tokio::test]
+async fn requests_arriving_while_an_export_is_in_flight_are_merged_into_one_export() {
+    // Adaptive: the four requests wait for the slow export, then go as one.
+    assert_eq!(
+        exports_for_requests_behind_a_slow_export(true, "adaptive").await,
+        2
+    );
+    // Without it, each takes a free export slot of its own (concurrency 4).
+    assert_eq!(
+        exports_for_requests_behind_a_slow_export(false, "eager").await,
+        5
+    );
+}
+
+/// One member answering every export after `delay`, one export at a time,
+/// a 4 KiB queue; the exporter, the member and a trace generator.
+async fn slow_member_with_a_small_queue(
+    delay: Duration,
+    queue_wait: Duration,
+    node_name: &str,
+) -> (LbExporter, Vec<FakeSink>, Traces) {
+    let sinks = sinks(1).await;
+    sinks[0].then(Answer::Slow(delay));
+    // The exporter keeps the set once its publisher is gone.
+    let (_, rx) = watch::channel(set(&[&sinks[0]]));
+    let config = ExportConfig {
+        queue_bytes: 4096,
+        max_batch_bytes: 1024,
+        concurrency: 1,
+        queue_wait,
+        ..config()
+    };
+    (start(&config, node_name, rx), sinks, Traces::new(12))
+}
+
+#[tokio::test]
+async fn a_request_finding_the_queue_full_is_taken_when_room_frees_within_the_wait() {
+    let (exporter, sinks, mut traces) =
+        slow_member_with_a_small_queue(Duration::from_millis(100), Duration::from_secs(1), "waits")
+            .await;
+    let mut accepted = 0;
+    let full = loop {
+        let (request, _) = traces.fresh(2, 2);
+        match exporter.send(&request) {
+            Ok(n) => accepted += n,
+            Err(e) => break e,
+        }
+        assert!(accepted < 10_000, "never full");
+    };
+    assert!(matches!(full, SendError::Full { .. }), "{full:?}");
+    // The same request, waiting: the export in flight ends within 100 ms
+    // and gives its room back.
+    let (request, _) = traces.fresh(2, 2);
+    assert_eq!(exporter.send_waiting(&request).await.unwrap(), 4);
+    let m = Scrape::now();
+    assert_eq!(
+        m.get(
+            "tailgate_lb_queue_waits_total",
+            &node("waits", &[("outcome", "admitted")])
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.get(
+            "tailgate_lb_queue_waits_total",
+            &node("waits", &[("outcome", "refused")])
+        ),
+        0.0
+    );
+    assert!(eventually(WAIT, || sinks[0].span_count() == accepted + 4).await);
+}
+
+#[tokio::test]
+async fn a_request_still_without_room_after_the_wait_is_refused_with_how_soon_room_is_expected() {
+    // Exports of at most 1 KiB every 100 ms: about 10 KB/s. A 4 KiB queue
+    // takes about 200 ms to drain to half: the delay the refusal should give.
+    let (exporter, _sinks, mut traces) = slow_member_with_a_small_queue(
+        Duration::from_millis(100),
+        Duration::from_millis(2),
+        "refuses",
+    )
+    .await;
+    let started = Instant::now();
+    let retry_after = loop {
+        assert!(started.elapsed() < WAIT, "never refused with a delay");
+        let (request, _) = traces.fresh(2, 2);
+        match exporter.send_waiting(&request).await {
+            Ok(_) => continue,
+            // The member's rate is not known before a few exports ended.
+            Err(SendError::Full {
+                retry_after: None, ..
+            }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(SendError::Full {
+                retry_after: Some(d),
+                ..
+            }) => break d,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(
+        retry_after >= Duration::from_millis(50) && retry_after <= Duration::from_millis(800),
+        "{retry_after:?}"
+    );
+    let refused = Scrape::now().get(
+        "tailgate_lb_queue_waits_total",
+        &node("refuses", &[("outcome", "refused")]),
+    );
+    assert!(refused >= 1.0, "{refused}");
 }

@@ -7,7 +7,9 @@
 //! counter about decisions and drops. Without `endpoints` it starts
 //! `tailgate local` itself (the `tailgate` binary beside this one, or
 //! `local.tailgate`) on free loopback ports, exporting to the sink, measures
-//! that process, and stops it with SIGTERM at the end.
+//! that process, and stops it with SIGTERM at the end; or, with
+//! `local.role` [`LocalRole::Lb`], a `tailgate lb` whose one member is the
+//! sink (the LB alone: everything it takes reaches the sink).
 //!
 //! Order of a run:
 //! 1. start the sink (the backend of the cluster), recording;
@@ -64,13 +66,28 @@ pub struct BenchConfig {
     pub local: LocalSpec,
 }
 
-/// How the bench starts `tailgate local`.
+/// What the bench starts when it is given no endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalRole {
+    /// `tailgate local`: an LB and `samplers` samplers exporting to the sink.
+    #[default]
+    Local,
+    /// `tailgate lb` with the sink as its one member: the LB alone, every
+    /// span it takes forwarded (verify with [`Expectations::keep_all`]).
+    Lb,
+}
+
+/// How the bench starts `tailgate local` (or `tailgate lb`).
 #[derive(Debug, Clone)]
 pub struct LocalSpec {
     /// The `tailgate` binary; default: beside the running executable.
     pub tailgate: Option<PathBuf>,
     /// Sampler nodes. Default 3.
     pub samplers: usize,
+    pub role: LocalRole,
+    /// `KEY=VALUE` overrides of the LB's config (`tailgate local --set-lb`,
+    /// `tailgate lb --set`).
+    pub set_lb: Vec<String>,
 }
 
 impl Default for LocalSpec {
@@ -78,6 +95,8 @@ impl Default for LocalSpec {
         LocalSpec {
             tailgate: None,
             samplers: 3,
+            role: LocalRole::Local,
+            set_lb: Vec::new(),
         }
     }
 }
@@ -106,13 +125,37 @@ impl LocalCluster {
                 .map_err(|e| BenchError::Config(format!("finding a free port: {e}")))
         };
         let (grpc, http, admin) = (port()?, port()?, port()?);
-        let child = std::process::Command::new(&tailgate)
-            .arg("local")
-            .args(["--samplers", &spec.samplers.to_string()])
-            .args(["--export", &format!("grpc://{export}")])
-            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
-            .args(["--http", &format!("127.0.0.1:{http}")])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
+        let mut command = std::process::Command::new(&tailgate);
+        match spec.role {
+            LocalRole::Local => {
+                command
+                    .arg("local")
+                    .args(["--samplers", &spec.samplers.to_string()])
+                    .args(["--export", &format!("grpc://{export}")])
+                    .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+                    .args(["--http", &format!("127.0.0.1:{http}")])
+                    .args(["--admin", &format!("127.0.0.1:{admin}")]);
+                for set in &spec.set_lb {
+                    command.args(["--set-lb", set]);
+                }
+            }
+            LocalRole::Lb => {
+                command.arg("lb");
+                for set in [
+                    "node=bench-lb".to_owned(),
+                    format!("receiver.grpc=127.0.0.1:{grpc}"),
+                    format!("receiver.http=127.0.0.1:{http}"),
+                    format!("admin=127.0.0.1:{admin}"),
+                    format!("resolver.static.members=[{export}]"),
+                ]
+                .iter()
+                .chain(&spec.set_lb)
+                {
+                    command.args(["--set", set]);
+                }
+            }
+        }
+        let child = command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -130,8 +173,9 @@ impl LocalCluster {
             }
             if Instant::now() > deadline {
                 return Err(BenchError::Config(format!(
-                    "{} local did not become ready within 30 s",
-                    tailgate.display()
+                    "{} {} did not become ready within 30 s",
+                    tailgate.display(),
+                    spec.role.command()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -161,6 +205,16 @@ impl LocalCluster {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl LocalRole {
+    /// The `tailgate` subcommand.
+    pub fn command(self) -> &'static str {
+        match self {
+            LocalRole::Local => "local",
+            LocalRole::Lb => "lb",
+        }
     }
 }
 
@@ -355,7 +409,10 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
         })?;
         let (cluster, endpoint, metrics) = LocalCluster::start(&config.local, export).await?;
         config.traffic.endpoints = vec![endpoint];
-        config.pids.push((cluster.pid(), "tailgate local".into()));
+        config.pids.push((
+            cluster.pid(),
+            format!("tailgate {}", config.local.role.command()),
+        ));
         config.metrics.push(metrics);
         local = Some(cluster);
     }

@@ -4,13 +4,15 @@
 //! [`sink`] stands in for the backend and keeps a [`record`] of what
 //! arrived; [`verify`] holds one against the other under the policy's keep
 //! rules; [`bench`] runs the three against a cluster and reads its CPU and
-//! memory from [`procfs`].
+//! memory from [`procfs`]; [`figures`] runs the benches behind one figure of
+//! BENCHMARKS.md.
 //!
 //! The binary (`src/main.rs`) is a thin command line over these; cluster
 //! tests use them as a library.
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod figures;
 pub mod generate;
 pub mod ids;
 pub mod manifest;

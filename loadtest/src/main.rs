@@ -44,7 +44,7 @@ enum Command {
     /// Check a sink's record against gen's manifest under the policy's keep rules.
     Verify(VerifyArgs),
     /// gen → cluster → sink for a fixed time, then a report.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -304,6 +304,23 @@ struct BenchArgs {
     /// Without --endpoints: sampler nodes of the local cluster.
     #[arg(long, default_value_t = 3)]
     samplers: usize,
+    /// Without --endpoints: start `tailgate lb` with the sink as its one
+    /// member instead of `tailgate local` (the LB alone; use
+    /// --expect-probability 1 --expect-slow-ms 0).
+    #[arg(long)]
+    lb_only: bool,
+    /// Without --endpoints: override a key of the LB's config; repeat.
+    #[arg(long = "set-lb", value_name = "KEY=VALUE")]
+    set_lb: Vec<String>,
+    /// Reproduce a figure of BENCHMARKS.md instead of one run: its scenarios
+    /// (rate, connections) run each for --duration (default 10s) on the
+    /// `tailgate` binary, and on every --against binary in turn; repeat.
+    #[arg(long, value_enum)]
+    figure: Vec<loadtest::figures::Figure>,
+    /// With --figure: another `tailgate` binary (LABEL=PATH, e.g. an older
+    /// build) to run every scenario on too; repeat.
+    #[arg(long, value_name = "LABEL=PATH")]
+    against: Vec<String>,
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -445,6 +462,7 @@ fn verify_command(args: VerifyArgs) -> ExitCode {
 
 fn bench_command(args: BenchArgs) -> ExitCode {
     let mut traffic = args.traffic.config();
+    let figure_duration = traffic.duration.unwrap_or(Duration::from_secs(10));
     traffic.duration = traffic.duration.or(Some(Duration::from_secs(30)));
     traffic.progress = !args.quiet;
     // Without endpoints the bench starts `tailgate local` and fills them in;
@@ -494,8 +512,17 @@ fn bench_command(args: BenchArgs) -> ExitCode {
         local: bench::LocalSpec {
             tailgate: args.tailgate.clone(),
             samplers: args.samplers,
+            role: if args.lb_only {
+                bench::LocalRole::Lb
+            } else {
+                bench::LocalRole::Local
+            },
+            set_lb: args.set_lb.clone(),
         },
     };
+    if !args.figure.is_empty() {
+        return figures_command(&args, config, figure_duration, &dir);
+    }
     let run = || -> anyhow::Result<ExitCode> {
         let report = runtime(args.traffic.threads)?.block_on(bench::run(config))?;
         if args.json {
@@ -505,6 +532,62 @@ fn bench_command(args: BenchArgs) -> ExitCode {
             println!("manifest and record in {}", dir.display());
         }
         Ok(if report.verify.passed() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_FAILED)
+        })
+    };
+    run().unwrap_or_else(|e| failure(&e, EXIT_IO))
+}
+
+/// `bench --figure`: every scenario of every figure named, on each binary.
+fn figures_command(
+    args: &BenchArgs,
+    base: BenchConfig,
+    duration: Duration,
+    dir: &std::path::Path,
+) -> ExitCode {
+    if !base.traffic.endpoints.is_empty() {
+        return usage("--figure starts its own clusters: leave out --endpoints");
+    }
+    let mut tailgates = vec![("this".to_owned(), args.tailgate.clone())];
+    for spec in &args.against {
+        match spec.split_once('=') {
+            Some((label, path)) if !label.is_empty() && !path.is_empty() => {
+                tailgates.push((label.to_owned(), Some(PathBuf::from(path))));
+            }
+            _ => return usage(&format!("--against {spec:?}: expected LABEL=PATH")),
+        }
+    }
+    let run = || -> anyhow::Result<ExitCode> {
+        let runtime = runtime(args.traffic.threads)?;
+        let mut passed = true;
+        let mut reports = Vec::new();
+        for figure in &args.figure {
+            let mut base = base.clone();
+            base.dir = dir.join(format!("{figure:?}").to_lowercase());
+            let report =
+                runtime.block_on(loadtest::figures::run(loadtest::figures::FigureConfig {
+                    figure: *figure,
+                    base,
+                    tailgates: tailgates.clone(),
+                    duration,
+                }))?;
+            passed &= report.passed();
+            if !args.json {
+                println!(
+                    "figure {figure:?}, {} s per run\n{report}",
+                    duration.as_secs_f64()
+                );
+            }
+            reports.push(report);
+        }
+        if args.json {
+            print_json(&reports)?;
+        } else {
+            println!("manifests and records in {}", dir.display());
+        }
+        Ok(if passed {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(EXIT_FAILED)
@@ -529,6 +612,6 @@ fn main() -> ExitCode {
         Command::Gen(args) => gen_command(args),
         Command::Sink(args) => sink_command(args),
         Command::Verify(args) => verify_command(args),
-        Command::Bench(args) => bench_command(args),
+        Command::Bench(args) => bench_command(*args),
     }
 }

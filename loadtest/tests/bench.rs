@@ -118,6 +118,7 @@ async fn bench_without_endpoints_fails_clearly_when_tailgate_cannot_start() {
         local: bench::LocalSpec {
             tailgate: Some("/nonexistent/tailgate".into()),
             samplers: 1,
+            ..bench::LocalSpec::default()
         },
     };
     let err = bench::run(config).await.expect_err("no cluster to start");

@@ -52,6 +52,19 @@ pub struct ExportConfig {
     /// idle).
     #[serde(with = "humantime_serde")]
     pub batch_timeout: Duration,
+    /// With `batch_timeout` 0: while an export to a member is in flight,
+    /// what arrives for it is merged into one request, sent when that export
+    /// returns (a full request still goes at once on a free slot). At low
+    /// load nothing waits (no export is in flight); under load the exports
+    /// grow instead of multiplying. `false`: a partial request goes on any
+    /// free slot, up to `concurrency` small exports at once. Default true.
+    pub adaptive_batching: bool,
+    /// How long a request may wait for room when a member's queue is full,
+    /// before it is refused (RESOURCE_EXHAUSTED / 429). Space usually frees
+    /// within one export; waiting costs the client a few milliseconds
+    /// instead of a retry. Default 5 ms; 0 refuses at once; at most 1 s.
+    #[serde(with = "humantime_serde")]
+    pub queue_wait: Duration,
     /// The most encoded bytes held per member (queued, batching, in flight,
     /// waiting to retry), in bytes. Past it, requests with spans for that
     /// member are refused (backpressure). Default 32 MiB. Re-routed spans
@@ -91,6 +104,8 @@ impl Default for ExportConfig {
             max_batch_spans: 8192,
             max_batch_bytes: 4 * MIB,
             batch_timeout: Duration::ZERO,
+            adaptive_batching: true,
+            queue_wait: Duration::from_millis(5),
             queue_bytes: 32 * MIB,
             concurrency: 4,
             initial_interval: Duration::from_millis(100),
@@ -121,6 +136,8 @@ pub(crate) struct Settings {
     pub limits: BatchLimits,
     pub queue_bytes: usize,
     pub concurrency: usize,
+    pub adaptive: bool,
+    pub queue_wait: Duration,
     pub retry: BackoffPolicy,
     pub probe: BackoffPolicy,
 }
@@ -145,7 +162,7 @@ impl ExportConfig {
 
     pub(crate) fn settings(&self) -> Result<Settings, ExportConfigError> {
         let c = self;
-        let checks: [(bool, &'static str, &'static str); 9] = [
+        let checks: [(bool, &'static str, &'static str); 10] = [
             (c.timeout.is_zero(), "timeout", "must be more than 0"),
             (
                 c.connect_timeout.is_zero(),
@@ -168,6 +185,11 @@ impl ExportConfig {
                 "must be at least max_batch_bytes",
             ),
             (c.concurrency == 0, "concurrency", "must be at least 1"),
+            (
+                c.queue_wait > Duration::from_secs(1),
+                "queue_wait",
+                "must be at most 1s (a client holds its request meanwhile)",
+            ),
             (
                 c.initial_interval.is_zero() || c.max_interval < c.initial_interval,
                 "initial_interval",
@@ -200,6 +222,8 @@ impl ExportConfig {
             },
             queue_bytes: c.queue_bytes,
             concurrency: c.concurrency,
+            adaptive: c.adaptive_batching,
+            queue_wait: c.queue_wait,
             retry: BackoffPolicy {
                 initial_interval: c.initial_interval,
                 max_interval: c.max_interval,
@@ -230,6 +254,8 @@ mod tests {
         assert_eq!(c, ExportConfig::default());
         assert_eq!(c.queue_bytes, 32 * MIB);
         assert_eq!(c.batch_timeout, Duration::ZERO);
+        assert!(c.adaptive_batching);
+        assert_eq!(c.queue_wait, Duration::from_millis(5));
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert!(c.validate().is_ok());
     }
@@ -261,6 +287,13 @@ mod tests {
                 ..d()
             }),
             "queue_bytes"
+        );
+        assert_eq!(
+            field(ExportConfig {
+                queue_wait: Duration::from_secs(2),
+                ..d()
+            }),
+            "queue_wait"
         );
         assert_eq!(
             field(ExportConfig {

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::exporter::{Backoff, Batcher, ExportError, OtlpBatch, OtlpClient, Request};
@@ -17,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::metrics::{DropReason, MemberMetrics, RerouteReason};
+use super::room::{self, DrainRate};
 use super::{Phase, Shared};
 use crate::member::Member;
 
@@ -47,6 +49,11 @@ pub(crate) struct Lane {
     held_spans: AtomicUsize,
     queue: Mutex<Queue>,
     wake: Notify,
+    /// Notified whenever held bytes are given back: what a request waiting
+    /// for room in a full queue waits on.
+    space: Notify,
+    /// How fast the member takes bytes off this queue.
+    drain: Mutex<DrainRate>,
     down: AtomicBool,
     left: AtomicBool,
     status: watch::Sender<Status>,
@@ -68,6 +75,8 @@ impl Lane {
             held_spans: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
+            space: Notify::new(),
+            drain: Mutex::new(DrainRate::default()),
             down: AtomicBool::new(false),
             left: AtomicBool::new(false),
             status: watch::channel(Status::Up).0,
@@ -173,10 +182,39 @@ impl Lane {
         self.held_spans.fetch_sub(spans, Ordering::AcqRel);
         self.metrics.queue_bytes.decrement(bytes as f64);
         self.metrics.queue_spans.decrement(spans as f64);
+        // Once per export, not per request: cheap even with no one waiting.
+        self.space.notify_waiters();
+    }
+
+    /// Resolves at the next [`Lane::release`] after it was enabled (pin it
+    /// and call `enable` before checking for room, so no release is missed).
+    pub fn space(&self) -> tokio::sync::futures::Notified<'_> {
+        self.space.notified()
+    }
+
+    /// How soon this lane's queue is expected to have room again for the
+    /// requests it refuses (see [`room::room_in`]); `None` if not known.
+    pub fn room_in(&self, now: Instant, min: Duration) -> Option<Duration> {
+        let drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        room::room_in(
+            &drain,
+            self.held_bytes.load(Ordering::Acquire),
+            self.capacity,
+            now,
+            min,
+        )
     }
 
     pub fn forwarded(&self, spans: u64) {
         self.metrics.forwarded.increment(spans);
+    }
+
+    /// An export of `bytes` was answered: the member took them off the queue.
+    fn drained(&self, bytes: usize, now: Instant) {
+        self.drain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(bytes, now);
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -245,6 +283,9 @@ fn to_batch(request: Request) -> OtlpBatch {
 /// held is gone, or at the shutdown deadline.
 pub(crate) async fn run(shared: Arc<Shared>, lane: Arc<Lane>) {
     let concurrency = shared.settings.concurrency;
+    // With no batching delay, a partial request waits only while an export
+    // to the member is in flight (see `ExportConfig::adaptive_batching`).
+    let adaptive = shared.settings.adaptive && shared.settings.limits.timeout.is_zero();
     let mut batcher = Batcher::new(shared.settings.limits);
     let mut ready: VecDeque<Request> = VecDeque::new();
     let mut tasks: JoinSet<Outcome> = JoinSet::new();
@@ -278,7 +319,14 @@ pub(crate) async fn run(shared: Arc<Shared>, lane: Arc<Lane>) {
                 if ready.is_empty() {
                     let now = Instant::now();
                     lane.pull_into(&mut batcher, &mut ready, now);
-                    let due = batcher.deadline().is_some_and(|d| d <= now);
+                    // Adaptive: what arrives while an export is in flight is
+                    // merged and goes when it returns; a full request goes
+                    // at once (above, from `pull_into`).
+                    let due = if adaptive {
+                        tasks.is_empty()
+                    } else {
+                        batcher.deadline().is_some_and(|d| d <= now)
+                    };
                     if ready.is_empty() && (due || draining) {
                         ready.extend(batcher.flush());
                     }
@@ -297,7 +345,9 @@ pub(crate) async fn run(shared: Arc<Shared>, lane: Arc<Lane>) {
         {
             return;
         }
-        let due = if !down && tasks.len() < concurrency && ready.is_empty() {
+        // No timer while adaptive batching holds a partial request: the
+        // export it waits for wakes this loop when it returns.
+        let due = if !down && !adaptive && tasks.len() < concurrency && ready.is_empty() {
             batcher.deadline()
         } else {
             None
@@ -361,6 +411,7 @@ async fn stop(shared: &Shared, lane: &Lane, mut tasks: JoinSet<Outcome>) {
 fn settle(shared: &Arc<Shared>, lane: &Arc<Lane>, outcome: Outcome) {
     match outcome {
         Outcome::Sent { request, rejected } => {
+            lane.drained(request.body.len(), Instant::now());
             let spans = request.spans as u64;
             let rejected = rejected.min(spans);
             lane.forwarded(spans - rejected);

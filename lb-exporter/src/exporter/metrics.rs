@@ -20,6 +20,28 @@ pub const MEMBERS_DOWN: &str = "tailgate_lb_members_down";
 pub const QUEUE_BYTES: &str = "tailgate_lb_queue_bytes";
 pub const QUEUE_SPANS: &str = "tailgate_lb_queue_spans";
 pub const EXPORT_DURATION: &str = "tailgate_lb_export_duration_seconds";
+pub const QUEUE_WAITS: &str = "tailgate_lb_queue_waits_total";
+
+/// How a request that found a member's queue full ended its wait for room:
+/// the `outcome` label of `tailgate_lb_queue_waits_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueWait {
+    /// Room freed within `queue_wait`: the request was taken.
+    Admitted,
+    /// No room within `queue_wait`: refused, with how soon to come back.
+    Refused,
+}
+
+impl QueueWait {
+    pub const ALL: [QueueWait; 2] = [QueueWait::Admitted, QueueWait::Refused];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueWait::Admitted => "admitted",
+            QueueWait::Refused => "refused",
+        }
+    }
+}
 
 /// Why spans went to a member other than the one they were queued for: the
 /// `reason` label of `tailgate_lb_spans_rerouted_total`.
@@ -98,6 +120,7 @@ pub struct Metrics {
     pub ring_members: Gauge,
     pub members_down: Gauge,
     pub export_duration: Histogram,
+    queue_waits: [Counter; QueueWait::ALL.len()],
 }
 
 impl Metrics {
@@ -117,6 +140,12 @@ impl Metrics {
             ring_members: metrics::gauge!(RING_MEMBERS, &[node_label()]),
             members_down: metrics::gauge!(MEMBERS_DOWN, &[node_label()]),
             export_duration: metrics::histogram!(EXPORT_DURATION, &[node_label()]),
+            queue_waits: QueueWait::ALL.map(|w| {
+                metrics::counter!(
+                    QUEUE_WAITS,
+                    &[node_label(), ("outcome", w.as_str().to_owned())]
+                )
+            }),
         }
     }
 
@@ -127,6 +156,10 @@ impl Metrics {
 
     pub fn dropped(&self, reason: DropReason) -> &Counter {
         &self.dropped[reason as usize]
+    }
+
+    pub fn queue_wait(&self, outcome: QueueWait) -> &Counter {
+        &self.queue_waits[outcome as usize]
     }
 }
 
@@ -184,6 +217,11 @@ fn describe() {
         QUEUE_SPANS,
         metrics::Unit::Count,
         "Spans held per member: queued, batching, in flight or waiting to retry."
+    );
+    metrics::describe_counter!(
+        QUEUE_WAITS,
+        metrics::Unit::Count,
+        "Requests that found a member's queue full and waited for room, by outcome (admitted, refused)."
     );
     metrics::describe_histogram!(
         EXPORT_DURATION,

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! send(request) ─ split by owner ─ reserve room in every owner's lane ─ commit
-//!     (all parts queued, or none and SendError::Full)
+//!     (all parts queued, or none and SendError::Full with how soon room
+//!     is expected; send_waiting first waits up to queue_wait for room)
 //! lane worker (one per member) ─ Batcher ─ ≤ concurrency export calls ─ member
+//!     (adaptive: a partial request waits while an export is in flight)
 //!     member down (refused, UNAVAILABLE, timeout) ─▶ marked down at once,
 //!       its traffic and queue go to the next member on the ring, a probe
 //!       with backoff brings it back
@@ -25,16 +27,17 @@
 mod config;
 mod lane;
 pub mod metrics;
+mod room;
 
 pub use config::{ExportConfig, ExportConfigError};
-pub use metrics::{DropReason, RerouteReason};
+pub use metrics::{DropReason, QueueWait, RerouteReason};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use proto::exporter::{ExportError, OtlpBatch, OtlpClient};
-use proto::split::split;
+use proto::split::{Part, split};
 use proto::view::TraceId;
 use proto::wire::WireError;
 use tokio::sync::watch;
@@ -65,8 +68,14 @@ pub enum SendError {
     #[error("invalid request: {0}")]
     Invalid(#[from] WireError),
     /// A member that owns some of its traces has no room now (backpressure).
+    /// `retry_after`: how soon its queue is expected to have room (at the
+    /// rate the member takes it), `None` when that is not known (no export
+    /// to it ended lately).
     #[error("export queue for member {member} is full")]
-    Full { member: Member },
+    Full {
+        member: Member,
+        retry_after: Option<Duration>,
+    },
     /// No member is known yet (the first resolution has not answered).
     #[error("no member to export to yet")]
     NoMembers,
@@ -92,6 +101,17 @@ pub enum StartError {
     Config(#[from] ExportConfigError),
     #[error("the exporter must be started inside a tokio runtime")]
     NoRuntime,
+}
+
+/// The least delay a refused client is asked to wait: sooner, it would
+/// find the queue as full as it left it.
+const MIN_RETRY_AFTER: Duration = Duration::from_millis(1);
+
+/// A request split by the lane each part goes to, not queued yet.
+struct Split {
+    routing: Arc<Routing>,
+    /// `key`: the index of the part's lane in `routing.lanes`.
+    parts: Vec<Part<usize>>,
 }
 
 /// What [`LbExporter::shutdown`] left behind.
@@ -414,6 +434,64 @@ impl LbExporter {
     /// [`SendError::Full`] names it, so a client retry duplicates nothing.
     /// Returns the number of spans taken.
     pub fn send(&self, request: &[u8]) -> Result<usize, SendError> {
+        let split = self.split(request)?;
+        match self.reserve(&split) {
+            Ok(()) => Ok(self.commit(split)),
+            Err(full) => Err(self.full(&split.routing.lanes[full])),
+        }
+    }
+
+    /// [`send`](Self::send), but when a member's queue is full the request
+    /// waits up to `queue_wait` for room (counted in
+    /// `tailgate_lb_queue_waits_total`) before it is refused.
+    pub async fn send_waiting(&self, request: &[u8]) -> Result<usize, SendError> {
+        let shared = &self.inner.shared;
+        let split = self.split(request)?;
+        let mut full = match self.reserve(&split) {
+            Ok(()) => return Ok(self.commit(split)),
+            Err(full) => full,
+        };
+        let wait = shared.settings.queue_wait;
+        if wait.is_zero() {
+            return Err(self.full(&split.routing.lanes[full]));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let lane = split.routing.lanes[full].clone();
+            let space = lane.space();
+            tokio::pin!(space);
+            // Registered before the check: a release between the check and
+            // the wait still wakes it.
+            space.as_mut().enable();
+            if *shared.phase.borrow() != Phase::Running {
+                return Err(SendError::Closed);
+            }
+            match self.reserve(&split) {
+                Ok(()) => {
+                    shared.metrics.queue_wait(QueueWait::Admitted).increment(1);
+                    return Ok(self.commit(split));
+                }
+                // Another lane is the one without room now: wait on it.
+                Err(other) if other != full => {
+                    full = other;
+                    continue;
+                }
+                Err(_) => {}
+            }
+            if tokio::time::timeout_at(deadline, space).await.is_err() {
+                // One last look: the deadline may have raced a release.
+                if self.reserve(&split).is_ok() {
+                    shared.metrics.queue_wait(QueueWait::Admitted).increment(1);
+                    return Ok(self.commit(split));
+                }
+                shared.metrics.queue_wait(QueueWait::Refused).increment(1);
+                return Err(self.full(&lane));
+            }
+        }
+    }
+
+    /// Splits a request by the lane each trace goes to now.
+    fn split(&self, request: &[u8]) -> Result<Split, SendError> {
         let shared = &self.inner.shared;
         if *shared.phase.borrow() != Phase::Running {
             return Err(SendError::Closed);
@@ -428,17 +506,28 @@ impl LbExporter {
             });
         }
         let parts = split(request, |id| routing.pick(ring, id))?;
-        for (i, part) in parts.iter().enumerate() {
-            let lane = &routing.lanes[part.key];
-            if !lane.try_reserve(part.request.len()) {
-                for done in &parts[..i] {
-                    routing.lanes[done.key].unreserve(done.request.len());
+        Ok(Split { routing, parts })
+    }
+
+    /// Takes room for every part, or for none: `Err` is the index (in
+    /// `routing.lanes`) of a lane without room.
+    fn reserve(&self, split: &Split) -> Result<(), usize> {
+        let lanes = &split.routing.lanes;
+        for (i, part) in split.parts.iter().enumerate() {
+            if !lanes[part.key].try_reserve(part.request.len()) {
+                for done in &split.parts[..i] {
+                    lanes[done.key].unreserve(done.request.len());
                 }
-                return Err(SendError::Full {
-                    member: lane.member.clone(),
-                });
+                return Err(part.key);
             }
         }
+        Ok(())
+    }
+
+    /// Queues the parts of a request whose room is reserved.
+    fn commit(&self, split: Split) -> usize {
+        let shared = &self.inner.shared;
+        let Split { routing, parts } = split;
         let mut spans = 0;
         let mut orphans = Vec::new();
         for part in parts {
@@ -458,7 +547,15 @@ impl LbExporter {
         if !orphans.is_empty() {
             shared.reroute(None, orphans, RerouteReason::MemberLeft);
         }
-        Ok(spans)
+        spans
+    }
+
+    fn full(&self, lane: &Lane) -> SendError {
+        let min = self.inner.shared.settings.queue_wait.max(MIN_RETRY_AFTER);
+        SendError::Full {
+            member: lane.member.clone(),
+            retry_after: lane.room_in(Instant::now(), min),
+        }
     }
 
     /// The current member set (empty until the first one is known).

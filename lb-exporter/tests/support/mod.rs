@@ -40,6 +40,8 @@ pub enum Answer {
     Fail(Code, Option<Duration>),
     /// Never answers (until the sink is killed).
     Stall,
+    /// Takes the spans, answers OK after this long.
+    Slow(Duration),
 }
 
 #[derive(Debug, Default)]
@@ -83,7 +85,7 @@ impl TraceService for Service {
                 .or(state.then)
                 .unwrap_or(Answer::Ok);
             match answer {
-                Answer::Ok => state.spans.extend(spans),
+                Answer::Ok | Answer::Slow(_) => state.spans.extend(spans),
                 Answer::Stall => state.stalled_spans += spans.len(),
                 Answer::Fail(..) => {}
             }
@@ -98,6 +100,10 @@ impl TraceService for Service {
                 ErrorDetails::with_retry_info(Some(delay)),
             )),
             Answer::Stall => std::future::pending().await,
+            Answer::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(Response::new(ExportTraceServiceResponse::default()))
+            }
         }
     }
 }

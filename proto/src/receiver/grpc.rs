@@ -52,7 +52,15 @@ pub(super) async fn serve<S: Sink>(
     let mut ready = conn::accept(listener, accept);
     let incoming = futures::stream::poll_fn(move |cx| ready.poll_recv(cx));
     let lifetime = shared.limits.lifetime;
-    let mut server = tonic::transport::Server::builder();
+    // HTTP/2 flow control sized for OTLP requests (a 512-span request is
+    // about 100 KB): with the 64 KiB default every such request stalls
+    // once for a WINDOW_UPDATE round trip and arrives in 16 KiB frames,
+    // each a wake-up of both ends at low load. Bodies are read at once and
+    // bounded by `max_request_bytes`, so a larger window holds no more.
+    let mut server = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
     if let Some(age) = lifetime.max_age {
         // A GOAWAY at that age; requests in flight finish (the connection
         // itself is cut at `hard_limit`, in conn.rs: tonic's own grace
@@ -70,6 +78,13 @@ pub(super) async fn serve<S: Sink>(
         .await
         .map_err(|source| ReceiverError::Grpc { addr, source })
 }
+
+/// Per stream: a whole request of a few thousand spans without a pause.
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Per connection: a few such requests at once.
+const CONNECTION_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// The largest DATA frame a client may send (HTTP/2 allows up to 16 MiB).
+const MAX_FRAME_BYTES: u32 = 256 * 1024;
 
 /// The TraceService, as a tower service (the shape tonic's generated server
 /// has), over the pass-through codec.

@@ -1,0 +1,268 @@
+//! `bench --figure NAME`: the bench runs behind one figure of
+//! BENCHMARKS.md, from one command, each run verified.
+//!
+//! A figure is a list of scenarios (traffic settings) against one kind of
+//! cluster, and the ratio that compares them within the run. Given several
+//! `tailgate` binaries (`--against`), every scenario runs on each in turn,
+//! so an old build and a new one are compared under the same machine load.
+//! Each run starts its own cluster ([`bench::run`] with no endpoints) and
+//! verifies what reached the sink.
+//!
+//! The LB figures start `tailgate lb` with the sink as its one member
+//! ([`LocalRole::Lb`]): what is measured is the LB alone, and everything
+//! it takes must arrive ([`Expectations::keep_all`]). Figures of other
+//! nodes add a variant to [`Figure`] and a case to [`Figure::scenarios`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::bench::{self, BenchConfig, BenchError, BenchReport, LocalRole};
+use crate::stats::{ms, thousands};
+use crate::verify::Expectations;
+
+/// A figure of BENCHMARKS.md that `bench --figure` reproduces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Figure {
+    /// LB CPU per span at 50k spans/s and at peak (one member, 4
+    /// connections); the ratio of the two.
+    LbCpu,
+    /// LB added latency (p50, p99) at 150k spans/s.
+    LbLatency,
+    /// Delivered throughput at peak with 4, 16 and 64 client connections
+    /// into one LB with one member; each against the 4-connection run.
+    LbConnections,
+}
+
+/// The rate gen is asked for when a scenario means "as fast as it goes".
+pub const PEAK: f64 = 5_000_000.0;
+
+/// One bench run of a figure: its traffic, on top of the command line's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Scenario {
+    pub name: String,
+    pub rate: f64,
+    pub connections: usize,
+    /// Runs gen straight into a sink first, for the added latency.
+    pub baseline: bool,
+}
+
+impl Figure {
+    /// The cluster every run of this figure starts.
+    pub fn role(self) -> LocalRole {
+        match self {
+            Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => LocalRole::Lb,
+        }
+    }
+
+    /// What the sink must have received.
+    pub fn expect(self) -> Expectations {
+        match self {
+            Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => Expectations::keep_all(),
+        }
+    }
+
+    pub fn scenarios(self) -> Vec<Scenario> {
+        let scenario = |name: &str, rate: f64, connections: usize, baseline: bool| Scenario {
+            name: name.to_owned(),
+            rate,
+            connections,
+            baseline,
+        };
+        match self {
+            Figure::LbCpu => vec![
+                scenario("50k spans/s", 50_000.0, 4, false),
+                scenario("peak", PEAK, 4, false),
+            ],
+            Figure::LbLatency => vec![scenario("150k spans/s", 150_000.0, 4, true)],
+            Figure::LbConnections => vec![
+                scenario("peak, 4 connections", PEAK, 4, false),
+                scenario("peak, 16 connections", PEAK, 16, false),
+                scenario("peak, 64 connections", PEAK, 64, false),
+            ],
+        }
+    }
+
+    /// The figure's comparison within one binary's runs (in the order of
+    /// [`Figure::scenarios`]): a name and a value.
+    pub fn ratios(self, runs: &[&BenchReport]) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        match self {
+            Figure::LbCpu => {
+                if let [low, peak] = runs
+                    && let (Some(low), Some(peak)) = (cpu_per_million(low), cpu_per_million(peak))
+                {
+                    out.push(("CPU per span, 50k / peak".into(), low / peak));
+                }
+            }
+            Figure::LbLatency => {}
+            Figure::LbConnections => {
+                if let Some((four, more)) = runs.split_first() {
+                    let base = four.traffic.achieved_rate();
+                    for (run, n) in more.iter().zip([16, 64]) {
+                        if base > 0.0 {
+                            out.push((
+                                format!("delivered, {n} / 4 connections"),
+                                run.traffic.achieved_rate() / base,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// CPU seconds of the measured processes per million spans taken.
+pub fn cpu_per_million(report: &BenchReport) -> Option<f64> {
+    let spans = report.traffic.spans_sent;
+    (spans > 0).then(|| report.cluster_cpu_secs() * 1e6 / spans as f64)
+}
+
+/// A figure to run: the traffic and sink of `base` (its rate, connections
+/// and baseline are set per scenario), on each binary of `tailgates`.
+#[derive(Debug, Clone)]
+pub struct FigureConfig {
+    pub figure: Figure,
+    pub base: BenchConfig,
+    /// (label, binary); `None`: the `tailgate` beside this executable.
+    pub tailgates: Vec<(String, Option<PathBuf>)>,
+    /// How long each run's gen runs.
+    pub duration: Duration,
+}
+
+/// One run of a figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct FigureRun {
+    pub scenario: Scenario,
+    pub tailgate: String,
+    pub report: BenchReport,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FigureReport {
+    pub figure: Figure,
+    pub runs: Vec<FigureRun>,
+    /// (binary label, ratio name, value).
+    pub ratios: Vec<(String, String, f64)>,
+}
+
+impl FigureReport {
+    /// Every run's verify passed and nothing was left unsent.
+    pub fn passed(&self) -> bool {
+        self.runs
+            .iter()
+            .all(|r| r.report.verify.passed() && r.report.traffic.spans_unsent == 0)
+    }
+}
+
+/// Runs every scenario of the figure on every binary, scenario by scenario
+/// (binaries alternate, so they see the same load).
+pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
+    let figure = config.figure;
+    let mut runs = Vec::new();
+    for (i, scenario) in figure.scenarios().into_iter().enumerate() {
+        for (j, (label, tailgate)) in config.tailgates.iter().enumerate() {
+            let mut bench = config.base.clone();
+            bench.traffic.rate = scenario.rate;
+            bench.traffic.connections = scenario.connections;
+            bench.traffic.duration = Some(config.duration);
+            bench.traffic.count = None;
+            bench.traffic.endpoints.clear();
+            bench.baseline = if scenario.baseline {
+                Duration::from_secs(2)
+            } else {
+                Duration::ZERO
+            };
+            bench.expect = figure.expect();
+            bench.local.role = figure.role();
+            bench.local.tailgate = tailgate.clone();
+            bench.dir = config.base.dir.join(format!("{i}-{j}"));
+            let report = bench::run(bench).await?;
+            runs.push(FigureRun {
+                scenario: scenario.clone(),
+                tailgate: label.clone(),
+                report,
+            });
+        }
+    }
+    let mut ratios = Vec::new();
+    for (label, _) in &config.tailgates {
+        let mine: Vec<&BenchReport> = runs
+            .iter()
+            .filter(|r| &r.tailgate == label)
+            .map(|r| &r.report)
+            .collect();
+        for (name, value) in figure.ratios(&mine) {
+            ratios.push((label.clone(), name, value));
+        }
+    }
+    Ok(FigureReport {
+        figure,
+        runs,
+        ratios,
+    })
+}
+
+impl std::fmt::Display for FigureReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "| run | tailgate | offered spans/s | delivered spans/s | CPU-s per M spans | added p50 / p99 | retries | unsent | verify |"
+        )?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
+        for run in &self.runs {
+            let r = &run.report;
+            let g = &r.traffic;
+            let added = r.added_latency().map_or("-".to_owned(), |(p50, p99)| {
+                format!("{} / {}", ms(Some(p50)), ms(Some(p99)))
+            });
+            let v = &r.verify;
+            writeln!(
+                f,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                run.scenario.name,
+                run.tailgate,
+                thousands(g.offered_rate() as u64),
+                thousands(g.achieved_rate() as u64),
+                cpu_per_million(r).map_or("-".to_owned(), |c| format!("{c:.3}")),
+                added,
+                thousands(g.retries),
+                thousands(g.spans_unsent),
+                if v.passed() && g.spans_unsent == 0 {
+                    "PASS"
+                } else {
+                    "FAIL"
+                },
+            )?;
+        }
+        for (label, name, value) in &self.ratios {
+            writeln!(f, "{label}: {name} = {value:.2}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lb_figure_runs_the_lb_alone_and_expects_everything() {
+        for figure in [Figure::LbCpu, Figure::LbLatency, Figure::LbConnections] {
+            assert_eq!(figure.role(), LocalRole::Lb);
+            assert_eq!(figure.expect(), Expectations::keep_all());
+            assert!(!figure.scenarios().is_empty());
+        }
+        let connections: Vec<usize> = Figure::LbConnections
+            .scenarios()
+            .iter()
+            .map(|s| s.connections)
+            .collect();
+        assert_eq!(connections, [4, 16, 64]);
+        assert!(Figure::LbLatency.scenarios()[0].baseline);
+    }
+}
