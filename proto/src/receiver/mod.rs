@@ -42,7 +42,9 @@ mod limits;
 
 pub use self::auth::{AuthConfig, AuthError};
 pub use self::http::{LOGS_PATH, TRACES_PATH};
-pub use self::limits::{RequestLimits, Violation, check as check_limits};
+pub use self::limits::{
+    RequestLimits, Violation, check as check_limits, check_signal as check_limits_of,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
