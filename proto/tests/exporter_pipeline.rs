@@ -405,7 +405,10 @@ async fn a_request_that_failed_for_good_goes_to_the_failed_channel_until_it_is_f
             c.max_batch_spans = 1;
             c.concurrency = 1;
         },
-        StartOptions { failed: Some(tx) },
+        StartOptions {
+            failed: Some(tx),
+            ..StartOptions::default()
+        },
     )
     .await;
     h.backend

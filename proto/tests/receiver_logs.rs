@@ -271,3 +271,69 @@ async fn logs_need_the_same_token_as_traces() {
     assert_eq!(log_records(&running, "http"), 1.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_exporter_sends_logs_to_the_logs_service_batched_and_retried() {
+    use proto::exporter::{Exporter, ExporterConfig, OtlpBatch, StartOptions};
+    use proto::receiver::{Refusal, Signal};
+    use std::time::Duration;
+
+    let running = start(loopback_config("logs-export"));
+    // The first attempt is refused as retryable; the retry goes through.
+    running.sink.refuse(Some(Refusal::Unavailable {
+        retry_after: Duration::from_millis(10),
+    }));
+    let config = ExporterConfig {
+        endpoint: format!("http://{}", running.grpc),
+        batch_timeout: Duration::from_millis(50),
+        initial_interval: Duration::from_millis(20),
+        max_interval: Duration::from_millis(50),
+        name: "logs".into(),
+        ..ExporterConfig::default()
+    };
+    let exporter = Exporter::start_with(
+        config,
+        StartOptions {
+            signal: Signal::Logs,
+            ..StartOptions::default()
+        },
+    )
+    .expect("starts");
+    let (a, b) = (logs_request(2, true), logs_request(3, false));
+    for request in [&a, &b] {
+        exporter
+            .try_send(OtlpBatch {
+                request: request.encode_to_vec().into(),
+                spans: request.resource_logs[0].scope_logs[0].log_records.len(),
+            })
+            .expect("room");
+    }
+    bounded(async {
+        while running.metric("tailgate_requests_total", &[("result", "unavailable")]) < 1.0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    running.sink.refuse(None);
+    bounded(async {
+        while log_records(&running, "grpc") < 5.0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    let batches = running.sink.log_batches.lock().expect("lock").clone();
+    assert_eq!(batches.len(), 1, "the two batches leave as one request");
+    let merged = ExportLogsServiceRequest::decode(batches[0].request.clone()).expect("decodes");
+    assert_eq!(
+        merged.resource_logs,
+        [a.resource_logs, b.resource_logs].concat()
+    );
+    assert!(
+        running.sink.batches().is_empty(),
+        "nothing went to TraceService"
+    );
+    let report = exporter
+        .shutdown(tokio::time::Instant::now() + Duration::from_secs(1))
+        .await;
+    assert_eq!(report.dropped_spans, 0, "{report:?}");
+}

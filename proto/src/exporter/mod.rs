@@ -326,6 +326,12 @@ pub struct StartOptions {
     /// are dropped and counted; with it, they are dropped and counted as
     /// `failed_handler_full` only when this channel is full or closed.
     pub failed: Option<mpsc::Sender<FailedBatch>>,
+    /// What the batches are: encoded trace requests (the default) or logs
+    /// requests, sent to the LogsService. Batching, retries, the byte
+    /// bound and backpressure are the same; a logs request's records count
+    /// where spans do (`max_batch_spans`, the span metrics of this
+    /// exporter, whose `exporter` label tells them apart).
+    pub signal: crate::receiver::Signal,
 }
 
 /// A batch the exporter did not take, handed back.
@@ -560,11 +566,12 @@ impl Exporter {
             exporter: settings.name.clone(),
         })?;
         let _guard = runtime.enter();
-        let client =
-            OtlpClient::new(&settings.client).map_err(|source| ExporterConfigError::Client {
+        let client = OtlpClient::new(&settings.client)
+            .map_err(|source| ExporterConfigError::Client {
                 exporter: settings.name.clone(),
                 source,
-            })?;
+            })?
+            .for_signal(options.signal);
         let room = Arc::new(Room {
             permits: Semaphore::new(settings.queue_bytes),
             capacity: settings.queue_bytes,

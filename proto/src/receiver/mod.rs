@@ -78,8 +78,9 @@ impl Protocol {
 }
 
 /// What an export request carries: the two OTLP signals tailgate takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Signal {
+    #[default]
     Traces,
     Logs,
 }
