@@ -167,7 +167,7 @@ impl Dropped {
         Dropped::PendingAtShutdown,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dropped::ExporterClosed => "exporter_closed",
             Dropped::ShutdownDeadline => "shutdown_deadline",
