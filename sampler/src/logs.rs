@@ -28,6 +28,7 @@
 //!   = tailgate_log_records_forwarded_total
 //!   + tailgate_log_records_not_sampled_total
 //!   + tailgate_log_records_dropped_total   by reason
+//!   + tailgate_log_records_handed_over_total  sent with their traces to another sampler
 //!   + tailgate_log_records_buffered        held, or written and not handed over yet
 //! ```
 
@@ -48,6 +49,7 @@ pub(crate) const NOT_SAMPLED: &str = "tailgate_log_records_not_sampled_total";
 pub(crate) const DROPPED: &str = "tailgate_log_records_dropped_total";
 pub(crate) const ORPHANED: &str = "tailgate_log_records_orphaned_total";
 pub(crate) const BUFFERED: &str = "tailgate_log_records_buffered";
+pub(crate) const HANDED_OVER: &str = "tailgate_log_records_handed_over_total";
 
 /// What the node and its shards share for logs: the logs exporter and the
 /// log metrics.
@@ -60,6 +62,7 @@ pub(crate) struct LogMetrics {
     pub forwarded: Counter,
     pub not_sampled: Counter,
     pub orphaned: Counter,
+    pub handed_over: Counter,
     pub buffered: Gauge,
     node: String,
 }
@@ -86,6 +89,11 @@ impl LogMetrics {
             metrics::Unit::Count,
             "Log records whose trace had no spans here by decision_wait (forwarded)."
         );
+        metrics::describe_counter!(
+            HANDED_OVER,
+            metrics::Unit::Count,
+            "Log records sent with their traces to another sampler (hand-over, redistribution)."
+        );
         metrics::describe_gauge!(
             BUFFERED,
             metrics::Unit::Count,
@@ -96,6 +104,7 @@ impl LogMetrics {
             forwarded: metrics::counter!(FORWARDED, "node" => n()),
             not_sampled: metrics::counter!(NOT_SAMPLED, "node" => n()),
             orphaned: metrics::counter!(ORPHANED, "node" => n()),
+            handed_over: metrics::counter!(HANDED_OVER, "node" => n()),
             buffered: metrics::gauge!(BUFFERED, "node" => n()),
             node: n(),
         }

@@ -572,6 +572,7 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
+        self.hand_over_logs(&traces);
         if let Some(durable) = &self.ctx.durable {
             // Handed to another sampler: settled here (one put back and
             // then lost to a crash is the price of not tracking moves).
@@ -584,6 +585,44 @@ impl Shard {
                 self.put_back(trace);
             }
         }
+    }
+
+    /// The log records of traces the mover takes go with them, to the
+    /// traces' owners on the ring (where they wait for the trace like any
+    /// records). Kept here if the owner cannot take them now.
+    fn hand_over_logs(&mut self, traces: &[TakenTrace]) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let taken: Vec<_> = traces
+            .iter()
+            .filter_map(|t| self.logs.take(&t.id))
+            .collect();
+        if taken.is_empty() {
+            return;
+        }
+        let mut request = BytesMut::new();
+        for t in &taken {
+            for part in &t.parts {
+                request.extend_from_slice(part);
+            }
+        }
+        match cluster.logs_forwarder.send(&request) {
+            Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
+            Err(e) => {
+                tracing::debug!(error = %e, "log records of taken traces kept here: the owner cannot take them now");
+                let deadline = self.now() + self.buffer.settings().decision_wait;
+                for t in taken {
+                    let mut records = t.records;
+                    for part in t.parts {
+                        self.logs
+                            .hold(t.id, part, std::mem::take(&mut records), deadline);
+                    }
+                }
+                self.wake_for_logs();
+            }
+        }
+        self.publish();
     }
 
     /// Buffers a taken trace again, keeping its first-seen time.
