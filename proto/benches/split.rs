@@ -237,7 +237,7 @@ fn logs_request() -> ExportLogsServiceRequest {
                             .into_iter()
                             .map(|span| {
                                 n += 1;
-                                let traced = n % 5 != 0;
+                                let traced = !n.is_multiple_of(5);
                                 LogRecord {
                                     time_unix_nano: span.start_time_unix_nano,
                                     observed_time_unix_nano: span.end_time_unix_nano,
