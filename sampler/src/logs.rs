@@ -64,7 +64,9 @@ pub(crate) struct LogMetrics {
     pub orphaned: Counter,
     pub handed_over: Counter,
     pub buffered: Gauge,
-    node: String,
+    /// By reason, in `Dropped::ALL` order; created at start so that the
+    /// series exist (and alerts can see them) before the first drop.
+    dropped: [Counter; Dropped::ALL.len()],
 }
 
 impl LogMetrics {
@@ -106,13 +108,15 @@ impl LogMetrics {
             orphaned: metrics::counter!(ORPHANED, "node" => n()),
             handed_over: metrics::counter!(HANDED_OVER, "node" => n()),
             buffered: metrics::gauge!(BUFFERED, "node" => n()),
-            node: n(),
+            dropped: Dropped::ALL
+                .map(|r| metrics::counter!(DROPPED, "node" => n(), "reason" => r.as_str())),
         }
     }
 
     /// The drop counter for `reason` (the spans' reasons).
-    pub fn dropped(&self, reason: Dropped) -> Counter {
-        metrics::counter!(DROPPED, "node" => self.node.clone(), "reason" => reason.as_str())
+    pub fn dropped(&self, reason: Dropped) -> &Counter {
+        // ALL lists the variants in declaration order.
+        &self.dropped[reason as usize]
     }
 }
 

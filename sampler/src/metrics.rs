@@ -160,7 +160,7 @@ pub(crate) enum Dropped {
 }
 
 impl Dropped {
-    const ALL: [Dropped; 4] = [
+    pub(crate) const ALL: [Dropped; 4] = [
         Dropped::ExporterClosed,
         Dropped::ShutdownDeadline,
         Dropped::TooLarge,
