@@ -2,7 +2,10 @@
 //! backend: the samplers export to this in-process OTLP receiver, which
 //! writes each request out as OTLP/JSON lines, a one-line-per-trace summary,
 //! or an OTLP/HTTP POST. A failure to write is a retryable refusal, so the
-//! samplers' exporter retries and counts, as with any backend.
+//! samplers' exporter retries and counts, as with any backend. Log records
+//! (the samplers' `logs_exporter`, which defaults to the same endpoint) go
+//! the same way: `POST {base}/v1/logs`, OTLP/JSON lines, or one line per
+//! record on standard output.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,6 +70,7 @@ fn host_port<'a>(rest: &'a str, whole: &str) -> Result<&'a str, String> {
 /// The in-process backend for the non-gRPC targets.
 pub enum Egress {
     Http {
+        /// `{base}/v1/traces`; logs go to `{base}/v1/logs`.
         url: String,
         // Boxed: the client is ten times the size of the other variants.
         client: Box<Client<HttpConnector, Full<Bytes>>>,
@@ -104,6 +108,31 @@ impl Egress {
 }
 
 impl Sink for Egress {
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let records = proto::logs::LogsView::new(&batch.request).validate()?;
+        match self {
+            Egress::Http { url, client } => {
+                let url = format!("{}/v1/logs", url.trim_end_matches("/v1/traces"));
+                post(client, &url, batch.request).await?;
+            }
+            Egress::File(file) => {
+                let decoded = proto::ExportLogsServiceRequest::decode(batch.request.as_ref())
+                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                let mut line = serde_json::to_vec(&decoded).map_err(unavailable)?;
+                line.push(b'\n');
+                let mut file = file.lock().map_err(|_| unavailable("file lock poisoned"))?;
+                file.write_all(&line).map_err(unavailable)?;
+            }
+            Egress::Stdout => {
+                let text = log_summary(&batch.request)?;
+                let mut out = std::io::stdout().lock();
+                out.write_all(text.as_bytes()).map_err(unavailable)?;
+                out.flush().map_err(unavailable)?;
+            }
+        }
+        Ok(Accepted { spans: records })
+    }
+
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let spans = RequestView::new(&batch.request).validate()?;
         match self {
@@ -137,6 +166,58 @@ impl Sink for Egress {
         }
         Ok(Accepted { spans })
     }
+}
+
+/// One OTLP/HTTP protobuf POST; anything but a 2xx is a retryable refusal.
+async fn post(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: &str,
+    body: Bytes,
+) -> Result<(), Refusal> {
+    let request = http::Request::post(url)
+        .header(http::header::CONTENT_TYPE, "application/x-protobuf")
+        .body(Full::new(body))
+        .map_err(unavailable)?;
+    let response = client.request(request).await.map_err(unavailable)?;
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    if !status.is_success() {
+        return Err(unavailable(format!("{url} answered {status}")));
+    }
+    Ok(())
+}
+
+/// One line per log record: `kept log trace=<id or none> severity=S body="B"`.
+pub fn log_summary(request: &[u8]) -> Result<String, Refusal> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let decoded = proto::ExportLogsServiceRequest::decode(request)
+        .map_err(|e| Refusal::Invalid(e.to_string()))?;
+    let mut out = String::new();
+    for record in decoded
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .flat_map(|s| &s.log_records)
+    {
+        let trace = match <[u8; 16]>::try_from(record.trace_id.as_slice()) {
+            Ok(id) if id != [0; 16] => TraceId(id).to_string(),
+            _ => "none".to_owned(),
+        };
+        let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        };
+        let severity = if record.severity_text.is_empty() {
+            record.severity_number.to_string()
+        } else {
+            record.severity_text.clone()
+        };
+        out.push_str(&format!(
+            "kept log trace={trace} severity={severity} body={body:?}\n"
+        ));
+    }
+    Ok(out)
 }
 
 /// One line per trace in the request, in order of first appearance:

@@ -37,6 +37,7 @@ async fn bench_starts_a_local_cluster_and_the_default_policy_holds_end_to_end() 
         local: LocalSpec {
             tailgate: Some(env!("CARGO_BIN_EXE_tailgate").into()),
             samplers: 2,
+            ..LocalSpec::default()
         },
     };
     let report = bench::run(config).await.expect("bench runs");

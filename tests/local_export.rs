@@ -45,7 +45,15 @@ const TRACE: &str = r#"{"resourceSpans":[{"resource":{"attributes":[{"key":"serv
    {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b176","parentSpanId":"eee19b7ec3c1b174",
     "name":"pay","startTimeUnixNano":"1020000000","endTimeUnixNano":"1040000000","status":{"code":2,"message":"declined"}}]}]}]}"#;
 
-/// Runs `tailgate local --export TARGET`, posts the trace, stops it with
+/// Log records: one inside the trace above (kept: it has an error), one
+/// outside any span.
+const LOGS: &str = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+  "scopeLogs":[{"scope":{"name":"test"},"logRecords":[
+   {"timeUnixNano":"1015000000","severityText":"ERROR","body":{"stringValue":"card declined"},
+    "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b176"},
+   {"timeUnixNano":"1016000000","severityText":"INFO","body":{"stringValue":"cache warmed"}}]}]}]}"#;
+
+/// Runs `tailgate local --export TARGET`, posts the logs and the trace, stops it with
 /// SIGTERM (which decides what is pending) and returns its stdout.
 fn run_local(export: &str) -> String {
     let (grpc, http_addr, admin) = (free_addr(), free_addr(), free_addr());
@@ -74,6 +82,15 @@ fn run_local(export: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let answer = http(
+        http_addr,
+        &format!(
+            "POST /v1/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{LOGS}",
+            LOGS.len()
+        ),
+    )
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     let answer = http(
         http_addr,
         &format!(
@@ -122,7 +139,18 @@ fn a_kept_trace_is_written_whole_as_otlp_json_lines() {
     let text = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
     let mut spans = Vec::new();
+    let mut records = Vec::new();
     for line in text.lines() {
+        if line.starts_with("{\"resourceLogs\"") {
+            let request =
+                proto::json::logs_to_protobuf(line.as_bytes()).expect("each line is OTLP/JSON");
+            proto::logs::LogsView::new(&request)
+                .for_each_record(|_, _, r| {
+                    records.push((r.trace_id.map(|t| t.to_string()), r.time_unix_nano))
+                })
+                .unwrap();
+            continue;
+        }
         let request = proto::json::to_protobuf(line.as_bytes()).expect("each line is OTLP/JSON");
         proto::view::RequestView::new(&request)
             .for_each_span(|resource, _, span| {
@@ -145,13 +173,33 @@ fn a_kept_trace_is_written_whole_as_otlp_json_lines() {
         })
         .collect();
     assert_eq!(spans, want, "{text}");
+    records.sort();
+    assert_eq!(
+        records,
+        vec![
+            (None, 1_016_000_000),
+            (
+                Some("5b8efff798038103d269b633813fc60c".to_owned()),
+                1_015_000_000
+            )
+        ],
+        "{text}"
+    );
 }
 
 #[test]
 fn a_kept_trace_is_summarised_on_stdout() {
     let out = run_local("stdout");
+    // The record outside any span is written at once, the trace's with it.
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
     assert_eq!(
-        out,
-        "kept trace 5b8efff798038103d269b633813fc60c spans=3 service=checkout root=\"GET /cart\" duration=50ms status=error\n"
+        lines,
+        [
+            "kept log trace=5b8efff798038103d269b633813fc60c severity=ERROR body=\"card declined\"",
+            "kept log trace=none severity=INFO body=\"cache warmed\"",
+            "kept trace 5b8efff798038103d269b633813fc60c spans=3 service=checkout root=\"GET /cart\" duration=50ms status=error",
+        ],
+        "{out}"
     );
 }

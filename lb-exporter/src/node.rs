@@ -1,5 +1,8 @@
 //! The `tailgate lb` node: the OTLP receiver feeding the load-balancing
 //! exporter, a resolver keeping its member set, and the admin server.
+//! Logs go through a second exporter of the same kind on the same member
+//! set ([`LbExporter::start_logs`]), so a trace's log records reach the
+//! member that owns its spans; both drain in the same step.
 //!
 //! Shutdown order (one place): fail `/readyz` → stop the receivers (their
 //! in-flight requests are answered) → drain the exporter until
@@ -204,13 +207,25 @@ impl LbError {
 /// The receiver's view of the exporter.
 struct LbSink {
     exporter: LbExporter,
+    logs: LbExporter,
     retry_after: Duration,
 }
 
 impl Sink for LbSink {
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        self.send(&self.exporter, batch).await
+    }
+
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        self.send(&self.logs, batch).await
+    }
+}
+
+impl LbSink {
+    /// Hands a request to `exporter` (spans or logs), or says why not.
+    async fn send(&self, exporter: &LbExporter, batch: Batch) -> Result<Accepted, Refusal> {
         let retry_after = self.retry_after;
-        match self.exporter.send_waiting(&batch.request).await {
+        match exporter.send_waiting(&batch.request).await {
             Ok(spans) => Ok(Accepted { spans }),
             Err(SendError::Invalid(e)) => Err(Refusal::from(e)),
             Err(SendError::Full {
@@ -238,6 +253,7 @@ pub struct Lb {
     admin: Admin,
     membership: Membership,
     exporter: LbExporter,
+    logs: LbExporter,
     retry_after: Duration,
     drain_timeout: Duration,
 }
@@ -269,11 +285,13 @@ impl Lb {
         let admin = Admin::bind_tls(config.admin, config.admin_tls.as_ref(), &config.node)?;
         let membership = resolver::start(&config.resolver, &config.node)?;
         let exporter = LbExporter::start(&config.export, &config.node, membership.subscribe())?;
+        let logs = LbExporter::start_logs(&config.export, &config.node, membership.subscribe())?;
         Ok(Lb {
             receiver,
             admin,
             membership,
             exporter,
+            logs,
             retry_after: config.retry_after,
             drain_timeout: config.drain_timeout,
         })
@@ -298,6 +316,11 @@ impl Lb {
         &self.exporter
     }
 
+    /// The logs exporter, for inspection.
+    pub fn logs_exporter(&self) -> &LbExporter {
+        &self.logs
+    }
+
     /// Serves until `shutdown` completes, then shuts down in the order
     /// written at the top of this module.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), LbError> {
@@ -306,6 +329,7 @@ impl Lb {
             admin,
             membership,
             exporter,
+            logs,
             retry_after,
             drain_timeout,
         } = self;
@@ -324,6 +348,7 @@ impl Lb {
         ));
         let sink = Arc::new(LbSink {
             exporter: exporter.clone(),
+            logs: logs.clone(),
             retry_after,
         });
         let serving = receiver.serve(sink, until(receiver_stopped));
@@ -338,11 +363,19 @@ impl Lb {
         };
         readiness.set_ready(false);
         stop_receiver.send_replace(true);
-        let report = exporter.shutdown(Instant::now() + drain_timeout).await;
+        let deadline = Instant::now() + drain_timeout;
+        let (report, logs_report) =
+            tokio::join!(exporter.shutdown(deadline), logs.shutdown(deadline));
         if report.dropped_spans > 0 {
             tracing::warn!(
                 dropped = report.dropped_spans,
                 "spans still held at the drain deadline were dropped"
+            );
+        }
+        if logs_report.dropped_spans > 0 {
+            tracing::warn!(
+                dropped = logs_report.dropped_spans,
+                "log records still held at the drain deadline were dropped"
             );
         }
         membership.stop().await;

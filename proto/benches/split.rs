@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
@@ -211,5 +213,85 @@ fn bench(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, bench);
+/// The same agent batch as log records: one record per span, with the
+/// span's attributes and trace ID, and a body; every fifth record outside
+/// any span (no trace ID).
+fn logs_request() -> ExportLogsServiceRequest {
+    let traces = request();
+    let mut n = 0usize;
+    ExportLogsServiceRequest {
+        resource_logs: traces
+            .resource_spans
+            .into_iter()
+            .map(|rs| ResourceLogs {
+                resource: rs.resource,
+                schema_url: rs.schema_url,
+                scope_logs: rs
+                    .scope_spans
+                    .into_iter()
+                    .map(|ss| ScopeLogs {
+                        scope: ss.scope,
+                        schema_url: ss.schema_url,
+                        log_records: ss
+                            .spans
+                            .into_iter()
+                            .map(|span| {
+                                n += 1;
+                                let traced = !n.is_multiple_of(5);
+                                LogRecord {
+                                    time_unix_nano: span.start_time_unix_nano,
+                                    observed_time_unix_nano: span.end_time_unix_nano,
+                                    severity_number: 9,
+                                    severity_text: "INFO".into(),
+                                    body: Some(AnyValue {
+                                        value: Some(any_value::Value::StringValue(format!(
+                                            "{} handled in {} ns",
+                                            span.name,
+                                            span.end_time_unix_nano - span.start_time_unix_nano
+                                        ))),
+                                    }),
+                                    attributes: span.attributes,
+                                    trace_id: if traced { span.trace_id } else { Vec::new() },
+                                    span_id: if traced { span.span_id } else { Vec::new() },
+                                    ..Default::default()
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// Log records split by trace ID as the LB does, beside spans in the same
+/// run: records without a trace ID go to one member per request.
+fn bench_logs(c: &mut Criterion) {
+    let spans = request().encode_to_vec();
+    let logs = logs_request().encode_to_vec();
+    let mut group = c.benchmark_group("lb_split_1000_items_16_owners");
+    group.throughput(Throughput::Elements(SPANS as u64));
+    group.bench_function("spans_zero_copy_split", |b| {
+        b.iter(|| {
+            let parts = proto::split::split(black_box(&spans), |id| owner(&id.0)).expect("valid");
+            black_box(parts)
+        })
+    });
+    group.bench_function("logs_zero_copy_split", |b| {
+        b.iter(|| {
+            let parts = proto::logs::split(black_box(&logs), |id| id.map_or(0, |t| owner(&t.0)))
+                .expect("valid");
+            black_box(parts)
+        })
+    });
+    group.finish();
+    eprintln!(
+        "logs request: {} bytes, {} records, {:.0} bytes/record",
+        logs.len(),
+        SPANS,
+        logs.len() as f64 / SPANS as f64
+    );
+}
+
+criterion_group!(benches, bench, bench_logs);
 criterion_main!(benches);

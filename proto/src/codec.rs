@@ -16,6 +16,10 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// The gRPC service name, for routing.
 pub const SERVICE_NAME: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
+/// The gRPC path of `LogsService/Export`.
+pub const LOGS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+/// The logs service name, for routing.
+pub const LOGS_SERVICE_NAME: &str = "opentelemetry.proto.collector.logs.v1.LogsService";
 
 /// Encodes `E` and decodes `D`, where either side may be raw [`Bytes`].
 #[derive(Debug)]

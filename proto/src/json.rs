@@ -25,7 +25,8 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::ExportTraceServiceRequest;
+use crate::{ExportLogsServiceRequest, ExportTraceServiceRequest};
+use opentelemetry_proto::tonic::logs::v1::SeverityNumber;
 
 /// Why a body is not an OTLP/JSON `ExportTraceServiceRequest`. Never
 /// retryable: the same body fails the same way.
@@ -62,7 +63,24 @@ pub fn to_protobuf(body: &[u8]) -> Result<Vec<u8>, JsonError> {
     Ok(request.encode_to_vec())
 }
 
+/// Converts an OTLP/JSON `ExportLogsServiceRequest` to its protobuf
+/// encoding, with the same leniency as [`to_protobuf`]; a record's trace ID
+/// may be absent or empty (a record outside any span), but never another
+/// length than 16 bytes.
+pub fn logs_to_protobuf(body: &[u8]) -> Result<Vec<u8>, JsonError> {
+    let request: ExportLogsServiceRequest = parse_with(body, normalize_logs_request)?;
+    check_log_ids(&request)?;
+    Ok(request.encode_to_vec())
+}
+
 fn parse(body: &[u8]) -> Result<ExportTraceServiceRequest, JsonError> {
+    parse_with(body, normalize_request)
+}
+
+fn parse_with<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    normalize: fn(&mut Value),
+) -> Result<T, JsonError> {
     // serde's derived impls also take a struct as a positional array; a
     // request is an object. (Nested positional arrays decode to the same
     // protobuf, so only the top level is checked.)
@@ -87,7 +105,7 @@ fn parse(body: &[u8]) -> Result<ExportTraceServiceRequest, JsonError> {
     // stricter about than the spec, and deserialize again. Its errors carry
     // the JSON path of the offending field.
     let mut value: Value = serde_json::from_slice(body).map_err(JsonError::Syntax)?;
-    normalize_request(&mut value);
+    normalize(&mut value);
     serde_path_to_error::deserialize(value).map_err(|e| JsonError::Schema {
         path: e.path().to_string(),
         message: e.into_inner().to_string(),
@@ -113,7 +131,34 @@ fn normalize_request(request: &mut Value) {
     let Some(request) = object(request) else {
         return;
     };
-    for rs in array(request, "resourceSpans") {
+    normalize_groups(
+        request,
+        ["resourceSpans", "scopeSpans", "spans"],
+        normalize_span,
+    );
+}
+
+/// [`normalize_request`] for an `ExportLogsServiceRequest`.
+fn normalize_logs_request(request: &mut Value) {
+    let Some(request) = object(request) else {
+        return;
+    };
+    normalize_groups(
+        request,
+        ["resourceLogs", "scopeLogs", "logRecords"],
+        normalize_log_record,
+    );
+}
+
+/// Walks resource and scope groups (named by `names`: resource groups,
+/// scope groups, leaves) and normalises their resources, scopes and leaves.
+fn normalize_groups(
+    request: &mut Map<String, Value>,
+    names: [&str; 3],
+    leaf: fn(&mut Map<String, Value>),
+) {
+    let [resources, scopes, leaves] = names;
+    for rs in array(request, resources) {
         let Some(rs) = object(rs) else { continue };
         if let Some(resource) = rs.get_mut("resource").and_then(object) {
             for kv in array(resource, "attributes") {
@@ -132,20 +177,45 @@ fn normalize_request(request: &mut Value) {
                 }
             }
         }
-        for ss in array(rs, "scopeSpans") {
+        for ss in array(rs, scopes) {
             let Some(ss) = object(ss) else { continue };
             if let Some(scope) = ss.get_mut("scope").and_then(object) {
                 for kv in array(scope, "attributes") {
                     key_value(kv);
                 }
             }
-            for span in array(ss, "spans") {
-                if let Some(span) = object(span) {
-                    normalize_span(span);
+            for item in array(ss, leaves) {
+                if let Some(item) = object(item) {
+                    leaf(item);
                 }
             }
         }
     }
+}
+
+fn normalize_log_record(record: &mut Map<String, Value>) {
+    enum_name(record, "severityNumber", |name| {
+        SeverityNumber::from_str_name(name).map(|n| n as i32)
+    });
+    for kv in array(record, "attributes") {
+        key_value(kv);
+    }
+    if let Some(body) = record.get_mut("body") {
+        any_value(body);
+    }
+}
+
+fn check_log_ids(request: &ExportLogsServiceRequest) -> Result<(), JsonError> {
+    for (r, rl) in request.resource_logs.iter().enumerate() {
+        for (s, sl) in rl.scope_logs.iter().enumerate() {
+            for (i, record) in sl.log_records.iter().enumerate() {
+                let at = || format!("resourceLogs[{r}].scopeLogs[{s}].logRecords[{i}]");
+                check_id(&record.trace_id, &[0, 16], || format!("{}.traceId", at()))?;
+                check_id(&record.span_id, &[0, 8], || format!("{}.spanId", at()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn normalize_span(span: &mut Map<String, Value>) {
@@ -265,6 +335,7 @@ fn check_id(id: &[u8], allowed: &[usize], path: impl FnOnce() -> String) -> Resu
         expected: match allowed {
             [16] => "16",
             [8] => "8",
+            [0, 16] => "0 or 16",
             _ => "0 or 8",
         },
     })
@@ -311,6 +382,42 @@ mod tests {
         }]
       }]
     }"#;
+
+    #[test]
+    fn logs_convert_with_and_without_trace_ids() {
+        let json = r#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+            "scopeLogs":[{"scope":{"name":"lib"},"logRecords":[
+              {"timeUnixNano":"1","severityNumber":"SEVERITY_NUMBER_ERROR","body":{"stringValue":"boom"},
+               "traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
+               "attributes":[{"key":"k","value":{"arrayValue":{}}}]},
+              {"observedTimeUnixNano":2,"body":{"kvlistValue":{}},"traceId":""}
+            ]}]}]}"#;
+        let bytes = logs_to_protobuf(json.as_bytes()).expect("converts");
+        let request = ExportLogsServiceRequest::decode(bytes.as_slice()).expect("decodes");
+        let records = &request.resource_logs[0].scope_logs[0].log_records;
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].severity_number, SeverityNumber::Error as i32);
+        assert_eq!(
+            hex::encode(&records[0].trace_id),
+            "5b8efff798038103d269b633813fc60c"
+        );
+        assert!(records[1].trace_id.is_empty());
+        let mut ids = Vec::new();
+        crate::logs::LogsView::new(&bytes)
+            .for_each_record(|_, _, r| ids.push(r.trace_id.is_some()))
+            .expect("the converted request walks");
+        assert_eq!(ids, vec![true, false]);
+    }
+
+    #[test]
+    fn a_log_trace_id_of_the_wrong_length_is_refused_by_path() {
+        let json = r#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"abcd"}]}]}]}"#;
+        let err = logs_to_protobuf(json.as_bytes()).expect_err("2-byte trace ID");
+        assert_eq!(
+            err.to_string(),
+            "resourceLogs[0].scopeLogs[0].logRecords[0].traceId is 2 bytes (4 hex digits), expected 0 or 16"
+        );
+    }
 
     #[test]
     fn spec_example_converts_field_by_field() {

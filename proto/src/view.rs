@@ -144,7 +144,7 @@ impl<'a> Iterator for ResourceSpansIter<'a> {
 /// Builds a group header from the fields of a message other than its
 /// repeated children. Borrowed when they are contiguous, copied otherwise
 /// (prost writes `schema_url` after the children).
-fn header<'a>(buf: &'a [u8], fields: &[std::ops::Range<usize>]) -> Cow<'a, [u8]> {
+pub(crate) fn header<'a>(buf: &'a [u8], fields: &[std::ops::Range<usize>]) -> Cow<'a, [u8]> {
     match fields {
         [] => Cow::Borrowed(&[]),
         [only] => Cow::Borrowed(&buf[only.clone()]),
@@ -207,7 +207,7 @@ impl<'a> ResourceSpansView<'a> {
 }
 
 /// Appends a field's range, merging it with the previous one when adjacent.
-fn push_range(ranges: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>) {
+pub(crate) fn push_range(ranges: &mut Vec<std::ops::Range<usize>>, range: std::ops::Range<usize>) {
     if let Some(last) = ranges.last_mut()
         && last.end == range.start
     {
@@ -586,7 +586,7 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
-fn varint(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
+pub(crate) fn varint(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
     wire::expect(field, message, VARINT)?;
     Ok(match field.value {
         Value::Varint(v) => v,
@@ -594,7 +594,7 @@ fn varint(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
     })
 }
 
-fn fixed64(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
+pub(crate) fn fixed64(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
     wire::expect(field, message, FIXED64)?;
     Ok(match field.value {
         Value::Fixed64(v) => v,
@@ -602,7 +602,7 @@ fn fixed64(field: &Field<'_>, message: &'static str) -> Result<u64, WireError> {
     })
 }
 
-fn validate_resource(buf: &[u8], base: usize) -> Result<(), WireError> {
+pub(crate) fn validate_resource(buf: &[u8], base: usize) -> Result<(), WireError> {
     const M: &str = "Resource";
     let mut reader = Reader::at(buf, base);
     while let Some(field) = reader.next_field()? {
@@ -629,7 +629,7 @@ fn validate_entity_ref(buf: &[u8], base: usize) -> Result<(), WireError> {
     Ok(())
 }
 
-fn validate_scope(buf: &[u8], base: usize) -> Result<(), WireError> {
+pub(crate) fn validate_scope(buf: &[u8], base: usize) -> Result<(), WireError> {
     const M: &str = "InstrumentationScope";
     let mut reader = Reader::at(buf, base);
     while let Some(field) = reader.next_field()? {
@@ -741,7 +741,7 @@ fn is_plain_attribute(buf: &[u8]) -> bool {
     }
 }
 
-fn validate_key_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
+pub(crate) fn validate_key_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
     if is_plain_attribute(buf) {
         return Ok(());
     }
@@ -777,7 +777,7 @@ fn validate_key_value_walk(buf: &[u8], base: usize, depth: usize) -> Result<(), 
     Ok(())
 }
 
-fn validate_any_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
+pub(crate) fn validate_any_value(buf: &[u8], base: usize, depth: usize) -> Result<(), WireError> {
     if depth > wire::MAX_DEPTH {
         return Err(WireError::TooDeep { offset: base });
     }

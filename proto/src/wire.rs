@@ -56,6 +56,10 @@ pub enum WireError {
     BadParentSpanId { offset: usize, len: usize },
     #[error("message at byte {offset} nested deeper than {MAX_DEPTH}")]
     TooDeep { offset: usize },
+    #[error("log record at byte {offset}: trace_id is {len} bytes, expected 0 or 16")]
+    BadLogTraceId { offset: usize, len: usize },
+    #[error("log record at byte {offset}: span_id is {len} bytes, expected 0 or 8")]
+    BadLogSpanId { offset: usize, len: usize },
 }
 
 impl WireError {
@@ -73,7 +77,9 @@ impl WireError {
             | WireError::BadTraceId { offset, .. }
             | WireError::BadSpanId { offset, .. }
             | WireError::BadParentSpanId { offset, .. }
-            | WireError::TooDeep { offset } => offset,
+            | WireError::TooDeep { offset }
+            | WireError::BadLogTraceId { offset, .. }
+            | WireError::BadLogSpanId { offset, .. } => offset,
         }
     }
 }

@@ -407,7 +407,7 @@ async fn a_request_that_failed_for_good_goes_to_the_failed_channel_until_it_is_f
         },
         StartOptions {
             failed: Some(tx),
-            spill: None,
+            ..StartOptions::default()
         },
     )
     .await;
@@ -518,8 +518,8 @@ async fn past_a_full_memory_queue_batches_spill_to_disk_and_all_arrive() {
             c.max_interval = Duration::from_secs(30);
         },
         StartOptions {
-            failed: None,
             spill: Some(disk_queue(&dir, 1 << 20)),
+            ..StartOptions::default()
         },
     )
     .await;
@@ -568,8 +568,8 @@ async fn spilled_batches_survive_a_restart_and_the_budget_hands_back_the_rest() 
     let h = Harness::start_with(
         tune,
         StartOptions {
-            failed: None,
             spill: Some(disk_queue(&dir, 8 + 10 * (one as u64 + 16))),
+            ..StartOptions::default()
         },
     )
     .await;
@@ -602,8 +602,8 @@ async fn spilled_batches_survive_a_restart_and_the_budget_hands_back_the_rest() 
     let h = Harness::start_with(
         tune,
         StartOptions {
-            failed: None,
             spill: Some(disk_queue(&dir, 1 << 20)),
+            ..StartOptions::default()
         },
     )
     .await;

@@ -41,6 +41,11 @@ pub struct SamplerConfig {
     pub policy_poll_interval: Duration,
     /// The backend kept traces go to (OTLP/gRPC). `endpoint` is required.
     pub exporter: ExporterConfig,
+    /// Where log records go (OTLP/gRPC `LogsService`): those of kept
+    /// traces, those without a trace ID. Same keys as `exporter`. Default:
+    /// `exporter`'s settings (OTLP backends take both signals), named
+    /// `logs` on the exporter metrics.
+    pub logs_exporter: Option<ExporterConfig>,
     /// Buffer limits and backpressure.
     pub limits: LimitsConfig,
     /// Decisions remembered for late spans.
@@ -423,6 +428,7 @@ impl Default for SamplerConfig {
             policy_file: PathBuf::new(),
             policy_poll_interval: Duration::from_secs(1),
             exporter: ExporterConfig::default(),
+            logs_exporter: None,
             limits: LimitsConfig::default(),
             decision_cache: DecisionCacheConfig::default(),
             record_policy: false,
@@ -523,6 +529,9 @@ impl SamplerConfig {
             return bad("shutdown.drain_timeout", "must be more than 0");
         }
         self.exporter.validate()?;
+        if let Some(logs) = &self.logs_exporter {
+            logs.validate()?;
+        }
         if let Some(cluster) = &self.cluster {
             cluster.validate(&self.shutdown)?;
         }
@@ -538,6 +547,12 @@ impl SamplerConfig {
     pub(crate) fn effective(mut self, num_shards: Option<u16>) -> SamplerConfig {
         self.receiver.node = self.node.clone();
         self.exporter.node = self.node.clone();
+        let mut logs = self.logs_exporter.take().unwrap_or_else(|| ExporterConfig {
+            name: "logs".into(),
+            ..self.exporter.clone()
+        });
+        logs.node = self.node.clone();
+        self.logs_exporter = Some(logs);
         if self.shards == 0 {
             self.shards = match num_shards {
                 Some(n) => usize::from(n),

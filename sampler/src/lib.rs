@@ -34,6 +34,7 @@ mod durable;
 mod error;
 mod holds;
 pub mod ingest;
+mod logs;
 mod metrics;
 mod node;
 mod reload;

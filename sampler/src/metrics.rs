@@ -160,14 +160,14 @@ pub(crate) enum Dropped {
 }
 
 impl Dropped {
-    const ALL: [Dropped; 4] = [
+    pub(crate) const ALL: [Dropped; 4] = [
         Dropped::ExporterClosed,
         Dropped::ShutdownDeadline,
         Dropped::TooLarge,
         Dropped::PendingAtShutdown,
     ];
 
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Dropped::ExporterClosed => "exporter_closed",
             Dropped::ShutdownDeadline => "shutdown_deadline",

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use proto::admin::{Admin, Readiness};
-use proto::exporter::Exporter;
+use proto::exporter::{Exporter, OtlpBatch, StartOptions};
+use proto::receiver::Signal;
 use proto::receiver::{Accepted, Batch, ClusterMark, Receiver, Refusal, Sink};
 use proto::view::RequestView;
 use tokio::sync::mpsc::error::TrySendError;
@@ -28,6 +29,7 @@ use crate::durable::{self, Durable};
 use crate::error::SamplerError;
 use crate::holds::{RefusedHolds, dedup_ids};
 use crate::ingest::{IngestBatch, shard_of};
+use crate::logs::{LogMetrics, LogsPath};
 use crate::metrics::{Metrics, Refused};
 use crate::reload::{ReloadHandle, Reloader};
 use crate::shard::{IngestMsg, Origin, Shard, ShardContext, ShardMsg};
@@ -53,6 +55,8 @@ struct SamplerSink {
     durable: Option<Durable>,
     /// The other samplers' demand reports (fleet-wide budgets).
     fleet: Arc<Board>,
+    /// The logs exporter and the log metrics.
+    logs: Arc<LogsPath>,
 }
 
 impl SamplerSink {
@@ -129,7 +133,72 @@ impl SamplerSink {
     }
 }
 
+impl SamplerSink {
+    /// A logs request: split by trace ID on the wire; each trace's records
+    /// go to its shard (held with the trace, see [`crate::logs`]), records
+    /// without a trace ID straight to the logs exporter. All or nothing,
+    /// like spans.
+    fn accept_log_records(&self, request: &[u8]) -> Result<Accepted, Refusal> {
+        let parts = proto::logs::split(request, |id| id.copied())?;
+        let records: usize = parts.iter().map(|p| p.spans).sum();
+        if let Some(reason) = self.node.refusal() {
+            return Err(self.refusal(reason));
+        }
+        let mut per_shard: Vec<Vec<(proto::view::TraceId, Bytes, usize)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        let mut traceless = None;
+        for part in parts {
+            match part.key {
+                // Copied: held parts must not pin the request.
+                Some(id) => per_shard[shard_of(&id, self.shards.len())].push((
+                    id,
+                    Bytes::copy_from_slice(&part.request),
+                    part.spans,
+                )),
+                None => traceless = Some(part),
+            }
+        }
+        let mut permits = Vec::with_capacity(per_shard.len());
+        for list in &per_shard {
+            if list.is_empty() {
+                continue;
+            }
+            let shard = shard_of(&list[0].0, self.shards.len());
+            match self.shards[shard].try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(TrySendError::Full(())) => return Err(self.refusal(Refused::QueueFull)),
+                Err(TrySendError::Closed(())) => return Err(self.refusal(Refused::ShuttingDown)),
+            }
+        }
+        if let Some(part) = traceless {
+            let n = part.spans;
+            match self.logs.exporter.try_send(OtlpBatch {
+                request: part.request,
+                spans: n,
+            }) {
+                Ok(()) => self.logs.metrics.forwarded.increment(n as u64),
+                Err(proto::exporter::SendError::QueueFull(_)) => {
+                    return Err(self.refusal(Refused::ExportBacklog));
+                }
+                Err(proto::exporter::SendError::Closed(_)) => {
+                    return Err(self.refusal(Refused::ShuttingDown));
+                }
+            }
+        }
+        let mut permits = permits.into_iter();
+        for list in per_shard.into_iter().filter(|l| !l.is_empty()) {
+            let Some(permit) = permits.next() else { break };
+            permit.send(ShardMsg::Logs(list));
+        }
+        Ok(Accepted { spans: records })
+    }
+}
+
 impl Sink for SamplerSink {
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        self.accept_log_records(&batch.request)
+    }
+
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let request = batch.request;
         if batch.mark == Some(ClusterMark::Counts) {
@@ -355,23 +424,37 @@ impl Sampler {
         let node = config.node.clone();
         let handle = proto::admin::install_metrics();
         let metrics = Arc::new(Metrics::new(&node));
-        // With `storage:`, the log and the exporter's disk queue share one
-        // budget; the queue takes what the memory queue has no room for.
+        // With `storage:`, the log and the exporters' disk queues share one
+        // budget; each queue takes what its memory queue has no room for.
         let budget = config
             .storage
             .as_ref()
             .map(|s| Arc::new(storage::Budget::new(s.max_bytes)));
-        let spill = match (&config.storage, &budget) {
-            (Some(s), Some(budget)) => Some(open_spill(&node, s, budget)?),
-            _ => None,
+        let spill = |dir: &str| match (&config.storage, &budget) {
+            (Some(s), Some(budget)) => open_spill(&node, s, budget, dir).map(Some),
+            _ => Ok(None),
         };
         let exporter = Exporter::start_with(
             config.exporter.clone(),
-            proto::exporter::StartOptions {
-                failed: None,
-                spill,
+            StartOptions {
+                spill: spill("spill")?,
+                ..StartOptions::default()
             },
         )?;
+        let logs = Arc::new(LogsPath {
+            exporter: Exporter::start_with(
+                config
+                    .logs_exporter
+                    .clone()
+                    .unwrap_or_else(|| config.exporter.clone()),
+                StartOptions {
+                    signal: Signal::Logs,
+                    spill: spill("spill-logs")?,
+                    ..StartOptions::default()
+                },
+            )?,
+            metrics: LogMetrics::new(&node),
+        });
         let cluster = match &config.cluster {
             Some(c) => Some(ClusterRuntime::start(c, &node)?),
             None => None,
@@ -429,6 +512,7 @@ impl Sampler {
             cluster: cluster.as_ref().map(|c| c.shared.clone()),
             holds: holds.clone(),
             durable: durable.clone(),
+            logs: logs.clone(),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
@@ -480,6 +564,7 @@ impl Sampler {
             holds,
             durable,
             fleet: fleet_board,
+            logs: logs.clone(),
         });
 
         let (reload_stop, reload_stop_rx) = watch::channel(false);
@@ -615,7 +700,17 @@ impl Sampler {
             }
         }
         // 6. The exporters drain by the same deadline.
-        let report = exporter.shutdown(deadline).await;
+        let (report, logs_report) = tokio::join!(
+            exporter.shutdown(deadline),
+            logs.exporter.shutdown(deadline)
+        );
+        if logs_report.dropped_spans > 0 {
+            tracing::warn!(
+                node,
+                dropped = logs_report.dropped_spans,
+                "log records still held by the logs exporter at the deadline were dropped"
+            );
+        }
         tracing::info!(
             node,
             sent = report.sent_spans,
@@ -663,9 +758,10 @@ fn open_spill(
     node: &str,
     storage: &crate::config::StorageConfig,
     budget: &Arc<storage::Budget>,
+    dir: &str,
 ) -> Result<proto::exporter::DiskQueue, SamplerError> {
     let config = storage::SpillConfig {
-        dir: storage.path.join("spill"),
+        dir: storage.path.join(dir),
         segment_bytes: storage.segment_bytes.min(SPILL_SEGMENT_BYTES),
     };
     let (spill, recovered) =
@@ -790,6 +886,20 @@ mod tests {
             holds: Arc::new(RefusedHolds::new(1, 100, Duration::from_secs(6))),
             durable: None,
             fleet: Arc::default(),
+            logs: Arc::new(LogsPath {
+                exporter: Exporter::start_with(
+                    proto::exporter::ExporterConfig {
+                        endpoint: "http://127.0.0.1:9".into(),
+                        ..Default::default()
+                    },
+                    StartOptions {
+                        signal: Signal::Logs,
+                        ..StartOptions::default()
+                    },
+                )
+                .expect("starts"),
+                metrics: LogMetrics::new("test"),
+            }),
         };
         (sink, node, rx)
     }

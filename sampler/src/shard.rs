@@ -34,6 +34,7 @@ use crate::config::SamplerConfig;
 use crate::durable::Durable;
 use crate::holds::RefusedHolds;
 use crate::ingest::IngestBatch;
+use crate::logs::{HeldLogs, LogsPath};
 use crate::metrics::{Dropped, HandOver, Metrics};
 use crate::state::NodeState;
 
@@ -45,6 +46,9 @@ pub(crate) enum ShardMsg {
     Decisions(Vec<(TraceId, CachedDecision)>),
     /// The cluster mover takes traces (and copies of decisions) out.
     Take(TakeMsg),
+    /// Log records of traces of this shard (see [`crate::logs`]): per
+    /// trace, a complete logs request and its record count.
+    Logs(Vec<(TraceId, bytes::Bytes, usize)>),
 }
 
 /// Spans to buffer, and where they came from.
@@ -113,6 +117,8 @@ pub(crate) struct ShardContext {
     pub holds: Arc<RefusedHolds>,
     /// The write-ahead log, with `storage:`: decisions, and traces settled.
     pub durable: Option<Durable>,
+    /// The logs exporter and the log metrics.
+    pub logs: Arc<LogsPath>,
 }
 
 pub(crate) struct Shard {
@@ -139,6 +145,11 @@ pub(crate) struct Shard {
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
+    /// Log records held with their traces, beside the buffer.
+    logs: HeldLogs,
+    /// Kept log records written, not yet handed to the logs exporter.
+    logs_out: BytesMut,
+    logs_out_records: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -146,6 +157,7 @@ struct Published {
     traces: usize,
     spans: usize,
     bytes: usize,
+    log_records: usize,
 }
 
 impl Shard {
@@ -173,6 +185,9 @@ impl Shard {
             decided: Vec::new(),
             next_deadline: None,
             published: Published::default(),
+            logs: HeldLogs::default(),
+            logs_out: BytesMut::new(),
+            logs_out_records: 0,
         }
     }
 
@@ -225,7 +240,124 @@ impl Shard {
             ShardMsg::Ingest(msg) => self.ingest(msg),
             ShardMsg::Decisions(decisions) => self.apply_decisions(decisions),
             ShardMsg::Take(msg) => self.take(msg),
+            ShardMsg::Logs(parts) => self.ingest_logs(parts),
         }
+    }
+
+    /// Log records of traces of this shard: they follow a remembered
+    /// decision at once, or wait with their trace (see [`crate::logs`]).
+    fn ingest_logs(&mut self, parts: Vec<(TraceId, bytes::Bytes, usize)>) {
+        let now = self.now();
+        let wait = self.buffer.settings().decision_wait;
+        for (id, part, records) in parts {
+            match self.buffer.cached_decision(&id) {
+                Some(decision) => {
+                    let kept = matches!(decision, CachedDecision::Sampled(_));
+                    self.release_logs(vec![part], records, kept);
+                }
+                None => self.logs.hold(id, part, records, now + wait),
+            }
+        }
+        self.wake_for_logs();
+    }
+
+    /// Writes released records out (kept, or every record in a dry run) or
+    /// counts them not sampled.
+    fn release_logs(&mut self, parts: Vec<bytes::Bytes>, records: usize, kept: bool) {
+        if kept || self.ctx.config.dry_run {
+            for part in parts {
+                self.logs_out.extend_from_slice(&part);
+            }
+            self.logs_out_records += records;
+        } else {
+            self.ctx.logs.metrics.not_sampled.increment(records as u64);
+        }
+    }
+
+    /// The records held for `id` leave with its decision, just recorded.
+    fn settle_logs(&mut self, id: &TraceId) {
+        if let Some(taken) = self.logs.take(id) {
+            let kept = matches!(
+                self.buffer.cached_decision(id),
+                Some(CachedDecision::Sampled(_))
+            );
+            self.release_logs(taken.parts, taken.records, kept);
+        }
+    }
+
+    /// Records whose wait ended: their trace is still buffered (wait
+    /// more), decided (follow it), or has no spans here (orphans,
+    /// forwarded).
+    fn expire_logs(&mut self, now: Duration) {
+        let wait = self.buffer.settings().decision_wait;
+        for taken in self.logs.expire(now) {
+            if self.buffer.holds(&taken.id) {
+                let mut records = taken.records;
+                for part in taken.parts {
+                    self.logs
+                        .hold(taken.id, part, std::mem::take(&mut records), now + wait);
+                }
+                continue;
+            }
+            match self.buffer.cached_decision(&taken.id) {
+                Some(decision) => {
+                    let kept = matches!(decision, CachedDecision::Sampled(_));
+                    self.release_logs(taken.parts, taken.records, kept);
+                }
+                None => {
+                    self.ctx
+                        .logs
+                        .metrics
+                        .orphaned
+                        .increment(taken.records as u64);
+                    self.release_logs(taken.parts, taken.records, true);
+                }
+            }
+        }
+        self.wake_for_logs();
+    }
+
+    fn wake_for_logs(&mut self) {
+        if let Some(d) = self.logs.next_deadline() {
+            self.next_deadline = Some(self.next_deadline.map_or(d, |n| n.min(d)));
+        }
+    }
+
+    /// Hands the written log records to the logs exporter, waiting for
+    /// room like spans do (only the shutdown deadline ends the wait, with
+    /// a drop).
+    async fn flush_logs(&mut self) {
+        if self.logs_out_records == 0 {
+            return;
+        }
+        let records = self.logs_out_records;
+        let batch = OtlpBatch {
+            request: self.logs_out.split().freeze(),
+            spans: records,
+        };
+        self.logs_out_records = 0;
+        let exporter = self.ctx.logs.exporter.clone();
+        let outcome = match exporter.try_send(batch) {
+            Ok(()) => Ok(()),
+            Err(SendError::QueueFull(batch)) => {
+                let _blocked = self.ctx.node.export_blocked();
+                self.publish_with_logs(records);
+                tokio::select! {
+                    sent = exporter.send(batch) => sent.map_err(|_| Dropped::ExporterClosed),
+                    () = shutdown_deadline(self.stop.clone()) => Err(Dropped::ShutdownDeadline),
+                }
+            }
+            Err(SendError::Closed(_)) => Err(Dropped::ExporterClosed),
+        };
+        let metrics = &self.ctx.logs.metrics;
+        match outcome {
+            Ok(()) => metrics.forwarded.increment(records as u64),
+            Err(reason) => {
+                tracing::warn!(records, reason = ?reason, "kept log records could not be handed to the logs exporter, dropped");
+                metrics.dropped(reason).increment(records as u64);
+            }
+        }
+        self.publish();
     }
 
     /// Inserts a batch; late spans of kept traces are written out at once.
@@ -440,6 +572,7 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
+        self.hand_over_logs(&traces);
         if let Some(durable) = &self.ctx.durable {
             // Handed to another sampler: settled here (one put back and
             // then lost to a crash is the price of not tracking moves).
@@ -452,6 +585,44 @@ impl Shard {
                 self.put_back(trace);
             }
         }
+    }
+
+    /// The log records of traces the mover takes go with them, to the
+    /// traces' owners on the ring (where they wait for the trace like any
+    /// records). Kept here if the owner cannot take them now.
+    fn hand_over_logs(&mut self, traces: &[TakenTrace]) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let taken: Vec<_> = traces
+            .iter()
+            .filter_map(|t| self.logs.take(&t.id))
+            .collect();
+        if taken.is_empty() {
+            return;
+        }
+        let mut request = BytesMut::new();
+        for t in &taken {
+            for part in &t.parts {
+                request.extend_from_slice(part);
+            }
+        }
+        match cluster.logs_forwarder.send(&request) {
+            Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
+            Err(e) => {
+                tracing::debug!(error = %e, "log records of taken traces kept here: the owner cannot take them now");
+                let deadline = self.now() + self.buffer.settings().decision_wait;
+                for t in taken {
+                    let mut records = t.records;
+                    for part in t.parts {
+                        self.logs
+                            .hold(t.id, part, std::mem::take(&mut records), deadline);
+                    }
+                }
+                self.wake_for_logs();
+            }
+        }
+        self.publish();
     }
 
     /// Buffers a taken trace again, keeping its first-seen time.
@@ -515,6 +686,7 @@ impl Shard {
                 }
             }
             self.buffer.record_decision(id, decision);
+            self.settle_logs(&id);
         }
     }
 
@@ -552,8 +724,10 @@ impl Shard {
         let (ready, next) = self.buffer.expire(now);
         self.next_deadline = next;
         self.decide_all(ready, now, true).await;
+        self.expire_logs(now);
         self.publish();
         self.flush(0).await;
+        self.flush_logs().await;
         self.publish();
     }
 
@@ -618,12 +792,20 @@ impl Shard {
             }
             self.buffer
                 .record_decision(trace.id, CachedDecision::NotSampled);
+            self.settle_logs(&trace.id);
             return;
         }
         if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
             metrics.dropped(Dropped::PendingAtShutdown).increment(spans);
             if self.ctx.durable.is_some() {
                 self.decided.push((trace.id.0, false));
+            }
+            if let Some(logs) = self.logs.take(&trace.id) {
+                self.ctx
+                    .logs
+                    .metrics
+                    .dropped(Dropped::PendingAtShutdown)
+                    .increment(logs.records as u64);
             }
             return;
         }
@@ -677,6 +859,7 @@ impl Shard {
             }
             let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
             self.buffer.record_decision(trace.id, cached);
+            self.settle_logs(&trace.id);
             return;
         }
         let cached = if decision.sampled {
@@ -708,6 +891,7 @@ impl Shard {
             self.decided.push((trace.id.0, decision.sampled));
         }
         self.buffer.record_decision(trace.id, cached);
+        self.settle_logs(&trace.id);
     }
 
     /// `span-ingest`: evaluates the traces a batch added to, as they are
@@ -825,13 +1009,40 @@ impl Shard {
                 .increment(ready.len() as u64);
         }
         self.decide_all(ready, now, false).await;
+        // Records still held have no trace left here: each follows its
+        // decision if one is remembered, else goes out as an orphan.
+        for taken in self.logs.drain() {
+            match self.buffer.cached_decision(&taken.id) {
+                Some(decision) => {
+                    let kept = matches!(decision, CachedDecision::Sampled(_));
+                    self.release_logs(taken.parts, taken.records, kept);
+                }
+                None => {
+                    self.ctx
+                        .logs
+                        .metrics
+                        .orphaned
+                        .increment(taken.records as u64);
+                    self.release_logs(taken.parts, taken.records, true);
+                }
+            }
+        }
         self.publish();
         self.flush(0).await;
+        self.flush_logs().await;
         self.publish();
     }
 
     fn publish(&mut self) {
         self.publish_with(0);
+    }
+
+    /// [`Self::publish`] with `waiting` log records out of `logs_out` and
+    /// not handed over yet.
+    fn publish_with_logs(&mut self, waiting: usize) {
+        self.logs_out_records += waiting;
+        self.publish_with(0);
+        self.logs_out_records -= waiting;
     }
 
     /// Moves the node-wide gauges by what changed since the last call.
@@ -841,7 +1052,8 @@ impl Shard {
         let now = Published {
             traces: self.buffer.traces(),
             spans: self.buffer.spans() + self.out_spans + waiting,
-            bytes: self.buffer.held_bytes(),
+            bytes: self.buffer.held_bytes() + self.logs.bytes(),
+            log_records: self.logs.records() + self.logs_out_records,
         };
         let before = std::mem::replace(&mut self.published, now);
         let m = &self.ctx.metrics;
@@ -854,6 +1066,13 @@ impl Shard {
         }
         if now.bytes != before.bytes {
             m.buffer_bytes.increment(delta(now.bytes, before.bytes));
+        }
+        if now.log_records != before.log_records {
+            self.ctx
+                .logs
+                .metrics
+                .buffered
+                .increment(delta(now.log_records, before.log_records));
         }
         self.ctx
             .node
@@ -991,6 +1210,21 @@ policies:
                 cluster: None,
                 holds: holds.clone(),
                 durable: None,
+                logs: Arc::new(crate::logs::LogsPath {
+                    exporter: Exporter::start_with(
+                        ExporterConfig {
+                            endpoint: "http://127.0.0.1:9".into(),
+                            name: "logs".into(),
+                            ..ExporterConfig::default()
+                        },
+                        proto::exporter::StartOptions {
+                            signal: proto::receiver::Signal::Logs,
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap(),
+                    metrics: crate::logs::LogMetrics::new("t"),
+                }),
             });
             let (tx, rx) = mpsc::channel(4);
             let (policies, policies_rx) = watch::channel(active);

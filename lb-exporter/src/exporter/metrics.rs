@@ -9,6 +9,63 @@
 //! + `tailgate_lb_spans_dropped_total` + `tailgate_lb_queue_spans`.
 
 use metrics::{Counter, Gauge, Histogram};
+use proto::receiver::Signal;
+
+/// The metric names of one exporter: the span names below, or their logs
+/// twins for the logs exporter (`tailgate_lb_log_records_*` counting log
+/// records, `tailgate_lb_logs_*` for its ring and queues), so that neither
+/// signal's figures mix into the other's.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    pub received: &'static str,
+    pub forwarded: &'static str,
+    pub rerouted: &'static str,
+    pub dropped: &'static str,
+    pub ring_changes: &'static str,
+    pub ring_members: &'static str,
+    pub members_down: &'static str,
+    pub queue_bytes: &'static str,
+    pub queue_spans: &'static str,
+    pub export_duration: &'static str,
+    pub queue_waits: &'static str,
+}
+
+pub const SPAN_NAMES: Names = Names {
+    received: RECEIVED,
+    forwarded: FORWARDED,
+    rerouted: REROUTED,
+    dropped: DROPPED,
+    ring_changes: RING_CHANGES,
+    ring_members: RING_MEMBERS,
+    members_down: MEMBERS_DOWN,
+    queue_bytes: QUEUE_BYTES,
+    queue_spans: QUEUE_SPANS,
+    export_duration: EXPORT_DURATION,
+    queue_waits: QUEUE_WAITS,
+};
+
+pub const LOG_NAMES: Names = Names {
+    received: "tailgate_lb_log_records_received_total",
+    forwarded: "tailgate_lb_log_records_forwarded_total",
+    rerouted: "tailgate_lb_log_records_rerouted_total",
+    dropped: "tailgate_lb_log_records_dropped_total",
+    ring_changes: "tailgate_lb_logs_ring_changes_total",
+    ring_members: "tailgate_lb_logs_ring_members",
+    members_down: "tailgate_lb_logs_members_down",
+    queue_bytes: "tailgate_lb_logs_queue_bytes",
+    queue_spans: "tailgate_lb_logs_queue_records",
+    export_duration: "tailgate_lb_logs_export_duration_seconds",
+    queue_waits: "tailgate_lb_logs_queue_waits_total",
+};
+
+impl Names {
+    pub fn of(signal: Signal) -> &'static Names {
+        match signal {
+            Signal::Traces => &SPAN_NAMES,
+            Signal::Logs => &LOG_NAMES,
+        }
+    }
+}
 
 pub const RECEIVED: &str = "tailgate_lb_spans_received_total";
 pub const FORWARDED: &str = "tailgate_lb_spans_forwarded_total";
@@ -125,24 +182,36 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(node: &str) -> Self {
-        describe();
+        Self::for_signal(node, Signal::Traces)
+    }
+
+    /// The handles of the exporter of `signal` (see [`Names`]).
+    pub fn for_signal(node: &str, signal: Signal) -> Self {
+        let names = Names::of(signal);
+        describe(names);
         let node_label = || ("node", node.to_owned());
         Metrics {
             node: node.to_owned(),
-            received: metrics::counter!(RECEIVED, &[node_label()]),
+            received: metrics::counter!(names.received, &[node_label()]),
             rerouted: RerouteReason::ALL.map(|r| {
-                metrics::counter!(REROUTED, &[node_label(), ("reason", r.as_str().to_owned())])
+                metrics::counter!(
+                    names.rerouted,
+                    &[node_label(), ("reason", r.as_str().to_owned())]
+                )
             }),
             dropped: DropReason::ALL.map(|r| {
-                metrics::counter!(DROPPED, &[node_label(), ("reason", r.as_str().to_owned())])
+                metrics::counter!(
+                    names.dropped,
+                    &[node_label(), ("reason", r.as_str().to_owned())]
+                )
             }),
-            ring_changes: metrics::counter!(RING_CHANGES, &[node_label()]),
-            ring_members: metrics::gauge!(RING_MEMBERS, &[node_label()]),
-            members_down: metrics::gauge!(MEMBERS_DOWN, &[node_label()]),
-            export_duration: metrics::histogram!(EXPORT_DURATION, &[node_label()]),
+            ring_changes: metrics::counter!(names.ring_changes, &[node_label()]),
+            ring_members: metrics::gauge!(names.ring_members, &[node_label()]),
+            members_down: metrics::gauge!(names.members_down, &[node_label()]),
+            export_duration: metrics::histogram!(names.export_duration, &[node_label()]),
             queue_waits: QueueWait::ALL.map(|w| {
                 metrics::counter!(
-                    QUEUE_WAITS,
+                    names.queue_waits,
                     &[node_label(), ("outcome", w.as_str().to_owned())]
                 )
             }),
@@ -172,59 +241,69 @@ pub struct MemberMetrics {
 
 impl MemberMetrics {
     pub fn new(node: &str, member: &str) -> Self {
+        Self::for_signal(node, member, Signal::Traces)
+    }
+
+    pub fn for_signal(node: &str, member: &str, signal: Signal) -> Self {
+        let names = Names::of(signal);
         let labels = [("node", node.to_owned()), ("member", member.to_owned())];
         MemberMetrics {
-            forwarded: metrics::counter!(FORWARDED, &labels),
-            queue_bytes: metrics::gauge!(QUEUE_BYTES, &labels),
-            queue_spans: metrics::gauge!(QUEUE_SPANS, &labels),
+            forwarded: metrics::counter!(names.forwarded, &labels),
+            queue_bytes: metrics::gauge!(names.queue_bytes, &labels),
+            queue_spans: metrics::gauge!(names.queue_spans, &labels),
         }
     }
 }
 
-fn describe() {
+fn describe(names: &Names) {
+    // The logs twins count log records where these say spans.
     metrics::describe_counter!(
-        RECEIVED,
+        names.received,
         metrics::Unit::Count,
         "Spans the load-balancing exporter took (refused requests are not counted)."
     );
     metrics::describe_counter!(
-        FORWARDED,
+        names.forwarded,
         metrics::Unit::Count,
         "Spans a member accepted, by member."
     );
     metrics::describe_counter!(
-        REROUTED,
+        names.rerouted,
         metrics::Unit::Count,
         "Spans moved to another member, by reason (member_down, member_left, in_flight)."
     );
-    metrics::describe_counter!(DROPPED, metrics::Unit::Count, "Spans given up, by reason.");
     metrics::describe_counter!(
-        RING_CHANGES,
+        names.dropped,
+        metrics::Unit::Count,
+        "Spans given up, by reason."
+    );
+    metrics::describe_counter!(
+        names.ring_changes,
         metrics::Unit::Count,
         "Times the ring was rebuilt for a new member set."
     );
-    metrics::describe_gauge!(RING_MEMBERS, "Members on the ring.");
+    metrics::describe_gauge!(names.ring_members, "Members on the ring.");
     metrics::describe_gauge!(
-        MEMBERS_DOWN,
+        names.members_down,
         "Members on the ring marked down (their traffic goes to the next member)."
     );
     metrics::describe_gauge!(
-        QUEUE_BYTES,
+        names.queue_bytes,
         metrics::Unit::Bytes,
         "Encoded bytes held per member: queued, batching, in flight or waiting to retry."
     );
     metrics::describe_gauge!(
-        QUEUE_SPANS,
+        names.queue_spans,
         metrics::Unit::Count,
         "Spans held per member: queued, batching, in flight or waiting to retry."
     );
     metrics::describe_counter!(
-        QUEUE_WAITS,
+        names.queue_waits,
         metrics::Unit::Count,
         "Requests that found a member's queue full and waited for room, by outcome (admitted, refused)."
     );
     metrics::describe_histogram!(
-        EXPORT_DURATION,
+        names.export_duration,
         metrics::Unit::Seconds,
         "Duration of one export call to a member."
     );

@@ -23,6 +23,14 @@
 //!
 //! Nothing here assumes an LB: a sampler forwards the spans it does not own
 //! through the same exporter.
+//!
+//! Logs take a parallel exporter of the same kind ([`LbExporter::start_logs`]):
+//! its own lanes, calling each member's LogsService, following the same
+//! member set, so the same ring sends a trace's log records to the member
+//! that owns its spans. Log records without a trace ID go, a request's
+//! worth at a time, to the members that are up in turn. Its metrics are
+//! the `tailgate_lb_log_records_*` / `tailgate_lb_logs_*` twins of the
+//! span ones ([`metrics::Names`]).
 
 mod config;
 mod lane;
@@ -32,11 +40,12 @@ mod room;
 pub use config::{ExportConfig, ExportConfigError};
 pub use metrics::{DropReason, QueueWait, RerouteReason};
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use proto::exporter::{ExportError, OtlpBatch, OtlpClient};
+use proto::receiver::Signal;
 use proto::split::{Part, split};
 use proto::view::TraceId;
 use proto::wire::WireError;
@@ -163,9 +172,44 @@ struct Shared {
     lanes: Mutex<Vec<(Arc<Lane>, JoinHandle<()>)>>,
     phase: watch::Sender<Phase>,
     runtime: tokio::runtime::Handle,
+    /// Spans, or log records (the logs twin of this exporter).
+    signal: Signal,
+    /// Turns through the members for log records without a trace ID.
+    spread: AtomicUsize,
 }
 
 impl Shared {
+    /// Splits a request of this exporter's signal by the lane each part
+    /// goes to now: a trace's owner (or the next member up); for log
+    /// records without a trace ID, the next member up in turn.
+    fn split_routed(
+        &self,
+        routing: &Routing,
+        ring: &Ring,
+        request: &[u8],
+    ) -> Result<Vec<Part<usize>>, WireError> {
+        match self.signal {
+            Signal::Traces => split(request, |id| routing.pick(ring, id)),
+            Signal::Logs => {
+                let mut spread = None;
+                proto::logs::split(request, |id| match id {
+                    Some(id) => routing.pick(ring, id),
+                    None => *spread.get_or_insert_with(|| self.next_spread(routing)),
+                })
+            }
+        }
+    }
+
+    /// The next lane that is up, in turn (the first in turn if none is).
+    fn next_spread(&self, routing: &Routing) -> usize {
+        let n = routing.lanes.len().max(1);
+        let start = self.spread.fetch_add(1, Ordering::Relaxed) % n;
+        (0..n)
+            .map(|k| (start + k) % n)
+            .find(|&i| routing.lanes.get(i).is_some_and(|l| !l.is_down()))
+            .unwrap_or(start)
+    }
+
     fn routing(&self) -> Arc<Routing> {
         self.routing
             .read()
@@ -235,16 +279,18 @@ impl Shared {
     }
 
     fn start_lane(self: &Arc<Self>, member: &Member) -> Arc<Lane> {
-        let client = OtlpClient::new(&self.config.client(member.endpoint())).map_err(|e| {
-            tracing::error!(%member, error = %e, "no client for member; it stays down");
-            e.to_string()
-        });
+        let client = OtlpClient::new(&self.config.client(member.endpoint()))
+            .map(|c| c.for_signal(self.signal))
+            .map_err(|e| {
+                tracing::error!(%member, error = %e, "no client for member; it stays down");
+                e.to_string()
+            });
         let broken = client.is_err();
         let lane = Arc::new(Lane::new(
             member.clone(),
             client,
             self.settings.queue_bytes,
-            MemberMetrics::new(&self.metrics.node, member.as_str()),
+            MemberMetrics::for_signal(&self.metrics.node, member.as_str(), self.signal),
         ));
         if broken {
             lane.set_down(true);
@@ -313,7 +359,7 @@ impl Shared {
             };
             let mut again = Vec::new();
             for batch in batches {
-                let parts = match split(&batch.request, |id| routing.pick(ring, id)) {
+                let parts = match self.split_routed(&routing, ring, &batch.request) {
                     Ok(parts) => parts,
                     Err(e) => {
                         // It was split once already; this is a bug, not input.
@@ -398,14 +444,35 @@ impl LbExporter {
     pub fn start(
         config: &ExportConfig,
         node: &str,
+        members: watch::Receiver<MemberSet>,
+    ) -> Result<LbExporter, StartError> {
+        Self::start_for(config, node, members, Signal::Traces)
+    }
+
+    /// [`LbExporter::start`] for logs: [`send`](LbExporter::send) then takes
+    /// encoded `ExportLogsServiceRequest`s, routed by their records' trace
+    /// IDs on the same ring, and counts log records where the span
+    /// exporter counts spans.
+    pub fn start_logs(
+        config: &ExportConfig,
+        node: &str,
+        members: watch::Receiver<MemberSet>,
+    ) -> Result<LbExporter, StartError> {
+        Self::start_for(config, node, members, Signal::Logs)
+    }
+
+    fn start_for(
+        config: &ExportConfig,
+        node: &str,
         mut members: watch::Receiver<MemberSet>,
+        signal: Signal,
     ) -> Result<LbExporter, StartError> {
         let settings = config.settings()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let shared = Arc::new(Shared {
             settings,
             config: config.clone(),
-            metrics: Metrics::new(node),
+            metrics: Metrics::for_signal(node, signal),
             routing: RwLock::new(Arc::new(Routing {
                 ring: None,
                 lanes: Vec::new(),
@@ -413,6 +480,8 @@ impl LbExporter {
             lanes: Mutex::new(Vec::new()),
             phase: watch::channel(Phase::Running).0,
             runtime: runtime.clone(),
+            signal,
+            spread: AtomicUsize::new(0),
         });
         let _guard = runtime.enter();
         let initial = members.borrow_and_update().clone();
@@ -505,7 +574,7 @@ impl LbExporter {
                 members: ring.len(),
             });
         }
-        let parts = split(request, |id| routing.pick(ring, id))?;
+        let parts = shared.split_routed(&routing, ring, request)?;
         Ok(Split { routing, parts })
     }
 

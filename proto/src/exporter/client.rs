@@ -15,7 +15,8 @@ use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
-use crate::codec::{ClientCodec, EXPORT_PATH};
+use crate::codec::{ClientCodec, EXPORT_PATH, LOGS_EXPORT_PATH};
+use crate::receiver::Signal;
 use crate::tls::{ClientTls, ClientTlsConfig, TlsConnector, TlsError};
 
 /// How request bodies are compressed on the wire.
@@ -281,9 +282,24 @@ pub struct OtlpClient {
     endpoint: Arc<str>,
     timeout: Duration,
     headers: MetadataMap,
+    /// The Export method called: TraceService's, or LogsService's.
+    path: &'static str,
 }
 
 impl OtlpClient {
+    /// The same client calling the Export method of `signal`'s service.
+    /// Requests are then encoded `ExportLogsServiceRequest`s for logs; the
+    /// two responses share their encoding (`partial_success` as field 1,
+    /// its rejected count as field 1), so [`ExportResponse::rejected_spans`]
+    /// counts rejected log records.
+    pub fn for_signal(mut self, signal: Signal) -> Self {
+        self.path = match signal {
+            Signal::Traces => EXPORT_PATH,
+            Signal::Logs => LOGS_EXPORT_PATH,
+        };
+        self
+    }
+
     /// Connects lazily: nothing is dialled until the first call, and a lost
     /// connection is redialled by the next one. Call it inside a tokio
     /// runtime (the channel spawns its worker task there).
@@ -309,6 +325,7 @@ impl OtlpClient {
             endpoint: config.endpoint.as_str().into(),
             timeout: config.timeout,
             headers,
+            path: EXPORT_PATH,
         })
     }
 
@@ -346,7 +363,7 @@ impl OtlpClient {
                 .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
             grpc.unary(
                 call,
-                PathAndQuery::from_static(EXPORT_PATH),
+                PathAndQuery::from_static(self.path),
                 ClientCodec::default(),
             )
             .await

@@ -336,6 +336,12 @@ pub struct StartOptions {
     pub failed: Option<mpsc::Sender<FailedBatch>>,
     /// A disk queue for what the memory queue has no room for.
     pub spill: Option<DiskQueue>,
+    /// What the batches are: encoded trace requests (the default) or logs
+    /// requests, sent to the LogsService. Batching, retries, the byte
+    /// bound and backpressure are the same; a logs request's records count
+    /// where spans do (`max_batch_spans`, the span metrics of this
+    /// exporter, whose `exporter` label tells them apart).
+    pub signal: crate::receiver::Signal,
 }
 
 /// An opened [`storage::Spill`], with what it found at open and the disk
@@ -598,11 +604,12 @@ impl Exporter {
             exporter: settings.name.clone(),
         })?;
         let _guard = runtime.enter();
-        let client =
-            OtlpClient::new(&settings.client).map_err(|source| ExporterConfigError::Client {
+        let client = OtlpClient::new(&settings.client)
+            .map_err(|source| ExporterConfigError::Client {
                 exporter: settings.name.clone(),
                 source,
-            })?;
+            })?
+            .for_signal(options.signal);
         let room = Arc::new(Room {
             permits: Semaphore::new(settings.queue_bytes),
             capacity: settings.queue_bytes,

@@ -1,5 +1,9 @@
-//! OTLP/gRPC: the TraceService route served with the pass-through codec, so
-//! the request body reaches the node as `Bytes`, never decoded.
+//! OTLP/gRPC: the TraceService and LogsService routes served with the
+//! pass-through codec, so the request body reaches the node as `Bytes`,
+//! never decoded. Both services are one implementation told its
+//! [`Signal`]; the two Export responses have the same encoding (an empty
+//! message, or `partial_success` as field 1), so one response type serves
+//! both.
 //!
 //! tonic frames, decompresses (gzip, zstd) and bounds the message: a frame
 //! longer than `max_request_bytes` is refused before it is buffered, and
@@ -31,9 +35,9 @@ use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Code, Status};
 
 use super::conn::{self, AcceptConfig};
-use super::{ClusterMark, Outcome, Protocol, ReceiverError, Shared, Sink};
+use super::{ClusterMark, Outcome, Protocol, ReceiverError, Shared, Signal, Sink};
 use crate::ExportTraceServiceResponse;
-use crate::codec::{EXPORT_PATH, SERVICE_NAME, ServerCodec};
+use crate::codec::{EXPORT_PATH, LOGS_EXPORT_PATH, LOGS_SERVICE_NAME, SERVICE_NAME, ServerCodec};
 
 pub(super) async fn serve<S: Sink>(
     socket: std::net::TcpListener,
@@ -73,7 +77,14 @@ pub(super) async fn serve<S: Sink>(
             .http2_keepalive_timeout(Some(timeout));
     }
     server
-        .add_service(TraceService { shared })
+        .add_service(TraceService {
+            shared: shared.clone(),
+            signal: Signal::Traces,
+        })
+        .add_service(LogsService(TraceService {
+            shared,
+            signal: Signal::Logs,
+        }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| ReceiverError::Grpc { addr, source })
@@ -90,18 +101,48 @@ const MAX_FRAME_BYTES: u32 = 256 * 1024;
 /// has), over the pass-through codec.
 struct TraceService<S> {
     shared: Arc<Shared<S>>,
+    signal: Signal,
 }
 
 impl<S> Clone for TraceService<S> {
     fn clone(&self) -> Self {
         TraceService {
             shared: self.shared.clone(),
+            signal: self.signal,
         }
     }
 }
 
 impl<S> NamedService for TraceService<S> {
     const NAME: &'static str = SERVICE_NAME;
+}
+
+/// The LogsService: the same service under the logs name (tonic routes by
+/// a type's constant name).
+struct LogsService<S>(TraceService<S>);
+
+impl<S> Clone for LogsService<S> {
+    fn clone(&self) -> Self {
+        LogsService(self.0.clone())
+    }
+}
+
+impl<S> NamedService for LogsService<S> {
+    const NAME: &'static str = LOGS_SERVICE_NAME;
+}
+
+impl<S: Sink> tower::Service<Request<Body>> for LogsService<S> {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        self.0.call(req)
+    }
 }
 
 impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
@@ -114,10 +155,15 @@ impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        if req.uri().path() != EXPORT_PATH {
+        let path = match self.signal {
+            Signal::Traces => EXPORT_PATH,
+            Signal::Logs => LOGS_EXPORT_PATH,
+        };
+        if req.uri().path() != path {
             return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
         }
         let shared = self.shared.clone();
+        let signal = self.signal;
         if let Err(message) =
             shared.authenticate(|name| req.headers().get(name).map(|v| v.as_bytes()))
         {
@@ -138,6 +184,7 @@ impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
             let export = Export {
                 shared: shared.clone(),
                 handled: handled.clone(),
+                signal,
             };
             let mut grpc = Grpc::new(ServerCodec::default())
                 .accept_compressed(CompressionEncoding::Gzip)
@@ -254,6 +301,7 @@ struct Export<S> {
     /// Set when tonic decoded the request and called us; if it stays unset,
     /// tonic refused the request itself.
     handled: Arc<AtomicBool>,
+    signal: Signal,
 }
 
 impl<S: Sink> UnaryService<Bytes> for Export<S> {
@@ -263,11 +311,12 @@ impl<S: Sink> UnaryService<Bytes> for Export<S> {
     fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
         self.handled.store(true, Ordering::Release);
         let shared = self.shared.clone();
+        let signal = self.signal;
         let metadata = request.metadata();
         let mark = ClusterMark::from_headers(|name| metadata.get(name).map(|v| v.as_bytes()));
         Box::pin(async move {
             match shared
-                .deliver(request.into_inner(), Protocol::Grpc, mark)
+                .deliver(request.into_inner(), Protocol::Grpc, signal, mark)
                 .await
             {
                 Ok(_) => Ok(tonic::Response::new(ExportTraceServiceResponse::default())),

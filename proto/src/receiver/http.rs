@@ -1,4 +1,4 @@
-//! OTLP/HTTP: `POST /v1/traces` over HTTP/1.1 and h2c.
+//! OTLP/HTTP: `POST /v1/traces` and `POST /v1/logs` over HTTP/1.1 and h2c.
 //!
 //! Bodies are `application/x-protobuf` or `application/json` (converted once
 //! to protobuf), optionally `Content-Encoding: gzip`. Sizes are bounded at
@@ -40,12 +40,14 @@ use tokio::sync::watch;
 
 use super::conn::{self, AcceptConfig};
 use super::{
-    ClusterMark, Outcome, Protocol, ReceiverError, Refusal, Shared, Sink, retry_after_secs,
+    ClusterMark, Outcome, Protocol, ReceiverError, Refusal, Shared, Signal, Sink, retry_after_secs,
 };
 use crate::ExportTraceServiceResponse;
 
 /// The OTLP/HTTP traces path.
 pub const TRACES_PATH: &str = "/v1/traces";
+/// The OTLP/HTTP logs path.
+pub const LOGS_PATH: &str = "/v1/logs";
 
 /// Bodies larger than this are decompressed and converted on the blocking
 /// pool rather than on a runtime worker (a 16 MiB inflate takes tens of ms).
@@ -68,6 +70,7 @@ pub(super) async fn serve<S: Sink>(
     let lifetime = shared.limits.lifetime;
     let app = Router::new()
         .route(TRACES_PATH, post(export::<S>))
+        .route(LOGS_PATH, post(export_logs::<S>))
         // We bound the body ourselves, with the configured limit and a 413.
         .layer(DefaultBodyLimit::disable())
         .with_state(shared);
@@ -243,9 +246,17 @@ impl From<Refusal> for Failure {
 }
 
 async fn export<S: Sink>(State(shared): State<Arc<Shared<S>>>, req: Request) -> Response {
+    respond(&shared, req, Signal::Traces).await
+}
+
+async fn export_logs<S: Sink>(State(shared): State<Arc<Shared<S>>>, req: Request) -> Response {
+    respond(&shared, req, Signal::Logs).await
+}
+
+async fn respond<S: Sink>(shared: &Shared<S>, req: Request, signal: Signal) -> Response {
     let version = req.version();
     let format = format(req.headers());
-    match receive(&shared, req).await {
+    match receive(shared, req, signal).await {
         Ok(()) => success(format.unwrap_or(Format::Protobuf)),
         Err(failure) => {
             if !failure.counted {
@@ -256,7 +267,7 @@ async fn export<S: Sink>(State(shared): State<Arc<Shared<S>>>, req: Request) -> 
     }
 }
 
-async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failure> {
+async fn receive<S: Sink>(shared: &Shared<S>, req: Request, signal: Signal) -> Result<(), Failure> {
     let max = shared.max_request_bytes;
     let (parts, body) = req.into_parts();
     // Credentials before anything else: an unauthenticated client learns
@@ -302,9 +313,9 @@ async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failur
         Err(e) => return Err(Failure::invalid(format!("reading the body: {e}"))),
     };
     let request = if body.len() <= INLINE_DECODE_BYTES {
-        decode(body, encoding, format, max)?
+        decode(body, encoding, format, signal, max)?
     } else {
-        tokio::task::spawn_blocking(move || decode(body, encoding, format, max))
+        tokio::task::spawn_blocking(move || decode(body, encoding, format, signal, max))
             .await
             .map_err(|e| {
                 Failure::new(
@@ -316,23 +327,32 @@ async fn receive<S: Sink>(shared: &Shared<S>, req: Request) -> Result<(), Failur
             })??
     };
     shared
-        .deliver(request, Protocol::Http, mark)
+        .deliver(request, Protocol::Http, signal, mark)
         .await
         .map(|_| ())
         .map_err(Failure::from)
 }
 
 /// Decompresses and converts the body to protobuf bytes. CPU-bound.
-fn decode(body: Bytes, encoding: Encoding, format: Format, max: usize) -> Result<Bytes, Failure> {
+fn decode(
+    body: Bytes,
+    encoding: Encoding,
+    format: Format,
+    signal: Signal,
+    max: usize,
+) -> Result<Bytes, Failure> {
     let body = match encoding {
         Encoding::Identity => body,
         Encoding::Gzip => gunzip(&body, max)?,
     };
     match format {
         Format::Protobuf => Ok(body),
-        Format::Json => crate::json::to_protobuf(&body)
-            .map(Bytes::from)
-            .map_err(|e| Failure::invalid(e.to_string())),
+        Format::Json => match signal {
+            Signal::Traces => crate::json::to_protobuf(&body),
+            Signal::Logs => crate::json::logs_to_protobuf(&body),
+        }
+        .map(Bytes::from)
+        .map_err(|e| Failure::invalid(e.to_string())),
     }
 }
 

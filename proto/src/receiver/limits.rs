@@ -15,6 +15,7 @@
 //! A malformed request is not judged here: the scan stops where it stops
 //! making sense and the node refuses the request with the reason.
 
+use super::Signal;
 use crate::wire::{Reader, Value};
 
 /// The bounds [`check`] applies; 0 means no bound.
@@ -45,6 +46,22 @@ pub enum Violation {
 
 /// Checks `request` against `limits`, in one pass.
 pub fn check(request: &[u8], limits: RequestLimits) -> Result<(), Violation> {
+    check_signal(request, limits, Signal::Traces)
+}
+
+/// [`check`] for either signal. A logs request has the traces' shape and
+/// field numbers down to the leaf (see [`crate::logs`]): its log records
+/// count against `max_spans` and their attributes (field 6) are bounded
+/// like span attributes.
+pub fn check_signal(
+    request: &[u8],
+    limits: RequestLimits,
+    signal: Signal,
+) -> Result<(), Violation> {
+    let (leaf_attributes, place) = match signal {
+        Signal::Traces => (9, "span"),
+        Signal::Logs => (6, "log record"),
+    };
     let max_value = match limits.max_attribute_value_bytes {
         0 => usize::MAX,
         n => n,
@@ -79,9 +96,10 @@ pub fn check(request: &[u8], limits: RequestLimits) -> Result<(), Violation> {
                         if count >= stop {
                             return Err(Violation::TooManySpans { max: stop - 1 });
                         }
-                        // Span.attributes = 9
+                        // Span.attributes = 9, LogRecord.attributes = 6
                         if span.len() > max_value {
-                            attributes(span, 9, max_value).map_err(|v| v.at("span"))?;
+                            attributes(span, leaf_attributes, max_value)
+                                .map_err(|v| v.at(place))?;
                         }
                     }
                 }

@@ -1,6 +1,9 @@
 //! The OTLP receiver shared by every role: OTLP/gRPC on the TraceService
 //! route and OTLP/HTTP on `POST /v1/traces`, both handing the node the same
-//! [`Batch`]: an encoded `ExportTraceServiceRequest`.
+//! [`Batch`]: an encoded `ExportTraceServiceRequest`. Logs come the same
+//! way, on the LogsService route and `POST /v1/logs`, with the same limits,
+//! auth and TLS, and reach the node through [`Sink::accept_logs`] as an
+//! encoded `ExportLogsServiceRequest` ([`Signal::Logs`]).
 //!
 //! The receiver only unframes, decompresses, checks sizes and content types,
 //! converts OTLP/JSON (once, [`crate::json`]) and applies the request limits
@@ -26,8 +29,8 @@
 //! bad JSON or corrupt compression (INVALID_ARGUMENT / 400).
 //!
 //! Metrics (labels `node`, `protocol`): `tailgate_spans_received_total`
-//! counts the spans of accepted requests only, since a refused request is
-//! not received; `tailgate_requests_total{result}` counts every export
+//! (`tailgate_log_records_received_total` for logs) counts the spans of
+//! accepted requests only, since a refused request is not received; `tailgate_requests_total{result}` counts every export
 //! request by outcome; `tailgate_request_bytes` is the size of each request
 //! handed to the node (protobuf, after decompression and JSON conversion).
 
@@ -38,8 +41,10 @@ mod http;
 mod limits;
 
 pub use self::auth::{AuthConfig, AuthError};
-pub use self::http::TRACES_PATH;
-pub use self::limits::{RequestLimits, Violation, check as check_limits};
+pub use self::http::{LOGS_PATH, TRACES_PATH};
+pub use self::limits::{
+    RequestLimits, Violation, check as check_limits, check_signal as check_limits_of,
+};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +73,24 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",
+        }
+    }
+}
+
+/// What an export request carries: the two OTLP signals tailgate takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Signal {
+    #[default]
+    Traces,
+    Logs,
+}
+
+impl Signal {
+    /// The `signal` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
         }
     }
 }
@@ -194,7 +217,8 @@ impl ClusterMark {
 /// The node took the whole batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Accepted {
-    /// Spans in the batch; counted in `tailgate_spans_received_total`.
+    /// Spans in the batch (log records in a logs batch); counted in
+    /// `tailgate_spans_received_total` (`tailgate_log_records_received_total`).
     pub spans: usize,
 }
 
@@ -283,6 +307,13 @@ fn retry_after_secs(d: Duration) -> u64 {
 pub trait Sink: Send + Sync + 'static {
     /// Takes the batch whole, or refuses it whole.
     fn accept(&self, batch: Batch) -> impl Future<Output = Result<Accepted, Refusal>> + Send;
+
+    /// Takes a logs batch (an encoded `ExportLogsServiceRequest`) whole, or
+    /// refuses it whole. A node that has no logs path refuses every one.
+    fn accept_logs(&self, batch: Batch) -> impl Future<Output = Result<Accepted, Refusal>> + Send {
+        let _ = batch;
+        std::future::ready(Err(Refusal::Invalid("this node does not take logs".into())))
+    }
 }
 
 /// Receiver settings (the `receiver:` block of a node's config).
@@ -726,6 +757,7 @@ impl<S: Sink> Shared<S> {
         &self,
         request: Bytes,
         protocol: Protocol,
+        signal: Signal,
         mark: Result<Option<ClusterMark>, Refusal>,
     ) -> Result<Accepted, Refusal> {
         self.metrics.request_bytes.record(request.len() as f64);
@@ -736,7 +768,7 @@ impl<S: Sink> Shared<S> {
         // passes here and the node refuses it with the reason.
         if let Err(violation) = match decisions {
             true => Ok(()),
-            false => limits::check(&request, self.limits.request),
+            false => limits::check_signal(&request, self.limits.request, signal),
         } {
             self.metrics.count(match violation {
                 Violation::TooManySpans { .. } => Outcome::TooManySpans,
@@ -744,8 +776,8 @@ impl<S: Sink> Shared<S> {
             });
             return Err(Refusal::TooLarge(violation.to_string()));
         }
-        let result = match mark {
-            Ok(mark) => {
+        let result = match (mark, signal) {
+            (Ok(mark), Signal::Traces) => {
                 self.sink
                     .accept(Batch {
                         request,
@@ -754,11 +786,24 @@ impl<S: Sink> Shared<S> {
                     })
                     .await
             }
-            Err(refusal) => Err(refusal),
+            (Ok(mark), Signal::Logs) => {
+                self.sink
+                    .accept_logs(Batch {
+                        request,
+                        protocol,
+                        mark,
+                    })
+                    .await
+            }
+            (Err(refusal), _) => Err(refusal),
         };
         match &result {
             Ok(accepted) => {
-                self.metrics.spans_received.increment(accepted.spans as u64);
+                match signal {
+                    Signal::Traces => &self.metrics.spans_received,
+                    Signal::Logs => &self.metrics.log_records_received,
+                }
+                .increment(accepted.spans as u64);
                 self.metrics.count(Outcome::Accepted);
             }
             Err(refusal) => self.metrics.count(Outcome::from(refusal)),
@@ -824,6 +869,7 @@ impl From<&Refusal> for Outcome {
 }
 
 const SPANS_RECEIVED: &str = "tailgate_spans_received_total";
+const LOG_RECORDS_RECEIVED: &str = "tailgate_log_records_received_total";
 const REQUESTS: &str = "tailgate_requests_total";
 const REQUEST_BYTES: &str = "tailgate_request_bytes";
 
@@ -832,6 +878,11 @@ fn describe_metrics() {
         SPANS_RECEIVED,
         metrics::Unit::Count,
         "Spans in export requests the node accepted (refused requests are not received)."
+    );
+    metrics::describe_counter!(
+        LOG_RECORDS_RECEIVED,
+        metrics::Unit::Count,
+        "Log records in logs export requests the node accepted."
     );
     metrics::describe_counter!(
         REQUESTS,
@@ -848,6 +899,7 @@ fn describe_metrics() {
 /// Handles created once per protocol server, not looked up per request.
 struct Metrics {
     spans_received: Counter,
+    log_records_received: Counter,
     requests: [Counter; Outcome::ALL.len()],
     request_bytes: Histogram,
 }
@@ -858,6 +910,11 @@ impl Metrics {
         Metrics {
             spans_received: metrics::counter!(
                 SPANS_RECEIVED,
+                "node" => node.to_owned(),
+                "protocol" => protocol
+            ),
+            log_records_received: metrics::counter!(
+                LOG_RECORDS_RECEIVED,
                 "node" => node.to_owned(),
                 "protocol" => protocol
             ),

@@ -29,6 +29,8 @@ use tokio::task::JoinHandle;
 #[derive(Default)]
 pub struct FakeSink {
     pub batches: Mutex<Vec<Batch>>,
+    /// Logs batches, after the logs walk.
+    pub log_batches: Mutex<Vec<Batch>>,
     /// Returned instead of accepting, while set.
     pub refuse_with: Mutex<Option<Refusal>>,
     /// When set, each call waits for a permit before answering.
@@ -74,6 +76,16 @@ impl Sink for FakeSink {
         }
         let spans = RequestView::new(&batch.request).validate()?;
         self.batches.lock().expect("lock").push(batch);
+        Ok(Accepted { spans })
+    }
+
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let refusal = self.refuse_with.lock().expect("lock").clone();
+        if let Some(refusal) = refusal {
+            return Err(refusal);
+        }
+        let spans = proto::logs::LogsView::new(&batch.request).validate()?;
+        self.log_batches.lock().expect("lock").push(batch);
         Ok(Accepted { spans })
     }
 }

@@ -49,6 +49,9 @@ pub(crate) struct ClusterShared {
     pub ownership: watch::Receiver<Arc<Ownership>>,
     /// Forwards stray spans to their owners (marked as forwarded).
     pub forwarder: LbExporter,
+    /// Sends the log records of traces handed over to their new owners
+    /// (the logs twin of `forwarder`, on the same member set).
+    pub logs_forwarder: LbExporter,
     /// Signalled when a shard kept spans of a trace it does not own (the
     /// owner was unreachable), so the mover offers them again.
     pub kept_unowned: Notify,
@@ -85,6 +88,11 @@ impl ClusterRuntime {
                 message: format!("starting the forwarding exporter: {e}"),
             }
         })?;
+        let logs_forwarder = LbExporter::start_logs(&config.forward, node, membership.subscribe())
+            .map_err(|e| SamplerError::Cluster {
+                node: node.to_owned(),
+                message: format!("starting the logs forwarding exporter: {e}"),
+            })?;
         let members = membership.subscribe();
         let initial = Ownership::new(members.borrow().clone(), me.clone());
         tracing::info!(node, me = %me, members = ?initial.members().members(), "cluster membership");
@@ -95,6 +103,7 @@ impl ClusterRuntime {
             shared: Arc::new(ClusterShared {
                 ownership: rx,
                 forwarder,
+                logs_forwarder,
                 kept_unowned: Notify::new(),
             }),
             config: config.clone(),
@@ -114,7 +123,16 @@ impl ClusterRuntime {
 
     /// Delivers the strays still queued by `deadline`, stops resolving.
     pub async fn stop(mut self, deadline: Instant) {
-        let report = self.shared.forwarder.shutdown(deadline).await;
+        let (report, logs) = tokio::join!(
+            self.shared.forwarder.shutdown(deadline),
+            self.shared.logs_forwarder.shutdown(deadline)
+        );
+        if logs.dropped_spans > 0 {
+            tracing::warn!(
+                records = logs.dropped_spans,
+                "log records of handed-over traces not sent by the deadline, dropped"
+            );
+        }
         if report.dropped_spans > 0 {
             tracing::warn!(
                 spans = report.dropped_spans,

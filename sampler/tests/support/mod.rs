@@ -37,6 +37,8 @@ pub const BACKEND_NODE: &str = "backend";
 #[derive(Default)]
 pub struct RecordingSink {
     pub requests: Mutex<Vec<Bytes>>,
+    /// Logs requests, after the logs walk.
+    pub logs: Mutex<Vec<Bytes>>,
     pub down: std::sync::atomic::AtomicBool,
 }
 
@@ -50,6 +52,17 @@ impl Sink for RecordingSink {
         let spans = RequestView::new(&batch.request).validate()?;
         self.requests.lock().unwrap().push(batch.request);
         Ok(Accepted { spans })
+    }
+
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(Refusal::Unavailable {
+                retry_after: Duration::from_millis(50),
+            });
+        }
+        let records = proto::logs::LogsView::new(&batch.request).validate()?;
+        self.logs.lock().unwrap().push(batch.request);
+        Ok(Accepted { spans: records })
     }
 }
 
@@ -100,6 +113,19 @@ impl Backend {
 
     pub fn requests(&self) -> Vec<Bytes> {
         self.sink.requests.lock().unwrap().clone()
+    }
+
+    /// Every log record received: (trace ID, `time_unix_nano`, which the
+    /// tests use as the record's number), in arrival order.
+    pub fn log_records(&self) -> Vec<(Option<TraceId>, u64)> {
+        let requests = self.sink.logs.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for r in &requests {
+            proto::logs::LogsView::new(r)
+                .for_each_record(|_, _, l| out.push((l.trace_id, l.time_unix_nano)))
+                .unwrap();
+        }
+        out
     }
 
     pub fn set_down(&self, down: bool) {
