@@ -230,7 +230,8 @@ async fn other_methods_and_services_are_unimplemented() {
     let running = start(loopback_config("lb"));
     for path in [
         "/opentelemetry.proto.collector.trace.v1.TraceService/Other",
-        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Other",
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
     ] {
         let status = bounded(send_frame(running.grpc, path, None, false, b"")).await;
         assert_eq!(status.code(), Code::Unimplemented, "{path}: {status:?}");

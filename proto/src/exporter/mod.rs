@@ -620,13 +620,22 @@ impl Exporter {
         // bound is reached before this count: the channel never says Full.
         let (tx, rx) = mpsc::channel(settings.queue_bytes.max(1));
         let (deadline_tx, deadline_rx) = watch::channel(None);
-        let spill = options.spill.map(|q| {
-            let labels = [
-                ("node", settings.node.clone()),
-                ("exporter", settings.name.clone()),
-            ];
-            spill::SpillQueue::new(q.spill, q.recovered, q.budget_bytes, &labels)
-        });
+        let labels = [
+            ("node", settings.node.clone()),
+            ("exporter", settings.name.clone()),
+        ];
+        let spill = match options.spill {
+            Some(q) => Some(spill::SpillQueue::new(
+                q.spill,
+                q.recovered,
+                q.budget_bytes,
+                &labels,
+            )),
+            None => {
+                spill::SpillMetrics::without_queue(&labels);
+                None
+            }
+        };
         let context = Arc::new(Context {
             room: room.clone(),
             client,

@@ -32,6 +32,13 @@ pub(super) struct SpillMetrics {
 }
 
 impl SpillMetrics {
+    /// The series of an exporter without a disk queue: a budget of 0 and
+    /// nothing spilled, so dashboards and alerts see every exporter (as the
+    /// sampler's `tailgate_storage_*` series exist without `storage:`).
+    pub(super) fn without_queue(labels: &[(&'static str, String)]) {
+        Self::new(labels, 0, SpillRecovery::default());
+    }
+
     fn new(labels: &[(&'static str, String)], budget: u64, recovered: SpillRecovery) -> Self {
         metrics::describe_counter!(
             "tailgate_exporter_spans_spilled_total",
