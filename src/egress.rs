@@ -110,61 +110,53 @@ impl Egress {
 impl Sink for Egress {
     async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let records = proto::logs::LogsView::new(&batch.request).validate()?;
-        match self {
-            Egress::Http { url, client } => {
-                let url = format!("{}/v1/logs", url.trim_end_matches("/v1/traces"));
-                post(client, &url, batch.request).await?;
-            }
-            Egress::File(file) => {
-                let decoded = proto::ExportLogsServiceRequest::decode(batch.request.as_ref())
-                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
-                let mut line = serde_json::to_vec(&decoded).map_err(unavailable)?;
-                line.push(b'\n');
-                let mut file = file.lock().map_err(|_| unavailable("file lock poisoned"))?;
-                file.write_all(&line).map_err(unavailable)?;
-            }
-            Egress::Stdout => {
-                let text = log_summary(&batch.request)?;
-                let mut out = std::io::stdout().lock();
-                out.write_all(text.as_bytes()).map_err(unavailable)?;
-                out.flush().map_err(unavailable)?;
-            }
-        }
+        self.deliver::<proto::ExportLogsServiceRequest>(
+            batch.request,
+            |url| format!("{}/v1/logs", url.trim_end_matches("/v1/traces")),
+            log_summary,
+        )
+        .await?;
         Ok(Accepted { spans: records })
     }
 
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {
         let spans = RequestView::new(&batch.request).validate()?;
+        self.deliver::<proto::ExportTraceServiceRequest>(batch.request, str::to_owned, summary)
+            .await?;
+        Ok(Accepted { spans })
+    }
+}
+
+impl Egress {
+    /// Delivers one validated request of type `M`: POSTed to `http_url(url)`
+    /// of an HTTP target, written as one OTLP/JSON line to a file, or shown
+    /// as `summary`'s lines on stdout.
+    async fn deliver<M>(
+        &self,
+        request: Bytes,
+        http_url: impl FnOnce(&str) -> String,
+        summary: fn(&[u8]) -> Result<String, Refusal>,
+    ) -> Result<(), Refusal>
+    where
+        M: Message + Default + serde::Serialize,
+    {
         match self {
-            Egress::Http { url, client } => {
-                let request = http::Request::post(url.as_str())
-                    .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-                    .body(Full::new(batch.request))
-                    .map_err(unavailable)?;
-                let response = client.request(request).await.map_err(unavailable)?;
-                let status = response.status();
-                // Drain the body so the connection can be reused.
-                let _ = response.into_body().collect().await;
-                if !status.is_success() {
-                    return Err(unavailable(format!("{url} answered {status}")));
-                }
-            }
+            Egress::Http { url, client } => post(client, &http_url(url), request).await,
             Egress::File(file) => {
-                let decoded = proto::ExportTraceServiceRequest::decode(batch.request.as_ref())
-                    .map_err(|e| Refusal::Invalid(e.to_string()))?;
+                let decoded =
+                    M::decode(request.as_ref()).map_err(|e| Refusal::Invalid(e.to_string()))?;
                 let mut line = serde_json::to_vec(&decoded).map_err(unavailable)?;
                 line.push(b'\n');
                 let mut file = file.lock().map_err(|_| unavailable("file lock poisoned"))?;
-                file.write_all(&line).map_err(unavailable)?;
+                file.write_all(&line).map_err(unavailable)
             }
             Egress::Stdout => {
-                let text = summary(&batch.request)?;
+                let text = summary(&request)?;
                 let mut out = std::io::stdout().lock();
                 out.write_all(text.as_bytes()).map_err(unavailable)?;
-                out.flush().map_err(unavailable)?;
+                out.flush().map_err(unavailable)
             }
         }
-        Ok(Accepted { spans })
     }
 }
 
@@ -180,6 +172,7 @@ async fn post(
         .map_err(unavailable)?;
     let response = client.request(request).await.map_err(unavailable)?;
     let status = response.status();
+    // Drain the body so the connection can be reused.
     let _ = response.into_body().collect().await;
     if !status.is_success() {
         return Err(unavailable(format!("{url} answered {status}")));

@@ -13,16 +13,12 @@
 use std::borrow::Cow;
 use std::hash::Hash;
 
-use bytes::BytesMut;
-use hashbrown::HashMap;
-
-use crate::split::Part;
+use crate::split::{Grouper, Part};
 use crate::view::{
     self, Group, SpanId, TraceId, validate_any_value, validate_key_value, validate_resource,
     validate_scope,
 };
 use crate::wire::{self, FIXED32, LEN, Reader, Value, WireError};
-use crate::write::{self, SpanRef};
 
 /// An encoded `ExportLogsServiceRequest`.
 #[derive(Clone, Copy)]
@@ -212,62 +208,17 @@ where
     K: Eq + Hash + Clone,
     F: FnMut(Option<&TraceId>) -> K,
 {
-    let mut headers: Vec<Cow<'_, [u8]>> = Vec::new();
-    let mut keys: Vec<K> = Vec::new();
-    let mut lists: Vec<Vec<(u32, u32, &[u8])>> = Vec::new();
-    let mut index: HashMap<K, usize> = HashMap::new();
-    let mut last: Option<(Option<TraceId>, usize)> = None;
-    let (mut resource_slot, mut scope_slot) = (u32::MAX, u32::MAX);
-    let (mut resource_seen, mut scope_seen) = (usize::MAX, usize::MAX);
-
+    let mut groups = Grouper::default();
     LogsView::new(request).for_each_record(|resource, scope, record| {
-        if resource.index != resource_seen {
-            resource_seen = resource.index;
-            resource_slot = headers.len() as u32;
-            headers.push(resource.header.clone());
-        }
-        if scope.index != scope_seen {
-            scope_seen = scope.index;
-            scope_slot = headers.len() as u32;
-            headers.push(scope.header.clone());
-        }
-        // Records without a trace ID are keyed each time: the caller may
-        // spread them.
-        let slot = match last {
-            Some((Some(id), slot)) if Some(id) == record.trace_id => slot,
-            _ => {
-                let key = key_of(record.trace_id.as_ref());
-                let slot = *index.entry(key.clone()).or_insert_with(|| {
-                    keys.push(key);
-                    lists.push(Vec::new());
-                    keys.len() - 1
-                });
-                last = Some((record.trace_id, slot));
-                slot
-            }
-        };
-        lists[slot].push((resource_slot, scope_slot, record.bytes()));
+        groups.push(
+            resource,
+            scope,
+            record.trace_id,
+            record.bytes(),
+            &mut key_of,
+        );
     })?;
-
-    let mut refs: Vec<SpanRef<'_>> = Vec::new();
-    let mut out = BytesMut::new();
-    let mut parts = Vec::with_capacity(keys.len());
-    for (key, list) in keys.into_iter().zip(&lists) {
-        refs.clear();
-        // The writer's field numbers are the logs' too (see the module doc).
-        refs.extend(list.iter().map(|&(r, s, record)| SpanRef {
-            resource: &headers[r as usize],
-            scope: &headers[s as usize],
-            span: record,
-        }));
-        write::write_request(&refs, &mut out);
-        parts.push(Part {
-            key,
-            request: out.split().freeze(),
-            spans: list.len(),
-        });
-    }
-    Ok(parts)
+    Ok(groups.parts())
 }
 
 #[cfg(test)]

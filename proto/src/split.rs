@@ -8,7 +8,7 @@ use std::hash::Hash;
 use bytes::{Bytes, BytesMut};
 use hashbrown::HashMap;
 
-use crate::view::{RequestView, TraceId};
+use crate::view::{Group, RequestView, TraceId};
 use crate::wire::WireError;
 use crate::write::{self, SpanRef};
 
@@ -29,60 +29,104 @@ where
     K: Eq + Hash + Clone,
     F: FnMut(&TraceId) -> K,
 {
-    // Headers live here so that the span lists below can borrow them.
-    let mut headers: Vec<Cow<'_, [u8]>> = Vec::new();
-    // Per key: (resource header index, scope header index, span bytes).
-    let mut keys: Vec<K> = Vec::new();
-    let mut lists: Vec<Vec<(u32, u32, &[u8])>> = Vec::new();
-    let mut index: HashMap<K, usize> = HashMap::new();
-    let mut last: Option<(TraceId, usize)> = None;
-    let (mut resource_slot, mut scope_slot) = (u32::MAX, u32::MAX);
-    let (mut resource_seen, mut scope_seen) = (usize::MAX, usize::MAX);
-
+    let mut groups = Grouper::default();
     RequestView::new(request).for_each_span(|resource, scope, span| {
-        if resource.index != resource_seen {
-            resource_seen = resource.index;
-            resource_slot = headers.len() as u32;
-            headers.push(resource.header.clone());
+        groups.push(resource, scope, Some(span.trace_id), span.bytes(), |id| {
+            key_of(id.expect("a span has a trace ID"))
+        });
+    })?;
+    Ok(groups.parts())
+}
+
+/// Groups the items of one request (spans, or log records, whose field
+/// numbers the writer shares) by key, each with its resource and scope
+/// header, and writes one request per key: the body of [`split`] and of
+/// [`crate::logs::split`].
+pub(crate) struct Grouper<'a, K> {
+    /// Headers live here so that the item lists below can refer to them.
+    headers: Vec<Cow<'a, [u8]>>,
+    /// Per key: (resource header index, scope header index, item bytes).
+    keys: Vec<K>,
+    lists: Vec<Vec<(u32, u32, &'a [u8])>>,
+    index: HashMap<K, usize>,
+    /// The last item's trace ID and list: items of one trace tend to sit
+    /// together, so the key function is skipped then.
+    last: Option<(Option<TraceId>, usize)>,
+    /// (index in the request, slot in `headers`) of the current resource
+    /// and scope.
+    resource: (usize, u32),
+    scope: (usize, u32),
+}
+
+impl<K> Default for Grouper<'_, K> {
+    fn default() -> Self {
+        Grouper {
+            headers: Vec::new(),
+            keys: Vec::new(),
+            lists: Vec::new(),
+            index: HashMap::new(),
+            last: None,
+            resource: (usize::MAX, u32::MAX),
+            scope: (usize::MAX, u32::MAX),
         }
-        if scope.index != scope_seen {
-            scope_seen = scope.index;
-            scope_slot = headers.len() as u32;
-            headers.push(scope.header.clone());
+    }
+}
+
+impl<'a, K: Eq + Hash + Clone> Grouper<'a, K> {
+    /// Adds one item under `key_of(trace_id)`. An item without a trace ID
+    /// is keyed each time (the caller may spread them).
+    pub(crate) fn push(
+        &mut self,
+        resource: &Group<'a>,
+        scope: &Group<'a>,
+        trace_id: Option<TraceId>,
+        bytes: &'a [u8],
+        key_of: impl FnOnce(Option<&TraceId>) -> K,
+    ) {
+        if resource.index != self.resource.0 {
+            self.resource = (resource.index, self.headers.len() as u32);
+            self.headers.push(resource.header.clone());
         }
-        // Spans of one trace tend to sit together: skip the key function then.
-        let slot = match last {
-            Some((id, slot)) if id == span.trace_id => slot,
+        if scope.index != self.scope.0 {
+            self.scope = (scope.index, self.headers.len() as u32);
+            self.headers.push(scope.header.clone());
+        }
+        let slot = match self.last {
+            Some((Some(id), slot)) if Some(id) == trace_id => slot,
             _ => {
-                let key = key_of(&span.trace_id);
-                let slot = *index.entry(key.clone()).or_insert_with(|| {
+                let key = key_of(trace_id.as_ref());
+                let (keys, lists) = (&mut self.keys, &mut self.lists);
+                let slot = *self.index.entry(key.clone()).or_insert_with(|| {
                     keys.push(key);
                     lists.push(Vec::new());
                     keys.len() - 1
                 });
-                last = Some((span.trace_id, slot));
+                self.last = Some((trace_id, slot));
                 slot
             }
         };
-        lists[slot].push((resource_slot, scope_slot, span.bytes()));
-    })?;
-
-    let mut refs: Vec<SpanRef<'_>> = Vec::new();
-    let mut out = BytesMut::new();
-    let mut parts = Vec::with_capacity(keys.len());
-    for (key, list) in keys.into_iter().zip(&lists) {
-        refs.clear();
-        refs.extend(list.iter().map(|&(r, s, span)| SpanRef {
-            resource: &headers[r as usize],
-            scope: &headers[s as usize],
-            span,
-        }));
-        write::write_request(&refs, &mut out);
-        parts.push(Part {
-            key,
-            request: out.split().freeze(),
-            spans: list.len(),
-        });
+        self.lists[slot].push((self.resource.1, self.scope.1, bytes));
     }
-    Ok(parts)
+
+    /// One complete request per key, in the order the keys first appeared.
+    pub(crate) fn parts(self) -> Vec<Part<K>> {
+        let mut refs: Vec<SpanRef<'_>> = Vec::new();
+        let mut out = BytesMut::new();
+        let mut parts = Vec::with_capacity(self.keys.len());
+        for (key, list) in self.keys.into_iter().zip(&self.lists) {
+            refs.clear();
+            refs.extend(list.iter().map(|&(r, s, span)| SpanRef {
+                resource: &self.headers[r as usize],
+                scope: &self.headers[s as usize],
+                span,
+            }));
+            write::write_request(&refs, &mut out);
+            parts.push(Part {
+                key,
+                request: out.split().freeze(),
+                spans: list.len(),
+            });
+        }
+        parts
+    }
 }
