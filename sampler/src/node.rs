@@ -551,6 +551,7 @@ impl Sampler {
                 senders.clone(),
                 epoch,
                 c.config.clone(),
+                durable.clone(),
             );
             tokio::spawn(mover.run(mover_stop_rx))
         });
@@ -610,7 +611,10 @@ impl Sampler {
                 queue,
                 epoch,
                 metrics.clone(),
-                exporter.clone(),
+                durable::Outlets {
+                    exporter: exporter.clone(),
+                    forwarder: cluster.as_ref().map(|c| c.shared.forwarder.clone()),
+                },
                 budget.clone(),
             ));
         }

@@ -526,9 +526,10 @@ impl Shard {
                         .handed_over(HandOver::Stray)
                         .increment(spans as u64);
                     if let Some(durable) = &self.ctx.durable {
-                        // Settled here: the owner has them now.
+                        // Settled once the forwarder has passed them on:
+                        // queued here, a SIGKILL would lose them.
                         durable
-                            .delivered(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
+                            .forwarded(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
                     }
                     for &i in &send {
                         sent[i] = true;
@@ -573,11 +574,8 @@ impl Shard {
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
         self.hand_over_logs(&traces);
-        if let Some(durable) = &self.ctx.durable {
-            // Handed to another sampler: settled here (one put back and
-            // then lost to a crash is the price of not tracking moves).
-            durable.delivered(traces.iter().map(|t| t.id.0).collect());
-        }
+        // Not settled in the log here: the mover does it once their owner
+        // has taken them (put back, they are decided here as usual).
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
             // The mover is gone: the traces stay here.
             self.ctx.metrics.buffer_spans.decrement(spans as f64);
