@@ -47,6 +47,22 @@ async fn a_killed_sampler_restarted_on_its_log_loses_no_kept_trace() {
     let report = load.await.expect("gen finishes");
     cluster.quiesce(Duration::from_secs(40)).await;
     cluster.assert_identities().await;
+    // Where a loss would show, printed for the record of each run.
+    for i in 0..3 {
+        let m = cluster.metrics(i).await;
+        let counts: Vec<String> = [
+            "tailgate_spans_dropped_total",
+            "tailgate_lb_spans_dropped_total",
+            "tailgate_storage_records_dropped_total",
+            "tailgate_traces_handover_failed_total",
+            "tailgate_stray_spans_kept_total",
+            "tailgate_spans_handed_over_total",
+        ]
+        .iter()
+        .map(|name| format!("{name} {}", m.sum(name, &[])))
+        .collect();
+        eprintln!("sampler-{i}: {}", counts.join(", "));
+    }
     // Nothing exempt: the victim's traces too.
     let verified = cluster.verify(|_| false).await;
     eprintln!(

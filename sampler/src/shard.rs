@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -119,6 +120,10 @@ pub(crate) struct ShardContext {
     pub durable: Option<Durable>,
     /// The logs exporter and the log metrics.
     pub logs: Arc<LogsPath>,
+    /// True while the write-ahead log is replayed: nothing is decided by
+    /// its deadline then, since a past-due trace's other spans may come
+    /// later in the log (decided whole once the replay is done).
+    pub replaying: Arc<AtomicBool>,
 }
 
 pub(crate) struct Shard {
@@ -717,6 +722,12 @@ impl Shard {
 
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        if self.ctx.replaying.load(Ordering::Acquire) {
+            // Woken again by the message that ends the replay.
+            self.next_deadline = None;
+            self.publish();
+            return;
+        }
         self.take_holds();
         let now = self.now();
         let (ready, next) = self.buffer.expire(now);
@@ -1208,6 +1219,7 @@ policies:
                 cluster: None,
                 holds: holds.clone(),
                 durable: None,
+                replaying: Arc::new(AtomicBool::new(false)),
                 logs: Arc::new(crate::logs::LogsPath {
                     exporter: Exporter::start_with(
                         ExporterConfig {
