@@ -5,8 +5,11 @@
 //!   holds and the time) before its spans reach the shards; with
 //!   `durable_ack` it answers the client once the record is synced.
 //! - The shards log each decision, and "delivered" for the traces whose
-//!   kept spans they handed to the exporter (or passed to another sampler,
-//!   or dropped and counted): settled traces free their segments.
+//!   kept spans the exporter has settled (sent, or dropped and counted),
+//!   whose stray spans the forwarder has passed to their owner, or that
+//!   the mover has pushed to another sampler: settled traces free their
+//!   segments. Nothing is settled while it is only queued in this process,
+//!   so a SIGKILL finds it in the log.
 //! - One task owns the [`Wal`]: it appends what arrives on a bounded
 //!   channel and commits every `commit_interval` on a blocking thread. A
 //!   full channel, a log at `max_bytes` or a failing commit (disk full)
@@ -24,6 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use lb_exporter::LbExporter;
 use proto::exporter::Exporter;
 use proto::view::TraceId;
 use storage::{Budget, Progress, Record, RecoveryStats, StorageError, TraceKey, Wal, WalConfig};
@@ -48,6 +52,11 @@ const QUEUE_BYTES: usize = 64 << 20;
 /// the batch counts as delivered, when the exporter never empties.
 const MARK_DELAY: Duration = Duration::from_secs(10);
 
+/// How long after strays were queued to the forwarder they count as
+/// passed on, when the forwarder never empties (past its timeout and a few
+/// retries: by then they were delivered, re-routed, or dropped and counted).
+const FORWARD_DELAY: Duration = Duration::from_secs(30);
+
 /// What the node logs.
 pub(crate) enum Entry {
     Spans {
@@ -58,6 +67,11 @@ pub(crate) enum Entry {
     /// A shard's decisions of one round, in order.
     Decisions(Vec<(TraceKey, bool)>),
     Delivered {
+        traces: Vec<TraceKey>,
+    },
+    /// Stray spans of these traces queued to the forwarder: delivered once
+    /// the forwarder holds nothing (or after [`FORWARD_DELAY`]).
+    Forwarded {
         traces: Vec<TraceKey>,
     },
     /// Kept traces handed to the exporter: delivered once the exporter has
@@ -175,6 +189,14 @@ impl Durable {
         }
     }
 
+    /// Stray spans of these traces were queued to the forwarder: settled
+    /// once it has passed them on (see [`Entry::Forwarded`]).
+    pub fn forwarded(&self, traces: Vec<TraceKey>) {
+        if !traces.is_empty() {
+            self.log(Entry::Forwarded { traces });
+        }
+    }
+
     /// Counts `spans` as handed to the exporter, before they are: a batch
     /// is never in the exporter without being counted here, so "the
     /// exporter settled as many spans as were counted" means it holds
@@ -206,6 +228,13 @@ impl Durable {
     }
 }
 
+/// What the log task watches to learn that handed-off spans left the
+/// process: the exporter (kept spans) and the cluster's forwarder (strays).
+pub(crate) struct Outlets {
+    pub exporter: Exporter,
+    pub forwarder: Option<LbExporter>,
+}
+
 /// Starts the task that owns the log. It ends, with a last commit, once
 /// every [`Durable`] handle is dropped.
 pub(crate) fn start(
@@ -213,10 +242,10 @@ pub(crate) fn start(
     queue: DurableQueue,
     epoch: Instant,
     metrics: Arc<Metrics>,
-    exporter: Exporter,
+    outlets: Outlets,
     budget: Option<Arc<Budget>>,
 ) -> JoinHandle<()> {
-    tokio::spawn(drive(wal, queue, epoch, metrics, exporter, budget))
+    tokio::spawn(drive(wal, queue, epoch, metrics, outlets, budget))
 }
 
 /// `budget`: shared with the exporter's disk queue; the log refuses once
@@ -226,9 +255,13 @@ async fn drive(
     queue: DurableQueue,
     epoch: Instant,
     metrics: Arc<Metrics>,
-    exporter: Exporter,
+    outlets: Outlets,
     budget: Option<Arc<Budget>>,
 ) {
+    let Outlets {
+        exporter,
+        forwarder,
+    } = outlets;
     let DurableQueue {
         mut rx,
         full,
@@ -243,6 +276,8 @@ async fn drive(
     // Exported traces waiting for the exporter: their mark, and when the
     // exporter first had settled that many spans.
     let mut exported: VecDeque<(u64, Option<Instant>, Vec<TraceKey>)> = VecDeque::new();
+    // Strays queued to the forwarder, and when.
+    let mut forwarded: VecDeque<(Instant, Vec<TraceKey>)> = VecDeque::new();
     loop {
         // Settled first, then counted: if the exporter had settled every
         // span counted, it held nothing, and every batch before is done.
@@ -261,10 +296,21 @@ async fn drive(
                 let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
             }
         }
+        // Every entry here was queued before it was logged: a forwarder
+        // holding nothing now has passed them all on.
+        let passed_on = forwarder.as_ref().is_none_or(|f| f.held_spans() == 0);
+        while forwarded
+            .front()
+            .is_some_and(|(at, _)| passed_on || now.duration_since(*at) >= FORWARD_DELAY)
+        {
+            if let Some((_, traces)) = forwarded.pop_front() {
+                let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
+            }
+        }
         let mut due = wal
             .commit_due()
             .map(|d| (epoch + d).max(retry_at.unwrap_or(epoch)));
-        if !exported.is_empty() {
+        if !exported.is_empty() || !forwarded.is_empty() {
             let check = Instant::now() + interval;
             due = Some(due.map_or(check, |d| d.min(check)));
         }
@@ -294,6 +340,11 @@ async fn drive(
             let settled = exporter.settled_spans();
             if settled >= handed.load(Ordering::SeqCst) {
                 for (_, _, traces) in exported.drain(..) {
+                    let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
+                }
+            }
+            if forwarder.as_ref().is_none_or(|f| f.held_spans() == 0) {
+                for (_, traces) in forwarded.drain(..) {
                     let _ = wal.append(&Record::Delivered { traces }, epoch.elapsed());
                 }
             }
@@ -342,6 +393,10 @@ async fn drive(
             ),
             Entry::Exported { traces, mark } => {
                 exported.push_back((*mark, None, std::mem::take(traces)));
+                continue;
+            }
+            Entry::Forwarded { traces } => {
+                forwarded.push_back((Instant::now(), std::mem::take(traces)));
                 continue;
             }
         };

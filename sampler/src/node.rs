@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -502,6 +502,8 @@ impl Sampler {
             HOLDS_PER_SHARD,
             config.limits.effective_refused_wait(),
         ));
+        // Until the log is replayed (see recover_log).
+        let replaying = Arc::new(AtomicBool::new(config.storage.is_some()));
         let ctx = Arc::new(ShardContext {
             exporter: exporter.clone(),
             node: state.clone(),
@@ -513,6 +515,7 @@ impl Sampler {
             holds: holds.clone(),
             durable: durable.clone(),
             logs: logs.clone(),
+            replaying: replaying.clone(),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
@@ -551,6 +554,7 @@ impl Sampler {
                 senders.clone(),
                 epoch,
                 c.config.clone(),
+                durable.clone(),
             );
             tokio::spawn(mover.run(mover_stop_rx))
         });
@@ -602,6 +606,12 @@ impl Sampler {
                 &readiness,
             )
             .await?;
+            // Every span is back: the shards decide what is due, each trace
+            // whole (a message wakes each one).
+            replaying.store(false, Ordering::Release);
+            for shard in &recovery_senders {
+                let _ = shard.send(ShardMsg::Decisions(Vec::new())).await;
+            }
             if let Some(budget) = &budget {
                 budget.set_wal(wal.bytes());
             }
@@ -610,7 +620,10 @@ impl Sampler {
                 queue,
                 epoch,
                 metrics.clone(),
-                exporter.clone(),
+                durable::Outlets {
+                    exporter: exporter.clone(),
+                    forwarder: cluster.as_ref().map(|c| c.shared.forwarder.clone()),
+                },
                 budget.clone(),
             ));
         }

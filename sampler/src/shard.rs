@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -119,6 +120,10 @@ pub(crate) struct ShardContext {
     pub durable: Option<Durable>,
     /// The logs exporter and the log metrics.
     pub logs: Arc<LogsPath>,
+    /// True while the write-ahead log is replayed: nothing is decided by
+    /// its deadline then, since a past-due trace's other spans may come
+    /// later in the log (decided whole once the replay is done).
+    pub replaying: Arc<AtomicBool>,
 }
 
 pub(crate) struct Shard {
@@ -526,9 +531,10 @@ impl Shard {
                         .handed_over(HandOver::Stray)
                         .increment(spans as u64);
                     if let Some(durable) = &self.ctx.durable {
-                        // Settled here: the owner has them now.
+                        // Settled once the forwarder has passed them on:
+                        // queued here, a SIGKILL would lose them.
                         durable
-                            .delivered(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
+                            .forwarded(send.iter().map(|&i| batch.spans[i].trace_id.0).collect());
                     }
                     for &i in &send {
                         sent[i] = true;
@@ -573,11 +579,8 @@ impl Shard {
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
         self.hand_over_logs(&traces);
-        if let Some(durable) = &self.ctx.durable {
-            // Handed to another sampler: settled here (one put back and
-            // then lost to a crash is the price of not tracking moves).
-            durable.delivered(traces.iter().map(|t| t.id.0).collect());
-        }
+        // Not settled in the log here: the mover does it once their owner
+        // has taken them (put back, they are decided here as usual).
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
             // The mover is gone: the traces stay here.
             self.ctx.metrics.buffer_spans.decrement(spans as f64);
@@ -719,6 +722,12 @@ impl Shard {
 
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        if self.ctx.replaying.load(Ordering::Acquire) {
+            // Woken again by the message that ends the replay.
+            self.next_deadline = None;
+            self.publish();
+            return;
+        }
         self.take_holds();
         let now = self.now();
         let (ready, next) = self.buffer.expire(now);
@@ -1210,6 +1219,7 @@ policies:
                 cluster: None,
                 holds: holds.clone(),
                 durable: None,
+                replaying: Arc::new(AtomicBool::new(false)),
                 logs: Arc::new(crate::logs::LogsPath {
                     exporter: Exporter::start_with(
                         ExporterConfig {

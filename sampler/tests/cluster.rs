@@ -804,3 +804,117 @@ async fn shutdown_hands_log_records_over_with_their_traces() {
         2.0
     );
 }
+
+/// Issue 15: stray spans queued to the forwarder are not settled in the
+/// write-ahead log until the forwarder has passed them on. Their owner
+/// here takes connections and never answers, so they wait in the
+/// forwarder; the node is killed (its runtime dropped) and restarted on
+/// its log, alone on the ring: it recovers them, owns them now, and the
+/// error trace arrives whole. Settled when queued (as before), they were
+/// lost with the process.
+#[test]
+fn strays_waiting_in_the_forwarder_when_killed_are_recovered_from_the_log() {
+    let main = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = main.block_on(Backend::start());
+    let policy = policy_file("cluster-stray-kill");
+    let wal = temp_dir("cluster-stray-kill-wal");
+    let port = std::net::TcpListener::bind((A, 0))
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    // The owner: accepts, reads, never answers (held until the test ends).
+    let silent = main
+        .block_on(tokio::net::TcpListener::bind((B, port)))
+        .unwrap();
+    main.spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let make = |name: &str, listed: &[&str]| {
+        let mut c = cluster_config(
+            name,
+            A,
+            port,
+            static_resolver(listed, port),
+            &policy,
+            &backend,
+        );
+        c.storage = Some(sampler::StorageConfig {
+            durable_ack: true,
+            commit_interval: Duration::from_millis(20),
+            ..sampler::StorageConfig::new(&wal)
+        });
+        c
+    };
+    let members = [member(A, port), member(B, port)];
+    let id = owned_by(&members, &members[1], 1, 9)[0];
+
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let node = first.block_on(async {
+        let node = Node::start(make("stray-kill-a", &[A, B]));
+        node.send(&[span(id, 0).root().error(), span(id, 1)])
+            .await
+            .unwrap();
+        let m = global_until(100, |m| {
+            count(
+                m,
+                "tailgate_spans_handed_over_total",
+                "stray-kill-a",
+                &[("reason", "stray")],
+            ) == 2.0
+        })
+        .await;
+        assert_eq!(
+            count(
+                &m,
+                "tailgate_spans_handed_over_total",
+                "stray-kill-a",
+                &[("reason", "stray")]
+            ),
+            2.0,
+            "queued to the forwarder"
+        );
+        // Several commit intervals: a settlement would be on disk now.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node
+    });
+    first.shutdown_background();
+    drop(node);
+
+    main.block_on(async {
+        let mut node = None;
+        for _ in 0..50 {
+            match Node::try_start(make("stray-kill-b", &[A])) {
+                Ok(n) => {
+                    node = Some(n);
+                    break;
+                }
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let node = node.expect("the node starts again on its port");
+        let m = global_until(100, |m| {
+            count(m, "tailgate_spans_recovered_total", "stray-kill-b", &[]) >= 2.0
+        })
+        .await;
+        assert_eq!(
+            count(&m, "tailgate_spans_recovered_total", "stray-kill-b", &[]),
+            2.0,
+            "the strays were in the log, unsettled"
+        );
+        assert!(wait_for(200, || backend.spans_of(id).len() >= 2).await);
+        assert_eq!(backend.spans_of(id), [0, 1]);
+        node.shutdown().await.unwrap();
+    });
+}

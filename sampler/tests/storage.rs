@@ -116,3 +116,66 @@ fn a_node_killed_and_restarted_on_its_log_delivers_what_it_held_and_nothing_twic
         node.shutdown().await.unwrap();
     });
 }
+
+/// Issue 15: a trace past its decision wait when the node restarts is
+/// decided once the whole log is replayed, not as soon as its first
+/// record is: its error span, logged many requests later, still makes it
+/// kept. (Deciding mid-replay judged it on its first part alone: not kept,
+/// and the error span dropped as late.)
+#[test]
+fn a_past_due_trace_is_decided_on_all_its_logged_spans_after_the_replay() {
+    let main = runtime(2);
+    let backend = main.block_on(Backend::start());
+    let dir = temp_dir("storage-replay-whole");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let wal = dir.join("wal");
+    let config = |name: &str| {
+        let mut c = config(name, &policy, &backend);
+        // Answered at once: the whole first life fits in the decision wait.
+        c.storage = Some(StorageConfig {
+            durable_ack: false,
+            commit_interval: Duration::from_millis(20),
+            ..StorageConfig::new(&wal)
+        });
+        c
+    };
+    let error = trace_id(1);
+
+    let first = runtime(1);
+    let node = first.block_on(async {
+        let node = Node::start(config("replay-a"));
+        // Trace 1's first part, then many other traces' requests, then its
+        // error span: far apart in the log.
+        node.send(&[SpanSpec::new(1, 1)]).await.unwrap();
+        for k in 0..300u16 {
+            let (t, s) = (10 + (k % 200) as u8, (k / 200) as u8);
+            node.send(&[SpanSpec::new(t, s)]).await.unwrap();
+        }
+        node.send(&[SpanSpec::new(1, 2).error()]).await.unwrap();
+        // On disk (several commit intervals), well within the wait.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(backend.spans_of(error).is_empty(), "not decided yet");
+        node
+    });
+    first.shutdown_background();
+    drop(node);
+    // Every trace is past its decision wait (3 s) when the node is back.
+    std::thread::sleep(Duration::from_millis(3500));
+
+    main.block_on(async {
+        let node = Node::start(config("replay-b"));
+        assert!(wait_for(200, || backend.spans_of(error).len() >= 2).await);
+        assert_eq!(backend.spans_of(error), [1, 2], "kept whole");
+        let m = node
+            .metrics_until(200, |m| {
+                m.sum("tailgate_buffer_spans", &[("node", "replay-b")]) == 0.0
+            })
+            .await;
+        assert_eq!(
+            m.sum("tailgate_spans_recovered_total", &[("node", "replay-b")]),
+            302.0
+        );
+        node.shutdown().await.unwrap();
+    });
+}

@@ -210,6 +210,12 @@ pub struct Cluster {
     /// request is answered once synced) in the scenario's directory,
     /// `sampler-I.wal`, kept across its restarts.
     pub storage: bool,
+    /// Each sampler's `exporter.queue_bytes`, with `max_batch_bytes` a
+    /// quarter of it (`None`: the defaults).
+    pub queue_bytes: Option<u64>,
+    /// Times the sink was started again ([`Cluster::restart_sink`]); each
+    /// start records to its own file, all read by [`Cluster::verify`].
+    sink_starts: usize,
     restarts: usize,
 }
 
@@ -262,12 +268,32 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
     ) -> Cluster {
-        Cluster::start_full(name, samplers, max_samplers, tls, false, POLICY).await
+        Cluster::start_full(name, samplers, max_samplers, tls, false, None, POLICY).await
     }
 
     /// [`Cluster::start`], every sampler with a write-ahead log.
     pub async fn start_with_storage(name: &str, samplers: usize, max_samplers: usize) -> Cluster {
-        Cluster::start_full(name, samplers, max_samplers, |_| None, true, POLICY).await
+        Cluster::start_full(name, samplers, max_samplers, |_| None, true, None, POLICY).await
+    }
+
+    /// [`Cluster::start_with_storage`], each sampler's memory export queue
+    /// bounded to `queue_bytes` (what does not fit spills to its disk queue).
+    pub async fn start_with_storage_and_queue(
+        name: &str,
+        samplers: usize,
+        max_samplers: usize,
+        queue_bytes: u64,
+    ) -> Cluster {
+        Cluster::start_full(
+            name,
+            samplers,
+            max_samplers,
+            |_| None,
+            true,
+            Some(queue_bytes),
+            POLICY,
+        )
+        .await
     }
 
     /// [`Cluster::start`] with another policy file than [`POLICY`].
@@ -277,7 +303,7 @@ impl Cluster {
         max_samplers: usize,
         policy: &str,
     ) -> Cluster {
-        Cluster::start_full(name, samplers, max_samplers, |_| None, false, policy).await
+        Cluster::start_full(name, samplers, max_samplers, |_| None, false, None, policy).await
     }
 
     async fn start_full(
@@ -286,6 +312,7 @@ impl Cluster {
         max_samplers: usize,
         tls: impl FnOnce(&Path) -> Option<ClusterTls>,
         storage: bool,
+        queue_bytes: Option<u64>,
         policy: &str,
     ) -> Cluster {
         let dir = scenario_dir(name);
@@ -294,15 +321,7 @@ impl Cluster {
         let ips: Vec<IpAddr> = (0..max_samplers).map(sampler_ip).collect();
         let port = common_port(&ips);
         let admin_port = common_port(&ips);
-        let sink = loadtest::sink::start(SinkConfig {
-            grpc: Some("127.0.0.1:0".parse().expect("addr")),
-            http: None,
-            record: Some(dir.join("record.bin")),
-            retry_after: Duration::from_millis(500),
-            ..SinkConfig::default()
-        })
-        .await
-        .expect("sink starts");
+        let sink = start_sink("127.0.0.1:0".parse().expect("addr"), &record_file(&dir, 0)).await;
         let dns = FakeDns::start().await;
         let mut cluster = Cluster {
             dir,
@@ -317,6 +336,8 @@ impl Cluster {
             admin_port,
             tls,
             storage,
+            queue_bytes,
+            sink_starts: 0,
             restarts: 0,
         };
         for i in 0..samplers {
@@ -366,6 +387,10 @@ impl Cluster {
         } else {
             String::new()
         };
+        let queue = self
+            .queue_bytes
+            .map(|bytes| format!("  queue_bytes: {bytes}\n  max_batch_bytes: {}\n", bytes / 4))
+            .unwrap_or_default();
         format!(
             "{storage}node: sampler-{i}
 admin: {ip}:{admin}
@@ -380,7 +405,7 @@ receiver:
   initial_interval: 200ms
   max_interval: 1s
   max_elapsed_time: 120s
-shutdown:
+{queue}shutdown:
   grace: {GRACE}
   drain_timeout: 10s
 cluster:
@@ -575,8 +600,22 @@ export:
         tokio::spawn(async move { loadtest::generate::run(config).await.expect("gen runs") })
     }
 
+    /// Stops the backend (the sink's listener closes: the samplers' exports
+    /// fail to connect), waits `down`, and starts it again on the same
+    /// address, recording to a new file.
+    pub async fn restart_sink(&mut self, down: Duration) {
+        let sink = self.sink.take().expect("sink running");
+        let addr = sink.grpc_addr().expect("sink grpc");
+        let stats = sink.stop().await.expect("sink stops");
+        eprintln!("sink stopped for {down:?} after {stats:?}");
+        tokio::time::sleep(down).await;
+        self.sink_starts += 1;
+        self.sink = Some(start_sink(addr, &record_file(&self.dir, self.sink_starts)).await);
+    }
+
     /// Waits until every live sampler holds nothing and has exported
-    /// everything, and the sink has been idle for a second (bounded).
+    /// everything (its memory and disk queues), and the sink has been idle
+    /// for a second (bounded).
     pub async fn quiesce(&self, limit: Duration) {
         let start = Instant::now();
         while start.elapsed() < limit {
@@ -588,7 +627,8 @@ export:
             for i in self.samplers.keys() {
                 let m = self.metrics(*i).await;
                 quiet &= m.sum("tailgate_buffer_spans", &[]) == 0.0
-                    && m.sum("tailgate_exporter_queue_bytes", &[]) == 0.0;
+                    && m.sum("tailgate_exporter_queue_bytes", &[]) == 0.0
+                    && m.sum("tailgate_exporter_spill_batches", &[]) == 0.0;
             }
             if quiet {
                 return;
@@ -625,12 +665,14 @@ export:
             _ => {}
         })
         .expect("manifest reads");
-        loadtest::record::read(&self.dir.join("record.bin"), |trace, span| {
-            if !exempt(&trace) {
-                verifier.received(&trace, &span);
-            }
-        })
-        .expect("record reads");
+        for start in 0..=self.sink_starts {
+            loadtest::record::read(&record_file(&self.dir, start), |trace, span| {
+                if !exempt(&trace) {
+                    verifier.received(&trace, &span);
+                }
+            })
+            .expect("record reads");
+        }
         verifier.finish()
     }
 
@@ -650,12 +692,14 @@ export:
             }
         })
         .expect("manifest reads");
-        loadtest::record::read(&self.dir.join("record.bin"), |trace, span| {
-            if let Some((_, seen)) = expected.get_mut(&trace) {
-                seen.insert(loadtest::ids::span_index(&trace, &span));
-            }
-        })
-        .expect("record reads");
+        for start in 0..=self.sink_starts {
+            loadtest::record::read(&record_file(&self.dir, start), |trace, span| {
+                if let Some((_, seen)) = expected.get_mut(&trace) {
+                    seen.insert(loadtest::ids::span_index(&trace, &span));
+                }
+            })
+            .expect("record reads");
+        }
         expected
             .values()
             .map(|(spans, seen)| u64::from(*spans).saturating_sub(seen.len() as u64))
@@ -682,6 +726,28 @@ export:
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The file the sink's `start`-th run records to.
+fn record_file(dir: &Path, start: usize) -> PathBuf {
+    match start {
+        0 => dir.join("record.bin"),
+        n => dir.join(format!("record.{n}.bin")),
+    }
+}
+
+/// Starts the recording sink on `grpc` (a port just closed by the previous
+/// sink binds again: std's listener sets SO_REUSEADDR).
+async fn start_sink(grpc: SocketAddr, record: &Path) -> RunningSink {
+    loadtest::sink::start(SinkConfig {
+        grpc: Some(grpc),
+        http: None,
+        record: Some(record.to_path_buf()),
+        retry_after: Duration::from_millis(500),
+        ..SinkConfig::default()
+    })
+    .await
+    .expect("sink starts")
 }
 
 /// Polls `/readyz` until 200, at most `limit`.

@@ -39,6 +39,7 @@ use super::{ClusterShared, Ownership};
 use crate::buffer::TakenTrace;
 use crate::cache::CachedDecision;
 use crate::config::ClusterConfig;
+use crate::durable::Durable;
 use crate::ingest::{IngestBatch, shard_of};
 use crate::metrics::{HandOver, Metrics};
 use crate::shard::{IdFilter, IngestMsg, Origin, ShardMsg, TakeMsg, Taken};
@@ -93,6 +94,9 @@ pub(crate) struct Mover {
     /// The member set every remembered decision was last pushed for: a
     /// pass on the same ring (a retry, a kept stray) pushes none again.
     decisions_pushed_for: Option<MemberSet>,
+    /// The write-ahead log (`storage:`): a trace is settled there once its
+    /// owner has taken it, not when taken from its shard.
+    durable: Option<Durable>,
 }
 
 /// What may cut a pass short between rounds.
@@ -122,6 +126,7 @@ impl Mover {
         shards: Vec<mpsc::Sender<ShardMsg>>,
         epoch: Instant,
         config: ClusterConfig,
+        durable: Option<Durable>,
     ) -> Mover {
         Mover {
             pace: Pace {
@@ -135,6 +140,7 @@ impl Mover {
             config,
             peers: HashMap::new(),
             decisions_pushed_for: None,
+            durable,
         }
     }
 
@@ -383,6 +389,9 @@ impl Mover {
                         m.handed_over(reason).increment(spans as u64);
                         m.traces_handed_over(reason).increment(chunk.len() as u64);
                         m.buffer_spans.decrement(spans as f64);
+                        if let Some(durable) = &self.durable {
+                            durable.delivered(chunk.iter().map(|t| t.id.0).collect());
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, traces = chunk.len(), "hand-over failed; the traces stay here");
