@@ -231,6 +231,11 @@ impl HeldLogs {
         None
     }
 
+    /// Whether records of `id` are held.
+    pub fn holds(&self, id: &TraceId) -> bool {
+        self.traces.contains_key(id)
+    }
+
     pub fn records(&self) -> usize {
         self.records
     }
