@@ -259,7 +259,7 @@ impl Shard {
             match self.buffer.cached_decision(&id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(vec![part], records, kept);
+                    self.release_logs(vec![part], records, Some(kept));
                 }
                 None => self.logs.hold(id, part, records, now + wait),
             }
@@ -304,10 +304,15 @@ impl Shard {
         }
     }
 
-    /// Writes released records out (kept, or every record in a dry run) or
-    /// counts them not sampled.
-    fn release_logs(&mut self, parts: Vec<bytes::Bytes>, records: usize, kept: bool) {
-        if kept || self.ctx.config.dry_run {
+    /// Writes released records out (kept, orphans with no decision
+    /// (`None`), or every record in a dry run, counted by the decision
+    /// they would have followed) or counts them not sampled.
+    fn release_logs(&mut self, parts: Vec<bytes::Bytes>, records: usize, kept: Option<bool>) {
+        let dry_run = self.ctx.config.dry_run;
+        if dry_run && let Some(kept) = kept {
+            self.ctx.logs.metrics.dry_run[usize::from(!kept)].increment(records as u64);
+        }
+        if kept != Some(false) || dry_run {
             for part in parts {
                 self.logs_out.extend_from_slice(&part);
             }
@@ -324,7 +329,7 @@ impl Shard {
                 self.buffer.cached_decision(id),
                 Some(CachedDecision::Sampled(_))
             );
-            self.release_logs(taken.parts, taken.records, kept);
+            self.release_logs(taken.parts, taken.records, Some(kept));
         }
     }
 
@@ -345,7 +350,7 @@ impl Shard {
             match self.buffer.cached_decision(&taken.id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, kept);
+                    self.release_logs(taken.parts, taken.records, Some(kept));
                 }
                 None => {
                     self.ctx
@@ -353,7 +358,7 @@ impl Shard {
                         .metrics
                         .orphaned
                         .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, true);
+                    self.release_logs(taken.parts, taken.records, None);
                 }
             }
         }
@@ -1058,7 +1063,7 @@ impl Shard {
             match self.buffer.cached_decision(&taken.id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, kept);
+                    self.release_logs(taken.parts, taken.records, Some(kept));
                 }
                 None => {
                     self.ctx
@@ -1066,7 +1071,7 @@ impl Shard {
                         .metrics
                         .orphaned
                         .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, true);
+                    self.release_logs(taken.parts, taken.records, None);
                 }
             }
         }

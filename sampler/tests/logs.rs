@@ -180,3 +180,68 @@ async fn held_records_count_in_the_buffer_and_orphans_are_forwarded_at_shutdown(
     assert_eq!(log_identity(&m, "logs-held"), (2.0, 2.0));
     assert_eq!(m.sum("tailgate_log_records_buffered", &n), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_forwards_every_record_and_counts_what_its_trace_would_have_kept() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("logs-dry-run");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let mut c = config("logs-dry", &policy, &backend);
+    c.dry_run = true;
+    let node = Node::start(c);
+    let (kept, dropped) = (trace_id(1), trace_id(2));
+    send_logs(
+        &node,
+        logs(&[
+            (Some(kept), 1),
+            (Some(dropped), 2),
+            (Some(dropped), 3),
+            (None, 4),
+        ]),
+    )
+    .await;
+    node.send(&[
+        SpanSpec::new(1, 0).root().error(),
+        SpanSpec::new(2, 0).root(),
+    ])
+    .await
+    .unwrap();
+    let n = [("node", "logs-dry")];
+    node.metrics_until(300, |m| m.sum("tailgate_traces_decided_total", &n) == 2.0)
+        .await;
+    // A late record of the trace that would not have been kept: forwarded
+    // too, counted by the remembered decision.
+    send_logs(&node, logs(&[(Some(dropped), 5)])).await;
+    assert!(wait_for(300, || backend.log_records().len() == 5).await);
+    let mut records = backend.log_records();
+    records.sort_by_key(|r| r.1);
+    assert_eq!(
+        records,
+        vec![
+            (Some(kept), 1),
+            (Some(dropped), 2),
+            (Some(dropped), 3),
+            (None, 4),
+            (Some(dropped), 5)
+        ]
+    );
+    let m = node
+        .metrics_until(300, |m| {
+            m.sum("tailgate_log_records_forwarded_total", &n) == 5.0
+        })
+        .await;
+    let kept_label = |k: &'static str| [("node", "logs-dry"), ("kept", k)];
+    assert_eq!(
+        m.sum("tailgate_log_records_dry_run_total", &kept_label("true")),
+        1.0
+    );
+    assert_eq!(
+        m.sum("tailgate_log_records_dry_run_total", &kept_label("false")),
+        3.0,
+        "the records the trace's decision would have dropped"
+    );
+    assert_eq!(m.sum("tailgate_log_records_not_sampled_total", &n), 0.0);
+    assert_eq!(log_identity(&m, "logs-dry"), (5.0, 5.0));
+    node.shutdown().await.unwrap();
+}
