@@ -245,3 +245,87 @@ async fn a_dry_run_forwards_every_record_and_counts_what_its_trace_would_have_ke
     assert_eq!(log_identity(&m, "logs-dry"), (5.0, 5.0));
     node.shutdown().await.unwrap();
 }
+
+/// With `storage:`, the logs exporter has a disk queue (`DIR/spill-logs`):
+/// while the backend is down, kept traces' records the small memory queue
+/// has no room for go to disk instead of pushing back, and every one
+/// arrives, once, when the backend is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_records_spill_to_the_logs_disk_queue_while_the_backend_is_down_and_all_arrive() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("logs-spill");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let mut c = config("logs-spill", &policy, &backend);
+    c.storage = Some(sampler::StorageConfig::new(dir.join("data")));
+    c.logs_exporter = Some(proto::exporter::ExporterConfig {
+        name: "logs".into(),
+        queue_bytes: 2048,
+        max_batch_bytes: 1024,
+        ..c.exporter.clone()
+    });
+    let node = Node::start(c);
+    backend.set_down(true);
+    // 200 records of a kept trace, held until its decision, and 50 without
+    // a trace ID (forwarded at once): far more than the memory queue holds.
+    let kept = trace_id(1);
+    for batch in 0..20u64 {
+        let mut records: Vec<(Option<TraceId>, u64)> =
+            (0..10).map(|i| (Some(kept), batch * 10 + i)).collect();
+        if batch % 4 == 0 {
+            records.extend((0..10).map(|i| (None, 1000 + batch * 10 + i)));
+        }
+        send_logs(&node, logs(&records)).await;
+    }
+    node.send(&[SpanSpec::new(1, 0).root().error()])
+        .await
+        .unwrap();
+    let spilled = [("node", "logs-spill"), ("exporter", "logs")];
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum(
+                "tailgate_log_records_forwarded_total",
+                &[("node", "logs-spill")],
+            ) == 250.0
+        })
+        .await;
+    assert_eq!(
+        m.sum(
+            "tailgate_log_records_forwarded_total",
+            &[("node", "logs-spill")]
+        ),
+        250.0,
+        "handed to the logs exporter while the backend is down"
+    );
+    assert!(
+        m.sum("tailgate_exporter_spans_spilled_total", &spilled) >= 100.0,
+        "past the memory queue, on disk: {}",
+        m.sum("tailgate_exporter_spans_spilled_total", &spilled)
+    );
+    assert!(backend.log_records().is_empty());
+    assert!(
+        dir.join("data").join("spill-logs").is_dir(),
+        "the logs' disk queue is DIR/spill-logs"
+    );
+
+    backend.set_down(false);
+    assert!(wait_for(600, || backend.log_records().len() >= 250).await);
+    let mut got: Vec<u64> = backend.log_records().iter().map(|r| r.1).collect();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (0..200).collect();
+    want.extend(
+        [0u64, 4, 8, 12, 16]
+            .iter()
+            .flat_map(|b| (0..10).map(move |i| 1000 + b * 10 + i)),
+    );
+    want.sort_unstable();
+    assert_eq!(got, want, "every record once");
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum("tailgate_exporter_spill_batches", &spilled) == 0.0
+        })
+        .await;
+    assert_eq!(m.sum("tailgate_exporter_spill_batches", &spilled), 0.0);
+    assert_eq!(log_identity(&m, "logs-spill"), (250.0, 250.0));
+    node.shutdown().await.unwrap();
+}
