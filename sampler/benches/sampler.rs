@@ -5,6 +5,7 @@
 //! cargo bench -p sampler --bench sampler -- e2e       # over loopback gRPC
 //! cargo bench -p sampler --bench sampler -- e2e-steady  # the same at a steady 100k spans/s
 //! cargo bench -p sampler --bench sampler -- e2e-storage  # the same with storage off and on
+//! cargo bench -p sampler --bench sampler -- e2e-logs  # the same with a log record per span, and without
 //! cargo bench -p sampler --bench sampler -- pipeline  # the same work, no network
 //! cargo bench -p sampler --bench sampler -- memory    # RSS per buffered span
 //! cargo bench -p sampler --bench sampler -- slices    # the alternative, for comparison
@@ -22,13 +23,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
 use prost::Message;
 use proto::exporter::{OtlpClient, OtlpClientConfig};
-use proto::receiver::{Accepted, Batch, Receiver, ReceiverConfig, Refusal, Sink};
+use proto::receiver::{Accepted, Batch, Receiver, ReceiverConfig, Refusal, Signal, Sink};
 use proto::view::RequestView;
 use sampler::buffer::{BufferSettings, TraceBuffer};
 use sampler::ingest::IngestBatch;
@@ -171,6 +174,62 @@ fn make_request(r: u64) -> Bytes {
     Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
 }
 
+/// The log records of request `r`'s spans: one per span, in the span (its
+/// trace and span IDs), under the same services, as an SDK's logs
+/// pipeline batches them beside its spans.
+fn make_logs(r: u64) -> Bytes {
+    let mut by_service: Vec<Vec<LogRecord>> = vec![Vec::new(); SERVICES as usize];
+    let halves = [
+        (r, 0..SPANS_PER_TRACE / 2),
+        (r.wrapping_sub(1), SPANS_PER_TRACE / 2..SPANS_PER_TRACE),
+    ];
+    for (block, spans) in halves {
+        if block == u64::MAX {
+            continue;
+        }
+        for t in block * TRACES_PER_REQUEST..(block + 1) * TRACES_PER_REQUEST {
+            for s in spans.clone() {
+                let span = span(t, s);
+                by_service[(s % SERVICES) as usize].push(LogRecord {
+                    time_unix_nano: span.start_time_unix_nano + 10_000,
+                    observed_time_unix_nano: span.start_time_unix_nano + 20_000,
+                    severity_number: 9,
+                    severity_text: "INFO".into(),
+                    body: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(format!(
+                            "served item {} in 12 ms (cache miss)",
+                            mix(t) % 100_000
+                        ))),
+                    }),
+                    attributes: vec![kv("code.function", "items.Handler.ServeHTTP")],
+                    trace_id: span.trace_id,
+                    span_id: span.span_id,
+                    flags: 1,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    let resource_logs = by_service
+        .into_iter()
+        .enumerate()
+        .map(|(service, log_records)| ResourceLogs {
+            resource: Some(resource(service as u64)),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "go.opentelemetry.io/contrib/bridges/otelslog".into(),
+                    version: "0.4.0".into(),
+                    ..Default::default()
+                }),
+                log_records,
+                schema_url: String::new(),
+            }],
+            schema_url: String::new(),
+        })
+        .collect();
+    Bytes::from(ExportLogsServiceRequest { resource_logs }.encode_to_vec())
+}
+
 /// Sum of the encoded `Span` messages' lengths in a request.
 fn span_bytes(request: &[u8]) -> (usize, usize) {
     let (mut spans, mut bytes) = (0, 0);
@@ -217,10 +276,11 @@ fn rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// The backend: counts the spans it receives.
+/// The backend: counts the spans and log records it receives.
 #[derive(Default)]
 struct CountingSink {
     spans: AtomicU64,
+    records: AtomicU64,
 }
 
 impl Sink for CountingSink {
@@ -229,6 +289,21 @@ impl Sink for CountingSink {
         self.spans.fetch_add(spans as u64, Ordering::Relaxed);
         Ok(Accepted { spans })
     }
+
+    async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
+        let records = proto::logs::LogsView::new(&batch.request).validate()?;
+        self.records.fetch_add(records as u64, Ordering::Relaxed);
+        Ok(Accepted { spans: records })
+    }
+}
+
+/// What one `e2e` run measured.
+struct E2e {
+    /// Sampler thread CPU time, seconds.
+    cpu: f64,
+    spans: u64,
+    /// Log records sent (0 without logs).
+    records: u64,
 }
 
 fn policy_file(policy: &str) -> PathBuf {
@@ -240,14 +315,16 @@ fn policy_file(policy: &str) -> PathBuf {
 }
 
 /// `rate`: spans per second offered in total, requests spread evenly in
-/// time (`None`: as fast as the sampler takes them).
+/// time (`None`: as fast as the sampler takes them). `logs`: after each
+/// spans request, the same client sends its spans' log records.
 fn e2e(
     requests: u64,
     clients: usize,
     policy: &str,
     storage: Option<PathBuf>,
     rate: Option<f64>,
-) -> f64 {
+    logs: bool,
+) -> E2e {
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("tg-load")
@@ -262,6 +339,11 @@ fn e2e(
         .expect("runtime");
 
     let prepared: Vec<Bytes> = (0..requests).map(make_request).collect();
+    let prepared_logs: Vec<Bytes> = if logs {
+        (0..requests).map(make_logs).collect()
+    } else {
+        Vec::new()
+    };
     let (total_spans, total_bytes) = prepared
         .iter()
         .map(|r| span_bytes(r))
@@ -305,15 +387,18 @@ fn e2e(
     let cpu_before = thread_cpu("tg-sampler");
     let started = Instant::now();
     let prepared = Arc::new(prepared);
+    let prepared_logs = Arc::new(prepared_logs);
     let refused = Arc::new(AtomicU64::new(0));
     load.block_on(async {
         let mut tasks = Vec::new();
         for c in 0..clients {
             let prepared = prepared.clone();
+            let prepared_logs = prepared_logs.clone();
             let refused = refused.clone();
             tasks.push(tokio::spawn(async move {
                 let client = OtlpClient::new(&OtlpClientConfig::new(format!("http://{addr}")))
                     .expect("client");
+                let logs_client = client.clone().for_signal(Signal::Logs);
                 // Client c sends requests c, c + clients, ...: traces' two
                 // halves arrive close together, from different clients.
                 for r in (c..prepared.len()).step_by(clients) {
@@ -329,6 +414,19 @@ fn e2e(
                                 tokio::time::sleep(Duration::from_millis(5)).await;
                             }
                             Err(e) => panic!("export failed: {e}"),
+                        }
+                    }
+                    let Some(logs) = prepared_logs.get(r) else {
+                        continue;
+                    };
+                    for _attempt in 0..1000 {
+                        match logs_client.export(logs.clone()).await {
+                            Ok(_) => break,
+                            Err(e) if e.is_retryable() => {
+                                refused.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                            }
+                            Err(e) => panic!("logs export failed: {e}"),
                         }
                     }
                 }
@@ -347,9 +445,16 @@ fn e2e(
     let elapsed = started.elapsed();
     let cpu = thread_cpu("tg-sampler").saturating_sub(cpu_before);
     let kept = sink.spans.load(Ordering::Relaxed);
+    let kept_records = sink.records.load(Ordering::Relaxed);
+    let total_records = if logs { total_spans as u64 } else { 0 };
 
     println!(
-        "e2e: {requests} requests of 1,000 spans, {clients} gRPC clients, {}, 1 sampler thread, 1 shard, storage {}",
+        "e2e: {requests} requests of 1,000 spans{}, {clients} gRPC clients, {}, 1 sampler thread, 1 shard, storage {}",
+        if logs {
+            " (each followed by their 1,000 log records)"
+        } else {
+            ""
+        },
         rate.map_or("as fast as taken".to_owned(), |r| format!(
             "{r:.0} spans/s offered"
         )),
@@ -375,10 +480,20 @@ fn e2e(
         total_spans as f64 / cpu.as_secs_f64(),
         total_spans as f64 / elapsed.as_secs_f64()
     );
+    if logs {
+        println!(
+            "  log records {total_records}, kept {kept_records} ({:.1}%)",
+            100.0 * kept_records as f64 / total_records as f64
+        );
+    }
     if let Some(dir) = &storage {
         let _ = std::fs::remove_dir_all(dir);
     }
-    cpu.as_secs_f64() / total_spans as f64
+    E2e {
+        cpu: cpu.as_secs_f64(),
+        spans: total_spans as u64,
+        records: total_records,
+    }
 }
 
 /// The node's per-span work without the network: split, insert, expire,
@@ -540,14 +655,14 @@ fn main() {
         slices(1000);
     }
     if want("e2e") {
-        e2e(2000, 4, POLICY, None, None);
+        e2e(2000, 4, POLICY, None, None, false);
     }
     if which.iter().any(|w| w == "e2e-steady") {
         // The issue's figure: a steady 100k spans/s, 20 s.
-        e2e(2000, 4, POLICY, None, Some(100_000.0));
+        e2e(2000, 4, POLICY, None, Some(100_000.0), false);
     }
     if which.iter().any(|w| w == "e2e-all") {
-        e2e(2000, 4, KEEP_ALL, None, None);
+        e2e(2000, 4, KEEP_ALL, None, None, false);
     }
     if which.iter().any(|w| w == "e2e-storage") {
         // Same run, same machine: off, on, off, on; CPU per span compared.
@@ -555,8 +670,8 @@ fn main() {
         let mut off = Vec::new();
         let mut on = Vec::new();
         for _ in 0..2 {
-            off.push(e2e(2000, 4, POLICY, None, None));
-            on.push(e2e(2000, 4, POLICY, Some(dir.clone()), None));
+            off.push(e2e(2000, 4, POLICY, None, None, false).per_span());
+            on.push(e2e(2000, 4, POLICY, Some(dir.clone()), None, false).per_span());
         }
         let best = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
         println!(
@@ -565,5 +680,36 @@ fn main() {
             best(&on) * 1e9,
             100.0 * (best(&on) / best(&off) - 1.0)
         );
+    }
+    if which.iter().any(|w| w == "e2e-logs") {
+        // Same run: without logs, with a record per span, twice each,
+        // interleaved. A record's cost is the CPU the logs run spent more
+        // than the spans-only run, per record.
+        let mut spans_only = Vec::new();
+        let mut with_logs = Vec::new();
+        for _ in 0..2 {
+            spans_only.push(e2e(2000, 4, POLICY, None, None, false));
+            with_logs.push(e2e(2000, 4, POLICY, None, None, true));
+        }
+        let best = |v: &[E2e]| v.iter().map(|r| r.cpu).fold(f64::INFINITY, f64::min);
+        let (base, both) = (best(&spans_only), best(&with_logs));
+        let spans = spans_only[0].spans as f64;
+        let records = with_logs[0].records as f64;
+        let per_span = base / spans;
+        let per_record = (both - base) / records;
+        println!(
+            "e2e-logs: sampler CPU {base:.2} s spans only, {both:.2} s with logs; \
+             {:.0} spans per CPU-second, {:.0} log records per CPU-second (the extra CPU), \
+             records/spans {:.2}",
+            1.0 / per_span,
+            1.0 / per_record,
+            per_span / per_record
+        );
+    }
+}
+
+impl E2e {
+    fn per_span(&self) -> f64 {
+        self.cpu / self.spans as f64
     }
 }

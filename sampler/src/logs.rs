@@ -50,6 +50,7 @@ pub(crate) const DROPPED: &str = "tailgate_log_records_dropped_total";
 pub(crate) const ORPHANED: &str = "tailgate_log_records_orphaned_total";
 pub(crate) const BUFFERED: &str = "tailgate_log_records_buffered";
 pub(crate) const HANDED_OVER: &str = "tailgate_log_records_handed_over_total";
+pub(crate) const DRY_RUN: &str = "tailgate_log_records_dry_run_total";
 
 /// What the node and its shards share for logs: the logs exporter and the
 /// log metrics.
@@ -64,6 +65,9 @@ pub(crate) struct LogMetrics {
     pub orphaned: Counter,
     pub handed_over: Counter,
     pub buffered: Gauge,
+    /// With `dry_run`: records forwarded that followed a decision, as
+    /// `[kept, not kept]` (what would have been kept or dropped).
+    pub dry_run: [Counter; 2],
     /// By reason, in `Dropped::ALL` order; created at start so that the
     /// series exist (and alerts can see them) before the first drop.
     dropped: [Counter; Dropped::ALL.len()],
@@ -101,6 +105,11 @@ impl LogMetrics {
             metrics::Unit::Count,
             "Log records held with their traces, or written and not yet handed to the exporter."
         );
+        metrics::describe_counter!(
+            DRY_RUN,
+            metrics::Unit::Count,
+            "With dry_run: log records forwarded, by the decision of their trace (kept true or false)."
+        );
         let n = || node.to_owned();
         LogMetrics {
             forwarded: metrics::counter!(FORWARDED, "node" => n()),
@@ -108,6 +117,8 @@ impl LogMetrics {
             orphaned: metrics::counter!(ORPHANED, "node" => n()),
             handed_over: metrics::counter!(HANDED_OVER, "node" => n()),
             buffered: metrics::gauge!(BUFFERED, "node" => n()),
+            dry_run: ["true", "false"]
+                .map(|k| metrics::counter!(DRY_RUN, "node" => n(), "kept" => k)),
             dropped: Dropped::ALL
                 .map(|r| metrics::counter!(DROPPED, "node" => n(), "reason" => r.as_str())),
         }
@@ -229,6 +240,11 @@ impl HeldLogs {
             self.deadlines.pop();
         }
         None
+    }
+
+    /// Whether records of `id` are held.
+    pub fn holds(&self, id: &TraceId) -> bool {
+        self.traces.contains_key(id)
     }
 
     pub fn records(&self) -> usize {

@@ -138,7 +138,7 @@ impl SamplerSink {
     /// go to its shard (held with the trace, see [`crate::logs`]), records
     /// without a trace ID straight to the logs exporter. All or nothing,
     /// like spans.
-    fn accept_log_records(&self, request: &[u8]) -> Result<Accepted, Refusal> {
+    fn accept_log_records(&self, request: &[u8], origin: Origin) -> Result<Accepted, Refusal> {
         let parts = proto::logs::split(request, |id| id.copied())?;
         let records: usize = parts.iter().map(|p| p.spans).sum();
         if let Some(reason) = self.node.refusal() {
@@ -188,7 +188,7 @@ impl SamplerSink {
         let mut permits = permits.into_iter();
         for list in per_shard.into_iter().filter(|l| !l.is_empty()) {
             let Some(permit) = permits.next() else { break };
-            permit.send(ShardMsg::Logs(list));
+            permit.send(ShardMsg::Logs(list, origin));
         }
         Ok(Accepted { spans: records })
     }
@@ -196,7 +196,13 @@ impl SamplerSink {
 
 impl Sink for SamplerSink {
     async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
-        self.accept_log_records(&batch.request)
+        // Records another sampler sent (strays, hand-overs: marked
+        // forwarded) are held here, never forwarded again.
+        let origin = match batch.mark {
+            None => Origin::Client,
+            Some(_) => Origin::Forwarded,
+        };
+        self.accept_log_records(&batch.request, origin)
     }
 
     async fn accept(&self, batch: Batch) -> Result<Accepted, Refusal> {

@@ -48,8 +48,9 @@ pub(crate) enum ShardMsg {
     /// The cluster mover takes traces (and copies of decisions) out.
     Take(TakeMsg),
     /// Log records of traces of this shard (see [`crate::logs`]): per
-    /// trace, a complete logs request and its record count.
-    Logs(Vec<(TraceId, bytes::Bytes, usize)>),
+    /// trace, a complete logs request and its record count; and who sent
+    /// them (a client's strays are forwarded to their owner, like spans).
+    Logs(Vec<(TraceId, bytes::Bytes, usize)>, Origin),
 }
 
 /// Spans to buffer, and where they came from.
@@ -245,20 +246,25 @@ impl Shard {
             ShardMsg::Ingest(msg) => self.ingest(msg),
             ShardMsg::Decisions(decisions) => self.apply_decisions(decisions),
             ShardMsg::Take(msg) => self.take(msg),
-            ShardMsg::Logs(parts) => self.ingest_logs(parts),
+            ShardMsg::Logs(parts, origin) => self.ingest_logs(parts, origin),
         }
     }
 
     /// Log records of traces of this shard: they follow a remembered
     /// decision at once, or wait with their trace (see [`crate::logs`]).
-    fn ingest_logs(&mut self, parts: Vec<(TraceId, bytes::Bytes, usize)>) {
+    /// A client's records of a trace this node neither holds (spans or
+    /// records), nor owns, nor has a decision for go to the owner first.
+    fn ingest_logs(&mut self, mut parts: Vec<(TraceId, bytes::Bytes, usize)>, origin: Origin) {
+        if origin == Origin::Client {
+            self.forward_stray_logs(&mut parts);
+        }
         let now = self.now();
         let wait = self.buffer.settings().decision_wait;
         for (id, part, records) in parts {
             match self.buffer.cached_decision(&id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(vec![part], records, kept);
+                    self.release_logs(vec![part], records, Some(kept));
                 }
                 None => self.logs.hold(id, part, records, now + wait),
             }
@@ -266,10 +272,52 @@ impl Shard {
         self.wake_for_logs();
     }
 
-    /// Writes released records out (kept, or every record in a dry run) or
-    /// counts them not sampled.
-    fn release_logs(&mut self, parts: Vec<bytes::Bytes>, records: usize, kept: bool) {
-        if kept || self.ctx.config.dry_run {
+    /// Forwards, through the logs forwarder (marked as forwarded, so the
+    /// owner holds them and never forwards them again), the records of
+    /// traces that are strays here, and removes them from `parts`. When
+    /// the owner cannot be reached they stay: held here like any records
+    /// (handed over with the trace if its spans come here, else forwarded
+    /// as orphans at their deadline).
+    fn forward_stray_logs(&mut self, parts: &mut Vec<(TraceId, bytes::Bytes, usize)>) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let ownership = cluster.ownership.borrow().clone();
+        let down = cluster.logs_forwarder.members_down();
+        let is_stray = |id: &TraceId| {
+            !ownership.owns(id)
+                && !self.buffer.holds(id)
+                && !self.logs.holds(id)
+                && self.buffer.cached_decision(id).is_none()
+                && !ownership.owner(id).is_some_and(|m| down.contains(m))
+        };
+        let (strays, here): (Vec<_>, Vec<_>) = parts.drain(..).partition(|(id, ..)| is_stray(id));
+        *parts = here;
+        if strays.is_empty() {
+            return;
+        }
+        let mut request = BytesMut::new();
+        for (_, part, _) in &strays {
+            request.extend_from_slice(part);
+        }
+        match cluster.logs_forwarder.send(&request) {
+            Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
+            Err(e) => {
+                tracing::debug!(error = %e, "stray log records kept: the owner cannot take them now");
+                parts.extend(strays);
+            }
+        }
+    }
+
+    /// Writes released records out (kept, orphans with no decision
+    /// (`None`), or every record in a dry run, counted by the decision
+    /// they would have followed) or counts them not sampled.
+    fn release_logs(&mut self, parts: Vec<bytes::Bytes>, records: usize, kept: Option<bool>) {
+        let dry_run = self.ctx.config.dry_run;
+        if dry_run && let Some(kept) = kept {
+            self.ctx.logs.metrics.dry_run[usize::from(!kept)].increment(records as u64);
+        }
+        if kept != Some(false) || dry_run {
             for part in parts {
                 self.logs_out.extend_from_slice(&part);
             }
@@ -286,7 +334,7 @@ impl Shard {
                 self.buffer.cached_decision(id),
                 Some(CachedDecision::Sampled(_))
             );
-            self.release_logs(taken.parts, taken.records, kept);
+            self.release_logs(taken.parts, taken.records, Some(kept));
         }
     }
 
@@ -307,7 +355,7 @@ impl Shard {
             match self.buffer.cached_decision(&taken.id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, kept);
+                    self.release_logs(taken.parts, taken.records, Some(kept));
                 }
                 None => {
                     self.ctx
@@ -315,7 +363,7 @@ impl Shard {
                         .metrics
                         .orphaned
                         .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, true);
+                    self.release_logs(taken.parts, taken.records, None);
                 }
             }
         }
@@ -1024,7 +1072,7 @@ impl Shard {
             match self.buffer.cached_decision(&taken.id) {
                 Some(decision) => {
                     let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, kept);
+                    self.release_logs(taken.parts, taken.records, Some(kept));
                 }
                 None => {
                     self.ctx
@@ -1032,7 +1080,7 @@ impl Shard {
                         .metrics
                         .orphaned
                         .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, true);
+                    self.release_logs(taken.parts, taken.records, None);
                 }
             }
         }

@@ -917,4 +917,114 @@ fn strays_waiting_in_the_forwarder_when_killed_are_recovered_from_the_log() {
         assert_eq!(backend.spans_of(id), [0, 1]);
         node.shutdown().await.unwrap();
     });
+
+/// Sends a logs request to `node`, with `header` if given.
+async fn send_logs(node: &Node, header: Option<(&str, &str)>, body: bytes::Bytes) {
+    let mut config = OtlpClientConfig::new(format!("http://{}", node.grpc));
+    if let Some((name, value)) = header {
+        config.headers.insert(name.to_owned(), value.to_owned());
+    }
+    OtlpClient::new(&config)
+        .unwrap()
+        .for_signal(proto::receiver::Signal::Logs)
+        .export(body)
+        .await
+        .unwrap();
+}
+
+/// The log identity of `node`: (received, accounted for).
+fn log_identity(m: &Metrics, node: &str) -> (f64, f64) {
+    let received = count(m, "tailgate_log_records_received_total", node, &[]);
+    let accounted = [
+        "tailgate_log_records_forwarded_total",
+        "tailgate_log_records_not_sampled_total",
+        "tailgate_log_records_dropped_total",
+        "tailgate_log_records_handed_over_total",
+        "tailgate_log_records_buffered",
+    ]
+    .iter()
+    .map(|name| count(m, name, node, &[]))
+    .sum::<f64>();
+    (received, accounted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_log_records_reach_their_traces_owner_once_and_leave_with_its_decision() {
+    let backend = Backend::start().await;
+    let (nodes, members) = start_static_cluster(
+        "cluster-stray-logs",
+        &[("slogs-a", A), ("slogs-b", B)],
+        [A, B],
+        &backend,
+    );
+    let ids = owned_by(&members, &members[0], 2, 11);
+    let (kept, dropped) = (ids[0], ids[1]);
+    // The records reach B (another LB, another ring), which has nothing of
+    // their traces: they go to the owner, A, and wait there (the traces
+    // wait 30 s for a root, longer than this test: held on B, they would
+    // never arrive in time).
+    send_logs(
+        &nodes[1],
+        None,
+        log_records(&[(kept, 1), (kept, 2), (dropped, 3), (dropped, 4)]),
+    )
+    .await;
+    let m = global_until(200, |m| {
+        count(m, "tailgate_log_records_buffered", "slogs-a", &[]) == 4.0
+    })
+    .await;
+    assert_eq!(
+        count(&m, "tailgate_log_records_handed_over_total", "slogs-b", &[]),
+        4.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "slogs-b", &[]),
+        0.0
+    );
+    // The traces' spans reach their owner: the records leave with the
+    // decisions, the kept trace's forwarded, the other's not sampled.
+    nodes[0]
+        .send(&[span(kept, 0).root().error(), span(dropped, 0).root()])
+        .await
+        .unwrap();
+    assert!(wait_for(300, || backend.log_records().len() == 2).await);
+    let mut got = backend.log_records();
+    got.sort_by_key(|r| r.1);
+    assert_eq!(got, vec![(Some(kept), 1), (Some(kept), 2)]);
+    global_until(200, |m| {
+        count(m, "tailgate_log_records_not_sampled_total", "slogs-a", &[]) == 2.0
+    })
+    .await;
+
+    // Records another sampler forwarded are held where they land, even
+    // when this node's ring says another owns them: never forwarded again.
+    let theirs = owned_by(&members, &members[1], 1, 12)[0];
+    send_logs(
+        &nodes[0],
+        Some(("x-tailgate-forwarded", "1")),
+        log_records(&[(theirs, 5)]),
+    )
+    .await;
+    let m = global_until(200, |m| {
+        count(m, "tailgate_log_records_buffered", "slogs-a", &[]) == 1.0
+    })
+    .await;
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "slogs-a", &[]),
+        1.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_log_records_handed_over_total", "slogs-a", &[]),
+        0.0,
+        "a forwarded record is never forwarded again"
+    );
+    assert_eq!(
+        count(&m, "tailgate_log_records_forwarded_total", "slogs-a", &[]),
+        2.0
+    );
+    for node in ["slogs-a", "slogs-b"] {
+        let (received, accounted) = log_identity(&m, node);
+        assert!(received >= 1.0);
+        assert_eq!(received, accounted, "the log identity on {node}");
+    }
 }

@@ -180,3 +180,152 @@ async fn held_records_count_in_the_buffer_and_orphans_are_forwarded_at_shutdown(
     assert_eq!(log_identity(&m, "logs-held"), (2.0, 2.0));
     assert_eq!(m.sum("tailgate_log_records_buffered", &n), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_forwards_every_record_and_counts_what_its_trace_would_have_kept() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("logs-dry-run");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let mut c = config("logs-dry", &policy, &backend);
+    c.dry_run = true;
+    let node = Node::start(c);
+    let (kept, dropped) = (trace_id(1), trace_id(2));
+    send_logs(
+        &node,
+        logs(&[
+            (Some(kept), 1),
+            (Some(dropped), 2),
+            (Some(dropped), 3),
+            (None, 4),
+        ]),
+    )
+    .await;
+    node.send(&[
+        SpanSpec::new(1, 0).root().error(),
+        SpanSpec::new(2, 0).root(),
+    ])
+    .await
+    .unwrap();
+    let n = [("node", "logs-dry")];
+    node.metrics_until(300, |m| m.sum("tailgate_traces_decided_total", &n) == 2.0)
+        .await;
+    // A late record of the trace that would not have been kept: forwarded
+    // too, counted by the remembered decision.
+    send_logs(&node, logs(&[(Some(dropped), 5)])).await;
+    assert!(wait_for(300, || backend.log_records().len() == 5).await);
+    let mut records = backend.log_records();
+    records.sort_by_key(|r| r.1);
+    assert_eq!(
+        records,
+        vec![
+            (Some(kept), 1),
+            (Some(dropped), 2),
+            (Some(dropped), 3),
+            (None, 4),
+            (Some(dropped), 5)
+        ]
+    );
+    let m = node
+        .metrics_until(300, |m| {
+            m.sum("tailgate_log_records_forwarded_total", &n) == 5.0
+        })
+        .await;
+    let kept_label = |k: &'static str| [("node", "logs-dry"), ("kept", k)];
+    assert_eq!(
+        m.sum("tailgate_log_records_dry_run_total", &kept_label("true")),
+        1.0
+    );
+    assert_eq!(
+        m.sum("tailgate_log_records_dry_run_total", &kept_label("false")),
+        3.0,
+        "the records the trace's decision would have dropped"
+    );
+    assert_eq!(m.sum("tailgate_log_records_not_sampled_total", &n), 0.0);
+    assert_eq!(log_identity(&m, "logs-dry"), (5.0, 5.0));
+    node.shutdown().await.unwrap();
+}
+
+/// With `storage:`, the logs exporter has a disk queue (`DIR/spill-logs`):
+/// while the backend is down, kept traces' records the small memory queue
+/// has no room for go to disk instead of pushing back, and every one
+/// arrives, once, when the backend is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_records_spill_to_the_logs_disk_queue_while_the_backend_is_down_and_all_arrive() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("logs-spill");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let mut c = config("logs-spill", &policy, &backend);
+    c.storage = Some(sampler::StorageConfig::new(dir.join("data")));
+    c.logs_exporter = Some(proto::exporter::ExporterConfig {
+        name: "logs".into(),
+        queue_bytes: 2048,
+        max_batch_bytes: 1024,
+        ..c.exporter.clone()
+    });
+    let node = Node::start(c);
+    backend.set_down(true);
+    // 200 records of a kept trace, held until its decision, and 50 without
+    // a trace ID (forwarded at once): far more than the memory queue holds.
+    let kept = trace_id(1);
+    for batch in 0..20u64 {
+        let mut records: Vec<(Option<TraceId>, u64)> =
+            (0..10).map(|i| (Some(kept), batch * 10 + i)).collect();
+        if batch % 4 == 0 {
+            records.extend((0..10).map(|i| (None, 1000 + batch * 10 + i)));
+        }
+        send_logs(&node, logs(&records)).await;
+    }
+    node.send(&[SpanSpec::new(1, 0).root().error()])
+        .await
+        .unwrap();
+    let spilled = [("node", "logs-spill"), ("exporter", "logs")];
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum(
+                "tailgate_log_records_forwarded_total",
+                &[("node", "logs-spill")],
+            ) == 250.0
+        })
+        .await;
+    assert_eq!(
+        m.sum(
+            "tailgate_log_records_forwarded_total",
+            &[("node", "logs-spill")]
+        ),
+        250.0,
+        "handed to the logs exporter while the backend is down"
+    );
+    assert!(
+        m.sum("tailgate_exporter_spans_spilled_total", &spilled) >= 100.0,
+        "past the memory queue, on disk: {}",
+        m.sum("tailgate_exporter_spans_spilled_total", &spilled)
+    );
+    assert!(backend.log_records().is_empty());
+    assert!(
+        dir.join("data").join("spill-logs").is_dir(),
+        "the logs' disk queue is DIR/spill-logs"
+    );
+
+    backend.set_down(false);
+    assert!(wait_for(600, || backend.log_records().len() >= 250).await);
+    let mut got: Vec<u64> = backend.log_records().iter().map(|r| r.1).collect();
+    got.sort_unstable();
+    let mut want: Vec<u64> = (0..200).collect();
+    want.extend(
+        [0u64, 4, 8, 12, 16]
+            .iter()
+            .flat_map(|b| (0..10).map(move |i| 1000 + b * 10 + i)),
+    );
+    want.sort_unstable();
+    assert_eq!(got, want, "every record once");
+    let m = node
+        .metrics_until(400, |m| {
+            m.sum("tailgate_exporter_spill_batches", &spilled) == 0.0
+        })
+        .await;
+    assert_eq!(m.sum("tailgate_exporter_spill_batches", &spilled), 0.0);
+    assert_eq!(log_identity(&m, "logs-spill"), (250.0, 250.0));
+    node.shutdown().await.unwrap();
+}

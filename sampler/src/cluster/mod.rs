@@ -9,6 +9,8 @@
 //!   load-balancing exporter, marked `x-tailgate-forwarded: 1`; a forwarded
 //!   span is never forwarded again. When the owner cannot be reached the
 //!   node keeps the trace (see `Shard::forward_strays`).
+//!   Stray log records (a client's records of such a trace) go the same
+//!   way, through the logs twin of the forwarder, with the same mark.
 //! - **Redistribution**: when the member set changes, the [`mover`] pushes
 //!   the traces this node holds but no longer owns to their new owners,
 //!   marked `x-tailgate-handover: <age-ms>` (ages, not instants: the nodes'
@@ -49,8 +51,9 @@ pub(crate) struct ClusterShared {
     pub ownership: watch::Receiver<Arc<Ownership>>,
     /// Forwards stray spans to their owners (marked as forwarded).
     pub forwarder: LbExporter,
-    /// Sends the log records of traces handed over to their new owners
-    /// (the logs twin of `forwarder`, on the same member set).
+    /// Sends log records to their traces' owners (marked as forwarded):
+    /// stray records, and those of traces handed over (the logs twin of
+    /// `forwarder`, on the same member set).
     pub logs_forwarder: LbExporter,
     /// Signalled when a shard kept spans of a trace it does not own (the
     /// owner was unreachable), so the mover offers them again.
@@ -88,7 +91,9 @@ impl ClusterRuntime {
                 message: format!("starting the forwarding exporter: {e}"),
             }
         })?;
-        let logs_forwarder = LbExporter::start_logs(&config.forward, node, membership.subscribe())
+        // Marked like stray spans: a sampler holds the records it is sent,
+        // never forwards them again (no loops, whatever the rings say).
+        let logs_forwarder = LbExporter::start_logs(&forward, node, membership.subscribe())
             .map_err(|e| SamplerError::Cluster {
                 node: node.to_owned(),
                 message: format!("starting the logs forwarding exporter: {e}"),
