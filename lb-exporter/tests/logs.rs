@@ -347,3 +347,99 @@ async fn with_a_logs_backend_trace_less_records_go_there_and_the_rest_by_ring() 
         .expect("the LB task")
         .expect("the LB stops cleanly");
 }
+
+/// A logs backend that cannot take more (unreachable, its small queue
+/// full) refuses the whole request, retryably, before anything is routed:
+/// the refused request's records with a trace ID never reach a member, so
+/// the client's retry sends nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_logs_backend_refuses_the_whole_request_before_routing_any_of_it() {
+    let m = member();
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        listener.local_addr().expect("addr")
+    };
+    let config = LbConfig {
+        node: "lb-logs-backend-full".into(),
+        receiver: ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().expect("addr")),
+            http: None,
+            ..ReceiverConfig::default()
+        },
+        admin: "127.0.0.1:0".parse().expect("addr"),
+        resolver: ResolverConfig::Static(StaticConfig {
+            members: vec![m.member.to_string()],
+        }),
+        export: ExportConfig {
+            batch_timeout: Duration::from_millis(20),
+            ..ExportConfig::default()
+        },
+        logs_backend: Some(ExporterConfig {
+            endpoint: format!("http://{closed}"),
+            batch_timeout: Duration::from_millis(1),
+            max_batch_bytes: 2048,
+            queue_bytes: 2048,
+            connect_timeout: Duration::from_millis(200),
+            initial_interval: Duration::from_secs(30),
+            max_interval: Duration::from_secs(30),
+            ..ExporterConfig::default()
+        }),
+        drain_timeout: Duration::from_millis(200),
+        ..LbConfig::default()
+    };
+    let lb = Lb::bind(config).expect("the LB binds");
+    let grpc = lb.grpc_addr().expect("grpc");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(lb.serve(async {
+        let _ = stopped.await;
+    }));
+    let client = OtlpClient::new(&OtlpClientConfig::new(format!("http://{grpc}")))
+        .expect("client")
+        .for_signal(Signal::Logs);
+
+    let mut accepted = Vec::new();
+    let mut refused = None;
+    for r in 0..500u32 {
+        let body = format!("r{r} traced");
+        let records = vec![
+            record(Some(trace(5000 + r)), body.clone()),
+            record(None, format!("r{r} none {}", "x".repeat(64))),
+        ];
+        match client.export(request(records).into()).await {
+            Ok(_) => accepted.push(body),
+            Err(proto::exporter::ExportError::Status { code, .. }) => {
+                assert_eq!(code, tonic::Code::ResourceExhausted, "a retryable refusal");
+                refused = Some(body);
+                break;
+            }
+            Err(e) => panic!("unexpected answer: {e}"),
+        }
+    }
+    let refused = refused.expect("the backend's queue fills within 500 requests");
+    assert!(!accepted.is_empty(), "requests were taken before it filled");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while m.sink.records.lock().expect("lock").len() < accepted.len()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Anything of the refused request would have come with the rest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut at_member: Vec<String> = m
+        .sink
+        .records
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(_, body)| body.clone())
+        .collect();
+    at_member.sort();
+    accepted.sort();
+    assert_eq!(
+        at_member, accepted,
+        "every accepted request's traced record, once"
+    );
+    assert!(!at_member.contains(&refused));
+    let _ = stop.send(());
+    let _ = serving.await.expect("the LB task");
+}
