@@ -142,3 +142,71 @@ impl LogsBackend {
         self.exporter.shutdown(deadline).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use prost::Message;
+
+    fn request(traces: &[Option<u8>]) -> Bytes {
+        let records = traces
+            .iter()
+            .map(|t| LogRecord {
+                trace_id: t.map(|b| vec![b; 16]).unwrap_or_default(),
+                ..LogRecord::default()
+            })
+            .collect();
+        ExportLogsServiceRequest {
+            resource_logs: vec![ResourceLogs {
+                scope_logs: vec![ScopeLogs {
+                    log_records: records,
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            }],
+        }
+        .encode_to_vec()
+        .into()
+    }
+
+    fn trace_ids(request: &[u8]) -> Vec<Vec<u8>> {
+        ExportLogsServiceRequest::decode(request)
+            .expect("a logs request")
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .map(|r| r.trace_id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_request_with_a_trace_id_on_every_record_passes_whole() {
+        let all = request(&[Some(1), Some(2)]);
+        let parts = split(&all).expect("valid");
+        assert_eq!(parts.traced.as_ref(), Some(&all));
+        assert!(parts.traceless.is_none());
+    }
+
+    #[test]
+    fn trace_less_records_are_split_off_and_counted() {
+        let parts = split(&request(&[None, Some(1), None, Some(2)])).expect("valid");
+        let traced = parts.traced.expect("traced part");
+        assert_eq!(trace_ids(&traced), vec![vec![1; 16], vec![2; 16]]);
+        let traceless = parts.traceless.expect("trace-less part");
+        assert_eq!(traceless.spans, 2);
+        assert_eq!(trace_ids(&traceless.request), vec![Vec::<u8>::new(); 2]);
+        let only = split(&request(&[None])).expect("valid");
+        assert!(only.traced.is_none());
+        assert_eq!(only.traceless.map(|b| b.spans), Some(1));
+    }
+
+    #[test]
+    fn a_malformed_request_is_an_error() {
+        let mut bad = request(&[Some(1)]).to_vec();
+        bad.truncate(bad.len() - 1);
+        assert!(split(&Bytes::from(bad)).is_err());
+    }
+}
