@@ -7,12 +7,18 @@ IDs) and outside any span. Exported with BatchSpanProcessor and
 BatchLogRecordProcessor over OTLP/gRPC or OTLP/HTTP protobuf, then flushed.
 Prints, as JSON, the trace IDs and every record's body and trace ID.
 
+With `--rounds N --pause S` it emits the pair N times, S seconds apart
+(for the cluster's rescale test, tests/cluster_logs_scale.rs), every body
+tagged with `--tag` and the round; `kept_traces` and `dropped_traces` list
+every round's trace IDs.
+
     python scripts/otel_sdk_logs.py --endpoint http://127.0.0.1:4317 --protocol grpc
 """
 
 import argparse
 import json
 import logging
+import time
 
 from opentelemetry import trace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
@@ -45,6 +51,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--protocol", choices=["grpc", "http"], required=True)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--tag", default="")
     args = parser.parse_args()
 
     resource = Resource.create({"service.name": "tailgate-logs-interop"})
@@ -72,25 +81,44 @@ def main():
         )
         log.log(level, body)
 
-    emit(f"{args.protocol} starting, outside any span")
-    with tracer.start_as_current_span("checkout") as root:
-        kept = format(root.get_span_context().trace_id, "032x")
-        emit(f"{args.protocol} kept: in the root")
-        with tracer.start_as_current_span("pay"):
-            emit(f"{args.protocol} kept: card declined", logging.ERROR)
-        root.set_status(Status(StatusCode.ERROR, "declined"))
-    with tracer.start_as_current_span("browse") as root:
-        dropped = format(root.get_span_context().trace_id, "032x")
-        emit(f"{args.protocol} dropped: in the root")
-        with tracer.start_as_current_span("render"):
-            emit(f"{args.protocol} dropped: rendered")
-    emit(f"{args.protocol} done, outside any span")
+    kept_traces, dropped_traces = [], []
+    for round_ in range(args.rounds):
+        p = args.protocol
+        if args.rounds > 1 or args.tag:
+            p = f"{args.protocol}{args.tag} r{round_}"
+        emit(f"{p} starting, outside any span")
+        with tracer.start_as_current_span("checkout") as root:
+            kept = format(root.get_span_context().trace_id, "032x")
+            emit(f"{p} kept: in the root")
+            with tracer.start_as_current_span("pay"):
+                emit(f"{p} kept: card declined", logging.ERROR)
+            root.set_status(Status(StatusCode.ERROR, "declined"))
+        with tracer.start_as_current_span("browse") as root:
+            dropped = format(root.get_span_context().trace_id, "032x")
+            emit(f"{p} dropped: in the root")
+            with tracer.start_as_current_span("render"):
+                emit(f"{p} dropped: rendered")
+        emit(f"{p} done, outside any span")
+        kept_traces.append(kept)
+        dropped_traces.append(dropped)
+        if args.pause and round_ + 1 < args.rounds:
+            time.sleep(args.pause)
 
     tracer_provider.force_flush()
     logger_provider.force_flush()
     tracer_provider.shutdown()
     logger_provider.shutdown()
-    print(json.dumps({"kept": kept, "dropped": dropped, "records": records}))
+    print(
+        json.dumps(
+            {
+                "kept": kept,
+                "dropped": dropped,
+                "kept_traces": kept_traces,
+                "dropped_traces": dropped_traces,
+                "records": records,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

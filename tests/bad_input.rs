@@ -12,6 +12,12 @@
 //! afterwards every span of every valid trace must have reached the sink,
 //! whole, exactly once (`loadtest::verify`, keep-all expectations).
 //!
+//! Logs get the same (`lb_and_sampler_refuse_bad_logs_and_lose_no_valid_record`):
+//! bad `LogsService/Export` and `POST /v1/logs` requests against an LB
+//! process and the sampler behind it, while both take valid traces and log
+//! records (with and without a trace ID, gRPC, protobuf, JSON); every valid
+//! record reaches an in-process recording backend once.
+//!
 //! Bounded: valid traffic runs in rounds of two seconds, at most
 //! [`MAX_ROUNDS`], until the bad-input task is done; every network wait has
 //! a timeout; the sampler is stopped by PID (killed on drop if the test
@@ -306,9 +312,18 @@ async fn bad_inputs(grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
         "http attribute value over the limit",
         expect_status(http, pb, &[], &long_attribute_request(), 413).await,
     );
-    check("http 100 MiB body", huge_body(http, true).await);
-    check("http 100 MiB chunked body", huge_body(http, false).await);
-    check("http body that trickles in", trickle_body(http).await);
+    check(
+        "http 100 MiB body",
+        huge_body(http, "/v1/traces", true).await,
+    );
+    check(
+        "http 100 MiB chunked body",
+        huge_body(http, "/v1/traces", false).await,
+    );
+    check(
+        "http body that trickles in",
+        trickle_body(http, "/v1/traces").await,
+    );
     check("http headers that trickle in", trickle_headers(http).await);
     check(
         "many idle connections",
@@ -361,16 +376,17 @@ async fn expect_code(client: &OtlpClient, body: Bytes, expected: Code) -> Result
     }
 }
 
-/// One HTTP/1.1 POST /v1/traces on a fresh connection; the status code.
+/// One HTTP/1.1 POST to `path` on a fresh connection; the status code.
 async fn post(
     http: SocketAddr,
+    path: &str,
     content_type: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<u16, String> {
     let mut stream = connect(http).await?;
     let mut head = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
+        "POST {path} HTTP/1.1\r\nhost: {http}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -393,7 +409,18 @@ async fn expect_status(
     body: &[u8],
     expected: u16,
 ) -> Result<(), String> {
-    match post(http, content_type, headers, body).await? {
+    expect_status_at(http, "/v1/traces", content_type, headers, body, expected).await
+}
+
+async fn expect_status_at(
+    http: SocketAddr,
+    path: &str,
+    content_type: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    expected: u16,
+) -> Result<(), String> {
+    match post(http, path, content_type, headers, body).await? {
         status if status == expected => Ok(()),
         status => Err(format!("HTTP {status}, expected {expected}")),
     }
@@ -402,7 +429,7 @@ async fn expect_status(
 /// 100 MiB announced with a Content-Length (refused before reading), or
 /// streamed chunked (cut at the limit): 413 either way, and the node never
 /// buffers more than its limit.
-async fn huge_body(http: SocketAddr, with_length: bool) -> Result<(), String> {
+async fn huge_body(http: SocketAddr, path: &str, with_length: bool) -> Result<(), String> {
     let mut stream = connect(http).await?;
     let framing = if with_length {
         format!("content-length: {}", 100 * MIB)
@@ -410,7 +437,7 @@ async fn huge_body(http: SocketAddr, with_length: bool) -> Result<(), String> {
         "transfer-encoding: chunked".to_owned()
     };
     let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\n{framing}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\n{framing}\r\n\r\n"
     );
     stream
         .write_all(head.as_bytes())
@@ -445,10 +472,10 @@ async fn huge_body(http: SocketAddr, with_length: bool) -> Result<(), String> {
 
 /// Headers complete, then the body one byte every 100 ms: the node must
 /// give up on it (408, or close the connection) long before it is complete.
-async fn trickle_body(http: SocketAddr) -> Result<(), String> {
+async fn trickle_body(http: SocketAddr, path: &str) -> Result<(), String> {
     let mut stream = connect(http).await?;
     let head = format!(
-        "POST /v1/traces HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nhost: {http}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 1000\r\n\r\n"
     );
     stream
         .write_all(head.as_bytes())
@@ -631,7 +658,9 @@ async fn read_status_from(stream: &mut (impl AsyncReadExt + Unpin)) -> Result<u1
 }
 
 fn parse_status(answer: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(answer).ok()?;
+    // The status line only: a protobuf body after the head is not UTF-8.
+    let line = answer.split(|&b| b == b'\r').next()?;
+    let text = std::str::from_utf8(line).ok()?;
     text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
@@ -781,8 +810,22 @@ policies:
     type: always_sample
 ";
 
-/// A `tailgate sampler` process and its ports; killed by PID on drop if
-/// still running.
+/// The receiver block of every node here: the test's limits.
+fn receiver_block(grpc: SocketAddr, http: SocketAddr) -> String {
+    format!(
+        "\
+receiver:
+  grpc: {grpc}
+  http: {http}
+  max_request_bytes: {MAX_REQUEST_BYTES}
+  read_timeout: 3s
+  max_attribute_value_bytes: 1024
+"
+    )
+}
+
+/// A `tailgate` process (sampler or LB) and its ports; killed by PID on
+/// drop if still running.
 struct Node {
     process: Process,
     grpc: SocketAddr,
@@ -794,24 +837,11 @@ impl Node {
     fn start(dir: &TempDir, backend: SocketAddr) -> Node {
         let policy = dir.path().join("policy.yaml");
         std::fs::write(&policy, POLICY).expect("policy file");
-        // Ports are picked free, then bound by the node: another process
-        // may take one in between, so a start that fails on a taken port is
-        // tried again with new ones.
-        for attempt in 0..3 {
-            let [grpc, http, admin] = [free_port(), free_port(), free_port()];
-            let config = dir.path().join(format!("sampler-{attempt}.yaml"));
-            std::fs::write(
-                &config,
-                format!(
-                    "\
+        Node::launch(dir, "sampler", |grpc, http, admin| {
+            format!(
+                "\
 node: bad-input
-receiver:
-  grpc: {grpc}
-  http: {http}
-  max_request_bytes: {MAX_REQUEST_BYTES}
-  read_timeout: 3s
-  max_attribute_value_bytes: 1024
-admin: {admin}
+{receiver}admin: {admin}
 policy_file: {policy}
 shutdown:
   grace: 0s
@@ -820,17 +850,29 @@ exporter:
   endpoint: http://{backend}
   batch_timeout: 10ms
 ",
-                    policy = policy.display()
-                ),
+                receiver = receiver_block(grpc, http),
+                policy = policy.display()
             )
-            .expect("sampler config");
-            let log = dir.path().join(format!("sampler-{attempt}.log"));
+        })
+    }
+
+    /// `tailgate ROLE` with the config `config(grpc, http, admin)` writes,
+    /// on free ports, ready on `/readyz`.
+    fn launch(
+        dir: &TempDir,
+        role: &str,
+        config: impl Fn(SocketAddr, SocketAddr, SocketAddr) -> String,
+    ) -> Node {
+        // Ports are picked free, then bound by the node: another process
+        // may take one in between, so a start that fails on a taken port is
+        // tried again with new ones.
+        for attempt in 0..3 {
+            let [grpc, http, admin] = [free_port(), free_port(), free_port()];
+            let file = dir.path().join(format!("{role}-{attempt}.yaml"));
+            std::fs::write(&file, config(grpc, http, admin)).expect("node config");
+            let log = dir.path().join(format!("{role}-{attempt}.log"));
             let mut process = Process::tailgate(
-                &[
-                    OsStr::new("sampler"),
-                    OsStr::new("--config"),
-                    config.as_os_str(),
-                ],
+                &[OsStr::new(role), OsStr::new("--config"), file.as_os_str()],
                 log,
             );
             if process.wait_ready(admin, "/readyz") {
@@ -842,7 +884,7 @@ exporter:
                 };
             }
         }
-        panic!("tailgate sampler did not find free ports in three tries");
+        panic!("tailgate {role} did not find free ports in three tries");
     }
 
     fn metrics(&self) -> String {
@@ -919,4 +961,472 @@ fn refused_before_binding(role: &str, config: &Path, case: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{case}: {stderr}");
     assert!(stderr.contains("missing.pem"), "{case}: {stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Logs: the same bad input on `LogsService/Export` and `POST /v1/logs`,
+// against an LB process and the sampler process behind it.
+
+/// An in-process OTLP backend (proto's receiver on 127.0.0.1:0) recording
+/// the body of every log record and the trace ID of every span it takes.
+#[derive(Default)]
+struct Recorder {
+    bodies: std::sync::Mutex<Vec<String>>,
+    traces: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl proto::receiver::Sink for Recorder {
+    async fn accept(
+        &self,
+        batch: proto::receiver::Batch,
+    ) -> Result<proto::receiver::Accepted, proto::receiver::Refusal> {
+        let request = ExportTraceServiceRequest::decode(batch.request.as_ref())
+            .map_err(|e| proto::receiver::Refusal::Invalid(e.to_string()))?;
+        let mut traces = self.traces.lock().expect("lock");
+        let mut spans = 0;
+        for span in request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
+            traces.push(span.trace_id.clone());
+            spans += 1;
+        }
+        Ok(proto::receiver::Accepted { spans })
+    }
+
+    async fn accept_logs(
+        &self,
+        batch: proto::receiver::Batch,
+    ) -> Result<proto::receiver::Accepted, proto::receiver::Refusal> {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value;
+        let request = ExportLogsServiceRequest::decode(batch.request.as_ref())
+            .map_err(|e| proto::receiver::Refusal::Invalid(e.to_string()))?;
+        let mut bodies = self.bodies.lock().expect("lock");
+        let mut records = 0;
+        for record in request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+        {
+            if let Some(any_value::Value::StringValue(body)) =
+                record.body.as_ref().and_then(|b| b.value.as_ref())
+            {
+                bodies.push(body.clone());
+            }
+            records += 1;
+        }
+        Ok(proto::receiver::Accepted { spans: records })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_and_sampler_refuse_bad_logs_and_lose_no_valid_record() {
+    use std::sync::Arc;
+
+    let dir = TempDir::new("tailgate-bad-logs");
+    let receiver = proto::receiver::Receiver::bind(proto::receiver::ReceiverConfig {
+        grpc: Some("127.0.0.1:0".parse().expect("addr")),
+        http: None,
+        node: "backend".into(),
+        ..proto::receiver::ReceiverConfig::default()
+    })
+    .expect("the backend binds");
+    let backend = receiver.grpc_addr().expect("backend gRPC address");
+    let recorder = Arc::new(Recorder::default());
+    let (stop_backend, backend_stopped) = tokio::sync::oneshot::channel::<()>();
+    let backend_task = tokio::spawn(receiver.serve(recorder.clone(), async move {
+        let _ = backend_stopped.await;
+    }));
+
+    let sampler = Node::start(&dir, backend);
+    let member = sampler.grpc;
+    let lb = Node::launch(&dir, "lb", |grpc, http, admin| {
+        format!(
+            "\
+node: bad-input-lb
+{receiver}admin: {admin}
+resolver:
+  static:
+    members: [\"{member}\"]
+export:
+  batch_timeout: 10ms
+drain_timeout: 10s
+",
+            receiver = receiver_block(grpc, http)
+        )
+    });
+
+    // Valid logs and traces to both nodes the whole time the bad input
+    // goes in, every answer awaited.
+    let valid = tokio::spawn(valid_logs(
+        [(lb.grpc, lb.http), (sampler.grpc, sampler.http)],
+        40,
+    ));
+    let mut failures = Vec::new();
+    for (name, node) in [("lb", &lb), ("sampler", &sampler)] {
+        for failure in bad_logs(node.grpc, node.http).await {
+            failures.push(format!("{name}: {failure}"));
+        }
+    }
+    let sent = valid.await.expect("the valid-traffic task ran to its end");
+    // Still serving: ready, and one more valid request each is accepted.
+    let after = valid_logs([(lb.grpc, lb.http), (sampler.grpc, sampler.http)], 1).await;
+    let lb_ready = http_get(lb.admin, "/readyz").map(|(status, _)| status);
+    let sampler_ready = http_get(sampler.admin, "/readyz").map(|(status, _)| status);
+    let lb_metrics = lb.metrics();
+    let sampler_metrics = sampler.metrics();
+    // The LB first, so what it holds reaches the sampler before that stops.
+    lb.terminate();
+    sampler.terminate();
+    let _ = stop_backend.send(());
+    backend_task
+        .await
+        .expect("the backend task")
+        .expect("the backend stops");
+
+    assert!(
+        failures.is_empty(),
+        "bad logs not refused as expected:\n{}",
+        failures.join("\n")
+    );
+    assert_eq!(lb_ready, Some(200), "the LB is ready after the bad input");
+    assert_eq!(
+        sampler_ready,
+        Some(200),
+        "the sampler is ready after the bad input"
+    );
+    let sent = sent.merge(after);
+    assert!(
+        sent.errors.is_empty(),
+        "valid requests refused:\n{}",
+        sent.errors.join("\n")
+    );
+    // Every valid record, once; and every valid span (always_sample).
+    let mut bodies = recorder.bodies.lock().expect("lock").clone();
+    bodies.sort();
+    let mut expected = sent.bodies.clone();
+    expected.sort();
+    assert_eq!(
+        bodies.len(),
+        expected.len(),
+        "valid log records lost or duplicated"
+    );
+    assert_eq!(bodies, expected, "the valid log records, each once");
+    let traces: std::collections::BTreeSet<Vec<u8>> = recorder
+        .traces
+        .lock()
+        .expect("lock")
+        .iter()
+        .cloned()
+        .collect();
+    for trace in &sent.traces {
+        assert!(traces.contains(trace), "a valid trace's span was lost");
+    }
+    for (node, metrics) in [("lb", &lb_metrics), ("sampler", &sampler_metrics)] {
+        for result in ["invalid", "too_large", "attribute_too_long", "timeout"] {
+            let count = requests_counted(metrics, result);
+            assert!(
+                count > 0.0,
+                "{node}: no request counted as {result}:\n{metrics}"
+            );
+        }
+    }
+}
+
+/// What [`valid_logs`] sent and had accepted.
+#[derive(Default)]
+struct SentLogs {
+    bodies: Vec<String>,
+    traces: Vec<Vec<u8>>,
+    errors: Vec<String>,
+}
+
+impl SentLogs {
+    fn merge(mut self, other: SentLogs) -> SentLogs {
+        self.bodies.extend(other.bodies);
+        self.traces.extend(other.traces);
+        self.errors.extend(other.errors);
+        self
+    }
+}
+
+/// `rounds` rounds, 100 ms apart: to each node, a one-span trace over
+/// gRPC, and its two log records plus one without a trace ID over gRPC,
+/// HTTP protobuf and HTTP JSON in turn.
+async fn valid_logs(nodes: [(SocketAddr, SocketAddr); 2], rounds: u32) -> SentLogs {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let mut sent = SentLogs::default();
+    for _ in 0..rounds {
+        for (grpc, http) in nodes {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut trace = vec![0x10; 16];
+            trace[..4].copy_from_slice(&n.to_be_bytes());
+            let spans = client(grpc, Compression::None);
+            if let Err(e) = spans
+                .export(Bytes::from(request(trace.clone(), b"valid")))
+                .await
+            {
+                sent.errors.push(format!("trace {n} to {grpc}: {e}"));
+                continue;
+            }
+            sent.traces.push(trace.clone());
+            let bodies = [
+                format!("valid {n} in 1"),
+                format!("valid {n} in 2"),
+                format!("valid {n} none"),
+            ];
+            let records = vec![
+                log_record(trace.clone(), bodies[0].as_bytes()),
+                log_record(trace.clone(), bodies[1].as_bytes()),
+                log_record(Vec::new(), bodies[2].as_bytes()),
+            ];
+            let answer = match n % 3 {
+                0 => client(grpc, Compression::None)
+                    .for_signal(proto::receiver::Signal::Logs)
+                    .export(Bytes::from(logs_request(records)))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                1 => {
+                    expect_status_at(
+                        http,
+                        "/v1/logs",
+                        "application/x-protobuf",
+                        &[],
+                        &logs_request(records),
+                        200,
+                    )
+                    .await
+                }
+                _ => {
+                    let request = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest::decode(
+                        logs_request(records).as_slice(),
+                    )
+                    .expect("our own encoding");
+                    let json = serde_json::to_vec(&request).expect("OTLP/JSON");
+                    expect_status_at(http, "/v1/logs", "application/json", &[], &json, 200).await
+                }
+            };
+            match answer {
+                Ok(()) => sent.bodies.extend(bodies),
+                Err(e) => sent.errors.push(format!("logs {n} to {grpc}/{http}: {e}")),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sent
+}
+
+/// Throws every kind of bad logs request at a node and returns what was
+/// not answered as expected.
+async fn bad_logs(grpc: SocketAddr, http: SocketAddr) -> Vec<String> {
+    use proto::receiver::Signal;
+    let mut failures = Vec::new();
+    let mut check = |case: &str, outcome: Result<(), String>| {
+        if let Err(e) = outcome {
+            failures.push(format!("{case}: {e}"));
+        }
+    };
+    let plain = client(grpc, Compression::None).for_signal(Signal::Logs);
+    let valid = logs_request(vec![log_record(vec![1; 16], b"valid")]);
+    let truncated = &valid[..valid.len() / 2];
+    let long_trace = logs_request(vec![log_record(vec![3; 17], b"x")]);
+    let mut long_span = log_record(vec![3; 16], b"x");
+    long_span.span_id = vec![4; 9];
+    let long_span = logs_request(vec![long_span]);
+    let bad_utf8 = invalid_utf8_logs_request();
+    let long_attribute = long_attribute_logs_request();
+    // A log record (field 2 of ScopeLogs) as a fixed64.
+    let wrong_nested: &[u8] = &[0x0a, 0x0b, 0x12, 0x09, 0x11, 1, 2, 3, 4, 5, 6, 7, 8];
+
+    // The protobuf path, over gRPC.
+    for (case, body, code) in [
+        (
+            "truncated protobuf",
+            truncated.to_vec(),
+            Code::InvalidArgument,
+        ),
+        ("garbage bytes", garbage(4096, 3), Code::InvalidArgument),
+        ("wrong wire type", vec![0x08, 0x01], Code::InvalidArgument),
+        (
+            "wrong nested wire type",
+            wrong_nested.to_vec(),
+            Code::InvalidArgument,
+        ),
+        (
+            "17-byte trace ID",
+            long_trace.clone(),
+            Code::InvalidArgument,
+        ),
+        ("9-byte span ID", long_span.clone(), Code::InvalidArgument),
+        (
+            "invalid UTF-8 body",
+            bad_utf8.clone(),
+            Code::InvalidArgument,
+        ),
+        (
+            "attribute value over the limit",
+            long_attribute.clone(),
+            Code::ResourceExhausted,
+        ),
+        (
+            "100 MiB message",
+            vec![0x0a; 100 * MIB],
+            Code::ResourceExhausted,
+        ),
+    ] {
+        check(
+            &format!("grpc logs {case}"),
+            expect_code(&plain, Bytes::from(body), code).await,
+        );
+    }
+    let gzip = client(grpc, Compression::Gzip).for_signal(Signal::Logs);
+    check(
+        "grpc logs gzip bomb",
+        expect_code(
+            &gzip,
+            Bytes::from(vec![0u8; 16 * MIB]),
+            Code::ResourceExhausted,
+        )
+        .await,
+    );
+
+    // The HTTP path.
+    let pb = "application/x-protobuf";
+    let json = "application/json";
+    let logs = "/v1/logs";
+    for (case, content_type, body, status) in [
+        ("truncated protobuf", pb, truncated.to_vec(), 400),
+        ("garbage bytes", pb, garbage(4096, 4), 400),
+        ("wrong wire type", pb, vec![0x08, 0x01], 400),
+        ("17-byte trace ID", pb, long_trace, 400),
+        ("9-byte span ID", pb, long_span, 400),
+        ("invalid UTF-8 protobuf", pb, bad_utf8, 400),
+        ("attribute value over the limit", pb, long_attribute, 413),
+        (
+            "invalid UTF-8 JSON",
+            json,
+            b"{\"resourceLogs\":[{\"\xff\xfe\":1}]}".to_vec(),
+            400,
+        ),
+        (
+            "JSON with wrong types",
+            json,
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":12,"spanId":true,"body":["x"]}]}]}]}"#.to_vec(),
+            400,
+        ),
+        (
+            "JSON with a 17-byte trace ID",
+            json,
+            br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"000102030405060708090a0b0c0d0e0f10","body":{"stringValue":"x"}}]}]}]}"#.to_vec(),
+            400,
+        ),
+        ("JSON that is not an object", json, b"[1,2,3]".to_vec(), 400),
+        ("wrong content type", "text/plain", valid.clone(), 415),
+    ] {
+        check(
+            &format!("http logs {case}"),
+            expect_status_at(http, logs, content_type, &[], &body, status).await,
+        );
+    }
+    check(
+        "http logs gzip bomb",
+        expect_status_at(
+            http,
+            logs,
+            pb,
+            &[("content-encoding", "gzip")],
+            &gzip_zeros(64 * MIB),
+            413,
+        )
+        .await,
+    );
+    check(
+        "http logs corrupt gzip",
+        expect_status_at(
+            http,
+            logs,
+            pb,
+            &[("content-encoding", "gzip")],
+            b"\x1f\x8b\x08garbage",
+            400,
+        )
+        .await,
+    );
+    check("http logs 100 MiB body", huge_body(http, logs, true).await);
+    check(
+        "http logs 100 MiB chunked body",
+        huge_body(http, logs, false).await,
+    );
+    check(
+        "http logs body that trickles in",
+        trickle_body(http, logs).await,
+    );
+    failures
+}
+
+fn log_record(trace_id: Vec<u8>, body: &[u8]) -> opentelemetry_proto::tonic::logs::v1::LogRecord {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
+    opentelemetry_proto::tonic::logs::v1::LogRecord {
+        span_id: if trace_id.is_empty() {
+            Vec::new()
+        } else {
+            vec![1; 8]
+        },
+        trace_id,
+        time_unix_nano: 1,
+        body: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(
+                String::from_utf8_lossy(body).into_owned(),
+            )),
+        }),
+        ..Default::default()
+    }
+}
+
+fn logs_request(records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>) -> Vec<u8> {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource::default()),
+            scope_logs: vec![ScopeLogs {
+                log_records: records,
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A one-record request whose string body is not UTF-8 (patched in the
+/// encoding).
+fn invalid_utf8_logs_request() -> Vec<u8> {
+    let mut bytes = logs_request(vec![log_record(vec![5; 16], b"BODY")]);
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"BODY")
+        .expect("the body is in the encoding");
+    bytes[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
+    bytes
+}
+
+/// A one-record request with a 2 KiB attribute value, over the node's
+/// `max_attribute_value_bytes` (1 KiB here).
+fn long_attribute_logs_request() -> Vec<u8> {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    let mut record = log_record(vec![6; 16], b"query");
+    record.attributes.push(KeyValue {
+        key: "db.statement".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("x".repeat(2048))),
+        }),
+        ..KeyValue::default()
+    });
+    logs_request(vec![record])
 }

@@ -6,11 +6,13 @@
 //! own. [`resolver`] keeps the member set (DNS or static), [`ring`] maps a
 //! trace ID to its owner, [`exporter`] queues per member and fails over.
 //! [`collector`] reads a Collector configuration's `loadbalancing` exporter
-//! as an LB config.
+//! as an LB config. [`logs_backend`] sends log records without a trace ID
+//! to a logs backend when one is configured.
 #![forbid(unsafe_code)]
 
 pub mod collector;
 pub mod exporter;
+pub mod logs_backend;
 pub mod member;
 pub mod node;
 pub mod resolver;

@@ -2,7 +2,9 @@
 //! exporter, a resolver keeping its member set, and the admin server.
 //! Logs go through a second exporter of the same kind on the same member
 //! set ([`LbExporter::start_logs`]), so a trace's log records reach the
-//! member that owns its spans; both drain in the same step.
+//! member that owns its spans; both drain in the same step. With
+//! `logs_backend` set, records without a trace ID go to that backend instead
+//! ([`crate::logs_backend`]).
 //!
 //! Shutdown order (one place): fail `/readyz` → stop the receivers (their
 //! in-flight requests are answered) → drain the exporter until
@@ -22,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::exporter::{ExportConfig, ExportConfigError, LbExporter, SendError, StartError};
+use crate::logs_backend::{self, LogsBackend};
 use crate::resolver::{self, Membership, ResolverConfig, ResolverError};
 
 /// The `tailgate lb` configuration (YAML; unknown keys are an error).
@@ -58,6 +61,10 @@ pub struct LbConfig {
     /// before dropping the rest (counted). Default 10 s.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Where log records without a trace ID go (OTLP/gRPC `LogsService`,
+    /// the sampler's exporter keys). Default none: they are spread over the
+    /// members that are up, in turn.
+    pub logs_backend: Option<proto::exporter::ExporterConfig>,
 }
 
 pub const DEFAULT_NODE: &str = "tailgate-lb";
@@ -79,6 +86,7 @@ impl Default for LbConfig {
             export: ExportConfig::default(),
             retry_after: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(10),
+            logs_backend: None,
         }
     }
 }
@@ -92,6 +100,8 @@ pub enum LbConfigError {
     Resolver(#[from] ResolverError),
     #[error(transparent)]
     Export(#[from] ExportConfigError),
+    #[error("logs_backend: {0}")]
+    LogsBackend(#[from] proto::exporter::ExporterConfigError),
 }
 
 impl LbConfig {
@@ -151,6 +161,9 @@ impl LbConfig {
         if self.drain_timeout.is_zero() {
             return invalid("drain_timeout", "must be more than 0");
         }
+        if let Some(backend) = &self.logs_backend {
+            backend.validate()?;
+        }
         Ok(())
     }
 }
@@ -175,6 +188,8 @@ pub enum LbError {
     Resolver(#[from] ResolverError),
     #[error("lb exporter: {0}")]
     Exporter(#[from] StartError),
+    #[error("logs backend: {0}")]
+    LogsBackend(#[from] proto::exporter::StartError),
     #[error("the lb must run inside a tokio runtime")]
     NoRuntime,
 }
@@ -208,6 +223,7 @@ impl LbError {
 struct LbSink {
     exporter: LbExporter,
     logs: LbExporter,
+    logs_backend: Option<LogsBackend>,
     retry_after: Duration,
 }
 
@@ -217,7 +233,29 @@ impl Sink for LbSink {
     }
 
     async fn accept_logs(&self, batch: Batch) -> Result<Accepted, Refusal> {
-        self.send(&self.logs, batch).await
+        let Some(backend) = &self.logs_backend else {
+            return self.send(&self.logs, batch).await;
+        };
+        // The backend's part first (see crate::logs_backend for why).
+        let split = logs_backend::split(&batch.request)?;
+        let mut records = 0;
+        if let Some(traceless) = split.traceless {
+            records += traceless.spans;
+            backend.send(traceless).await?;
+        }
+        if let Some(traced) = split.traced {
+            let accepted = self
+                .send(
+                    &self.logs,
+                    Batch {
+                        request: traced,
+                        ..batch
+                    },
+                )
+                .await?;
+            records += accepted.spans;
+        }
+        Ok(Accepted { spans: records })
     }
 }
 
@@ -254,6 +292,7 @@ pub struct Lb {
     membership: Membership,
     exporter: LbExporter,
     logs: LbExporter,
+    logs_backend: Option<LogsBackend>,
     retry_after: Duration,
     drain_timeout: Duration,
 }
@@ -286,12 +325,24 @@ impl Lb {
         let membership = resolver::start(&config.resolver, &config.node)?;
         let exporter = LbExporter::start(&config.export, &config.node, membership.subscribe())?;
         let logs = LbExporter::start_logs(&config.export, &config.node, membership.subscribe())?;
+        let logs_backend = config
+            .logs_backend
+            .map(|backend| {
+                LogsBackend::start(
+                    backend,
+                    &config.node,
+                    config.export.queue_wait,
+                    config.retry_after,
+                )
+            })
+            .transpose()?;
         Ok(Lb {
             receiver,
             admin,
             membership,
             exporter,
             logs,
+            logs_backend,
             retry_after: config.retry_after,
             drain_timeout: config.drain_timeout,
         })
@@ -330,6 +381,7 @@ impl Lb {
             membership,
             exporter,
             logs,
+            logs_backend,
             retry_after,
             drain_timeout,
         } = self;
@@ -349,6 +401,7 @@ impl Lb {
         let sink = Arc::new(LbSink {
             exporter: exporter.clone(),
             logs: logs.clone(),
+            logs_backend: logs_backend.clone(),
             retry_after,
         });
         let serving = receiver.serve(sink, until(receiver_stopped));
@@ -364,8 +417,23 @@ impl Lb {
         readiness.set_ready(false);
         stop_receiver.send_replace(true);
         let deadline = Instant::now() + drain_timeout;
-        let (report, logs_report) =
-            tokio::join!(exporter.shutdown(deadline), logs.shutdown(deadline));
+        let backend_shutdown = async {
+            match &logs_backend {
+                Some(backend) => backend.shutdown(deadline).await.dropped_spans,
+                None => 0,
+            }
+        };
+        let (report, logs_report, backend_dropped) = tokio::join!(
+            exporter.shutdown(deadline),
+            logs.shutdown(deadline),
+            backend_shutdown
+        );
+        if backend_dropped > 0 {
+            tracing::warn!(
+                dropped = backend_dropped,
+                "log records for the logs backend still held at the drain deadline were dropped"
+            );
+        }
         if report.dropped_spans > 0 {
             tracing::warn!(
                 dropped = report.dropped_spans,
@@ -519,6 +587,10 @@ retry_after: 500ms
         assert!(msg(|c| c.node = " ".into()).starts_with("node:"));
         assert!(msg(|c| c.export.concurrency = 0).contains("export.concurrency"));
         assert!(msg(|c| c.retry_after = Duration::ZERO).starts_with("retry_after"));
+        assert!(
+            msg(|c| c.logs_backend = Some(proto::exporter::ExporterConfig::default()))
+                .starts_with("logs_backend:")
+        );
         // The node's own name in receiver.node is fine, and port 0 never
         // clashes.
         let mut c = valid();

@@ -917,6 +917,7 @@ fn strays_waiting_in_the_forwarder_when_killed_are_recovered_from_the_log() {
         assert_eq!(backend.spans_of(id), [0, 1]);
         node.shutdown().await.unwrap();
     });
+}
 
 /// Sends a logs request to `node`, with `header` if given.
 async fn send_logs(node: &Node, header: Option<(&str, &str)>, body: bytes::Bytes) {

@@ -7,7 +7,8 @@
 //! - a DNS server in this process (`samplers.test.`), whose answer the test
 //!   sets, as the headless Service's endpoints change;
 //! - two `tailgate lb` processes on 127.0.0.1 resolving the same name;
-//! - the backend: loadtest's recording sink, in this process;
+//! - the backend: loadtest's recording sink, in this process; the samplers'
+//!   `logs_exporter` goes to [`LogsBackend`], a recording receiver beside it;
 //! - load: loadtest's generator, its connections split between the LBs;
 //! - judgement: loadtest's verifier over the manifest and the sink's record,
 //!   and the accounting identity read from each live sampler's `/metrics`.
@@ -195,6 +196,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub dns: FakeDns,
     pub sink: Option<RunningSink>,
+    /// Where the samplers' log records go.
+    pub logs: LogsBackend,
     pub lbs: Vec<Proc>,
     pub lb_grpc: Vec<SocketAddr>,
     pub lb_admin: Vec<SocketAddr>,
@@ -323,10 +326,12 @@ impl Cluster {
         let admin_port = common_port(&ips);
         let sink = start_sink("127.0.0.1:0".parse().expect("addr"), &record_file(&dir, 0)).await;
         let dns = FakeDns::start().await;
+        let logs = LogsBackend::start().await;
         let mut cluster = Cluster {
             dir,
             dns,
             sink: Some(sink),
+            logs,
             lbs: Vec::new(),
             lb_grpc: Vec::new(),
             lb_admin: Vec::new(),
@@ -405,7 +410,13 @@ receiver:
   initial_interval: 200ms
   max_interval: 1s
   max_elapsed_time: 120s
-{queue}shutdown:
+{queue}logs_exporter:
+  endpoint: http://{logs}
+  batch_timeout: 50ms
+  initial_interval: 200ms
+  max_interval: 1s
+  max_elapsed_time: 120s
+shutdown:
   grace: {GRACE}
   drain_timeout: 10s
 cluster:
@@ -430,6 +441,7 @@ cluster:
             admin = self.admin_port,
             port = self.port,
             dns = self.dns.addr,
+            logs = self.logs.addr,
             policy = self.dir.join("policy.yaml").display(),
         )
     }
@@ -627,6 +639,7 @@ export:
             for i in self.samplers.keys() {
                 let m = self.metrics(*i).await;
                 quiet &= m.sum("tailgate_buffer_spans", &[]) == 0.0
+                    && m.sum("tailgate_log_records_buffered", &[]) == 0.0
                     && m.sum("tailgate_exporter_queue_bytes", &[]) == 0.0
                     && m.sum("tailgate_exporter_spill_batches", &[]) == 0.0;
             }
@@ -724,6 +737,7 @@ export:
         if let Some(sink) = self.sink.take() {
             let _ = sink.stop().await;
         }
+        self.logs.stop().await;
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -748,6 +762,98 @@ async fn start_sink(grpc: SocketAddr, record: &Path) -> RunningSink {
     })
     .await
     .expect("sink starts")
+}
+
+/// The samplers' logs backend: proto's OTLP receiver on 127.0.0.1,
+/// recording every log record it takes as (body, trace ID in hex).
+pub struct LogsBackend {
+    pub addr: SocketAddr,
+    pub recorder: std::sync::Arc<LogsRecorder>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), proto::receiver::ReceiverError>>>,
+}
+
+#[derive(Default)]
+pub struct LogsRecorder {
+    pub records: std::sync::Mutex<Vec<(String, Option<String>)>>,
+}
+
+impl proto::receiver::Sink for LogsRecorder {
+    async fn accept(
+        &self,
+        _batch: proto::receiver::Batch,
+    ) -> Result<proto::receiver::Accepted, proto::receiver::Refusal> {
+        Err(proto::receiver::Refusal::Invalid(
+            "this backend takes logs only".into(),
+        ))
+    }
+
+    async fn accept_logs(
+        &self,
+        batch: proto::receiver::Batch,
+    ) -> Result<proto::receiver::Accepted, proto::receiver::Refusal> {
+        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        use prost::Message;
+        let request = ExportLogsServiceRequest::decode(batch.request.as_ref())
+            .map_err(|e| proto::receiver::Refusal::Invalid(e.to_string()))?;
+        let mut records = self.records.lock().expect("lock");
+        let mut n = 0;
+        for record in request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+        {
+            let body = match record.body.as_ref().and_then(|b| b.value.as_ref()) {
+                Some(Value::StringValue(s)) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let trace = (!record.trace_id.iter().all(|b| *b == 0))
+                .then(|| record.trace_id.iter().map(|b| format!("{b:02x}")).collect());
+            records.push((body, trace));
+            n += 1;
+        }
+        Ok(proto::receiver::Accepted { spans: n })
+    }
+}
+
+impl LogsBackend {
+    async fn start() -> LogsBackend {
+        let receiver = proto::receiver::Receiver::bind(proto::receiver::ReceiverConfig {
+            grpc: Some("127.0.0.1:0".parse().expect("addr")),
+            http: None,
+            node: "logs-backend".into(),
+            ..proto::receiver::ReceiverConfig::default()
+        })
+        .expect("the logs backend binds");
+        let addr = receiver.grpc_addr().expect("grpc");
+        let recorder = std::sync::Arc::new(LogsRecorder::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(receiver.serve(recorder.clone(), async move {
+            let _ = stopped.await;
+        }));
+        LogsBackend {
+            addr,
+            recorder,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Every record received so far.
+    pub fn records(&self) -> Vec<(String, Option<String>)> {
+        self.recorder.records.lock().expect("lock").clone()
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Polls `/readyz` until 200, at most `limit`.
