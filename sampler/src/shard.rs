@@ -352,22 +352,28 @@ impl Shard {
                 }
                 continue;
             }
-            match self.buffer.cached_decision(&taken.id) {
-                Some(decision) => {
-                    let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, Some(kept));
-                }
-                None => {
-                    self.ctx
-                        .logs
-                        .metrics
-                        .orphaned
-                        .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, None);
-                }
-            }
+            self.release_unbuffered_logs(taken);
         }
         self.wake_for_logs();
+    }
+
+    /// Records whose trace has no spans here (any more): they follow its
+    /// decision if one is remembered, else go out as orphans.
+    fn release_unbuffered_logs(&mut self, taken: crate::logs::TakenLogs) {
+        match self.buffer.cached_decision(&taken.id) {
+            Some(decision) => {
+                let kept = matches!(decision, CachedDecision::Sampled(_));
+                self.release_logs(taken.parts, taken.records, Some(kept));
+            }
+            None => {
+                self.ctx
+                    .logs
+                    .metrics
+                    .orphaned
+                    .increment(taken.records as u64);
+                self.release_logs(taken.parts, taken.records, None);
+            }
+        }
     }
 
     fn wake_for_logs(&mut self) {
@@ -1066,23 +1072,9 @@ impl Shard {
                 .increment(ready.len() as u64);
         }
         self.decide_all(ready, now, false).await;
-        // Records still held have no trace left here: each follows its
-        // decision if one is remembered, else goes out as an orphan.
+        // Records still held have no trace left here.
         for taken in self.logs.drain() {
-            match self.buffer.cached_decision(&taken.id) {
-                Some(decision) => {
-                    let kept = matches!(decision, CachedDecision::Sampled(_));
-                    self.release_logs(taken.parts, taken.records, Some(kept));
-                }
-                None => {
-                    self.ctx
-                        .logs
-                        .metrics
-                        .orphaned
-                        .increment(taken.records as u64);
-                    self.release_logs(taken.parts, taken.records, None);
-                }
-            }
+            self.release_unbuffered_logs(taken);
         }
         self.publish();
         self.flush(0).await;
