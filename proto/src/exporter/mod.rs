@@ -930,11 +930,7 @@ async fn deliver(context: &Context, request: &Request) {
             Err(error) => error,
         };
         metrics.failed.increment(spans);
-        let delay = if error.is_retryable() {
-            backoff.next_delay(Instant::now(), error.retry_after(), rand::random())
-        } else {
-            None
-        };
+        let delay = backoff.after(&error);
         let Some(delay) = delay else {
             let reason = if error.is_retryable() {
                 DropReason::RetriesExhausted

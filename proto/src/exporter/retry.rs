@@ -53,6 +53,16 @@ impl Backoff {
         }
     }
 
+    /// How long to wait before retrying after `error` (now, with fresh
+    /// jitter), or `None` to give up: a non-retryable error, or past
+    /// `max_elapsed_time`.
+    pub fn after(&mut self, error: &super::ExportError) -> Option<Duration> {
+        if !error.is_retryable() {
+            return None;
+        }
+        self.next_delay(Instant::now(), error.retry_after(), rand::random())
+    }
+
     /// How long to wait before the next attempt, or `None` to give up.
     ///
     /// `now` is when the failed attempt ended; `retry_after` is the server's

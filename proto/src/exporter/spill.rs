@@ -256,11 +256,7 @@ async fn send(context: &Context, body: Bytes, spans: u64, backoff: BackoffPolicy
             Err(error) => error,
         };
         metrics.failed.increment(spans);
-        let delay = if error.is_retryable() {
-            backoff.next_delay(Instant::now(), error.retry_after(), rand::random())
-        } else {
-            None
-        };
+        let delay = backoff.after(&error);
         let Some(delay) = delay else {
             tracing::warn!(%error, spans, "disk queue: export failed for good, dropped");
             metrics
