@@ -33,12 +33,14 @@
 //!   returns [`StorageError::DiskFull`]; the next commit writes them again
 //!   at the same offset. The caller pushes back meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use hashbrown::HashMap;
 
 use crate::frame::{self, Frame};
 use crate::record::{self, Record, TraceKey};
@@ -194,9 +196,47 @@ struct Segment {
     created: Duration,
 }
 
-#[derive(Debug, Default)]
+/// The segments holding spans of one unsettled trace: nearly always one,
+/// so the first is inline (no allocation per trace).
+#[derive(Debug)]
 struct Tracked {
-    segments: Vec<u64>,
+    first: u64,
+    more: Vec<u64>,
+}
+
+impl Tracked {
+    fn new(seq: u64) -> Self {
+        Tracked {
+            first: seq,
+            more: Vec::new(),
+        }
+    }
+
+    /// Adds `seq`; false if it was there.
+    fn add(&mut self, seq: u64) -> bool {
+        if self.first == seq || self.more.contains(&seq) {
+            return false;
+        }
+        self.more.push(seq);
+        true
+    }
+
+    fn segments(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+
+    /// Removes `seq`; false once none is left.
+    fn remove(&mut self, seq: u64) -> bool {
+        if self.first == seq {
+            match self.more.pop() {
+                Some(other) => self.first = other,
+                None => return false,
+            }
+        } else {
+            self.more.retain(|s| *s != seq);
+        }
+        true
+    }
 }
 
 /// The write-ahead log. See the module doc.
@@ -216,6 +256,8 @@ pub struct Wal {
     durable: u64,
     last_commit: Duration,
     segments: BTreeMap<u64, Segment>,
+    /// Unsettled traces (hashbrown's seeded hasher: trace IDs come from
+    /// clients, and SipHash cost the sampler more than the map's work).
     traces: HashMap<TraceKey, Tracked>,
     on_disk: u64,
     deleted: u64,
@@ -324,9 +366,14 @@ impl Wal {
                     created: now,
                 });
                 for key in traces {
-                    let tracked = self.traces.entry(*key).or_default();
-                    if !tracked.segments.contains(&seq) {
-                        tracked.segments.push(seq);
+                    let added = match self.traces.entry(*key) {
+                        hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().add(seq),
+                        hashbrown::hash_map::Entry::Vacant(e) => {
+                            e.insert(Tracked::new(seq));
+                            true
+                        }
+                    };
+                    if added {
                         segment.unsettled += 1;
                     }
                 }
@@ -348,7 +395,7 @@ impl Wal {
         let Some(tracked) = self.traces.remove(key) else {
             return;
         };
-        for seq in tracked.segments {
+        for seq in tracked.segments() {
             if let Some(segment) = self.segments.get_mut(&seq) {
                 segment.unsettled = segment.unsettled.saturating_sub(1);
             }
@@ -509,10 +556,7 @@ impl Wal {
             }
             if expired {
                 self.expired += 1;
-                self.traces.retain(|_, t| {
-                    t.segments.retain(|s| *s != seq);
-                    !t.segments.is_empty()
-                });
+                self.traces.retain(|_, t| t.remove(seq));
             } else {
                 self.deleted += 1;
             }
