@@ -34,7 +34,7 @@
 //! slot is a pointer), one map slot, one deadline entry.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::Arc;
@@ -172,7 +172,70 @@ struct Trace {
 }
 
 /// A deadline entry: stale once its trace is gone or has another deadline.
-type Deadline = Reverse<(u64, TraceId)>;
+type Deadline = (u64, TraceId);
+
+/// The buffered traces' deadlines, nearest first. Nearly every deadline is
+/// a new trace's `first_seen + decision_wait`, and the clock only moves
+/// forward: those come in order and go to a FIFO (push and pop O(1)). The
+/// rest (root waits, caps, holds, handed-over traces older than the last
+/// one) go to a heap beside it. Entries go stale when their trace leaves or
+/// gets another deadline, and are skipped when met.
+#[derive(Debug, Default)]
+struct Deadlines {
+    fifo: VecDeque<Deadline>,
+    heap: BinaryHeap<Reverse<Deadline>>,
+}
+
+impl Deadlines {
+    fn push(&mut self, deadline: u64, id: TraceId) {
+        if self.fifo.back().is_none_or(|&(last, _)| last <= deadline) {
+            self.fifo.push_back((deadline, id));
+        } else {
+            self.heap.push(Reverse((deadline, id)));
+        }
+    }
+
+    /// Whether the nearest is in the FIFO (rather than the heap).
+    fn nearest_in_fifo(&self) -> Option<bool> {
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(f), Some(Reverse(h))) => Some(f <= h),
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (None, None) => None,
+        }
+    }
+
+    fn peek(&self) -> Option<Deadline> {
+        match self.nearest_in_fifo()? {
+            true => self.fifo.front().copied(),
+            false => self.heap.peek().map(|Reverse(d)| *d),
+        }
+    }
+
+    fn pop(&mut self) -> Option<Deadline> {
+        match self.nearest_in_fifo()? {
+            true => self.fifo.pop_front(),
+            false => self.heap.pop().map(|Reverse(d)| d),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.fifo.len() + self.heap.len()
+    }
+
+    fn clear(&mut self) {
+        self.fifo.clear();
+        self.heap.clear();
+    }
+
+    /// Replaces every entry with `live` (sorted into the FIFO).
+    fn rebuild(&mut self, live: impl Iterator<Item = Deadline>) {
+        let mut all: Vec<Deadline> = live.collect();
+        all.sort_unstable();
+        self.fifo = all.into();
+        self.heap = BinaryHeap::new();
+    }
+}
 
 /// Estimated bytes a trace costs besides its data buffer's capacity: the
 /// boxed [`Trace`], two allocator headers, its map slot (a pointer and a
@@ -431,7 +494,7 @@ pub struct TraceBuffer {
     settings: BufferSettings,
     traces: HashTable<Box<Trace>>,
     hasher: DefaultHashBuilder,
-    deadlines: BinaryHeap<Deadline>,
+    deadlines: Deadlines,
     headers: Interner,
     cache: DecisionCache,
     spans: usize,
@@ -457,7 +520,7 @@ impl TraceBuffer {
             settings,
             traces: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             headers: Interner::default(),
             clock: 0,
             spans: 0,
@@ -583,7 +646,7 @@ impl TraceBuffer {
                         None => {}
                     }
                     let deadline = first_seen.saturating_add(wait);
-                    deadlines.push(Reverse((deadline, id)));
+                    deadlines.push(deadline, id);
                     report.new_traces += 1;
                     e.insert(Box::new(Trace {
                         id,
@@ -625,7 +688,7 @@ impl TraceBuffer {
                 if deadline < trace.deadline {
                     trace.deadline = deadline;
                     trace.due = Due::Wait;
-                    deadlines.push(Reverse((deadline, id)));
+                    deadlines.push(deadline, id);
                 }
             }
             let header = scratch[span.group as usize];
@@ -665,7 +728,7 @@ impl TraceBuffer {
             {
                 trace.deadline = deadline;
                 trace.due = why;
-                deadlines.push(Reverse((deadline, id)));
+                deadlines.push(deadline, id);
             }
         }
         report
@@ -680,7 +743,7 @@ impl TraceBuffer {
         let now = nanos(now);
         self.clock = self.clock.max(now);
         let mut ready = Vec::new();
-        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
+        while let Some((deadline, id)) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
@@ -699,7 +762,7 @@ impl TraceBuffer {
                 break;
             };
             // Every buffered trace has an entry for its current deadline.
-            let Some(Reverse((deadline, id))) = self.deadlines.pop() else {
+            let Some((deadline, id)) = self.deadlines.pop() else {
                 break;
             };
             if let Some(trace) = self.remove_if(&id, |t| t.deadline == deadline) {
@@ -707,10 +770,7 @@ impl TraceBuffer {
             }
         }
         self.compact_deadlines();
-        let next = self
-            .deadlines
-            .peek()
-            .map(|Reverse((d, _))| Duration::from_nanos(*d));
+        let next = self.deadlines.peek().map(|(d, _)| Duration::from_nanos(d));
         (ready, next)
     }
 
@@ -759,7 +819,7 @@ impl TraceBuffer {
         }
         trace.deadline = until;
         trace.due = Due::Wait;
-        self.deadlines.push(Reverse((until, *id)));
+        self.deadlines.push(until, *id);
         true
     }
 
@@ -863,11 +923,8 @@ impl TraceBuffer {
         if self.deadlines.len() <= 2 * self.traces.len() + 1024 {
             return;
         }
-        self.deadlines = self
-            .traces
-            .iter()
-            .map(|t| Reverse((t.deadline, t.id)))
-            .collect();
+        self.deadlines
+            .rebuild(self.traces.iter().map(|t| (t.deadline, t.id)));
     }
 }
 

@@ -8,6 +8,15 @@
 //!   commit: at most `commit_interval` of records. A caller that must not
 //!   acknowledge anything a crash could lose waits for
 //!   [`Wal::durable`] to pass the record's number.
+//! - **Direct I/O**: on Linux a segment is opened with `O_DIRECT`, and a
+//!   commit writes whole 4 KiB blocks from an aligned buffer (the last
+//!   one padded, then the file cut back to its records with `ftruncate`,
+//!   so a segment holds the same bytes either way). The log never reads
+//!   back what it writes, and filling fresh page-cache pages was most of
+//!   what the log cost the sampler (see BENCHMARKS.md). Where the file
+//!   system refuses `O_DIRECT` (tmpfs) or an aligned write, the segment
+//!   is written through the page cache as before. Either way the commit
+//!   ends with `fdatasync`: the durability contract is the same.
 //! - **Segments** close once past `segment_bytes`; the next commit starts a
 //!   new one. A segment is deleted once every trace with spans in it is
 //!   settled: decided not kept, or kept and delivered. A segment older than
@@ -24,12 +33,14 @@
 //!   returns [`StorageError::DiskFull`]; the next commit writes them again
 //!   at the same offset. The caller pushes back meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use hashbrown::HashMap;
 
 use crate::frame::{self, Frame};
 use crate::record::{self, Record, TraceKey};
@@ -120,12 +131,61 @@ pub struct Progress {
     pub total_bytes: u64,
 }
 
+/// The block size direct writes are aligned to (offset, length, memory).
+const BLOCK: usize = 4096;
+
 #[derive(Debug)]
 struct Active {
     seq: u64,
     file: File,
     path: PathBuf,
     len: u64,
+    /// Opened with `O_DIRECT`: writes go in whole aligned blocks.
+    direct: bool,
+}
+
+/// Opens a new segment for writing, with `O_DIRECT` where the file system
+/// takes it. Returns the file and whether it is direct.
+fn create_segment(path: &Path) -> io::Result<(File, bool)> {
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(true).write(true);
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut direct = options.clone();
+        direct.custom_flags(libc::O_DIRECT);
+        if let Ok(file) = direct.open(path) {
+            return Ok((file, true));
+        }
+    }
+    options.open(path).map(|file| (file, false))
+}
+
+/// The staging buffer of direct writes: a reused allocation, and where in
+/// it the block-aligned part starts.
+#[derive(Debug, Default)]
+struct Staging {
+    buf: Vec<u8>,
+}
+
+impl Staging {
+    /// `tail` then `data`, zero-padded to whole blocks, in block-aligned
+    /// memory.
+    fn fill(&mut self, tail: &[u8], data: &[u8]) -> &[u8] {
+        let len = tail.len() + data.len();
+        let padded = len.next_multiple_of(BLOCK);
+        if self.buf.len() < padded + BLOCK {
+            self.buf = vec![0; padded + BLOCK];
+        }
+        // Pointer to integer only, to find the aligned offset: no unsafe.
+        let skew = self.buf.as_ptr() as usize % BLOCK;
+        let at = (BLOCK - skew) % BLOCK;
+        let out = &mut self.buf[at..at + padded];
+        out[..tail.len()].copy_from_slice(tail);
+        out[tail.len()..len].copy_from_slice(data);
+        out[len..].fill(0);
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -136,9 +196,47 @@ struct Segment {
     created: Duration,
 }
 
-#[derive(Debug, Default)]
+/// The segments holding spans of one unsettled trace: nearly always one,
+/// so the first is inline (no allocation per trace).
+#[derive(Debug)]
 struct Tracked {
-    segments: Vec<u64>,
+    first: u64,
+    more: Vec<u64>,
+}
+
+impl Tracked {
+    fn new(seq: u64) -> Self {
+        Tracked {
+            first: seq,
+            more: Vec::new(),
+        }
+    }
+
+    /// Adds `seq`; false if it was there.
+    fn add(&mut self, seq: u64) -> bool {
+        if self.first == seq || self.more.contains(&seq) {
+            return false;
+        }
+        self.more.push(seq);
+        true
+    }
+
+    fn segments(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(self.first).chain(self.more.iter().copied())
+    }
+
+    /// Removes `seq`; false once none is left.
+    fn remove(&mut self, seq: u64) -> bool {
+        if self.first == seq {
+            match self.more.pop() {
+                Some(other) => self.first = other,
+                None => return false,
+            }
+        } else {
+            self.more.retain(|s| *s != seq);
+        }
+        true
+    }
 }
 
 /// The write-ahead log. See the module doc.
@@ -148,11 +246,18 @@ pub struct Wal {
     active: Option<Active>,
     next_seq: u64,
     pending: Vec<u8>,
+    /// Direct writes: the bytes of the active segment's last, partial
+    /// block (written already; written again with the next records, as
+    /// the block is written whole), and the aligned buffer.
+    tail: Vec<u8>,
+    staging: Staging,
     /// Records appended so far, and made durable so far.
     appended: u64,
     durable: u64,
     last_commit: Duration,
     segments: BTreeMap<u64, Segment>,
+    /// Unsettled traces (hashbrown's seeded hasher: trace IDs come from
+    /// clients, and SipHash cost the sampler more than the map's work).
     traces: HashMap<TraceKey, Tracked>,
     on_disk: u64,
     deleted: u64,
@@ -187,6 +292,8 @@ impl Wal {
             config,
             active: None,
             pending: Vec::new(),
+            tail: Vec::new(),
+            staging: Staging::default(),
             appended: 0,
             durable: 0,
             last_commit: now,
@@ -259,9 +366,14 @@ impl Wal {
                     created: now,
                 });
                 for key in traces {
-                    let tracked = self.traces.entry(*key).or_default();
-                    if !tracked.segments.contains(&seq) {
-                        tracked.segments.push(seq);
+                    let added = match self.traces.entry(*key) {
+                        hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().add(seq),
+                        hashbrown::hash_map::Entry::Vacant(e) => {
+                            e.insert(Tracked::new(seq));
+                            true
+                        }
+                    };
+                    if added {
                         segment.unsettled += 1;
                     }
                 }
@@ -283,7 +395,7 @@ impl Wal {
         let Some(tracked) = self.traces.remove(key) else {
             return;
         };
-        for seq in tracked.segments {
+        for seq in tracked.segments() {
             if let Some(segment) = self.segments.get_mut(&seq) {
                 segment.unsettled = segment.unsettled.saturating_sub(1);
             }
@@ -313,14 +425,16 @@ impl Wal {
         if self.active.is_none() {
             let seq = self.next_seq;
             let path = self.config.dir.join(segment_name(seq));
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)
+            let (file, direct) = create_segment(&path)
                 .map_err(|e| StorageError::io(&path, "creating a segment", e))?;
-            file.write_all_at(MAGIC, 0)
-                .map_err(|e| StorageError::io(&path, "writing a segment", e))?;
+            if direct {
+                // Written with the first records, in the same block.
+                self.tail.clear();
+                self.tail.extend_from_slice(MAGIC);
+            } else {
+                file.write_all_at(MAGIC, 0)
+                    .map_err(|e| StorageError::io(&path, "writing a segment", e))?;
+            }
             // The new name must survive a crash too.
             File::open(&self.config.dir)
                 .and_then(|d| d.sync_all())
@@ -340,6 +454,7 @@ impl Wal {
                 file,
                 path,
                 len: MAGIC.len() as u64,
+                direct,
             });
         }
         let Some(active) = self.active.as_mut() else {
@@ -347,11 +462,55 @@ impl Wal {
         };
         // Positional: after a failed write the next try overwrites whatever
         // part of it reached the disk.
+        if active.direct {
+            let end = active.len + self.pending.len() as u64;
+            let start = active.len - self.tail.len() as u64;
+            let blocks = self.staging.fill(&self.tail, &self.pending);
+            let written = active.file.write_all_at(blocks, start).and_then(|()| {
+                if !end.is_multiple_of(BLOCK as u64) {
+                    // The padding goes: the segment holds its records only.
+                    active.file.set_len(end)?;
+                }
+                Ok(())
+            });
+            match written {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
+                    // The file system takes O_DIRECT but not these writes:
+                    // through the page cache from here on.
+                    active.file = OpenOptions::new()
+                        .write(true)
+                        .open(&active.path)
+                        .map_err(|e| StorageError::io(&active.path, "reopening a segment", e))?;
+                    active.direct = false;
+                    active
+                        .file
+                        .write_all_at(&self.tail, start)
+                        .and_then(|()| active.file.write_all_at(&self.pending, active.len))
+                        .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
+                }
+                Err(e) => return Err(StorageError::io(&active.path, "writing a segment", e)),
+            }
+        } else {
+            active
+                .file
+                .write_all_at(&self.pending, active.len)
+                .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
+        }
         active
             .file
-            .write_all_at(&self.pending, active.len)
-            .and_then(|()| active.file.sync_data())
+            .sync_data()
             .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
+        if active.direct {
+            // The new last partial block, kept for the next write.
+            let end = active.len + self.pending.len() as u64;
+            let keep = (end % BLOCK as u64) as usize;
+            let from_pending = keep.min(self.pending.len());
+            let from_tail = keep - from_pending;
+            self.tail.drain(..self.tail.len() - from_tail);
+            self.tail
+                .extend_from_slice(&self.pending[self.pending.len() - from_pending..]);
+        }
         let n = self.pending.len() as u64;
         active.len += n;
         self.on_disk += n;
@@ -361,6 +520,7 @@ impl Wal {
         self.pending.clear();
         if active.len >= self.config.segment_bytes {
             self.active = None;
+            self.tail.clear();
         }
         Ok(())
     }
@@ -396,10 +556,7 @@ impl Wal {
             }
             if expired {
                 self.expired += 1;
-                self.traces.retain(|_, t| {
-                    t.segments.retain(|s| *s != seq);
-                    !t.segments.is_empty()
-                });
+                self.traces.retain(|_, t| t.remove(seq));
             } else {
                 self.deleted += 1;
             }
