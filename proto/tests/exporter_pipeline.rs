@@ -613,3 +613,49 @@ async fn spilled_batches_survive_a_restart_and_the_budget_hands_back_the_rest() 
     assert_eq!(ids.len(), on_disk, "each once: {ids:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With a disk queue that has emptied, shutdown ends as soon as the memory
+/// queue is sent, not at the deadline: a sampler with `storage:` stopped
+/// only after its whole `drain_timeout` (30 s) before. Paused time: had
+/// the drain task waited for the deadline, the clock would have run to it.
+#[tokio::test(start_paused = true)]
+async fn shutdown_with_an_empty_disk_queue_does_not_wait_for_the_deadline() {
+    let dir = temp_dir("spill-shutdown");
+    let one = batch([0], 300).request.len();
+    let h = Harness::start_with(
+        |c| {
+            c.queue_bytes = one * 2;
+            c.max_batch_bytes = one * 2;
+        },
+        StartOptions {
+            spill: Some(disk_queue(&dir, 1 << 20)),
+            ..StartOptions::default()
+        },
+    )
+    .await;
+    // Sent (some may pass through the disk queue); the drain task runs
+    // whenever there is a disk queue.
+    for id in 0..10 {
+        h.exporter.try_send(batch([id], 300)).expect("taken");
+    }
+    h.wait_for_spans(10).await;
+    let exporter = h.exporter.clone();
+    wait_until(10_000, Duration::from_millis(10), move || {
+        exporter.settled_spans() == 10
+    })
+    .await;
+    assert_eq!(h.metric("tailgate_exporter_spill_batches", &[]), 0.0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(3600);
+    h.exporter.shutdown(deadline).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "shutdown waited {:?} of the hour to the deadline",
+        started.elapsed()
+    );
+    assert_eq!(
+        sorted(h.backend.accepted_span_ids()),
+        (0..10).collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -766,6 +766,11 @@ impl Exporter {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "exporter dispatch task failed");
         }
+        // Nothing spills after the dispatch task: the drain task ends once
+        // the disk queue is empty, not at the deadline.
+        if let Some(spill) = &self.inner.spill {
+            spill.close();
+        }
         let drain = self.inner.drain.lock().ok().and_then(|mut t| t.take());
         if let Some(drain) = drain {
             let _ = drain.await;

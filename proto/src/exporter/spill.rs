@@ -12,6 +12,7 @@
 //!
 //! [`Exporter::settled_spans`]: super::Exporter::settled_spans
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
@@ -99,6 +100,9 @@ impl SpillMetrics {
 pub(super) struct SpillQueue {
     spill: Mutex<Spill>,
     ready: Notify,
+    /// Set once the dispatch task has ended at shutdown: nothing is
+    /// spilled any more, so an empty queue stays empty.
+    closed: AtomicBool,
     pub metrics: SpillMetrics,
 }
 
@@ -122,6 +126,7 @@ impl SpillQueue {
             metrics: SpillMetrics::new(labels, budget, recovered),
             spill: Mutex::new(spill),
             ready: Notify::new(),
+            closed: AtomicBool::new(false),
         });
         queue.with(|_| ());
         queue.ready.notify_one();
@@ -135,6 +140,14 @@ impl SpillQueue {
         self.metrics.bytes.set(spill.bytes() as f64);
         self.metrics.batches.set(spill.batches() as f64);
         out
+    }
+
+    /// No batch will be spilled any more (the dispatch task has ended):
+    /// the drain task stops once the queue is empty rather than waiting
+    /// for the shutdown deadline.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
     }
 
     /// Writes a batch to disk. `false`: no room in the budget, or the write
@@ -189,7 +202,8 @@ impl SpillQueue {
 }
 
 /// The drain task: sends what the disk queue holds until the exporter's
-/// shutdown deadline; what is left stays on disk for the next start.
+/// shutdown deadline; what is left stays on disk for the next start. Once
+/// the queue is [closed](SpillQueue::close) and empty it ends at once.
 pub(super) async fn drain(
     context: Arc<Context>,
     queue: Arc<SpillQueue>,
@@ -209,6 +223,9 @@ pub(super) async fn drain(
         if body.is_empty() {
             if spans > 0 {
                 queue.ack();
+            }
+            if queue.closed.load(Ordering::Acquire) && queue.with(|s| s.batches() == 0) {
+                return;
             }
             tokio::select! {
                 biased;
