@@ -161,30 +161,89 @@ fn create_segment(path: &Path) -> io::Result<(File, bool)> {
     options.open(path).map(|file| (file, false))
 }
 
-/// The staging buffer of direct writes: a reused allocation, and where in
-/// it the block-aligned part starts.
-#[derive(Debug, Default)]
-struct Staging {
+/// What the next commit writes, laid out for a direct write: `buf[base..]`
+/// starts with the active segment's last partial block, already on disk
+/// (or the magic number of the segment the commit will create: the
+/// `tail`), and the records appended since the last commit follow it. A
+/// commit writes `buf[base..]` padded to whole blocks straight from here,
+/// `base` moved to a block-aligned address first if the buffer grew
+/// elsewhere: records are copied once, by `append`, rather than again into
+/// a staging buffer per commit.
+#[derive(Debug)]
+struct Pending {
     buf: Vec<u8>,
+    base: usize,
+    tail: usize,
 }
 
-impl Staging {
-    /// `tail` then `data`, zero-padded to whole blocks, in block-aligned
-    /// memory.
-    fn fill(&mut self, tail: &[u8], data: &[u8]) -> &[u8] {
-        let len = tail.len() + data.len();
-        let padded = len.next_multiple_of(BLOCK);
-        if self.buf.len() < padded + BLOCK {
-            self.buf = vec![0; padded + BLOCK];
+impl Pending {
+    /// Before the first commit: the segment it creates starts with the
+    /// magic number.
+    fn new() -> Self {
+        Pending {
+            buf: MAGIC.to_vec(),
+            base: 0,
+            tail: MAGIC.len(),
         }
+    }
+
+    /// Appended records' bytes, not yet committed.
+    fn len(&self) -> usize {
+        self.buf.len() - self.base - self.tail
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The tail and the records, padded with zeros to whole blocks, from
+    /// a block-aligned address. [`unpad`](Self::unpad) takes the padding
+    /// off again.
+    fn blocks(&mut self) -> &[u8] {
+        let used = self.buf.len() - self.base;
+        let padded = used.next_multiple_of(BLOCK);
+        // Room to move to an aligned start and pad, so nothing below
+        // reallocates (which would lose the alignment).
+        self.buf
+            .reserve((BLOCK + padded).saturating_sub(self.buf.len()));
         // Pointer to integer only, to find the aligned offset: no unsafe.
-        let skew = self.buf.as_ptr() as usize % BLOCK;
-        let at = (BLOCK - skew) % BLOCK;
-        let out = &mut self.buf[at..at + padded];
-        out[..tail.len()].copy_from_slice(tail);
-        out[tail.len()..len].copy_from_slice(data);
-        out[len..].fill(0);
-        out
+        let aligned = (BLOCK - self.buf.as_ptr() as usize % BLOCK) % BLOCK;
+        if aligned > self.base {
+            self.buf.resize(aligned + used, 0);
+            self.buf.copy_within(self.base..self.base + used, aligned);
+        } else if aligned < self.base {
+            self.buf.copy_within(self.base..self.base + used, aligned);
+            self.buf.truncate(aligned + used);
+        }
+        self.base = aligned;
+        self.buf.resize(self.base + padded, 0);
+        &self.buf[self.base..]
+    }
+
+    /// Back to the tail and the records, after [`blocks`](Self::blocks).
+    fn unpad(&mut self, used: usize) {
+        self.buf.truncate(self.base + used);
+    }
+
+    /// The tail and the records, unpadded (the page-cache path).
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.base..]
+    }
+
+    /// The records are written: the last `keep` bytes of the tail and
+    /// records become the next tail.
+    fn written(&mut self, keep: usize) {
+        let end = self.buf.len();
+        self.buf.copy_within(end - keep..end, self.base);
+        self.buf.truncate(self.base + keep);
+        self.tail = keep;
+    }
+
+    /// The segment closed: the next commit starts a new one.
+    fn new_segment(&mut self) {
+        self.buf.truncate(self.base);
+        self.buf.extend_from_slice(MAGIC);
+        self.tail = MAGIC.len();
     }
 }
 
@@ -258,12 +317,7 @@ pub struct Wal {
     config: WalConfig,
     active: Option<Active>,
     next_seq: u64,
-    pending: Vec<u8>,
-    /// Direct writes: the bytes of the active segment's last, partial
-    /// block (written already; written again with the next records, as
-    /// the block is written whole), and the aligned buffer.
-    tail: Vec<u8>,
-    staging: Staging,
+    pending: Pending,
     /// Records appended so far, and made durable so far.
     appended: u64,
     durable: u64,
@@ -305,9 +359,7 @@ impl Wal {
             next_seq: 0,
             config,
             active: None,
-            pending: Vec::new(),
-            tail: Vec::new(),
-            staging: Staging::default(),
+            pending: Pending::new(),
             appended: 0,
             durable: 0,
             last_commit: now,
@@ -350,10 +402,11 @@ impl Wal {
     /// Returns its number: it is durable once [`durable`](Self::durable)
     /// reaches it.
     pub fn append(&mut self, record: &Record<'_>, now: Duration) -> Result<u64, StorageError> {
-        let at = frame::start(&mut self.pending);
-        record.encode(&mut self.pending);
-        if frame::finish(&mut self.pending, at).is_none() {
-            let len = self.pending.len().saturating_sub(at + frame::HEADER_LEN);
+        let out = &mut self.pending.buf;
+        let at = frame::start(out);
+        record.encode(out);
+        if frame::finish(out, at).is_none() {
+            let len = out.len().saturating_sub(at + frame::HEADER_LEN);
             return Err(StorageError::TooLarge {
                 len,
                 max: frame::MAX_PAYLOAD,
@@ -441,14 +494,6 @@ impl Wal {
             let path = self.config.dir.join(segment_name(seq));
             let (file, direct) = create_segment(&path)
                 .map_err(|e| StorageError::io(&path, "creating a segment", e))?;
-            if direct {
-                // Written with the first records, in the same block.
-                self.tail.clear();
-                self.tail.extend_from_slice(MAGIC);
-            } else {
-                file.write_all_at(MAGIC, 0)
-                    .map_err(|e| StorageError::io(&path, "writing a segment", e))?;
-            }
             // The new name must survive a crash too.
             File::open(&self.config.dir)
                 .and_then(|d| d.sync_all())
@@ -463,6 +508,8 @@ impl Wal {
                     created: self.last_commit,
                 })
                 .bytes += MAGIC.len() as u64;
+            // The magic number is the pending tail (see `Pending`): it is
+            // written with the first records, in the same block.
             self.active = Some(Active {
                 seq,
                 file,
@@ -474,12 +521,16 @@ impl Wal {
         let Some(active) = self.active.as_mut() else {
             return Ok(());
         };
-        // Positional: after a failed write the next try overwrites whatever
-        // part of it reached the disk.
-        if active.direct {
-            let end = active.len + self.pending.len() as u64;
-            let start = active.len - self.tail.len() as u64;
-            let blocks = self.staging.fill(&self.tail, &self.pending);
+        let pending = &mut self.pending;
+        let records = pending.len();
+        let used = pending.tail + records;
+        // Positional, from the start of the tail's block: after a failed
+        // write the next try overwrites whatever part of it reached the
+        // disk.
+        let start = active.len - pending.tail as u64;
+        let end = active.len + records as u64;
+        let written = if active.direct {
+            let blocks = pending.blocks();
             let written = active.file.write_all_at(blocks, start).and_then(|()| {
                 if !end.is_multiple_of(BLOCK as u64) {
                     // The padding goes: the segment holds its records only.
@@ -487,8 +538,8 @@ impl Wal {
                 }
                 Ok(())
             });
+            pending.unpad(used);
             match written {
-                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     // The file system takes O_DIRECT but not these writes:
                     // through the page cache from here on.
@@ -497,44 +548,29 @@ impl Wal {
                         .open(&active.path)
                         .map_err(|e| StorageError::io(&active.path, "reopening a segment", e))?;
                     active.direct = false;
-                    active
-                        .file
-                        .write_all_at(&self.tail, start)
-                        .and_then(|()| active.file.write_all_at(&self.pending, active.len))
-                        .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
+                    active.file.write_all_at(pending.bytes(), start)
                 }
-                Err(e) => return Err(StorageError::io(&active.path, "writing a segment", e)),
+                other => other,
             }
         } else {
-            active
-                .file
-                .write_all_at(&self.pending, active.len)
-                .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
-        }
+            active.file.write_all_at(pending.bytes(), start)
+        };
+        written.map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
         active
             .file
             .sync_data()
             .map_err(|e| StorageError::io(&active.path, "writing a segment", e))?;
-        if active.direct {
-            // The new last partial block, kept for the next write.
-            let end = active.len + self.pending.len() as u64;
-            let keep = (end % BLOCK as u64) as usize;
-            let from_pending = keep.min(self.pending.len());
-            let from_tail = keep - from_pending;
-            self.tail.drain(..self.tail.len() - from_tail);
-            self.tail
-                .extend_from_slice(&self.pending[self.pending.len() - from_pending..]);
-        }
-        let n = self.pending.len() as u64;
+        // The new last partial block, written again with the next records.
+        pending.written((end % BLOCK as u64) as usize);
+        let n = records as u64;
         active.len += n;
         self.on_disk += n;
         if let Some(segment) = self.segments.get_mut(&active.seq) {
             segment.bytes += n;
         }
-        self.pending.clear();
         if active.len >= self.config.segment_bytes {
             self.active = None;
-            self.tail.clear();
+            pending.new_segment();
         }
         Ok(())
     }
