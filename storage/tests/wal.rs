@@ -271,6 +271,29 @@ fn the_budget_says_full_past_max_bytes() {
     assert!(wal.is_full());
 }
 
+/// Appends a spans record of `bytes` for `k` to `wal`, its frame to
+/// `framed` (what the segment must hold) and what recovery must give back
+/// to `want`.
+fn append_framed(
+    wal: &mut Wal,
+    k: TraceKey,
+    bytes: usize,
+    framed: &mut Vec<u8>,
+    want: &mut Vec<Owned>,
+) {
+    let request = spans(k[0], bytes);
+    let record = Record::Spans {
+        at_unix_nanos: 7,
+        traces: vec![k],
+        request: &request,
+    };
+    let mut payload = Vec::new();
+    record.encode(&mut payload);
+    storage::frame::put(framed, &payload).unwrap();
+    wal.append(&record, Duration::ZERO).unwrap();
+    want.push((1, vec![k], request.clone()));
+}
+
 /// Direct I/O writes whole blocks and carries the last partial one to the
 /// next commit: after commits of every size around a block, the segment
 /// holds exactly its records (no padding), byte for byte what a framing
@@ -287,18 +310,13 @@ fn commits_of_any_size_leave_a_segment_of_exactly_its_records() {
     let sizes = [1usize, 4000, 4059, 4096, 10, 8191, 3, 12_000, 4067, 1];
     for (i, &n) in sizes.iter().enumerate() {
         for j in 0..=(i % 3) {
-            let k = key((i * 3 + j) as u8);
-            let request = spans(k[0], n + j);
-            let record = Record::Spans {
-                at_unix_nanos: 7,
-                traces: vec![k],
-                request: &request,
-            };
-            let mut payload = Vec::new();
-            record.encode(&mut payload);
-            storage::frame::put(&mut expected, &payload).unwrap();
-            wal.append(&record, Duration::ZERO).unwrap();
-            want.push((1, vec![k], request.clone()));
+            append_framed(
+                &mut wal,
+                key((i * 3 + j) as u8),
+                n + j,
+                &mut expected,
+                &mut want,
+            );
         }
         wal.commit(Duration::ZERO).unwrap();
         let file = &segment_files(&c.dir)[0];
@@ -329,19 +347,8 @@ fn segments_closed_at_any_offset_each_hold_exactly_their_records() {
     let sizes = [5000usize, 1, 4096, 20_000, 3, 8000, 4059, 100, 70_000, 12];
     for (i, &n) in sizes.iter().enumerate() {
         for j in 0..=(i % 2) {
-            let k = key((i * 2 + j) as u8);
-            let request = spans(k[0], n + j);
-            let record = Record::Spans {
-                at_unix_nanos: 7,
-                traces: vec![k],
-                request: &request,
-            };
-            let mut payload = Vec::new();
-            record.encode(&mut payload);
             let current = segments.last_mut().unwrap();
-            storage::frame::put(current, &payload).unwrap();
-            wal.append(&record, Duration::ZERO).unwrap();
-            want.push((1, vec![k], request.clone()));
+            append_framed(&mut wal, key((i * 2 + j) as u8), n + j, current, &mut want);
         }
         wal.commit(Duration::ZERO).unwrap();
         let files = segment_files(&c.dir);
