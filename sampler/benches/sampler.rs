@@ -666,13 +666,14 @@ fn main() {
     }
     if which.iter().any(|w| w == "e2e-storage-on") {
         // One storage-on run alone, to profile (perf record -- BENCH e2e-storage-on).
-        let dir = std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()));
+        let dir = wal_dir();
         e2e(2000, 4, POLICY, Some(dir), None, false);
     }
     if which.iter().any(|w| w == "e2e-storage-steady") {
         // The same comparison at the steady 100k spans/s (20 s a
-        // run, 3 pairs): a run's CPU varies by ~3 % here rather than ~30 %.
-        let dir = std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()));
+        // run, 3 pairs): storage-on runs vary by a few percent here,
+        // storage-off runs still by up to 40 %.
+        let dir = wal_dir();
         let mut pairs = Vec::new();
         for _ in 0..3 {
             let a = e2e(2000, 4, POLICY, None, Some(100_000.0), false).per_span();
@@ -703,7 +704,7 @@ fn main() {
         // 2 s varies by up to 30 % on a shared 2-core machine, where the
         // load generator competes with the sampler): CPU per span compared
         // by the median of the pairs' ratios, the medians and the bests.
-        let dir = std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()));
+        let dir = wal_dir();
         let mut off = Vec::new();
         let mut on = Vec::new();
         let mut ratios = Vec::new();
@@ -758,6 +759,11 @@ fn main() {
             per_span / per_record
         );
     }
+}
+
+/// The write-ahead log's directory for the storage-on runs.
+fn wal_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()))
 }
 
 impl E2e {

@@ -268,23 +268,13 @@ impl Sink for SamplerSink {
         // decision for spans it does not have.
         let mut synced = None;
         if let Some(durable) = &self.durable {
-            // Each trace once, in first-seen order. A hash set rather than
-            // `dedup_ids`'s sort: this runs for every request, and the sort
-            // was the log's largest cost after the log itself.
-            let mut seen = hashbrown::HashSet::with_capacity(spans.min(4096));
-            let mut last = None;
-            let keys: Vec<storage::TraceKey> = batches
+            let mut ids: Vec<proto::view::TraceId> = batches
                 .iter()
-                .flat_map(|b| b.spans.iter())
-                .filter(|s| {
-                    let key = u128::from_ne_bytes(s.trace_id.0);
-                    last != Some(key) && {
-                        last = Some(key);
-                        seen.insert(key)
-                    }
-                })
-                .map(|s| s.trace_id.0)
+                .flat_map(|b| b.spans.iter().map(|s| s.trace_id))
                 .collect();
+            dedup_ids(&mut ids);
+            // Same size and alignment: collected in place, no allocation.
+            let keys: Vec<storage::TraceKey> = ids.into_iter().map(|id| id.0).collect();
             match durable.spans(keys, request.clone()) {
                 Ok(ack) => synced = ack,
                 Err(()) => {
