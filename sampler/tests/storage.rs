@@ -122,19 +122,28 @@ fn a_node_killed_and_restarted_on_its_log_delivers_what_it_held_and_nothing_twic
 /// record is: its error span, logged many requests later, still makes it
 /// kept. (Deciding mid-replay judged it on its first part alone: not kept,
 /// and the error span dropped as late.)
+///
+/// Nothing here races the clock: the first life answers only what is on
+/// disk (`durable_ack`) and waits a minute before deciding, so however
+/// slow the machine, every span is logged and nothing is decided before
+/// the kill; the second life waits one second, so every trace is past due
+/// when it starts.
 #[test]
 fn a_past_due_trace_is_decided_on_all_its_logged_spans_after_the_replay() {
     let main = runtime(2);
     let backend = main.block_on(Backend::start());
     let dir = temp_dir("storage-replay-whole");
     let policy = dir.join("policy.yaml");
-    std::fs::write(&policy, POLICY).unwrap();
+    std::fs::write(
+        &policy,
+        POLICY.replace("decision_wait: 3s", "decision_wait: 60s"),
+    )
+    .unwrap();
     let wal = dir.join("wal");
     let config = |name: &str| {
         let mut c = config(name, &policy, &backend);
-        // Answered at once: the whole first life fits in the decision wait.
         c.storage = Some(StorageConfig {
-            durable_ack: false,
+            durable_ack: true,
             commit_interval: Duration::from_millis(20),
             ..StorageConfig::new(&wal)
         });
@@ -145,30 +154,39 @@ fn a_past_due_trace_is_decided_on_all_its_logged_spans_after_the_replay() {
     let first = runtime(1);
     let node = first.block_on(async {
         let node = Node::start(config("replay-a"));
-        // Trace 1's first part, then many other traces' requests, then its
-        // error span: far apart in the log.
+        // Trace 1's first part, then many other traces' requests (sent
+        // together: group commits), then its error span: far apart in the
+        // log, each answered once durable.
         node.send(&[SpanSpec::new(1, 1)]).await.unwrap();
+        let mut others = tokio::task::JoinSet::new();
         for k in 0..300u16 {
             let (t, s) = (10 + (k % 200) as u8, (k / 200) as u8);
-            node.send(&[SpanSpec::new(t, s)]).await.unwrap();
+            let client = node.client();
+            others.spawn(async move { client.export(request(&[SpanSpec::new(t, s)])).await });
+        }
+        while let Some(sent) = others.join_next().await {
+            sent.unwrap().unwrap();
         }
         node.send(&[SpanSpec::new(1, 2).error()]).await.unwrap();
-        // On disk (several commit intervals), well within the wait.
-        tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(backend.spans_of(error).is_empty(), "not decided yet");
         node
     });
     first.shutdown_background();
     drop(node);
-    // Every trace is past its decision wait (3 s) when the node is back.
-    std::thread::sleep(Duration::from_millis(3500));
+    std::fs::write(
+        &policy,
+        POLICY.replace("decision_wait: 3s", "decision_wait: 1s"),
+    )
+    .unwrap();
+    // Every trace is past its decision wait (now 1 s) when the node is back.
+    std::thread::sleep(Duration::from_millis(1500));
 
     main.block_on(async {
         let node = Node::start(config("replay-b"));
-        assert!(wait_for(200, || backend.spans_of(error).len() >= 2).await);
+        assert!(wait_for(1000, || backend.spans_of(error).len() >= 2).await);
         assert_eq!(backend.spans_of(error), [1, 2], "kept whole");
         let m = node
-            .metrics_until(200, |m| {
+            .metrics_until(400, |m| {
                 m.sum("tailgate_buffer_spans", &[("node", "replay-b")]) == 0.0
             })
             .await;
