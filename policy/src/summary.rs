@@ -8,8 +8,11 @@ use proto::view::SpanView;
 /// batches merged in any order, gives the same summary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceSummary {
-    span_count: u64,
-    bytes: u64,
+    // u32, saturating: a buffered trace is capped far below 4 G spans or
+    // 4 GiB, and the sampler keeps one summary per buffered trace (32
+    // bytes instead of 40; issue 19's per-trace memory).
+    span_count: u32,
+    bytes: u32,
     /// `u64::MAX` while there is no span.
     min_start_unix_nano: u64,
     max_end_unix_nano: u64,
@@ -41,8 +44,10 @@ impl TraceSummary {
 
     /// Counts one span whose stored encoding is `encoded_len` bytes.
     pub fn add(&mut self, span: &SpanView<'_>, encoded_len: usize) {
-        self.span_count += 1;
-        self.bytes += encoded_len as u64;
+        self.span_count = self.span_count.saturating_add(1);
+        self.bytes = self
+            .bytes
+            .saturating_add(u32::try_from(encoded_len).unwrap_or(u32::MAX));
         self.min_start_unix_nano = self.min_start_unix_nano.min(span.start_time_unix_nano);
         self.max_end_unix_nano = self.max_end_unix_nano.max(span.end_time_unix_nano);
         self.root_seen |= span.is_root();
@@ -54,8 +59,8 @@ impl TraceSummary {
 
     /// Folds in the summary of more spans of the same trace.
     pub fn merge(&mut self, other: &TraceSummary) {
-        self.span_count += other.span_count;
-        self.bytes += other.bytes;
+        self.span_count = self.span_count.saturating_add(other.span_count);
+        self.bytes = self.bytes.saturating_add(other.bytes);
         self.min_start_unix_nano = self.min_start_unix_nano.min(other.min_start_unix_nano);
         self.max_end_unix_nano = self.max_end_unix_nano.max(other.max_end_unix_nano);
         self.root_seen |= other.root_seen;
@@ -64,12 +69,12 @@ impl TraceSummary {
     }
 
     pub fn span_count(&self) -> u64 {
-        self.span_count
+        u64::from(self.span_count)
     }
 
     /// The sum of the spans' encoded lengths as passed to [`Self::add`].
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        u64::from(self.bytes)
     }
 
     /// The earliest span start, if any span was added.
@@ -116,3 +121,6 @@ impl TraceSummary {
         self.sampled_flag_seen
     }
 }
+
+// One per buffered trace in the sampler: keep it at 32 bytes.
+const _: () = assert!(std::mem::size_of::<TraceSummary>() == 32);

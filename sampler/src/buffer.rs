@@ -30,8 +30,9 @@
 //! adds up what the batch brings each trace and grows each trace's buffer
 //! once, by exactly that (or by an eighth of its data, if more, so a trace
 //! fed a span at a time reallocates O(log n) times): no slack for traces
-//! that arrive in batches, under 12.5% otherwise. Per trace: the [`Trace`] (boxed, so the map
-//! slot is a pointer), one map slot, one deadline entry.
+//! that arrive in batches, under 12.5% otherwise. Per trace: the [`Trace`] in a chunked slab
+//! (no allocation of its own), a 4-byte map slot naming it, and a 4-byte deadline entry (the
+//! traces of one batch share their deadline, kept once).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -171,34 +172,48 @@ struct Trace {
     due: Due,
 }
 
-/// A deadline entry: stale once its trace is gone or has another deadline.
-type Deadline = (u64, TraceId);
+/// A deadline entry: the deadline and the slab slot of its trace. Stale
+/// once the slot holds no trace or one with another deadline; an entry
+/// whose slot now holds another trace with that very deadline is due for
+/// that trace anyway, so slots need no generation.
+type Deadline = (u64, u32);
 
 /// The buffered traces' deadlines, nearest first. Nearly every deadline is
 /// a new trace's `first_seen + decision_wait`, and the clock only moves
-/// forward: those come in order and go to a FIFO (push and pop O(1)). The
+/// forward: those come in order and go to a FIFO (push and pop O(1)), as
+/// runs of slots sharing one deadline (the new traces of one batch). The
 /// rest (root waits, caps, holds, handed-over traces older than the last
 /// one) go to a heap beside it. Entries go stale when their trace leaves or
 /// gets another deadline, and are skipped when met.
 #[derive(Debug, Default)]
 struct Deadlines {
-    fifo: VecDeque<Deadline>,
+    /// `(deadline, how many of the next slots have it)`, oldest first.
+    runs: VecDeque<(u64, u32)>,
+    slots: VecDeque<u32>,
     heap: BinaryHeap<Reverse<Deadline>>,
 }
 
 impl Deadlines {
-    fn push(&mut self, deadline: u64, id: TraceId) {
-        if self.fifo.back().is_none_or(|&(last, _)| last <= deadline) {
-            self.fifo.push_back((deadline, id));
-        } else {
-            self.heap.push(Reverse((deadline, id)));
+    fn push(&mut self, deadline: u64, slot: u32) {
+        match self.runs.back_mut() {
+            Some((last, n)) if *last == deadline && *n < u32::MAX => *n += 1,
+            Some((last, _)) if *last > deadline => {
+                self.heap.push(Reverse((deadline, slot)));
+                return;
+            }
+            _ => self.runs.push_back((deadline, 1)),
         }
+        self.slots.push_back(slot);
+    }
+
+    fn fifo_front(&self) -> Option<Deadline> {
+        Some((self.runs.front()?.0, *self.slots.front()?))
     }
 
     /// Whether the nearest is in the FIFO (rather than the heap).
     fn nearest_in_fifo(&self) -> Option<bool> {
-        match (self.fifo.front(), self.heap.peek()) {
-            (Some(f), Some(Reverse(h))) => Some(f <= h),
+        match (self.fifo_front(), self.heap.peek()) {
+            (Some(f), Some(Reverse(h))) => Some(f <= *h),
             (Some(_), None) => Some(true),
             (None, Some(_)) => Some(false),
             (None, None) => None,
@@ -207,41 +222,118 @@ impl Deadlines {
 
     fn peek(&self) -> Option<Deadline> {
         match self.nearest_in_fifo()? {
-            true => self.fifo.front().copied(),
+            true => self.fifo_front(),
             false => self.heap.peek().map(|Reverse(d)| *d),
         }
     }
 
     fn pop(&mut self) -> Option<Deadline> {
         match self.nearest_in_fifo()? {
-            true => self.fifo.pop_front(),
+            true => {
+                let front = self.fifo_front();
+                self.slots.pop_front();
+                if let Some((_, n)) = self.runs.front_mut() {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.runs.pop_front();
+                    }
+                }
+                front
+            }
             false => self.heap.pop().map(|Reverse(d)| d),
         }
     }
 
     fn len(&self) -> usize {
-        self.fifo.len() + self.heap.len()
+        self.slots.len() + self.heap.len()
     }
 
     fn clear(&mut self) {
-        self.fifo.clear();
-        self.heap.clear();
+        *self = Deadlines::default();
     }
 
     /// Replaces every entry with `live` (sorted into the FIFO).
     fn rebuild(&mut self, live: impl Iterator<Item = Deadline>) {
         let mut all: Vec<Deadline> = live.collect();
         all.sort_unstable();
-        self.fifo = all.into();
-        self.heap = BinaryHeap::new();
+        *self = Deadlines::default();
+        for (deadline, slot) in all {
+            self.push(deadline, slot);
+        }
+    }
+}
+
+/// Traces by slot, in chunks of [`CHUNK`] allocated as needed: a trace
+/// costs its size and no allocation of its own (a boxed one cost a malloc
+/// and a free, and its chunk header and rounding), and a slot never moves,
+/// so the map and the deadlines name traces by a `u32`. Not the `slab`
+/// crate: it keeps one `Vec`, which doubles (up to twice the memory of the
+/// traces it holds, and a copy of them all at each growth).
+#[derive(Debug, Default)]
+struct Slab {
+    chunks: Vec<Box<[Option<Trace>]>>,
+    /// Vacated slots, reused last-in first-out.
+    free: Vec<u32>,
+    /// Slots ever used: `chunks` cover them.
+    used: u32,
+    len: usize,
+}
+
+const CHUNK: usize = 1024;
+
+impl Slab {
+    fn insert(&mut self, trace: Trace) -> u32 {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = self.used;
+                self.used += 1;
+                if slot as usize / CHUNK == self.chunks.len() {
+                    self.chunks
+                        .push(std::iter::repeat_with(|| None).take(CHUNK).collect());
+                }
+                slot
+            }
+        };
+        self.chunks[slot as usize / CHUNK][slot as usize % CHUNK] = Some(trace);
+        self.len += 1;
+        slot
+    }
+
+    fn get(&self, slot: u32) -> Option<&Trace> {
+        self.chunks.get(slot as usize / CHUNK)?[slot as usize % CHUNK].as_ref()
+    }
+
+    fn get_mut(&mut self, slot: u32) -> Option<&mut Trace> {
+        self.chunks.get_mut(slot as usize / CHUNK)?[slot as usize % CHUNK].as_mut()
+    }
+
+    /// The trace in an occupied slot (the map only names occupied ones).
+    fn at(&self, slot: u32) -> &Trace {
+        self.get(slot).expect("the map names occupied slots")
+    }
+
+    fn remove(&mut self, slot: u32) -> Option<Trace> {
+        let trace = self.chunks.get_mut(slot as usize / CHUNK)?[slot as usize % CHUNK].take()?;
+        self.len -= 1;
+        if self.len == 0 {
+            // Empty: give the chunks back.
+            *self = Slab::default();
+        } else {
+            self.free.push(slot);
+        }
+        Some(trace)
     }
 }
 
 /// Estimated bytes a trace costs besides its data buffer's capacity: the
-/// boxed [`Trace`], two allocator headers, its map slot (a pointer and a
-/// control byte) and one deadline entry.
-const TRACE_OVERHEAD: usize =
-    size_of::<Trace>() + 2 * 16 + size_of::<usize>() + 1 + size_of::<Deadline>();
+/// [`Trace`] in its slab slot, the data buffer's allocator header (and
+/// rounding), its map slot (a slot number and a control byte), one deadline
+/// FIFO entry (a slot number) and one free-list entry once it leaves.
+const TRACE_OVERHEAD: usize = size_of::<Trace>() + 16 + 3 * size_of::<u32>() + 1;
+
+// Issue 19: at most 128 bytes per buffered trace beyond its spans.
+const _: () = assert!(size_of::<Trace>() <= 96);
 /// Likewise for an interned header, besides its bytes.
 const HEADER_OVERHEAD: usize = 2 * 32 + 3 * 16 + 8;
 
@@ -492,7 +584,9 @@ fn nanos(d: Duration) -> u64 {
 #[derive(Debug)]
 pub struct TraceBuffer {
     settings: BufferSettings,
-    traces: HashTable<Box<Trace>>,
+    /// Slots of `slab`, found by trace ID.
+    traces: HashTable<u32>,
+    slab: Slab,
     hasher: DefaultHashBuilder,
     deadlines: Deadlines,
     headers: Interner,
@@ -502,8 +596,8 @@ pub struct TraceBuffer {
     data_bytes: usize,
     /// Per insert: the batch's group index → interned header id.
     scratch: Vec<u32>,
-    /// Per insert: each span's trace, as a bucket of `traces` (or [`LATE`]).
-    slot_scratch: Vec<usize>,
+    /// Per insert: each span's trace, as a slot of `slab` (or [`LATE`]).
+    slot_scratch: Vec<u32>,
     /// The latest `now` given to [`TraceBuffer::insert`] or
     /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
     clock: u64,
@@ -511,7 +605,7 @@ pub struct TraceBuffer {
 
 const NO_HEADER: u32 = u32::MAX;
 /// A span of an already decided trace, in `slot_scratch`.
-const LATE: usize = usize::MAX;
+const LATE: u32 = u32::MAX;
 
 impl TraceBuffer {
     pub fn new(settings: BufferSettings) -> Self {
@@ -519,6 +613,7 @@ impl TraceBuffer {
             cache: DecisionCache::new(settings.sampled_cache, settings.not_sampled_cache),
             settings,
             traces: HashTable::new(),
+            slab: Slab::default(),
             hasher: DefaultHashBuilder::default(),
             deadlines: Deadlines::default(),
             headers: Interner::default(),
@@ -599,6 +694,7 @@ impl TraceBuffer {
         let TraceBuffer {
             settings,
             traces,
+            slab,
             hasher,
             deadlines,
             headers,
@@ -616,15 +712,18 @@ impl TraceBuffer {
         // Pass 1: find or start each span's trace and add up what the batch
         // brings each one, so that pass 2 grows a trace's data once per
         // batch (not once per span: a realloc copies the whole trace).
-        // Bucket indices stay valid while nothing is removed and the table
-        // does not grow, hence the reserve.
-        traces.reserve(batch.spans.len(), |t| hasher.hash_one(t.id));
+        traces.reserve(batch.spans.len(), |&t| hasher.hash_one(slab.at(t).id));
         slots.clear();
         for (i, span) in batch.spans.iter().enumerate() {
             let id = span.trace_id;
             let hash = hasher.hash_one(id);
-            let entry = match traces.entry(hash, |t| t.id == id, |t| hasher.hash_one(t.id)) {
-                Entry::Occupied(e) => e,
+            let entry = traces.entry(
+                hash,
+                |&t| slab.at(t).id == id,
+                |&t| hasher.hash_one(slab.at(t).id),
+            );
+            let slot = match entry {
+                Entry::Occupied(e) => *e.get(),
                 Entry::Vacant(e) => {
                     match cache.get_with_time(&id) {
                         Some((CachedDecision::Sampled(kept), at)) => {
@@ -646,9 +745,8 @@ impl TraceBuffer {
                         None => {}
                     }
                     let deadline = first_seen.saturating_add(wait);
-                    deadlines.push(deadline, id);
                     report.new_traces += 1;
-                    e.insert(Box::new(Trace {
+                    let slot = slab.insert(Trace {
                         id,
                         first_seen,
                         deadline,
@@ -656,10 +754,13 @@ impl TraceBuffer {
                         data: Vec::new(),
                         pending: 0,
                         due: Due::Wait,
-                    }))
+                    });
+                    deadlines.push(deadline, slot);
+                    e.insert(slot);
+                    slot
                 }
             };
-            slots.push(entry.bucket_index());
+            slots.push(slot);
             let header = &mut scratch[span.group as usize];
             if *header == NO_HEADER {
                 *header = headers.intern(batch.group(span.group));
@@ -667,7 +768,9 @@ impl TraceBuffer {
             headers.add_refs(*header, 1);
             let len = span.range.len();
             let need = varint_len(u64::from(*header)) + varint_len(len as u64) + len;
-            let trace = entry.into_mut();
+            let Some(trace) = slab.get_mut(slot) else {
+                continue;
+            };
             trace.pending = trace
                 .pending
                 .saturating_add(u32::try_from(need).unwrap_or(u32::MAX));
@@ -677,10 +780,9 @@ impl TraceBuffer {
             if slot == LATE {
                 continue;
             }
-            let Some(trace) = traces.get_bucket_mut(slot) else {
+            let Some(trace) = slab.get_mut(slot) else {
                 continue;
             };
-            let id = trace.id;
             if first_seen < trace.first_seen {
                 // Merging a handed-over part that is older than ours.
                 trace.first_seen = first_seen;
@@ -688,7 +790,7 @@ impl TraceBuffer {
                 if deadline < trace.deadline {
                     trace.deadline = deadline;
                     trace.due = Due::Wait;
-                    deadlines.push(deadline, id);
+                    deadlines.push(deadline, slot);
                 }
             }
             let header = scratch[span.group as usize];
@@ -728,7 +830,7 @@ impl TraceBuffer {
             {
                 trace.deadline = deadline;
                 trace.due = why;
-                deadlines.push(deadline, id);
+                deadlines.push(deadline, slot);
             }
         }
         report
@@ -743,14 +845,14 @@ impl TraceBuffer {
         let now = nanos(now);
         self.clock = self.clock.max(now);
         let mut ready = Vec::new();
-        while let Some((deadline, id)) = self.deadlines.peek() {
+        while let Some((deadline, slot)) = self.deadlines.peek() {
             if deadline > now {
                 break;
             }
             self.deadlines.pop();
-            if let Some(trace) = self.remove_if(&id, |t| t.deadline == deadline) {
+            if let Some(trace) = self.remove_if(slot, |t| t.deadline == deadline) {
                 let due = trace.due;
-                ready.push(self.take(*trace, due));
+                ready.push(self.take(trace, due));
             }
         }
         loop {
@@ -762,11 +864,11 @@ impl TraceBuffer {
                 break;
             };
             // Every buffered trace has an entry for its current deadline.
-            let Some((deadline, id)) = self.deadlines.pop() else {
+            let Some((deadline, slot)) = self.deadlines.pop() else {
                 break;
             };
-            if let Some(trace) = self.remove_if(&id, |t| t.deadline == deadline) {
-                ready.push(self.take(*trace, due));
+            if let Some(trace) = self.remove_if(slot, |t| t.deadline == deadline) {
+                ready.push(self.take(trace, due));
             }
         }
         self.compact_deadlines();
@@ -776,20 +878,31 @@ impl TraceBuffer {
 
     /// Takes out every trace (at shutdown), due as [`Due::Shutdown`].
     pub fn drain(&mut self) -> Vec<TakenTrace> {
-        let all: Vec<Box<Trace>> = self.traces.drain().collect();
+        let slots: Vec<u32> = self.traces.drain().collect();
         self.deadlines.clear();
-        all.into_iter()
-            .map(|t| self.take(*t, Due::Shutdown))
+        slots
+            .into_iter()
+            .filter_map(|slot| self.slab.remove(slot))
+            .collect::<Vec<Trace>>()
+            .into_iter()
+            .map(|t| self.take(t, Due::Shutdown))
             .collect()
     }
 
     /// Takes out, undecided, every trace whose ID satisfies `pred` (to hand
     /// them over to another node); each keeps its first-seen time.
     pub fn take_where(&mut self, mut pred: impl FnMut(&TraceId) -> bool) -> Vec<TakenTrace> {
-        let taken: Vec<Box<Trace>> = self.traces.extract_if(|t| pred(&t.id)).collect();
-        let out = taken
+        let slab = &self.slab;
+        let slots: Vec<u32> = self
+            .traces
+            .extract_if(|&mut t| pred(&slab.at(t).id))
+            .collect();
+        let out = slots
             .into_iter()
-            .map(|t| self.take(*t, Due::Taken))
+            .filter_map(|slot| self.slab.remove(slot))
+            .collect::<Vec<Trace>>()
+            .into_iter()
+            .map(|t| self.take(t, Due::Taken))
             .collect();
         self.compact_deadlines();
         out
@@ -798,8 +911,11 @@ impl TraceBuffer {
     /// Takes out, undecided, one trace if it is buffered (a decision for it
     /// arrived from the node that decided it).
     pub fn take_trace(&mut self, id: &TraceId) -> Option<TakenTrace> {
-        let trace = self.remove_if(id, |_| true)?;
-        let taken = self.take(*trace, Due::Taken);
+        let hash = self.hasher.hash_one(id);
+        let slab = &self.slab;
+        let slot = *self.traces.find(hash, |&t| slab.at(t).id == *id)?;
+        let trace = self.remove_if(slot, |_| true)?;
+        let taken = self.take(trace, Due::Taken);
         self.compact_deadlines();
         Some(taken)
     }
@@ -811,7 +927,11 @@ impl TraceBuffer {
     pub fn hold(&mut self, id: &TraceId, until: Duration) -> bool {
         let until = nanos(until);
         let hash = self.hasher.hash_one(id);
-        let Some(trace) = self.traces.find_mut(hash, |t| t.id == *id) else {
+        let slab = &self.slab;
+        let Some(&slot) = self.traces.find(hash, |&t| slab.at(t).id == *id) else {
+            return false;
+        };
+        let Some(trace) = self.slab.get_mut(slot) else {
             return false;
         };
         if trace.due.is_cap() || trace.deadline >= until {
@@ -819,14 +939,16 @@ impl TraceBuffer {
         }
         trace.deadline = until;
         trace.due = Due::Wait;
-        self.deadlines.push(until, *id);
+        self.deadlines.push(until, slot);
         true
     }
 
     /// Whether a trace is buffered (undecided) here.
     pub fn holds(&self, id: &TraceId) -> bool {
         let hash = self.hasher.hash_one(id);
-        self.traces.find(hash, |t| t.id == *id).is_some()
+        self.traces
+            .find(hash, |&t| self.slab.at(t).id == *id)
+            .is_some()
     }
 
     /// The remembered decisions whose trace ID satisfies `pred` (copies;
@@ -855,7 +977,8 @@ impl TraceBuffer {
         f: impl FnOnce(&TraceSummary, &[SpanRef<'_>]) -> R,
     ) -> Option<R> {
         let hash = self.hasher.hash_one(id);
-        let trace = self.traces.find(hash, |t| t.id == *id)?;
+        let slot = *self.traces.find(hash, |&t| self.slab.at(t).id == *id)?;
+        let trace = self.slab.at(slot);
         let refs = grouped_refs(&trace.data, |header| {
             self.headers.get(header).map(|group| &**group)
         });
@@ -872,13 +995,17 @@ impl TraceBuffer {
         self.cache.len()
     }
 
-    fn remove_if(&mut self, id: &TraceId, keep: impl Fn(&Trace) -> bool) -> Option<Box<Trace>> {
-        let hash = self.hasher.hash_one(id);
-        let entry = self.traces.find_entry(hash, |t| t.id == *id).ok()?;
-        if !keep(entry.get()) {
+    /// Takes the trace in `slot` out of the map and the slab, if there is
+    /// one and `keep` says so.
+    fn remove_if(&mut self, slot: u32, keep: impl Fn(&Trace) -> bool) -> Option<Trace> {
+        let trace = self.slab.get(slot)?;
+        if !keep(trace) {
             return None;
         }
-        Some(entry.remove().0)
+        let hash = self.hasher.hash_one(trace.id);
+        let entry = self.traces.find_entry(hash, |&t| t == slot).ok()?;
+        entry.remove();
+        self.slab.remove(slot)
     }
 
     /// Releases a removed trace's accounting and header references.
@@ -923,8 +1050,9 @@ impl TraceBuffer {
         if self.deadlines.len() <= 2 * self.traces.len() + 1024 {
             return;
         }
+        let slab = &self.slab;
         self.deadlines
-            .rebuild(self.traces.iter().map(|t| (t.deadline, t.id)));
+            .rebuild(self.traces.iter().map(|&t| (slab.at(t).deadline, t)));
     }
 }
 
@@ -1249,6 +1377,26 @@ mod tests {
         ]
     }
 
+    /// One operation of the timing property test.
+    #[derive(Debug, Clone)]
+    enum TimedOp {
+        Insert(u8, bool),
+        Hold(u8, u8),
+        Take(u8),
+        Expire,
+    }
+
+    /// An operation and how long before it (milliseconds).
+    fn timed_op() -> impl Strategy<Value = (u64, TimedOp)> {
+        let op = prop_oneof![
+            5 => (0u8..10, any::<bool>()).prop_map(|(t, r)| TimedOp::Insert(t, r)),
+            1 => (0u8..10, 1u8..20).prop_map(|(t, s)| TimedOp::Hold(t, s)),
+            1 => (0u8..10).prop_map(TimedOp::Take),
+            3 => Just(TimedOp::Expire),
+        ];
+        (prop_oneof![0u64..10, 0u64..4000], op)
+    }
+
     proptest! {
         /// Every span inserted is, at any time, in exactly one place:
         /// buffered, in a trace taken out, or reported late.
@@ -1308,6 +1456,79 @@ mod tests {
             out += buf.drain().iter().map(TakenTrace::span_count).sum::<usize>();
             prop_assert_eq!(inserted, out + late);
             prop_assert_eq!(buf.held_bytes(), 0);
+        }
+
+        /// Every trace comes out exactly when it is due, not before and not
+        /// after, whatever came and went in its slab slot before it: slots
+        /// are reused and stale deadline entries name them (issue 19's slab).
+        #[test]
+        fn every_trace_comes_out_exactly_when_due_through_slot_reuse(
+            ops in prop::collection::vec(timed_op(), 1..80),
+        ) {
+            use std::collections::HashMap;
+            let mut buf = TraceBuffer::new(BufferSettings {
+                sampled_cache: 0,
+                not_sampled_cache: 0,
+                ..settings()
+            });
+            // trace → (deadline, whether a root arrived)
+            let mut model: HashMap<u8, (Duration, bool)> = HashMap::new();
+            let mut now = Duration::ZERO;
+            let mut span_no = 0u8;
+            for (step, op) in ops {
+                now += Duration::from_millis(step);
+                match op {
+                    TimedOp::Insert(t, root) => {
+                        span_no = span_no.wrapping_add(1);
+                        let spec = SpanSpec::new(t, span_no);
+                        let spec = if root { spec.root() } else { spec };
+                        buf.insert(&batch(&[spec]), now);
+                        let (deadline, had_root) = model.entry(t).or_insert((now + 10 * S, false));
+                        if root && !*had_root {
+                            *deadline = (*deadline).min(now + 2 * S);
+                            *had_root = true;
+                        }
+                    }
+                    TimedOp::Hold(t, secs) => {
+                        let until = now + Duration::from_secs(secs.into());
+                        let held = buf.hold(&trace_id(t), until);
+                        match model.get_mut(&t) {
+                            Some((deadline, _)) if *deadline < until => {
+                                prop_assert!(held);
+                                *deadline = until;
+                            }
+                            _ => prop_assert!(!held),
+                        }
+                    }
+                    TimedOp::Take(t) => {
+                        let taken = buf.take_trace(&trace_id(t));
+                        prop_assert_eq!(taken.is_some(), model.remove(&t).is_some());
+                    }
+                    TimedOp::Expire => {
+                        let (ready, next) = buf.expire(now);
+                        let mut got = ids(&ready);
+                        got.dedup();
+                        prop_assert_eq!(got.len(), ready.len(), "a trace came out twice");
+                        let mut due: Vec<u8> = model
+                            .iter()
+                            .filter(|(_, (d, _))| *d <= now)
+                            .map(|(t, _)| *t)
+                            .collect();
+                        due.sort_unstable();
+                        prop_assert_eq!(&got, &due);
+                        for t in &due {
+                            model.remove(t);
+                        }
+                        // The next wake-up is no later than the nearest
+                        // deadline (earlier is allowed: a stale entry).
+                        prop_assert!(next.is_none_or(|next| next > now));
+                        if let Some(nearest) = model.values().map(|(d, _)| *d).min() {
+                            prop_assert!(next.is_some_and(|next| next <= nearest));
+                        }
+                    }
+                }
+                prop_assert_eq!(buf.traces(), model.len());
+            }
         }
     }
 }

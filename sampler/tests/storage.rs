@@ -57,8 +57,9 @@ fn a_node_killed_and_restarted_on_its_log_delivers_what_it_held_and_nothing_twic
             .await
             .unwrap();
         node.send(&[SpanSpec::new(1, 2)]).await.unwrap();
-        // The delivery of trace 3 reaches the log (one commit interval).
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The delivery of trace 3 reaches the log (one check and one
+        // commit interval, 20 ms each; slow machines get 25 of them).
+        tokio::time::sleep(Duration::from_millis(500)).await;
         node
     });
     // Killed: every task dropped where it stood, nothing drained.
