@@ -185,6 +185,9 @@ pub struct PolicySet {
     adaptive: Vec<(Arc<str>, usize, String)>,
     /// The budgeted policies at any depth (crate::fleet).
     budgets: Vec<FleetBudget>,
+    /// Some policy reads the spans themselves, not only the trace's
+    /// summary and ID ([`PolicySet::reads_spans`]).
+    reads_spans: bool,
 }
 
 /// What a stateful policy keeps between evaluations.
@@ -536,6 +539,7 @@ impl PolicySet {
         nodes.iter().for_each(|n| walk(n, None, &mut adaptive));
         let mut budgets = Vec::new();
         nodes.iter().for_each(|n| budgets_of(n, None, &mut budgets));
+        let reads_spans = nodes.iter().any(node_reads_spans);
         PolicySet {
             nodes,
             sample_on_first_match,
@@ -544,6 +548,7 @@ impl PolicySet {
             use_tracestate: false,
             adaptive,
             budgets,
+            reads_spans,
         }
     }
 
@@ -623,6 +628,18 @@ impl PolicySet {
     /// Whether the `usetracestate` gate is on.
     pub fn use_tracestate(&self) -> bool {
         self.use_tracestate
+    }
+
+    /// Whether evaluating can read the trace's spans. When it cannot, a
+    /// [`TraceView`] with no spans decides exactly as one with all of
+    /// them: the summary and the trace ID are all that is read (the
+    /// Collector's seed policies — `status_code`, `latency` without an upper
+    /// bound, `probabilistic`, the limiters — and `and`/`not`/`drop`/
+    /// `composite` of those), so the sampler skips gathering the spans of
+    /// the traces it drops. With the `usetracestate` gate on, `probabilistic`
+    /// and the limiters read the spans' `ot=rv`.
+    pub fn reads_spans(&self) -> bool {
+        self.reads_spans || self.use_tracestate
     }
 
     pub(crate) fn nodes(&self) -> &[Node] {
@@ -845,6 +862,27 @@ fn running_latency_in_range(spans: &[SpanView<'_>], threshold: i128, upper: i128
         let ms = nanos / 1_000_000;
         threshold < ms && ms <= upper
     })
+}
+
+/// Whether evaluating `node` can read spans (beyond the summary and the
+/// trace ID) with the `usetracestate` gate off: the types that read only
+/// those are listed, every other type reads spans.
+fn node_reads_spans(node: &Node) -> bool {
+    match &node.rule {
+        Rule::AlwaysSample
+        | Rule::StatusCode { .. }
+        | Rule::SpanCount { .. }
+        | Rule::TraceFlags
+        | Rule::Probabilistic { .. }
+        | Rule::RateLimiting { .. } => false,
+        Rule::Latency {
+            upper_threshold_ms, ..
+        } => upper_threshold_ms.is_some(),
+        Rule::And(nodes) | Rule::Drop(nodes) => nodes.iter().any(node_reads_spans),
+        Rule::Not(node) => node_reads_spans(node),
+        Rule::Composite { subs, .. } => subs.iter().any(|(node, _)| node_reads_spans(node)),
+        _ => true,
+    }
 }
 
 fn eval(node: &Node, ctx: &Ctx<'_>, state: &PolicyState) -> Vote {

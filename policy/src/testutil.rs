@@ -142,8 +142,14 @@ impl TestTrace {
             .collect()
     }
 
+    /// Decides as the sampler does: without the spans when the set says it
+    /// does not read them (so every vector here checks that claim too).
     pub(crate) fn decide(&self, set: &PolicySet, state: &PolicyState, now: Duration) -> Decision {
-        let refs = self.refs();
+        let refs = if set.reads_spans() {
+            self.refs()
+        } else {
+            Vec::new()
+        };
         let view = TraceView {
             trace_id: self.id,
             summary: &self.summary,

@@ -521,7 +521,14 @@ fn pipeline(requests: u64) {
         buffer.insert(&batch, now);
         let (ready, _) = buffer.expire(now);
         for trace in ready {
-            let refs = trace.span_refs();
+            // As the shard does: the spans are gathered for evaluation only
+            // if a policy reads them, and for a kept trace.
+            let reads_spans = file.policies.reads_spans();
+            let refs = if reads_spans {
+                trace.span_refs()
+            } else {
+                Vec::new()
+            };
             let view = policy::TraceView {
                 trace_id: trace.id,
                 summary: &trace.summary,
@@ -529,6 +536,7 @@ fn pipeline(requests: u64) {
             };
             let decision = file.policies.evaluate(&state, &view, now);
             if decision.sampled {
+                let refs = if reads_spans { refs } else { trace.span_refs() };
                 let annotated: Vec<_> = refs
                     .iter()
                     .map(|r| decision.annotate(r.span, false))

@@ -880,7 +880,13 @@ impl Shard {
             self.finish(trace, &decision, now);
             return;
         }
-        let refs = trace.span_refs();
+        // Policies that read only the summary and the trace ID decide the
+        // same without the spans: gathered only for the kept traces, then.
+        let refs = if active.file.policies.reads_spans() {
+            trace.span_refs()
+        } else {
+            Vec::new()
+        };
         let view = TraceView {
             trace_id: trace.id,
             summary: &trace.summary,
