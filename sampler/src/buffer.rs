@@ -49,6 +49,7 @@ use policy::TraceSummary;
 use proto::view::TraceId;
 use proto::wire::{put_varint, varint_len};
 use proto::write::SpanRef;
+use smallvec::SmallVec;
 
 use crate::cache::{CachedDecision, DecisionCache, Kept};
 use crate::ingest::{GroupHeader, IngestBatch};
@@ -347,8 +348,9 @@ pub struct TakenTrace {
     pub summary: TraceSummary,
     pub due: Due,
     data: Vec<u8>,
-    /// The headers its records name, in order of first use.
-    headers: Vec<(u32, Arc<GroupHeader>)>,
+    /// The headers its records name, in order of first use (a trace
+    /// names one or two: inline).
+    headers: SmallVec<[(u32, Arc<GroupHeader>); 2]>,
 }
 
 impl TakenTrace {
@@ -383,27 +385,41 @@ fn grouped_refs<'a>(
     data: &'a [u8],
     group: impl Fn(u32) -> Option<&'a GroupHeader>,
 ) -> Vec<SpanRef<'a>> {
-    let mut order: Vec<u32> = Vec::new();
-    let mut refs: Vec<(usize, SpanRef<'a>)> = Records::new(data)
-        .filter_map(|(header, span)| {
-            let g = group(header)?;
-            let at = order.iter().position(|h| *h == header).unwrap_or_else(|| {
+    // Most traces name one header: then arrival order is the answer, and
+    // the group of each span is only noted once a second header shows up.
+    let mut order: SmallVec<[u32; 4]> = SmallVec::new();
+    let mut refs: Vec<SpanRef<'a>> = Vec::new();
+    let mut ats: Vec<u32> = Vec::new();
+    for (header, span) in Records::new(data) {
+        let Some(g) = group(header) else {
+            continue;
+        };
+        let at = match order.iter().position(|h| *h == header) {
+            Some(at) => at,
+            None => {
                 order.push(header);
                 order.len() - 1
-            });
-            Some((
-                at,
-                SpanRef {
-                    resource: &g.resource,
-                    scope: &g.scope,
-                    span,
-                },
-            ))
-        })
-        .collect();
+            }
+        };
+        if at > 0 && ats.is_empty() {
+            ats.resize(refs.len(), 0);
+        }
+        if !ats.is_empty() {
+            ats.push(at as u32);
+        }
+        refs.push(SpanRef {
+            resource: &g.resource,
+            scope: &g.scope,
+            span,
+        });
+    }
+    if ats.is_empty() {
+        return refs;
+    }
     // Stable: arrival order within a group stays.
-    refs.sort_by_key(|(at, _)| *at);
-    refs.into_iter().map(|(_, r)| r).collect()
+    let mut keyed: Vec<(u32, SpanRef<'a>)> = ats.into_iter().zip(refs).collect();
+    keyed.sort_by_key(|(at, _)| *at);
+    keyed.into_iter().map(|(_, r)| r).collect()
 }
 
 /// What [`TraceBuffer::insert`] did with a batch.
@@ -1019,15 +1035,15 @@ impl TraceBuffer {
         } = trace;
         self.spans -= usize::try_from(summary.span_count()).unwrap_or(0);
         self.data_bytes -= data.capacity();
-        // Traces name few distinct headers: a list beats a map here.
-        let mut counts: Vec<(u32, u64)> = Vec::new();
+        // Traces name few distinct headers: an inline list beats a map here.
+        let mut counts: SmallVec<[(u32, u64); 4]> = SmallVec::new();
         for (header, _) in Records::new(&data) {
             match counts.iter_mut().find(|(h, _)| *h == header) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((header, 1)),
             }
         }
-        let mut headers = Vec::with_capacity(counts.len());
+        let mut headers = SmallVec::with_capacity(counts.len());
         for (header, n) in counts {
             if let Some(h) = self.headers.get(header) {
                 headers.push((header, h.clone()));
