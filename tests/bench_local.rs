@@ -51,3 +51,47 @@ async fn bench_starts_a_local_cluster_and_the_default_policy_holds_end_to_end() 
     assert_eq!(report.processes.len(), 1, "{report}");
     assert!(report.processes[0].cpu_secs > 0.0, "{report}");
 }
+
+/// `LocalRole::Sampler` (`bench --figure sampler-cpu`): one real
+/// `tailgate sampler` with the default policy, exporting to the sink; its
+/// CPU is what is measured, and the default policy's promises hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_starts_a_sampler_alone_and_the_default_policy_holds_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("tailgate-bench-sampler-{}", std::process::id()));
+    let mut traffic = GenConfig::new(vec![]);
+    traffic.rate = 3_000.0;
+    traffic.duration = Some(Duration::from_secs(3));
+    traffic.shape.error_rate = 0.05;
+    traffic.shape.slow_rate = 0.05;
+    let config = BenchConfig {
+        traffic,
+        sink: SinkConfig {
+            grpc: Some("127.0.0.1:0".parse().unwrap()),
+            http: None,
+            ..SinkConfig::default()
+        },
+        pids: vec![],
+        metrics: vec![],
+        baseline: Duration::ZERO,
+        // The default policy decides 2 s after the root span arrives.
+        settle: Duration::from_secs(3),
+        expect: Expectations::default_policy(),
+        dir: dir.clone(),
+        local: LocalSpec {
+            tailgate: Some(env!("CARGO_BIN_EXE_tailgate").into()),
+            role: bench::LocalRole::Sampler,
+            ..LocalSpec::default()
+        },
+    };
+    let report = bench::run(config).await.expect("bench runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(report.verify.passed(), "{report}");
+    assert!(
+        report.traffic.error_traces > 0 && report.traffic.slow_traces > 0,
+        "{report}"
+    );
+    assert_eq!(report.processes.len(), 1, "{report}");
+    assert!(report.processes[0].cpu_secs > 0.0, "{report}");
+    // The sampler kept a share, not everything: it decided.
+    assert!(report.sink.spans < report.traffic.spans_sent, "{report}");
+}

@@ -9,7 +9,9 @@
 //! `local.tailgate`) on free loopback ports, exporting to the sink, measures
 //! that process, and stops it with SIGTERM at the end; or, with
 //! `local.role` [`LocalRole::Lb`], a `tailgate lb` whose one member is the
-//! sink (the LB alone: everything it takes reaches the sink).
+//! sink (the LB alone: everything it takes reaches the sink), or
+//! [`LocalRole::Sampler`], one `tailgate sampler` with the default policy
+//! exporting to the sink (the sampler alone).
 //!
 //! Order of a run:
 //! 1. start the sink (the backend of the cluster), recording;
@@ -75,7 +77,14 @@ pub enum LocalRole {
     /// `tailgate lb` with the sink as its one member: the LB alone, every
     /// span it takes forwarded (verify with [`Expectations::keep_all`]).
     Lb,
+    /// One `tailgate sampler` exporting to the sink, with the default
+    /// policy (`examples/policy.yaml`, the one `tailgate local` embeds;
+    /// verify with [`Expectations::default_policy`]): the sampler alone.
+    Sampler,
 }
+
+/// The default policy, as `tailgate local` embeds it.
+const DEFAULT_POLICY: &str = include_str!("../../examples/policy.yaml");
 
 /// How the bench starts `tailgate local` (or `tailgate lb`).
 #[derive(Debug, Clone)]
@@ -111,6 +120,7 @@ impl LocalCluster {
     async fn start(
         spec: &LocalSpec,
         export: std::net::SocketAddr,
+        dir: &std::path::Path,
     ) -> Result<(LocalCluster, Endpoint, String), BenchError> {
         let tailgate = match &spec.tailgate {
             Some(path) => path.clone(),
@@ -147,6 +157,28 @@ impl LocalCluster {
                     format!("receiver.http=127.0.0.1:{http}"),
                     format!("admin=127.0.0.1:{admin}"),
                     format!("resolver.static.members=[{export}]"),
+                ]
+                .iter()
+                .chain(&spec.set_lb)
+                {
+                    command.args(["--set", set]);
+                }
+            }
+            LocalRole::Sampler => {
+                let policy = dir.join("policy.yaml");
+                std::fs::create_dir_all(dir)
+                    .and_then(|()| std::fs::write(&policy, DEFAULT_POLICY))
+                    .map_err(|e| {
+                        BenchError::Config(format!("writing {}: {e}", policy.display()))
+                    })?;
+                command.arg("sampler");
+                for set in [
+                    "node=bench-sampler".to_owned(),
+                    format!("receiver.grpc=127.0.0.1:{grpc}"),
+                    format!("receiver.http=127.0.0.1:{http}"),
+                    format!("admin=127.0.0.1:{admin}"),
+                    format!("policy_file={}", policy.display()),
+                    format!("exporter.endpoint=http://{export}"),
                 ]
                 .iter()
                 .chain(&spec.set_lb)
@@ -214,6 +246,7 @@ impl LocalRole {
         match self {
             LocalRole::Local => "local",
             LocalRole::Lb => "lb",
+            LocalRole::Sampler => "sampler",
         }
     }
 }
@@ -407,7 +440,8 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
                 "a local cluster exports over gRPC: the sink needs --sink-grpc".into(),
             )
         })?;
-        let (cluster, endpoint, metrics) = LocalCluster::start(&config.local, export).await?;
+        let (cluster, endpoint, metrics) =
+            LocalCluster::start(&config.local, export, &config.dir).await?;
         config.traffic.endpoints = vec![endpoint];
         config.pids.push((
             cluster.pid(),

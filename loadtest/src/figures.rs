@@ -10,8 +10,10 @@
 //!
 //! The LB figures start `tailgate lb` with the sink as its one member
 //! ([`LocalRole::Lb`]): what is measured is the LB alone, and everything
-//! it takes must arrive ([`Expectations::keep_all`]). Figures of other
-//! nodes add a variant to [`Figure`] and a case to [`Figure::scenarios`].
+//! it takes must arrive ([`Expectations::keep_all`]). The sampler figure
+//! starts one `tailgate sampler` with the default policy exporting to the
+//! sink ([`LocalRole::Sampler`]), and verifies the default policy's
+//! promises ([`Expectations::default_policy`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +36,9 @@ pub enum Figure {
     /// Delivered throughput at peak with 4, 16 and 64 client connections
     /// into one LB with one member; each against the 4-connection run.
     LbConnections,
+    /// Sampler CPU per span with the default policy at a steady 100k
+    /// spans/s (4 connections), as spans per sampler CPU-second.
+    SamplerCpu,
 }
 
 /// The rate gen is asked for when a scenario means "as fast as it goes".
@@ -54,6 +59,16 @@ impl Figure {
     pub fn role(self) -> LocalRole {
         match self {
             Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => LocalRole::Lb,
+            Figure::SamplerCpu => LocalRole::Sampler,
+        }
+    }
+
+    /// The least settle time after gen: the sampler decides 10 s after a
+    /// trace's first span (the default policy's `decision_wait`).
+    pub fn min_settle(self) -> Duration {
+        match self {
+            Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => Duration::ZERO,
+            Figure::SamplerCpu => Duration::from_secs(12),
         }
     }
 
@@ -61,6 +76,7 @@ impl Figure {
     pub fn expect(self) -> Expectations {
         match self {
             Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => Expectations::keep_all(),
+            Figure::SamplerCpu => Expectations::default_policy(),
         }
     }
 
@@ -82,6 +98,7 @@ impl Figure {
                 scenario("peak, 16 connections", PEAK, 16, false),
                 scenario("peak, 64 connections", PEAK, 64, false),
             ],
+            Figure::SamplerCpu => vec![scenario("100k spans/s", 100_000.0, 4, false)],
         }
     }
 
@@ -98,6 +115,13 @@ impl Figure {
                 }
             }
             Figure::LbLatency => {}
+            Figure::SamplerCpu => {
+                if let [run] = runs
+                    && let Some(cpu) = cpu_per_million(run)
+                {
+                    out.push(("spans per sampler CPU-second".into(), 1e6 / cpu));
+                }
+            }
             Figure::LbConnections => {
                 if let Some((four, more)) = runs.split_first() {
                     let base = four.traffic.achieved_rate();
@@ -178,6 +202,7 @@ pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
                 Duration::ZERO
             };
             bench.expect = figure.expect();
+            bench.settle = bench.settle.max(figure.min_settle());
             bench.local.role = figure.role();
             bench.local.tailgate = tailgate.clone();
             bench.dir = config.base.dir.join(format!("{i}-{j}"));
@@ -264,5 +289,14 @@ mod tests {
             .collect();
         assert_eq!(connections, [4, 16, 64]);
         assert!(Figure::LbLatency.scenarios()[0].baseline);
+    }
+
+    #[test]
+    fn the_sampler_figure_runs_a_sampler_past_its_decision_wait() {
+        let figure = Figure::SamplerCpu;
+        assert_eq!(figure.role(), LocalRole::Sampler);
+        assert_eq!(figure.expect(), Expectations::default_policy());
+        assert_eq!(figure.scenarios()[0].rate, 100_000.0);
+        assert!(figure.min_settle() > Duration::from_secs(10));
     }
 }
