@@ -1380,14 +1380,16 @@ mod tests {
     /// One operation of the property test.
     #[derive(Debug, Clone)]
     enum Op {
-        Insert(Vec<(u8, bool)>),
+        /// Spans: trace, root, and which of two services (two headers).
+        Insert(Vec<(u8, bool, bool)>),
         Expire,
         Decide,
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => prop::collection::vec((0u8..12, any::<bool>()), 1..8).prop_map(Op::Insert),
+            4 => prop::collection::vec((0u8..12, any::<bool>(), prop::bool::weighted(0.2)), 1..8)
+                .prop_map(Op::Insert),
             2 => Just(Op::Expire),
             1 => Just(Op::Decide),
         ]
@@ -1437,9 +1439,10 @@ mod tests {
                 now += S;
                 match op {
                     Op::Insert(spans) => {
-                        let specs: Vec<SpanSpec> = spans.iter().map(|(t, root)| {
+                        let specs: Vec<SpanSpec> = spans.iter().map(|(t, root, other)| {
                             span_no = span_no.wrapping_add(1);
                             let s = SpanSpec::new(*t, span_no);
+                            let s = if *other { s.service("other") } else { s };
                             if *root { s.root() } else { s }
                         }).collect();
                         let r = buf.insert(&batch(&specs), now);
@@ -1471,6 +1474,8 @@ mod tests {
             }
             out += buf.drain().iter().map(TakenTrace::span_count).sum::<usize>();
             prop_assert_eq!(inserted, out + late);
+            // Every header reference released.
+            prop_assert_eq!(buf.headers(), 0);
             prop_assert_eq!(buf.held_bytes(), 0);
         }
 
