@@ -53,13 +53,19 @@ fn a_node_killed_and_restarted_on_its_log_delivers_what_it_held_and_nothing_twic
             .await
             .unwrap();
         assert!(wait_for(200, || backend.spans_of(done) == [0]).await);
+        // Once the exporter counts trace 3 sent, the log task appends its
+        // delivery at its next turn, before any later commit: the durable
+        // answers below come after a commit that holds it (no sleep).
+        let sent = node
+            .metrics_until(200, |m| {
+                m.sum("tailgate_exporter_spans_sent_total", &[("node", "wal-a")]) >= 1.0
+            })
+            .await;
+        assert!(sent.sum("tailgate_exporter_spans_sent_total", &[("node", "wal-a")]) >= 1.0);
         node.send(&[SpanSpec::new(1, 1).error(), SpanSpec::new(2, 1)])
             .await
             .unwrap();
         node.send(&[SpanSpec::new(1, 2)]).await.unwrap();
-        // The delivery of trace 3 reaches the log (one check and one
-        // commit interval, 20 ms each; slow machines get 25 of them).
-        tokio::time::sleep(Duration::from_millis(500)).await;
         node
     });
     // Killed: every task dropped where it stood, nothing drained.
