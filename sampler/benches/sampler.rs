@@ -683,13 +683,7 @@ fn main() {
         // The same comparison at the issue's steady 100k spans/s (20 s a
         // run, 3 pairs): storage-on runs vary by a few percent here,
         // storage-off runs still by up to 40 %.
-        let dir = wal_dir();
-        let mut pairs = Vec::new();
-        for _ in 0..3 {
-            let a = e2e(2000, 4, POLICY, None, Some(100_000.0), false).per_span();
-            let b = e2e(2000, 4, POLICY, Some(dir.clone()), Some(100_000.0), false).per_span();
-            pairs.push((a, b));
-        }
+        let pairs = storage_pairs(3, Some(100_000.0));
         for (a, b) in &pairs {
             println!(
                 "  pair: {:.0} ns off, {:.0} ns on: {:+.1}%",
@@ -698,8 +692,8 @@ fn main() {
                 100.0 * (b / a - 1.0)
             );
         }
-        let off: f64 = pairs.iter().map(|p| p.0).sum::<f64>() / 3.0;
-        let on: f64 = pairs.iter().map(|p| p.1).sum::<f64>() / 3.0;
+        let off: f64 = pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len() as f64;
+        let on: f64 = pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len() as f64;
         println!(
             "e2e-storage-steady: 100k spans/s, sampler CPU per span (mean of 3 pairs) {:.0} ns off, \
              {:.0} ns on: {:+.1}% (target <= +25%); {:.0} spans per CPU-second with storage on",
@@ -714,17 +708,10 @@ fn main() {
         // 2 s varies by up to 30 % on a shared 2-core machine, where the
         // load generator competes with the sampler): CPU per span compared
         // by the median of the pairs' ratios, the medians and the bests.
-        let dir = wal_dir();
-        let mut off = Vec::new();
-        let mut on = Vec::new();
-        let mut ratios = Vec::new();
-        for _ in 0..7 {
-            let a = e2e(2000, 4, POLICY, None, None, false).per_span();
-            let b = e2e(2000, 4, POLICY, Some(dir.clone()), None, false).per_span();
-            off.push(a);
-            on.push(b);
-            ratios.push(b / a);
-        }
+        let pairs = storage_pairs(7, None);
+        let mut off: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+        let mut on: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+        let mut ratios: Vec<f64> = pairs.iter().map(|(a, b)| b / a).collect();
         for v in [&mut off, &mut on, &mut ratios] {
             v.sort_by(f64::total_cmp);
         }
@@ -774,6 +761,19 @@ fn main() {
 /// The write-ahead log's directory for the storage-on runs.
 fn wal_dir() -> PathBuf {
     std::env::temp_dir().join(format!("tailgate-bench-wal-{}", std::process::id()))
+}
+
+/// `n` pairs of e2e runs, storage off then on, at `rate` (or as fast as
+/// taken): sampler CPU seconds per span, (off, on).
+fn storage_pairs(n: usize, rate: Option<f64>) -> Vec<(f64, f64)> {
+    let dir = wal_dir();
+    (0..n)
+        .map(|_| {
+            let off = e2e(2000, 4, POLICY, None, rate, false).per_span();
+            let on = e2e(2000, 4, POLICY, Some(dir.clone()), rate, false).per_span();
+            (off, on)
+        })
+        .collect()
 }
 
 impl E2e {

@@ -896,13 +896,7 @@ impl TraceBuffer {
     pub fn drain(&mut self) -> Vec<TakenTrace> {
         let slots: Vec<u32> = self.traces.drain().collect();
         self.deadlines.clear();
-        slots
-            .into_iter()
-            .filter_map(|slot| self.slab.remove(slot))
-            .collect::<Vec<Trace>>()
-            .into_iter()
-            .map(|t| self.take(t, Due::Shutdown))
-            .collect()
+        self.take_slots(slots, Due::Shutdown)
     }
 
     /// Takes out, undecided, every trace whose ID satisfies `pred` (to hand
@@ -913,13 +907,7 @@ impl TraceBuffer {
             .traces
             .extract_if(|&mut t| pred(&slab.at(t).id))
             .collect();
-        let out = slots
-            .into_iter()
-            .filter_map(|slot| self.slab.remove(slot))
-            .collect::<Vec<Trace>>()
-            .into_iter()
-            .map(|t| self.take(t, Due::Taken))
-            .collect();
+        let out = self.take_slots(slots, Due::Taken);
         self.compact_deadlines();
         out
     }
@@ -927,9 +915,7 @@ impl TraceBuffer {
     /// Takes out, undecided, one trace if it is buffered (a decision for it
     /// arrived from the node that decided it).
     pub fn take_trace(&mut self, id: &TraceId) -> Option<TakenTrace> {
-        let hash = self.hasher.hash_one(id);
-        let slab = &self.slab;
-        let slot = *self.traces.find(hash, |&t| slab.at(t).id == *id)?;
+        let slot = self.slot_of(id)?;
         let trace = self.remove_if(slot, |_| true)?;
         let taken = self.take(trace, Due::Taken);
         self.compact_deadlines();
@@ -942,9 +928,7 @@ impl TraceBuffer {
     /// buffered and now waits longer.
     pub fn hold(&mut self, id: &TraceId, until: Duration) -> bool {
         let until = nanos(until);
-        let hash = self.hasher.hash_one(id);
-        let slab = &self.slab;
-        let Some(&slot) = self.traces.find(hash, |&t| slab.at(t).id == *id) else {
+        let Some(slot) = self.slot_of(id) else {
             return false;
         };
         let Some(trace) = self.slab.get_mut(slot) else {
@@ -961,10 +945,7 @@ impl TraceBuffer {
 
     /// Whether a trace is buffered (undecided) here.
     pub fn holds(&self, id: &TraceId) -> bool {
-        let hash = self.hasher.hash_one(id);
-        self.traces
-            .find(hash, |&t| self.slab.at(t).id == *id)
-            .is_some()
+        self.slot_of(id).is_some()
     }
 
     /// The remembered decisions whose trace ID satisfies `pred` (copies;
@@ -992,9 +973,7 @@ impl TraceBuffer {
         id: &TraceId,
         f: impl FnOnce(&TraceSummary, &[SpanRef<'_>]) -> R,
     ) -> Option<R> {
-        let hash = self.hasher.hash_one(id);
-        let slot = *self.traces.find(hash, |&t| self.slab.at(t).id == *id)?;
-        let trace = self.slab.at(slot);
+        let trace = self.slab.at(self.slot_of(id)?);
         let refs = grouped_refs(&trace.data, |header| {
             self.headers.get(header).map(|group| &**group)
         });
@@ -1009,6 +988,26 @@ impl TraceBuffer {
     /// Decisions remembered.
     pub fn cached_decisions(&self) -> usize {
         self.cache.len()
+    }
+
+    /// The slab slot of a buffered trace.
+    fn slot_of(&self, id: &TraceId) -> Option<u32> {
+        let hash = self.hasher.hash_one(id);
+        self.traces
+            .find(hash, |&t| self.slab.at(t).id == *id)
+            .copied()
+    }
+
+    /// Takes the traces in `slots`, already out of the map, out of the
+    /// slab, due as `due`.
+    fn take_slots(&mut self, slots: Vec<u32>, due: Due) -> Vec<TakenTrace> {
+        let mut out = Vec::with_capacity(slots.len());
+        for slot in slots {
+            if let Some(trace) = self.slab.remove(slot) {
+                out.push(self.take(trace, due));
+            }
+        }
+        out
     }
 
     /// Takes the trace in `slot` out of the map and the slab, if there is
