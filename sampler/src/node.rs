@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -510,8 +510,6 @@ impl Sampler {
             HOLDS_PER_SHARD,
             config.limits.effective_refused_wait(),
         ));
-        // Until the log is replayed (see recover_log).
-        let replaying = Arc::new(AtomicBool::new(config.storage.is_some()));
         let ctx = Arc::new(ShardContext {
             exporter: exporter.clone(),
             node: state.clone(),
@@ -523,7 +521,8 @@ impl Sampler {
             holds: holds.clone(),
             durable: durable.clone(),
             logs: logs.clone(),
-            replaying: replaying.clone(),
+            // Until the log is replayed (see recover_log).
+            replays: config.storage.is_some(),
         });
         let mut shards = JoinSet::new();
         let mut senders = Vec::with_capacity(config.shards);
@@ -614,11 +613,10 @@ impl Sampler {
                 &readiness,
             )
             .await?;
-            // Every span is back: the shards decide what is due, each trace
-            // whole (a message wakes each one).
-            replaying.store(false, Ordering::Release);
+            // Every span is sent: each shard decides what is due, each trace
+            // whole, once it has taken the replay's last batch off its queue.
             for shard in &recovery_senders {
-                let _ = shard.send(ShardMsg::Decisions(Vec::new())).await;
+                let _ = shard.send(ShardMsg::ReplayDone).await;
             }
             if let Some(budget) = &budget {
                 budget.set_wal(wal.bytes());

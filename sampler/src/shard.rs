@@ -15,7 +15,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -51,6 +50,10 @@ pub(crate) enum ShardMsg {
     /// trace, a complete logs request and its record count; and who sent
     /// them (a client's strays are forwarded to their owner, like spans).
     Logs(Vec<(TraceId, bytes::Bytes, usize)>, Origin),
+    /// The write-ahead log is replayed: sent after the last replayed
+    /// batch on the same channel, so every one of them is in the buffer
+    /// when the shard starts deciding again.
+    ReplayDone,
 }
 
 /// Spans to buffer, and where they came from.
@@ -121,16 +124,21 @@ pub(crate) struct ShardContext {
     pub durable: Option<Durable>,
     /// The logs exporter and the log metrics.
     pub logs: Arc<LogsPath>,
-    /// True while the write-ahead log is replayed: nothing is decided by
-    /// its deadline then, since a past-due trace's other spans may come
-    /// later in the log (decided whole once the replay is done).
-    pub replaying: Arc<AtomicBool>,
+    /// The node starts by replaying its write-ahead log: each shard decides
+    /// nothing until [`ShardMsg::ReplayDone`] reaches it, since a past-due
+    /// trace's other spans may come later in the log.
+    pub replays: bool,
 }
 
 pub(crate) struct Shard {
     ctx: Arc<ShardContext>,
     /// This shard's index, for its table in [`RefusedHolds`].
     index: usize,
+    /// Until [`ShardMsg::ReplayDone`]: nothing is decided by its deadline
+    /// (a flag shared by the shards and cleared when the last replayed
+    /// batch was *sent* let a shard decide a trace on the part of it that
+    /// it had taken off its queue so far).
+    replaying: bool,
     buffer: TraceBuffer,
     /// Traces held for refused spans, and until when (the shard's clock).
     held: HashMap<TraceId, Duration>,
@@ -180,6 +188,7 @@ impl Shard {
         Shard {
             buffer: TraceBuffer::new(settings),
             held: HashMap::new(),
+            replaying: ctx.replays,
             ctx,
             index,
             rx,
@@ -247,6 +256,8 @@ impl Shard {
             ShardMsg::Decisions(decisions) => self.apply_decisions(decisions),
             ShardMsg::Take(msg) => self.take(msg),
             ShardMsg::Logs(parts, origin) => self.ingest_logs(parts, origin),
+            // The loop decides what is due right after.
+            ShardMsg::ReplayDone => self.replaying = false,
         }
     }
 
@@ -776,7 +787,7 @@ impl Shard {
 
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
-        if self.ctx.replaying.load(Ordering::Acquire) {
+        if self.replaying {
             // Woken again by the message that ends the replay.
             self.next_deadline = None;
             self.publish();
@@ -1265,7 +1276,7 @@ policies:
                 cluster: None,
                 holds: holds.clone(),
                 durable: None,
-                replaying: Arc::new(AtomicBool::new(false)),
+                replays: false,
                 logs: Arc::new(crate::logs::LogsPath {
                     exporter: Exporter::start_with(
                         ExporterConfig {
