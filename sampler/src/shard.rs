@@ -156,6 +156,8 @@ pub(crate) struct Shard {
     /// With `storage:`, decisions not sent to the log yet (sent once per
     /// round, not once per trace).
     decided: Vec<([u8; 16], bool)>,
+    /// The traces due at a wake-up: empty between wake-ups, its room kept.
+    ready: Vec<TakenTrace>,
     next_deadline: Option<Duration>,
     /// What this shard last added to the node-wide gauges.
     published: Published,
@@ -198,6 +200,7 @@ impl Shard {
             out_spans: 0,
             out_traces: Vec::new(),
             decided: Vec::new(),
+            ready: Vec::new(),
             next_deadline: None,
             published: Published::default(),
             logs: HeldLogs::default(),
@@ -795,9 +798,10 @@ impl Shard {
         }
         self.take_holds();
         let now = self.now();
-        let (ready, next) = self.buffer.expire(now);
-        self.next_deadline = next;
-        self.decide_all(ready, now, true).await;
+        let mut ready = std::mem::take(&mut self.ready);
+        self.next_deadline = self.buffer.expire_into(now, &mut ready);
+        self.decide_all(&mut ready, now, true).await;
+        self.ready = ready;
         self.expire_logs(now);
         self.publish();
         self.flush(0).await;
@@ -809,14 +813,15 @@ impl Shard {
     /// whose refused spans are still awaited goes back into the buffer
     /// until its hold ends instead (holds noted while a flush waited for
     /// the exporter count too: that wait is when requests are refused).
-    async fn decide_all(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
+    async fn decide_all(&mut self, ready: &mut Vec<TakenTrace>, now: Duration, holds: bool) {
         self.decide_each(ready, now, holds).await;
         if let Some(durable) = &self.ctx.durable {
             durable.decisions(std::mem::take(&mut self.decided));
         }
     }
 
-    async fn decide_each(&mut self, ready: Vec<TakenTrace>, now: Duration, holds: bool) {
+    /// Decides every trace of `ready`, leaving it empty.
+    async fn decide_each(&mut self, ready: &mut Vec<TakenTrace>, now: Duration, holds: bool) {
         if ready.is_empty() {
             return;
         }
@@ -824,7 +829,7 @@ impl Shard {
         // Spans taken out of the buffer but not decided yet still count as
         // buffered while a flush waits.
         let mut undecided: usize = ready.iter().map(TakenTrace::span_count).sum();
-        for trace in ready {
+        for trace in ready.drain(..) {
             undecided -= trace.span_count();
             if holds && let Some(until) = self.held_until(&trace.id) {
                 let id = trace.id;
@@ -1077,7 +1082,7 @@ impl Shard {
             self.handle(msg);
         }
         let now = self.now();
-        let ready = self.buffer.drain();
+        let mut ready = self.buffer.drain();
         // In a cluster, what is left now is what the hand-over did not place.
         if !ready.is_empty()
             && let Some(cluster) = &self.ctx.cluster
@@ -1088,7 +1093,7 @@ impl Shard {
                 .handover_failed(HandOver::Shutdown)
                 .increment(ready.len() as u64);
         }
-        self.decide_all(ready, now, false).await;
+        self.decide_all(&mut ready, now, false).await;
         // Records still held have no trace left here.
         for taken in self.logs.drain() {
             self.release_unbuffered_logs(taken);
