@@ -156,22 +156,46 @@ pub struct FigureConfig {
     pub tailgates: Vec<(String, Option<PathBuf>)>,
     /// How long each run's gen runs.
     pub duration: Duration,
+    /// How many times the whole figure runs (at least once). The binaries
+    /// take turns going first: on a shared machine the run that goes first
+    /// in a pair is not the same as the one that goes second.
+    pub repeat: usize,
 }
 
 /// One run of a figure.
 #[derive(Debug, Clone, Serialize)]
 pub struct FigureRun {
+    /// Which repetition, from 0.
+    pub repetition: usize,
     pub scenario: Scenario,
     pub tailgate: String,
     pub report: BenchReport,
+}
+
+/// A figure's ratio for one binary, once per repetition.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratio {
+    pub tailgate: String,
+    pub name: String,
+    pub values: Vec<f64>,
+}
+
+/// The first binary's ratio over another's, repetition by repetition
+/// (both measured in the same repetition, one right after the other).
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub name: String,
+    pub this: String,
+    pub other: String,
+    pub quotients: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FigureReport {
     pub figure: Figure,
     pub runs: Vec<FigureRun>,
-    /// (binary label, ratio name, value).
-    pub ratios: Vec<(String, String, f64)>,
+    pub ratios: Vec<Ratio>,
+    pub comparisons: Vec<Comparison>,
 }
 
 impl FigureReport {
@@ -183,57 +207,157 @@ impl FigureReport {
     }
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
+pub fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    })
+}
+
+/// The order the binaries run in, in repetition `repetition`: as given,
+/// then reversed, in turn.
+fn turn_order(binaries: usize, repetition: usize) -> Vec<usize> {
+    if repetition % 2 == 0 {
+        (0..binaries).collect()
+    } else {
+        (0..binaries).rev().collect()
+    }
+}
+
 /// Runs every scenario of the figure on every binary, scenario by scenario
-/// (binaries alternate, so they see the same load).
+/// (binaries alternate, so they see the same load), `repeat` times.
 pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
     let figure = config.figure;
+    let repeat = config.repeat.max(1);
     let mut runs = Vec::new();
-    for (i, scenario) in figure.scenarios().into_iter().enumerate() {
-        for (j, (label, tailgate)) in config.tailgates.iter().enumerate() {
-            let mut bench = config.base.clone();
-            bench.traffic.rate = scenario.rate;
-            bench.traffic.connections = scenario.connections;
-            bench.traffic.duration = Some(config.duration);
-            bench.traffic.count = None;
-            bench.traffic.endpoints.clear();
-            bench.baseline = if scenario.baseline {
-                Duration::from_secs(2)
-            } else {
-                Duration::ZERO
-            };
-            bench.expect = figure.expect();
-            bench.settle = bench.settle.max(figure.min_settle());
-            bench.local.role = figure.role();
-            bench.local.tailgate = tailgate.clone();
-            bench.dir = config.base.dir.join(format!("{i}-{j}"));
-            let report = bench::run(bench).await?;
-            runs.push(FigureRun {
-                scenario: scenario.clone(),
-                tailgate: label.clone(),
-                report,
-            });
+    for repetition in 0..repeat {
+        for (i, scenario) in figure.scenarios().into_iter().enumerate() {
+            for j in turn_order(config.tailgates.len(), repetition) {
+                let (label, tailgate) = &config.tailgates[j];
+                let mut bench = config.base.clone();
+                bench.traffic.rate = scenario.rate;
+                bench.traffic.connections = scenario.connections;
+                bench.traffic.duration = Some(config.duration);
+                bench.traffic.count = None;
+                bench.traffic.endpoints.clear();
+                bench.baseline = if scenario.baseline {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                };
+                bench.expect = figure.expect();
+                bench.settle = bench.settle.max(figure.min_settle());
+                bench.local.role = figure.role();
+                bench.local.tailgate = tailgate.clone();
+                bench.dir = config.base.dir.join(if repeat > 1 {
+                    format!("{repetition}-{i}-{j}")
+                } else {
+                    format!("{i}-{j}")
+                });
+                let report = bench::run(bench).await?;
+                runs.push(FigureRun {
+                    repetition,
+                    scenario: scenario.clone(),
+                    tailgate: label.clone(),
+                    report,
+                });
+            }
         }
     }
-    let mut ratios = Vec::new();
-    for (label, _) in &config.tailgates {
-        let mine: Vec<&BenchReport> = runs
-            .iter()
-            .filter(|r| &r.tailgate == label)
-            .map(|r| &r.report)
-            .collect();
-        for (name, value) in figure.ratios(&mine) {
-            ratios.push((label.clone(), name, value));
-        }
-    }
+    let labels: Vec<&String> = config.tailgates.iter().map(|(l, _)| l).collect();
+    let (ratios, comparisons) = ratios(figure, &runs, &labels, repeat);
     Ok(FigureReport {
         figure,
         runs,
         ratios,
+        comparisons,
     })
+}
+
+/// Each binary's ratios per repetition, and the first binary's over each
+/// other's.
+fn ratios(
+    figure: Figure,
+    runs: &[FigureRun],
+    labels: &[&String],
+    repeat: usize,
+) -> (Vec<Ratio>, Vec<Comparison>) {
+    let mut measured = Vec::new();
+    for label in labels {
+        for repetition in 0..repeat {
+            // In the order of the scenarios, as `Figure::ratios` expects.
+            let mine: Vec<&BenchReport> = runs
+                .iter()
+                .filter(|r| &r.tailgate == *label && r.repetition == repetition)
+                .map(|r| &r.report)
+                .collect();
+            for (name, value) in figure.ratios(&mine) {
+                measured.push(((*label).clone(), name, value));
+            }
+        }
+    }
+    gather(labels, measured)
+}
+
+/// `measured`: (binary, ratio name, value), each binary's repetitions in
+/// order. Collects each binary's values per ratio, and the first binary's
+/// over each other's, repetition by repetition.
+fn gather(
+    labels: &[&String],
+    measured: Vec<(String, String, f64)>,
+) -> (Vec<Ratio>, Vec<Comparison>) {
+    let mut ratios: Vec<Ratio> = Vec::new();
+    for (tailgate, name, value) in measured {
+        match ratios
+            .iter_mut()
+            .find(|r| r.tailgate == tailgate && r.name == name)
+        {
+            Some(r) => r.values.push(value),
+            None => ratios.push(Ratio {
+                tailgate,
+                name,
+                values: vec![value],
+            }),
+        }
+    }
+    let mut comparisons = Vec::new();
+    if let Some((this, others)) = labels.split_first() {
+        for other in others {
+            for mine in ratios.iter().filter(|r| &r.tailgate == *this) {
+                let Some(theirs) = ratios
+                    .iter()
+                    .find(|r| &r.tailgate == *other && r.name == mine.name)
+                else {
+                    continue;
+                };
+                comparisons.push(Comparison {
+                    name: mine.name.clone(),
+                    this: (*this).clone(),
+                    other: (*other).clone(),
+                    quotients: mine
+                        .values
+                        .iter()
+                        .zip(&theirs.values)
+                        .map(|(a, b)| a / b)
+                        .collect(),
+                });
+            }
+        }
+    }
+    (ratios, comparisons)
 }
 
 impl std::fmt::Display for FigureReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let repeated = self.runs.iter().any(|r| r.repetition > 0);
         writeln!(
             f,
             "| run | tailgate | offered spans/s | delivered spans/s | CPU-s per M spans | added p50 / p99 | retries | unsent | verify |"
@@ -246,10 +370,15 @@ impl std::fmt::Display for FigureReport {
                 format!("{} / {}", ms(Some(p50)), ms(Some(p99)))
             });
             let v = &r.verify;
+            let name = if repeated {
+                format!("{} (#{})", run.scenario.name, run.repetition + 1)
+            } else {
+                run.scenario.name.clone()
+            };
             writeln!(
                 f,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                run.scenario.name,
+                name,
                 run.tailgate,
                 thousands(g.offered_rate() as u64),
                 thousands(g.achieved_rate() as u64),
@@ -264,8 +393,43 @@ impl std::fmt::Display for FigureReport {
                 },
             )?;
         }
-        for (label, name, value) in &self.ratios {
-            writeln!(f, "{label}: {name} = {value:.2}")?;
+        let list = |values: &[f64]| {
+            values
+                .iter()
+                .map(|v| format!("{v:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for r in &self.ratios {
+            let Some(m) = median(&r.values) else { continue };
+            if repeated {
+                writeln!(
+                    f,
+                    "{}: {} = {m:.2} (median; runs: {})",
+                    r.tailgate,
+                    r.name,
+                    list(&r.values)
+                )?;
+            } else {
+                writeln!(f, "{}: {} = {m:.2}", r.tailgate, r.name)?;
+            }
+        }
+        for c in &self.comparisons {
+            let Some(m) = median(&c.quotients) else {
+                continue;
+            };
+            writeln!(
+                f,
+                "{} / {}, {} = {m:.3}{}",
+                c.this,
+                c.other,
+                c.name,
+                if repeated {
+                    format!(" (median; per repetition: {})", list(&c.quotients))
+                } else {
+                    String::new()
+                }
+            )?;
         }
         Ok(())
     }
@@ -289,6 +453,36 @@ mod tests {
             .collect();
         assert_eq!(connections, [4, 16, 64]);
         assert!(Figure::LbLatency.scenarios()[0].baseline);
+    }
+
+    #[test]
+    fn repetitions_alternate_who_goes_first_and_compare_within_each() {
+        assert_eq!(turn_order(2, 0), [0, 1]);
+        assert_eq!(turn_order(2, 1), [1, 0]);
+        assert_eq!(turn_order(3, 2), [0, 1, 2]);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+
+        let (this, base) = ("this".to_owned(), "base".to_owned());
+        let name = "spans per sampler CPU-second".to_owned();
+        let measured = vec![
+            (this.clone(), name.clone(), 500.0),
+            (this.clone(), name.clone(), 600.0),
+            (this.clone(), name.clone(), 450.0),
+            (base.clone(), name.clone(), 400.0),
+            (base.clone(), name.clone(), 600.0),
+            (base.clone(), name.clone(), 500.0),
+        ];
+        let (ratios, comparisons) = gather(&[&this, &base], measured);
+        assert_eq!(ratios.len(), 2);
+        assert_eq!(ratios[0].values, [500.0, 600.0, 450.0]);
+        assert_eq!(comparisons.len(), 1);
+        let c = &comparisons[0];
+        assert_eq!((c.this.as_str(), c.other.as_str()), ("this", "base"));
+        // Repetition by repetition, not medians over each other.
+        assert_eq!(c.quotients, [1.25, 1.0, 0.9]);
+        assert_eq!(median(&c.quotients), Some(1.0));
     }
 
     #[test]

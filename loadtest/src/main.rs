@@ -321,6 +321,11 @@ struct BenchArgs {
     /// build) to run every scenario on too; repeat.
     #[arg(long, value_name = "LABEL=PATH")]
     against: Vec<String>,
+    /// With --figure: run the whole figure this many times, the binaries
+    /// taking turns to go first; ratios are then given per repetition and
+    /// as their median.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    repeat: u16,
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -572,6 +577,7 @@ fn figures_command(
                     base,
                     tailgates: tailgates.clone(),
                     duration,
+                    repeat: usize::from(args.repeat),
                 }))?;
             passed &= report.passed();
             if !args.json {
