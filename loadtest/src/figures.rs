@@ -225,7 +225,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 /// The order the binaries run in, in repetition `repetition`: as given,
 /// then reversed, in turn.
 fn turn_order(binaries: usize, repetition: usize) -> Vec<usize> {
-    if repetition % 2 == 0 {
+    if repetition.is_multiple_of(2) {
         (0..binaries).collect()
     } else {
         (0..binaries).rev().collect()
