@@ -105,6 +105,14 @@ pub(crate) struct Taken {
 /// stream of batches cannot hold back deadlines.
 const BATCHES_PER_ROUND: usize = 32;
 
+/// The least time between two expiries a timer wakes the shard for. A
+/// batch's new traces share a deadline, so deadlines come as often as
+/// batches, and waking for each (besides the wake-up each batch brings,
+/// which expires too) doubled the shard's wake-ups; now a stream's traces
+/// are decided at the wake-ups its batches bring, and a deadline waits at
+/// most this long past its time (the Collector decides on a 1 s tick).
+const WAKE_GAP: Duration = Duration::from_millis(20);
+
 /// What every shard shares.
 pub(crate) struct ShardContext {
     pub exporter: Exporter,
@@ -159,6 +167,8 @@ pub(crate) struct Shard {
     /// The traces due at a wake-up: empty between wake-ups, its room kept.
     ready: Vec<TakenTrace>,
     next_deadline: Option<Duration>,
+    /// When [`Shard::expire`] last ran.
+    last_expiry: Instant,
     /// What this shard last added to the node-wide gauges.
     published: Published,
     /// Log records held with their traces, beside the buffer.
@@ -202,6 +212,7 @@ impl Shard {
             decided: Vec::new(),
             ready: Vec::new(),
             next_deadline: None,
+            last_expiry: Instant::now(),
             published: Published::default(),
             logs: HeldLogs::default(),
             logs_out: BytesMut::new(),
@@ -216,7 +227,9 @@ impl Shard {
     pub async fn run(mut self) {
         let mut policies_open = true;
         loop {
-            let wake = self.next_deadline.map(|d| self.ctx.epoch + d);
+            let wake = self
+                .next_deadline
+                .map(|d| (self.ctx.epoch + d).max(self.last_expiry + WAKE_GAP));
             tokio::select! {
                 biased;
                 changed = self.stop.changed() => {
@@ -790,6 +803,7 @@ impl Shard {
 
     /// Decides what is due, publishes the counts, hands kept spans over.
     async fn expire(&mut self) {
+        self.last_expiry = Instant::now();
         if self.replaying {
             // Woken again by the message that ends the replay.
             self.next_deadline = None;
@@ -1487,6 +1501,23 @@ policies:
         assert_eq!(h.decided(), 1, "9.9 s: the other one waits");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(h.decided(), 2, "10.1 s: decision_wait after its first span");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_just_after_a_wake_up_waits_for_the_wake_gap_and_no_longer() {
+        let h = Harness::start();
+        h.send(&[SpanSpec::new(1, 1)]).await;
+        // A batch 5 ms before trace 1 is due wakes the shard (and expires).
+        tokio::time::sleep(Duration::from_millis(9_995)).await;
+        h.send(&[SpanSpec::new(2, 1)]).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(h.decided(), 0, "10.005 s: not woken again within the gap");
+        tokio::time::sleep(WAKE_GAP).await;
+        assert_eq!(
+            h.decided(),
+            1,
+            "10.025 s: decided one gap after that wake-up"
+        );
     }
 
     #[tokio::test(start_paused = true)]
