@@ -631,52 +631,11 @@ pub struct TraceBuffer {
     /// The latest `now` given to [`TraceBuffer::insert`] or
     /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
     clock: u64,
-    /// How traces grow after their first batch here: see [`Growth`].
-    growth: Growth,
-    /// Times a trace's data had to grow (a reallocation, a copy).
-    regrown: u64,
-}
-
-/// How much a trace grows after its first batch, learnt from the stream:
-/// the bytes batches bring to traces they start without their root, and to
-/// traces already buffered, each summed with a decay of 1/16 per batch. A
-/// trace started without its root gets `(first + later) / first` times its
-/// first part, and an eighth (at most 4×), so that a stream whose traces come in parts
-/// (agents export spans as they end, the root last) does not copy each
-/// trace's data at each part; a trace whose first batch brings its root
-/// came whole and gets exactly its size.
-#[derive(Debug, Default)]
-struct Growth {
-    first: u64,
-    later: u64,
-}
-
-impl Growth {
-    /// Adds one batch's bytes.
-    fn add(&mut self, first: u64, later: u64) {
-        self.first = self.first - self.first / 16 + first;
-        self.later = self.later - self.later / 16 + later;
-    }
-
-    /// The room to make for a new trace whose first batch brings `need`
-    /// bytes.
-    fn room(&self, need: usize) -> usize {
-        if self.later == 0 || self.first == 0 {
-            return need;
-        }
-        // An eighth over the mean, as later growth allows: parts a little
-        // larger than the stream's mean still fit.
-        let ratio = ((self.first + self.later) as f64 / self.first as f64 * 1.125).min(4.0);
-        (need as f64 * ratio).ceil() as usize
-    }
 }
 
 const NO_HEADER: u32 = u32::MAX;
 /// A span of an already decided trace, in `slot_scratch`.
 const LATE: u32 = u32::MAX;
-/// In a trace's `pending` during an insert: the batch that starts it
-/// brings its root span.
-const ROOT_PENDING: u32 = 1 << 31;
 
 impl TraceBuffer {
     pub fn new(settings: BufferSettings) -> Self {
@@ -693,8 +652,6 @@ impl TraceBuffer {
             data_bytes: 0,
             scratch: Vec::new(),
             slot_scratch: Vec::new(),
-            growth: Growth::default(),
-            regrown: 0,
         }
     }
 
@@ -729,12 +686,6 @@ impl TraceBuffer {
     /// Bytes allocated for span data (records), growth slack included.
     pub fn data_bytes(&self) -> usize {
         self.data_bytes
-    }
-
-    /// Times a later batch found a trace's data without room for its spans
-    /// (a reallocation, which copies the trace).
-    pub fn regrown(&self) -> u64 {
-        self.regrown
     }
 
     /// Distinct resource/scope headers held.
@@ -783,8 +734,6 @@ impl TraceBuffer {
             scratch,
             slot_scratch: slots,
             clock,
-            growth,
-            regrown,
         } = self;
         *clock = now;
         let wait = nanos(settings.decision_wait);
@@ -795,7 +744,6 @@ impl TraceBuffer {
         // batch (not once per span: a realloc copies the whole trace).
         traces.reserve(batch.spans.len(), |&t| hasher.hash_one(slab.at(t).id));
         slots.clear();
-        let (mut first_bytes, mut later_bytes) = (0u64, 0u64);
         for (i, span) in batch.spans.iter().enumerate() {
             let id = span.trace_id;
             let hash = hasher.hash_one(id);
@@ -853,17 +801,9 @@ impl TraceBuffer {
             let Some(trace) = slab.get_mut(slot) else {
                 continue;
             };
-            // No room yet: a trace this batch starts. Whether its root
-            // comes with it is noted in the top bit.
-            let root = if trace.data.capacity() == 0 && span.summary.root_seen() {
-                ROOT_PENDING
-            } else {
-                0
-            };
-            let bytes = (trace.pending & !ROOT_PENDING)
-                .saturating_add(u32::try_from(need).unwrap_or(u32::MAX))
-                .min(ROOT_PENDING - 1);
-            trace.pending = bytes | root | (trace.pending & ROOT_PENDING);
+            trace.pending = trace
+                .pending
+                .saturating_add(u32::try_from(need).unwrap_or(u32::MAX));
         }
         // Pass 2: copy the spans in.
         for (span, &slot) in batch.spans.iter().zip(slots.iter()) {
@@ -886,22 +826,7 @@ impl TraceBuffer {
             let header = scratch[span.group as usize];
             let before = trace.data.capacity();
             if trace.pending > 0 {
-                let need = (trace.pending & !ROOT_PENDING) as usize;
-                if trace.data.capacity() > 0 {
-                    later_bytes += need as u64;
-                    if trace.data.capacity() - trace.data.len() < need {
-                        *regrown += 1;
-                    }
-                    reserve(&mut trace.data, need);
-                } else if trace.pending & ROOT_PENDING != 0 {
-                    // Spans end before their parent and agents export them
-                    // as they end: a trace that starts with its root came
-                    // whole.
-                    trace.data.reserve_exact(need);
-                } else {
-                    first_bytes += need as u64;
-                    trace.data.reserve_exact(growth.room(need));
-                }
+                reserve(&mut trace.data, trace.pending as usize);
                 trace.pending = 0;
             }
             put_record(&mut trace.data, header, batch.span_bytes(span));
@@ -938,7 +863,6 @@ impl TraceBuffer {
                 deadlines.push(deadline, slot);
             }
         }
-        growth.add(first_bytes, later_bytes);
         report
     }
 
@@ -1243,61 +1167,6 @@ mod tests {
             "{} for {records}",
             buf.data_bytes()
         );
-    }
-
-    #[test]
-    fn traces_that_come_in_parts_get_room_for_the_rest_and_whole_ones_their_size() {
-        // A stream of 10-span traces in two halves, the root in the second:
-        // each batch starts 20 traces and finishes the 20 of the batch
-        // before.
-        let mut buf = TraceBuffer::new(settings());
-        let half = |t: u8, part: u8| -> Vec<SpanSpec> {
-            (0..5u8)
-                .map(|s| {
-                    let spec = SpanSpec::new(t, part * 5 + s).padded(200);
-                    if part == 1 && s == 4 {
-                        spec.root()
-                    } else {
-                        spec
-                    }
-                })
-                .collect()
-        };
-        let mut before = 0;
-        for round in 0..12u8 {
-            let mut specs = Vec::new();
-            for t in 0..20u8 {
-                specs.extend(half(round * 20 + t, 0));
-                if round > 0 {
-                    specs.extend(half((round - 1) * 20 + t, 1));
-                }
-            }
-            if round == 8 {
-                before = buf.regrown();
-            }
-            buf.insert(&batch(&specs), Duration::ZERO);
-        }
-        // Learnt within a few batches: the later halves found their room
-        // (without it, each of the 20 × 7 would have grown its trace).
-        assert_eq!(
-            buf.regrown(),
-            before,
-            "grown before and after it was learnt"
-        );
-        assert!(before > 0, "the first halves learnt nothing yet");
-
-        // A trace whose first batch brings its root came whole: its size
-        // exactly, whatever the stream taught.
-        let held = buf.data_bytes();
-        let whole: Vec<SpanSpec> = (0..10u8)
-            .map(|s| {
-                let spec = SpanSpec::new(250, s).padded(200);
-                if s == 9 { spec.root() } else { spec }
-            })
-            .collect();
-        let b = batch(&whole);
-        buf.insert(&b, Duration::ZERO);
-        assert_eq!(buf.data_bytes() - held, encoded(&b) + 10 * 3);
     }
 
     #[test]
