@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::bench::{self, BenchConfig, BenchError, BenchReport, LocalRole};
-use crate::stats::{ms, thousands};
+use crate::stats::{median, ms, thousands};
 use crate::verify::Expectations;
 
 /// A figure of BENCHMARKS.md that `bench --figure` reproduces.
@@ -172,16 +172,24 @@ pub struct FigureRun {
     pub report: BenchReport,
 }
 
-/// A figure's ratio for one binary, once per repetition.
+/// A figure's ratio for one binary: (repetition, value) for each
+/// repetition that gave one.
 #[derive(Debug, Clone, Serialize)]
 pub struct Ratio {
     pub tailgate: String,
     pub name: String,
-    pub values: Vec<f64>,
+    pub values: Vec<(usize, f64)>,
+}
+
+impl Ratio {
+    fn numbers(&self) -> Vec<f64> {
+        self.values.iter().map(|(_, v)| *v).collect()
+    }
 }
 
 /// The first binary's ratio over another's, repetition by repetition
-/// (both measured in the same repetition, one right after the other).
+/// (both measured in the same repetition, one right after the other; a
+/// repetition where either gave none is left out).
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     pub name: String,
@@ -205,21 +213,6 @@ impl FigureReport {
             .iter()
             .all(|r| r.report.verify.passed() && r.report.traffic.spans_unsent == 0)
     }
-}
-
-/// The middle value (the mean of the two middle ones for an even count).
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[mid]
-    } else {
-        (v[mid - 1] + v[mid]) / 2.0
-    })
 }
 
 /// The order the binaries run in, in repetition `repetition`: as given,
@@ -300,31 +293,31 @@ fn ratios(
                 .map(|r| &r.report)
                 .collect();
             for (name, value) in figure.ratios(&mine) {
-                measured.push(((*label).clone(), name, value));
+                measured.push(((*label).clone(), name, repetition, value));
             }
         }
     }
     gather(labels, measured)
 }
 
-/// `measured`: (binary, ratio name, value), each binary's repetitions in
-/// order. Collects each binary's values per ratio, and the first binary's
-/// over each other's, repetition by repetition.
+/// `measured`: (binary, ratio name, repetition, value). Collects each
+/// binary's values per ratio, and the first binary's over each other's,
+/// repetition by repetition.
 fn gather(
     labels: &[&String],
-    measured: Vec<(String, String, f64)>,
+    measured: Vec<(String, String, usize, f64)>,
 ) -> (Vec<Ratio>, Vec<Comparison>) {
     let mut ratios: Vec<Ratio> = Vec::new();
-    for (tailgate, name, value) in measured {
+    for (tailgate, name, repetition, value) in measured {
         match ratios
             .iter_mut()
             .find(|r| r.tailgate == tailgate && r.name == name)
         {
-            Some(r) => r.values.push(value),
+            Some(r) => r.values.push((repetition, value)),
             None => ratios.push(Ratio {
                 tailgate,
                 name,
-                values: vec![value],
+                values: vec![(repetition, value)],
             }),
         }
     }
@@ -345,8 +338,10 @@ fn gather(
                     quotients: mine
                         .values
                         .iter()
-                        .zip(&theirs.values)
-                        .map(|(a, b)| a / b)
+                        .filter_map(|(repetition, a)| {
+                            let (_, b) = theirs.values.iter().find(|(r, _)| r == repetition)?;
+                            Some(a / b)
+                        })
                         .collect(),
                 });
             }
@@ -401,14 +396,15 @@ impl std::fmt::Display for FigureReport {
                 .join(", ")
         };
         for r in &self.ratios {
-            let Some(m) = median(&r.values) else { continue };
+            let values = r.numbers();
+            let Some(m) = median(&values) else { continue };
             if repeated {
                 writeln!(
                     f,
                     "{}: {} = {m:.2} (median; runs: {})",
                     r.tailgate,
                     r.name,
-                    list(&r.values)
+                    list(&values)
                 )?;
             } else {
                 writeln!(f, "{}: {} = {m:.2}", r.tailgate, r.name)?;
@@ -467,22 +463,31 @@ mod tests {
         let (this, base) = ("this".to_owned(), "base".to_owned());
         let name = "spans per sampler CPU-second".to_owned();
         let measured = vec![
-            (this.clone(), name.clone(), 500.0),
-            (this.clone(), name.clone(), 600.0),
-            (this.clone(), name.clone(), 450.0),
-            (base.clone(), name.clone(), 400.0),
-            (base.clone(), name.clone(), 600.0),
-            (base.clone(), name.clone(), 500.0),
+            (this.clone(), name.clone(), 0, 500.0),
+            (this.clone(), name.clone(), 1, 600.0),
+            (this.clone(), name.clone(), 2, 450.0),
+            (base.clone(), name.clone(), 0, 400.0),
+            (base.clone(), name.clone(), 1, 600.0),
+            (base.clone(), name.clone(), 2, 500.0),
         ];
-        let (ratios, comparisons) = gather(&[&this, &base], measured);
+        let (ratios, comparisons) = gather(&[&this, &base], measured.clone());
         assert_eq!(ratios.len(), 2);
-        assert_eq!(ratios[0].values, [500.0, 600.0, 450.0]);
+        assert_eq!(ratios[0].numbers(), [500.0, 600.0, 450.0]);
         assert_eq!(comparisons.len(), 1);
         let c = &comparisons[0];
         assert_eq!((c.this.as_str(), c.other.as_str()), ("this", "base"));
         // Repetition by repetition, not medians over each other.
         assert_eq!(c.quotients, [1.25, 1.0, 0.9]);
         assert_eq!(median(&c.quotients), Some(1.0));
+
+        // A repetition where one binary gave no ratio (no span taken) is
+        // left out, not paired with the next one.
+        let gaps: Vec<_> = measured
+            .into_iter()
+            .filter(|m| (&m.0, m.2) != (&base, 1))
+            .collect();
+        let (_, comparisons) = gather(&[&this, &base], gaps);
+        assert_eq!(comparisons[0].quotients, [1.25, 0.9]);
     }
 
     #[test]
