@@ -292,13 +292,22 @@ impl Sink for SamplerSink {
         let share = len / parts;
         let mut first = len - share * parts;
         let mut permits = permits.into_iter();
-        for batch in batches.into_iter().filter(|b| !b.is_empty()) {
+        for (shard, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
             let Some(permit) = permits.next() else { break };
             permit.send(ShardMsg::Ingest(IngestMsg {
                 batch,
                 charge: share + std::mem::take(&mut first),
                 origin,
             }));
+            // Half full: the shard takes its queue now, not at its next
+            // round (see shard::GATHER_GAP).
+            let queue = &self.shards[shard];
+            if queue.capacity() * 2 <= queue.max_capacity() {
+                self.node.nudge(shard);
+            }
         }
         match origin {
             Origin::Client => {}
@@ -955,6 +964,27 @@ mod tests {
             })
             .await;
         assert!(matches!(refused, Err(Refusal::Invalid(_))), "{refused:?}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_leaves_its_shard_queue_half_full_nudges_the_shard() {
+        let (sink, node, _rx) = sink(4);
+        let nudged = || {
+            let notify = node.nudged(0).expect("one shard");
+            let mut wait = std::pin::pin!(notify.notified());
+            // A kept permit makes the wait ready at once.
+            wait.as_mut().enable()
+                && std::future::Future::poll(
+                    wait.as_mut(),
+                    &mut std::task::Context::from_waker(std::task::Waker::noop()),
+                )
+                .is_ready()
+        };
+        let req = request(&[SpanSpec::new(1, 1)]);
+        sink.accept(batch(req.clone())).await.expect("taken");
+        assert!(!nudged(), "one of four: the shard may gather");
+        sink.accept(batch(req)).await.expect("taken");
+        assert!(nudged(), "two of four: half full, take them now");
     }
 
     fn batch(request: Bytes) -> Batch {

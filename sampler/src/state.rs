@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use tokio::sync::Notify;
+
 use crate::config::SamplerConfig;
 use crate::metrics::Refused;
 
@@ -28,6 +30,10 @@ pub(crate) struct NodeState {
     high_traces: AtomicUsize,
     high_bytes: usize,
     watermark: f64,
+    /// One per shard: rung by a receiver whose batch left the shard's
+    /// queue half full, to end the shard's gather gap early (see
+    /// [`crate::shard`]).
+    nudges: Box<[Notify]>,
 }
 
 impl NodeState {
@@ -42,7 +48,21 @@ impl NodeState {
             high_traces: AtomicUsize::new(scale(max_traces, watermark)),
             high_bytes: scale(config.limits.max_buffer_bytes, watermark),
             watermark,
+            nudges: (0..config.shards.max(1)).map(|_| Notify::new()).collect(),
         }
+    }
+
+    /// Wakes shard `shard` from its gather gap (a permit is kept if it is
+    /// not waiting, so a nudge during a round ends the next gap at once).
+    pub fn nudge(&self, shard: usize) {
+        if let Some(n) = self.nudges.get(shard) {
+            n.notify_one();
+        }
+    }
+
+    /// What shard `shard` waits on during its gather gap.
+    pub fn nudged(&self, shard: usize) -> Option<&Notify> {
+        self.nudges.get(shard)
     }
 
     /// `max_traces` follows the policy file when the config leaves it unset.
