@@ -159,11 +159,10 @@ impl SamplerSink {
             }
         }
         let mut permits = Vec::with_capacity(per_shard.len());
-        for list in &per_shard {
+        for (shard, list) in per_shard.iter().enumerate() {
             if list.is_empty() {
                 continue;
             }
-            let shard = shard_of(&list[0].0, self.shards.len());
             match self.shards[shard].try_reserve() {
                 Ok(permit) => permits.push(permit),
                 Err(TrySendError::Full(())) => return Err(self.refusal(Refused::QueueFull)),
@@ -186,11 +185,25 @@ impl SamplerSink {
             }
         }
         let mut permits = permits.into_iter();
-        for list in per_shard.into_iter().filter(|l| !l.is_empty()) {
+        for (shard, list) in per_shard.into_iter().enumerate() {
+            if list.is_empty() {
+                continue;
+            }
             let Some(permit) = permits.next() else { break };
             permit.send(ShardMsg::Logs(list, origin));
+            self.nudge_if_half_full(shard);
         }
         Ok(Accepted { spans: records })
+    }
+
+    /// After a send to `shard`: once its queue is half full the shard takes
+    /// it now, not at its next round (see shard::GATHER_GAP), so a queue
+    /// filled while the shard gathers is not a refusal.
+    fn nudge_if_half_full(&self, shard: usize) {
+        let queue = &self.shards[shard];
+        if queue.capacity() * 2 <= queue.max_capacity() {
+            self.node.nudge(shard);
+        }
     }
 }
 
@@ -302,12 +315,7 @@ impl Sink for SamplerSink {
                 charge: share + std::mem::take(&mut first),
                 origin,
             }));
-            // Half full: the shard takes its queue now, not at its next
-            // round (see shard::GATHER_GAP).
-            let queue = &self.shards[shard];
-            if queue.capacity() * 2 <= queue.max_capacity() {
-                self.node.nudge(shard);
-            }
+            self.nudge_if_half_full(shard);
         }
         match origin {
             Origin::Client => {}
@@ -968,23 +976,38 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_that_leaves_its_shard_queue_half_full_nudges_the_shard() {
-        let (sink, node, _rx) = sink(4);
-        let nudged = || {
-            let notify = node.nudged(0).expect("one shard");
-            let mut wait = std::pin::pin!(notify.notified());
-            // A kept permit makes the wait ready at once.
-            wait.as_mut().enable()
-                && std::future::Future::poll(
-                    wait.as_mut(),
-                    &mut std::task::Context::from_waker(std::task::Waker::noop()),
-                )
-                .is_ready()
+        // A kept permit makes the wait ready at its first poll.
+        let nudged = |node: &NodeState| {
+            let mut wait = std::pin::pin!(node.nudged(0).expect("one shard").notified());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            std::future::Future::poll(wait.as_mut(), &mut cx).is_ready()
         };
+        let (sink, node, _rx) = sink(4);
         let req = request(&[SpanSpec::new(1, 1)]);
         sink.accept(batch(req.clone())).await.expect("taken");
-        assert!(!nudged(), "one of four: the shard may gather");
+        assert!(!nudged(&node), "one of four: the shard may gather");
         sink.accept(batch(req)).await.expect("taken");
-        assert!(nudged(), "two of four: half full, take them now");
+        assert!(nudged(&node), "two of four: half full, take them now");
+        // Log records go through the same queues.
+        let (sink, node, _rx) = super::tests::sink(4);
+        let logs = Bytes::from(prost::Message::encode_to_vec(
+            &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+                resource_logs: vec![opentelemetry_proto::tonic::logs::v1::ResourceLogs {
+                    scope_logs: vec![opentelemetry_proto::tonic::logs::v1::ScopeLogs {
+                        log_records: vec![opentelemetry_proto::tonic::logs::v1::LogRecord {
+                            trace_id: crate::testutil::trace_id(1).0.to_vec(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            },
+        ));
+        sink.accept_logs(batch(logs.clone())).await.expect("taken");
+        assert!(!nudged(&node), "one of four");
+        sink.accept_logs(batch(logs)).await.expect("taken");
+        assert!(nudged(&node), "two of four: logs nudge too");
     }
 
     fn batch(request: Bytes) -> Batch {
