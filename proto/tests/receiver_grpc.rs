@@ -80,6 +80,40 @@ async fn send_frame(
         .expect("a grpc-status")
 }
 
+/// Sends a gRPC body in the given pieces, each its own DATA frame, and
+/// returns the status the server answered.
+async fn send_pieces(addr: SocketAddr, pieces: Vec<Bytes>) -> Status {
+    let frames = futures::stream::iter(
+        pieces
+            .into_iter()
+            .map(|piece| Ok::<_, std::convert::Infallible>(http_body::Frame::data(piece))),
+    );
+    let req = http::Request::post(format!("http://{addr}{EXPORT_PATH}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::StreamBody::new(frames))
+        .expect("request");
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let res = client.request(req).await.expect("answers");
+    assert_eq!(res.status(), http::StatusCode::OK);
+    let (parts, body) = res.into_parts();
+    let collected = body.collect().await.expect("body");
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    Status::from_header_map(&parts.headers)
+        .or_else(|| Status::from_header_map(&trailers))
+        .expect("a grpc-status")
+}
+
+/// The gRPC frame of an uncompressed message.
+fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(message.len()).expect("fits").to_be_bytes());
+    frame.extend_from_slice(message);
+    frame
+}
+
 async fn assert_grpc_still_accepts(running: &Running) {
     let before = running.sink.batches().len();
     client(running.grpc)
@@ -322,4 +356,74 @@ async fn an_empty_request_is_accepted_with_zero_spans() {
     .expect("accepted");
     assert_eq!(running.requests("grpc", "accepted"), 1.0);
     assert_eq!(running.spans_received("grpc"), 0.0);
+}
+
+/// Uncompressed requests are read by the receiver itself, not tonic's
+/// decoder: one arriving in one DATA frame is handed on as a slice of it,
+/// one split over frames is put together. Pieces that cut the frame header
+/// and the message anywhere, and a second message after the first (read
+/// and dropped, as tonic does), still give the node exactly the request.
+#[tokio::test]
+async fn a_message_split_over_data_frames_arrives_whole() {
+    let running = start(loopback_config("lb"));
+    let request = sample_request(40, 9);
+    let frame = grpc_frame(&protobuf(&request));
+    for cuts in [vec![1, 3, 5], vec![2, 700], vec![5, 6, 1000, 1001, 2500]] {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for cut in cuts.into_iter().chain([frame.len()]) {
+            pieces.push(Bytes::copy_from_slice(&frame[at..cut]));
+            at = cut;
+        }
+        let status = bounded(send_pieces(running.grpc, pieces)).await;
+        assert_eq!(status.code(), Code::Ok, "{status:?}");
+        assert_eq!(running.sink.requests().last(), Some(&request));
+    }
+    let mut two = frame.clone();
+    two.extend_from_slice(&grpc_frame(b"\x0a\x00"));
+    let status = bounded(send_pieces(running.grpc, vec![Bytes::from(two)])).await;
+    assert_eq!(status.code(), Code::Ok, "{status:?}");
+    assert_eq!(running.sink.requests().last(), Some(&request));
+    assert_eq!(running.requests("grpc", "accepted"), 4.0);
+    assert_eq!(running.spans_received("grpc"), 160.0);
+}
+
+/// What tonic's decoder refused, the receiver's own reading refuses the
+/// same way: INVALID_ARGUMENT for a body with no whole message or a
+/// compressed flag without an encoding, counted as invalid, and the
+/// receiver goes on serving.
+#[tokio::test]
+async fn an_uncompressed_body_without_a_whole_message_is_invalid_argument() {
+    let running = start(loopback_config("lb"));
+    let message = protobuf(&sample_request(3, 4));
+    let frame = grpc_frame(&message);
+    let cases: Vec<(&str, Vec<Bytes>)> = vec![
+        ("no message at all", vec![]),
+        ("half a header", vec![Bytes::from_static(&[0, 0])]),
+        (
+            "a message cut short",
+            vec![Bytes::copy_from_slice(&frame[..frame.len() - 1])],
+        ),
+        ("compressed flag, no encoding", {
+            let mut flagged = frame.clone();
+            flagged[0] = 1;
+            vec![Bytes::from(flagged)]
+        }),
+        ("an unknown flag", {
+            let mut flagged = frame.clone();
+            flagged[0] = 7;
+            vec![Bytes::from(flagged)]
+        }),
+    ];
+    for (n, (what, pieces)) in cases.into_iter().enumerate() {
+        let status = bounded(send_pieces(running.grpc, pieces)).await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+        assert_eq!(
+            running.requests("grpc", "invalid"),
+            (n + 1) as f64,
+            "{what}"
+        );
+    }
+    assert!(running.sink.batches().is_empty());
+    assert_grpc_still_accepts(&running).await;
 }
