@@ -606,9 +606,10 @@ fn memory(requests: u64) {
         (grown - buffer.data_bytes() as f64) / buffer.traces() as f64
     );
     println!(
-        "  buffer's own estimate (held_bytes): {:.0} B/span; headers interned: {}",
+        "  buffer's own estimate (held_bytes): {:.0} B/span; headers interned: {}; spare buffers: {} KiB",
         buffer.held_bytes() as f64 / spans as f64,
-        buffer.headers()
+        buffer.headers(),
+        buffer.spare_bytes() / 1024
     );
 }
 

@@ -29,8 +29,10 @@
 //! makes a span cost its encoded size plus 2 to 4 bytes. An insert first
 //! adds up what the batch brings each trace and grows each trace's buffer
 //! once, by exactly that (or by an eighth of its data, if more, so a trace
-//! fed a span at a time reallocates O(log n) times): no slack for traces
-//! that arrive in batches, under 12.5% otherwise. Per trace: the [`Trace`] in a chunked slab
+//! fed a span at a time reallocates O(log n) times). Buffers over 1 KiB are
+//! sized to a class, eight per doubling, and a decided trace's buffer is
+//! kept for the next trace of its class ([`Spares`]): slack under 12.5%,
+//! none for smaller traces that arrive in batches. Per trace: the [`Trace`] in a chunked slab
 //! (no allocation of its own), a 4-byte map slot naming it, and a 4-byte deadline entry (the
 //! traces of one batch share their deadline, kept once).
 
@@ -591,10 +593,110 @@ impl<'a> Iterator for Records<'a> {
 /// Makes room for `need` more bytes of records: exactly that when the
 /// trace is small beside it (a batch's worth, reserved once), else an
 /// eighth of the data, so a trace that grows a span at a time still
-/// reallocates O(log n) times and its slack stays under 12.5%.
-fn reserve(data: &mut Vec<u8>, need: usize) {
-    if data.capacity() - data.len() < need {
-        data.reserve_exact(need.max(data.len() / 8));
+/// reallocates O(log n) times and its slack stays under 12.5%. Between
+/// [`SPARE_MIN`] and [`SPARE_MAX`] bytes the buffer is a class's size,
+/// taken from `spares` when one is there.
+fn reserve(data: &mut Vec<u8>, need: usize, spares: &mut Spares) {
+    if data.capacity() - data.len() >= need {
+        return;
+    }
+    let want = data.len() + need.max(data.len() / 8);
+    let Some(class) = Spares::class_of(want) else {
+        data.reserve_exact(want - data.len());
+        return;
+    };
+    let mut grown = spares.take(class);
+    grown.extend_from_slice(data);
+    spares.put(std::mem::replace(data, grown));
+}
+
+/// Smallest buffer kept in [`Spares`]: glibc serves allocations up to
+/// 1,032 bytes from a per-thread cache already.
+const SPARE_MIN: usize = 1024;
+/// Largest: a trace of a few hundred spans; longer ones are rare and
+/// allocated exactly.
+const SPARE_MAX: usize = 64 * 1024;
+/// What glibc adds to an allocation (its chunks are the request plus a
+/// size word, in 16-byte steps): a class holds its round size less this,
+/// so its chunk is exactly the round size.
+const CHUNK_HEADER: usize = size_of::<usize>();
+/// Classes per doubling: a class is at most 12.5% over what it holds.
+const CLASS_STEPS: usize = 8;
+/// Classes from just over [`SPARE_MIN`] to [`SPARE_MAX`].
+const CLASSES: usize = CLASS_STEPS * (SPARE_MAX / SPARE_MIN).trailing_zeros() as usize;
+/// Bytes of spare buffers a shard keeps, at most: more than a round's worth
+/// of decided traces at 100k spans/s (a round every 50 ms decides ~300
+/// traces of ~2 KiB per shard), 10 B per trace of a 100,000-trace buffer.
+const SPARES_BYTES: usize = 1024 * 1024;
+
+/// Spare trace buffers of 1 to 64 KiB, by size class, for the next traces
+/// to grow into.
+///
+/// Why not the allocator alone: glibc serves buffers over 1 KiB from its
+/// bins (a search, splits, consolidation), and a trace growing piece by
+/// piece reallocates; in issue 19's profile, malloc, realloc and free of
+/// trace buffers were a tenth of a sampler's CPU at 100k spans/s. Here a
+/// decided trace's buffer goes back to its class ([`TraceBuffer::recycle`])
+/// and a growing trace takes one: a pop instead of a malloc, into memory
+/// the decision just read (warm in cache). jemalloc and mimalloc were
+/// measured in glibc's place and not kept (BENCHMARKS.md): more memory per
+/// trace, or slower. Bounded by [`SPARES_BYTES`]; past it, buffers are freed.
+#[derive(Debug, Default)]
+struct Spares {
+    free: Vec<Vec<Vec<u8>>>,
+    bytes: usize,
+}
+
+impl Spares {
+    /// The class of a buffer for `len` bytes, if it is one kept here.
+    fn class_of(len: usize) -> Option<usize> {
+        if len <= SPARE_MIN || len > Self::size(CLASSES - 1) {
+            return None;
+        }
+        // In chunk sizes: the power of two below (exclusive), and steps of
+        // an eighth of it above that.
+        let len = len + CHUNK_HEADER;
+        let bits = usize::BITS - 1 - (len - 1).leading_zeros();
+        let base = 1usize << bits;
+        let step = base / CLASS_STEPS;
+        let k = (len - base).div_ceil(step); // 1..=CLASS_STEPS
+        let doublings = (base / SPARE_MIN).trailing_zeros() as usize;
+        Some(doublings * CLASS_STEPS + k - 1)
+    }
+
+    /// A class's buffer size: what a glibc chunk of a round size holds.
+    fn size(class: usize) -> usize {
+        let base = SPARE_MIN << (class / CLASS_STEPS);
+        base + (class % CLASS_STEPS + 1) * (base / CLASS_STEPS) - CHUNK_HEADER
+    }
+
+    /// An empty buffer of the class's size: a spare one if there is one.
+    fn take(&mut self, class: usize) -> Vec<u8> {
+        match self.free.get_mut(class).and_then(Vec::pop) {
+            Some(buf) => {
+                self.bytes -= buf.capacity();
+                buf
+            }
+            None => Vec::with_capacity(Self::size(class)),
+        }
+    }
+
+    /// Keeps `buf` for reuse if it is a class's size and there is room;
+    /// else frees it.
+    fn put(&mut self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        let Some(class) = Self::class_of(cap) else {
+            return;
+        };
+        if Self::size(class) != cap || self.bytes + cap > SPARES_BYTES {
+            return;
+        }
+        if self.free.len() < CLASSES {
+            self.free.resize_with(CLASSES, Vec::new);
+        }
+        buf.clear();
+        self.bytes += cap;
+        self.free[class].push(buf);
     }
 }
 
@@ -631,6 +733,8 @@ pub struct TraceBuffer {
     /// The latest `now` given to [`TraceBuffer::insert`] or
     /// [`TraceBuffer::expire`] (nanoseconds): when a decision is recorded.
     clock: u64,
+    /// Buffers of decided traces, for new ones to grow into.
+    spares: Spares,
 }
 
 const NO_HEADER: u32 = u32::MAX;
@@ -652,6 +756,7 @@ impl TraceBuffer {
             data_bytes: 0,
             scratch: Vec::new(),
             slot_scratch: Vec::new(),
+            spares: Spares::default(),
         }
     }
 
@@ -686,6 +791,19 @@ impl TraceBuffer {
     /// Bytes allocated for span data (records), growth slack included.
     pub fn data_bytes(&self) -> usize {
         self.data_bytes
+    }
+
+    /// Bytes of decided traces' buffers kept for reuse (at most 1 MiB per
+    /// shard). Not in [`TraceBuffer::held_bytes`]: they are memory the next
+    /// traces take before any new allocation, not traces to make room for.
+    pub fn spare_bytes(&self) -> usize {
+        self.spares.bytes
+    }
+
+    /// Gives a decided trace's buffer back, for a later trace to grow into
+    /// (dropping a [`TakenTrace`] instead frees it).
+    pub fn recycle(&mut self, trace: TakenTrace) {
+        self.spares.put(trace.data);
     }
 
     /// Distinct resource/scope headers held.
@@ -734,6 +852,7 @@ impl TraceBuffer {
             scratch,
             slot_scratch: slots,
             clock,
+            spares,
         } = self;
         *clock = now;
         let wait = nanos(settings.decision_wait);
@@ -826,7 +945,7 @@ impl TraceBuffer {
             let header = scratch[span.group as usize];
             let before = trace.data.capacity();
             if trace.pending > 0 {
-                reserve(&mut trace.data, trace.pending as usize);
+                reserve(&mut trace.data, trace.pending as usize, spares);
                 trace.pending = 0;
             }
             put_record(&mut trace.data, header, batch.span_bytes(span));
@@ -1147,10 +1266,31 @@ mod tests {
             bytes += encoded(&b);
             buf.insert(&b, Duration::ZERO);
         }
-        // One reservation per trace per batch: exactly the records, whose
-        // headers are 3 bytes (header id, and a 2-byte length).
-        assert_eq!(buf.data_bytes(), bytes + 500 * 3);
+        // One reservation per trace per batch, of a class's size (traces of
+        // ~3 KiB): the records, whose headers are 3 bytes (header id, and a
+        // 2-byte length), and under an eighth more.
+        let records = bytes + 500 * 3;
+        assert!(buf.data_bytes() >= records);
+        assert!(
+            buf.data_bytes() as f64 <= 1.125 * records as f64,
+            "{} for {records}",
+            buf.data_bytes()
+        );
         assert!(buf.data_bytes() as f64 <= 1.1 * bytes as f64 + 32.0 * 500.0);
+
+        // Traces under 1 KiB that arrive in batches: exactly the records.
+        let mut buf = TraceBuffer::new(settings());
+        let mut bytes = 0;
+        for half in 0..2u8 {
+            let specs: Vec<SpanSpec> = (0..50u8)
+                .flat_map(|t| (0..2u8).map(move |s| SpanSpec::new(t, half * 2 + s).padded(100)))
+                .collect();
+            let b = batch(&specs);
+            bytes += encoded(&b);
+            buf.insert(&b, Duration::ZERO);
+        }
+        assert!(bytes / 50 < SPARE_MIN, "{} per trace", bytes / 50);
+        assert_eq!(buf.data_bytes(), bytes + 200 * 3);
 
         // A span at a time: slack stays under an eighth.
         let mut buf = TraceBuffer::new(settings());
@@ -1167,6 +1307,71 @@ mod tests {
             "{} for {records}",
             buf.data_bytes()
         );
+    }
+
+    #[test]
+    fn size_classes_hold_what_they_are_for_with_under_an_eighth_more() {
+        let largest = SPARE_MAX - CHUNK_HEADER;
+        assert_eq!(Spares::size(CLASSES - 1), largest);
+        assert_eq!(Spares::class_of(SPARE_MIN), None);
+        assert_eq!(Spares::class_of(largest + 1), None);
+        assert_eq!(Spares::class_of(SPARE_MIN + 1), Some(0));
+        assert_eq!(Spares::class_of(largest), Some(CLASSES - 1));
+        let mut last = 0;
+        for len in SPARE_MIN + 1..=largest {
+            let class = Spares::class_of(len).expect("kept");
+            let size = Spares::size(class);
+            assert!(size >= len && size * 8 < len * 9, "{len} in {size}");
+            assert_eq!((size + CHUNK_HEADER) % 16, 0, "a whole glibc chunk");
+            assert!(class == last || class == last + 1 || len == SPARE_MIN + 1);
+            assert_eq!(Spares::class_of(size), Some(class), "{size}");
+            last = class;
+        }
+    }
+
+    #[test]
+    fn a_decided_traces_buffer_is_reused_by_the_next_trace_of_its_class() {
+        let mut buf = TraceBuffer::new(settings());
+        // A trace of ~3 KiB in two parts: its buffer is a class's size.
+        let part = |t: u8, half: u8| {
+            let specs: Vec<SpanSpec> = (0..5u8)
+                .map(|s| SpanSpec::new(t, half * 5 + s).padded(300))
+                .collect();
+            batch(&specs)
+        };
+        buf.insert(&part(1, 0), Duration::ZERO);
+        buf.insert(&part(1, 1), Duration::ZERO);
+        let (mut ready, _) = buf.expire(Duration::from_secs(3600));
+        let first = ready.pop().expect("due");
+        let (ptr, cap) = (first.data.as_ptr(), first.data.capacity());
+        assert_eq!(Spares::class_of(cap).map(Spares::size), Some(cap));
+        // Its first part's buffer, outgrown by the second, is a spare.
+        let outgrown = buf.spare_bytes();
+        assert!(outgrown > SPARE_MIN && outgrown < cap, "{outgrown}");
+        buf.recycle(first);
+        assert_eq!(buf.spare_bytes(), outgrown + cap);
+        // The next trace of that size starts in the outgrown buffer and
+        // grows into the decided trace's.
+        buf.insert(&part(2, 0), Duration::from_secs(3600));
+        assert_eq!(buf.spare_bytes(), cap);
+        buf.insert(&part(2, 1), Duration::from_secs(3600));
+        assert_eq!(buf.spare_bytes(), outgrown);
+        let (mut ready, _) = buf.expire(Duration::from_secs(7200));
+        let second = ready.pop().expect("due");
+        assert_eq!(second.data.as_ptr(), ptr, "the same allocation");
+        assert_eq!(second.span_count(), 10);
+        assert_eq!(second.span_refs().len(), 10);
+        // Spares are bounded: past SPARES_BYTES, buffers are freed.
+        let mut spares = Spares::default();
+        let size = Spares::size(CLASSES - 1);
+        for _ in 0..SPARES_BYTES / size + 5 {
+            spares.put(Vec::with_capacity(size));
+        }
+        assert!(spares.bytes <= SPARES_BYTES && spares.bytes + size > SPARES_BYTES);
+        // A buffer not of a class's size is not kept.
+        let mut spares = Spares::default();
+        spares.put(Vec::with_capacity(SPARE_MIN + 3));
+        assert_eq!(spares.bytes, 0);
     }
 
     #[test]

@@ -1008,6 +1008,7 @@ impl Shard {
             let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
             self.buffer.record_decision(trace.id, cached);
             self.settle_logs(&trace.id);
+            self.buffer.recycle(trace);
             return;
         }
         let cached = if decision.sampled {
@@ -1040,6 +1041,7 @@ impl Shard {
         }
         self.buffer.record_decision(trace.id, cached);
         self.settle_logs(&trace.id);
+        self.buffer.recycle(trace);
     }
 
     /// `span-ingest`: evaluates the traces a batch added to, as they are
