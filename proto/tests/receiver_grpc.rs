@@ -55,10 +55,8 @@ async fn send_frame(
     compressed: bool,
     payload: &[u8],
 ) -> Status {
-    let mut frame = Vec::with_capacity(payload.len() + 5);
-    frame.push(u8::from(compressed));
-    frame.extend_from_slice(&u32::try_from(payload.len()).expect("fits").to_be_bytes());
-    frame.extend_from_slice(payload);
+    let mut frame = grpc_frame(payload);
+    frame[0] = u8::from(compressed);
     let mut req = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers");
@@ -66,7 +64,12 @@ async fn send_frame(
         req = req.header("grpc-encoding", encoding);
     }
     let req = req.body(Full::new(Bytes::from(frame))).expect("request");
-    let res = h2c_client().request(req).await.expect("answers");
+    grpc_status(h2c_client().request(req).await.expect("answers")).await
+}
+
+/// The gRPC status of an answer: in its headers (trailers-only) or its
+/// trailers.
+async fn grpc_status(res: http::Response<hyper::body::Incoming>) -> Status {
     assert_eq!(
         res.status(),
         http::StatusCode::OK,
@@ -96,14 +99,7 @@ async fn send_pieces(addr: SocketAddr, pieces: Vec<Bytes>) -> Status {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http();
-    let res = client.request(req).await.expect("answers");
-    assert_eq!(res.status(), http::StatusCode::OK);
-    let (parts, body) = res.into_parts();
-    let collected = body.collect().await.expect("body");
-    let trailers = collected.trailers().cloned().unwrap_or_default();
-    Status::from_header_map(&parts.headers)
-        .or_else(|| Status::from_header_map(&trailers))
-        .expect("a grpc-status")
+    grpc_status(client.request(req).await.expect("answers")).await
 }
 
 /// The gRPC frame of an uncompressed message.

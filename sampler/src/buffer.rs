@@ -1253,42 +1253,46 @@ mod tests {
         b.spans.iter().map(|s| s.range.len()).sum()
     }
 
-    #[test]
-    fn span_data_costs_its_encoded_size_plus_a_record_header_and_bounded_slack() {
-        // As agents batch: 50 traces of 10 spans, 5 of each per request.
-        let mut buf = TraceBuffer::new(settings());
-        let mut bytes = 0;
-        for half in 0..2u8 {
-            let specs: Vec<SpanSpec> = (0..50u8)
-                .flat_map(|t| (0..5u8).map(move |s| SpanSpec::new(t, half * 5 + s).padded(300)))
-                .collect();
-            let b = batch(&specs);
-            bytes += encoded(&b);
-            buf.insert(&b, Duration::ZERO);
-        }
-        // One reservation per trace per batch, of a class's size (traces of
-        // ~3 KiB): the records, whose headers are 3 bytes (header id, and a
-        // 2-byte length), and under an eighth more.
-        let records = bytes + 500 * 3;
+    /// The buffer's span data is `records` bytes and less than an eighth more.
+    fn assert_slack_under_an_eighth(buf: &TraceBuffer, records: usize) {
         assert!(buf.data_bytes() >= records);
         assert!(
             buf.data_bytes() as f64 <= 1.125 * records as f64,
             "{} for {records}",
             buf.data_bytes()
         );
+    }
+
+    #[test]
+    fn span_data_costs_its_encoded_size_plus_a_record_header_and_bounded_slack() {
+        // As agents batch: 50 traces of `2 * per` spans of `pad` bytes of
+        // attributes, `per` of each per request. Returns the buffer and the
+        // spans' encoded bytes.
+        let batched = |per: u8, pad: usize| {
+            let mut buf = TraceBuffer::new(settings());
+            let mut bytes = 0;
+            for half in 0..2u8 {
+                let specs: Vec<SpanSpec> = (0..50u8)
+                    .flat_map(|t| {
+                        (0..per).map(move |s| SpanSpec::new(t, half * per + s).padded(pad))
+                    })
+                    .collect();
+                let b = batch(&specs);
+                bytes += encoded(&b);
+                buf.insert(&b, Duration::ZERO);
+            }
+            (buf, bytes)
+        };
+        let (buf, bytes) = batched(5, 300);
+        // One reservation per trace per batch, of a class's size (traces of
+        // ~3 KiB): the records, whose headers are 3 bytes (header id, and a
+        // 2-byte length), and under an eighth more.
+        let records = bytes + 500 * 3;
+        assert_slack_under_an_eighth(&buf, records);
         assert!(buf.data_bytes() as f64 <= 1.1 * bytes as f64 + 32.0 * 500.0);
 
         // Traces under 1 KiB that arrive in batches: exactly the records.
-        let mut buf = TraceBuffer::new(settings());
-        let mut bytes = 0;
-        for half in 0..2u8 {
-            let specs: Vec<SpanSpec> = (0..50u8)
-                .flat_map(|t| (0..2u8).map(move |s| SpanSpec::new(t, half * 2 + s).padded(100)))
-                .collect();
-            let b = batch(&specs);
-            bytes += encoded(&b);
-            buf.insert(&b, Duration::ZERO);
-        }
+        let (buf, bytes) = batched(2, 100);
         assert!(bytes / 50 < SPARE_MIN, "{} per trace", bytes / 50);
         assert_eq!(buf.data_bytes(), bytes + 200 * 3);
 
@@ -1301,12 +1305,7 @@ mod tests {
             buf.insert(&b, Duration::ZERO);
         }
         let records = bytes + 200 * 3;
-        assert!(buf.data_bytes() >= records);
-        assert!(
-            buf.data_bytes() as f64 <= 1.125 * records as f64,
-            "{} for {records}",
-            buf.data_bytes()
-        );
+        assert_slack_under_an_eighth(&buf, records);
     }
 
     #[test]
