@@ -1,11 +1,13 @@
-//! OTLP/gRPC: the TraceService and LogsService routes served with the
-//! pass-through codec, so the request body reaches the node as `Bytes`,
-//! never decoded. Both services are one implementation told its
-//! [`Signal`]; the two Export responses have the same encoding (an empty
-//! message, or `partial_success` as field 1), so one response type serves
-//! both.
+//! OTLP/gRPC: the TraceService and LogsService routes, whose request body
+//! reaches the node as `Bytes`, never decoded. Both services are one
+//! implementation told its [`Signal`]; the two Export responses have the
+//! same encoding (an empty message, or `partial_success` as field 1), so
+//! one response type serves both.
 //!
-//! tonic frames, decompresses (gzip, zstd) and bounds the message: a frame
+//! An uncompressed request is read here ([`unary_identity`]): its message
+//! is a slice of the DATA frame it arrived in. A compressed one goes
+//! through tonic with the pass-through codec: tonic frames, decompresses
+//! (gzip, zstd) and bounds the message: a frame
 //! longer than `max_request_bytes` is refused before it is buffered, and
 //! decompression stops at `max_request_bytes` (a gzip bomb is never
 //! inflated past it). Those refusals happen before our handler runs; the
