@@ -199,13 +199,9 @@ impl<S: Sink> tower::Service<Request<Body>> for TraceService<S> {
                 .max_decoding_message_size(max);
             let mut response = grpc.unary(export, req).await;
             if !handled.load(Ordering::Acquire) {
-                let outcome = if expired.load(Ordering::Acquire) {
-                    set_code(&mut response, Code::DeadlineExceeded);
-                    Outcome::TimedOut
-                } else {
-                    refused_before_handler(&mut response)
-                };
-                shared.metrics.count(outcome);
+                shared
+                    .metrics
+                    .count(refused_unread(&mut response, &expired));
             }
             Ok(response)
         })
@@ -244,13 +240,9 @@ async fn unary_identity<S: Sink>(
     let message = match read_message(&mut body, shared.max_request_bytes).await {
         Ok(message) => message,
         Err(status) => {
-            let outcome = match status.code() {
-                _ if expired.load(Ordering::Acquire) => Outcome::TimedOut,
-                Code::ResourceExhausted => Outcome::TooLarge,
-                _ => Outcome::Invalid,
-            };
-            shared.metrics.count(outcome);
-            return status.into_http();
+            let mut response = status.into_http();
+            shared.metrics.count(refused_unread(&mut response, expired));
+            return response;
         }
     };
     let mark = ClusterMark::from_headers(|name| parts.headers.get(name).map(|v| v.as_bytes()));
@@ -283,15 +275,7 @@ async fn read_message(body: &mut Body, max: usize) -> Result<Bytes, Status> {
         chunks.push(data);
         if end.is_none() && have >= FRAME_HEADER {
             let mut header = [0u8; FRAME_HEADER];
-            let mut at = 0;
-            for chunk in &chunks {
-                let n = (FRAME_HEADER - at).min(chunk.len());
-                header[at..at + n].copy_from_slice(&chunk[..n]);
-                at += n;
-                if at == FRAME_HEADER {
-                    break;
-                }
-            }
+            gather(&chunks, 0..FRAME_HEADER, &mut &mut header[..]);
             match header[0] {
                 0 => {}
                 1 => {
@@ -331,14 +315,21 @@ async fn read_message(body: &mut Body, max: usize) -> Result<Bytes, Status> {
         return Ok(chunks.swap_remove(0).slice(FRAME_HEADER..end));
     }
     let mut message = bytes::BytesMut::with_capacity(end - FRAME_HEADER);
-    let mut skip = FRAME_HEADER;
-    for chunk in &chunks {
-        let from = skip.min(chunk.len());
-        skip -= from;
-        let take = (end - FRAME_HEADER - message.len()).min(chunk.len() - from);
-        message.extend_from_slice(&chunk[from..from + take]);
-    }
+    gather(&chunks, FRAME_HEADER..end, &mut message);
     Ok(message.freeze())
+}
+
+/// Copies bytes `range` of the body the `chunks` make, in order, into `out`.
+fn gather(chunks: &[Bytes], range: std::ops::Range<usize>, out: &mut impl bytes::BufMut) {
+    let mut start = 0;
+    for chunk in chunks {
+        let end = start + chunk.len();
+        let (from, to) = (range.start.max(start), range.end.min(end));
+        if from < to {
+            out.put_slice(&chunk[from - start..to - start]);
+        }
+        start = end;
+    }
 }
 
 /// A successful Export's answer, as tonic writes it: the empty response
@@ -360,6 +351,19 @@ fn ok_response() -> Response<Body> {
         HeaderValue::from_static("application/grpc"),
     );
     response
+}
+
+/// The outcome of a request refused before its message was read whole
+/// (by tonic or by [`read_message`]), its answer rewritten where needed: a
+/// body later than `read_timeout` is DEADLINE_EXCEEDED, the rest as
+/// [`refused_before_handler`] says.
+fn refused_unread(response: &mut Response<Body>, expired: &AtomicBool) -> Outcome {
+    if expired.load(Ordering::Acquire) {
+        set_code(response, Code::DeadlineExceeded);
+        Outcome::TimedOut
+    } else {
+        refused_before_handler(response)
+    }
 }
 
 /// Classifies, and where needed rewrites, a status tonic returned before the
