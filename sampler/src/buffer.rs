@@ -641,10 +641,19 @@ const SPARES_BYTES: usize = 1024 * 1024;
 /// the decision just read (warm in cache). jemalloc and mimalloc were
 /// measured in glibc's place and not kept (BENCHMARKS.md): more memory per
 /// trace, or slower. Bounded by [`SPARES_BYTES`]; past it, buffers are freed.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Spares {
-    free: Vec<Vec<Vec<u8>>>,
+    free: [Vec<Vec<u8>>; CLASSES],
     bytes: usize,
+}
+
+impl Default for Spares {
+    fn default() -> Self {
+        Spares {
+            free: std::array::from_fn(|_| Vec::new()),
+            bytes: 0,
+        }
+    }
 }
 
 impl Spares {
@@ -672,7 +681,7 @@ impl Spares {
 
     /// An empty buffer of the class's size: a spare one if there is one.
     fn take(&mut self, class: usize) -> Vec<u8> {
-        match self.free.get_mut(class).and_then(Vec::pop) {
+        match self.free[class].pop() {
             Some(buf) => {
                 self.bytes -= buf.capacity();
                 buf
@@ -690,9 +699,6 @@ impl Spares {
         };
         if Self::size(class) != cap || self.bytes + cap > SPARES_BYTES {
             return;
-        }
-        if self.free.len() < CLASSES {
-            self.free.resize_with(CLASSES, Vec::new);
         }
         buf.clear();
         self.bytes += cap;
