@@ -29,7 +29,7 @@
 //! makes a span cost its encoded size plus 2 to 4 bytes. An insert first
 //! adds up what the batch brings each trace and grows each trace's buffer
 //! once, by exactly that (or by an eighth of its data, if more, so a trace
-//! fed a span at a time reallocates O(log n) times). Buffers over 1 KiB are
+//! fed a span at a time reallocates O(log n) times). Buffers over 256 B are
 //! sized to a class, eight per doubling, and a decided trace's buffer is
 //! kept for the next trace of its class ([`Spares`]): slack under 12.5%,
 //! none for smaller traces that arrive in batches. Per trace: the [`Trace`] in a chunked slab
@@ -610,9 +610,13 @@ fn reserve(data: &mut Vec<u8>, need: usize, spares: &mut Spares) {
     spares.put(std::mem::replace(data, grown));
 }
 
-/// Smallest buffer kept in [`Spares`]: glibc serves allocations up to
-/// 1,032 bytes from a per-thread cache already.
-const SPARE_MIN: usize = 1024;
+/// Smallest buffer kept in [`Spares`]. Not 1 KiB, although glibc serves
+/// allocations up to 1,032 bytes from a per-thread cache: a trace's first
+/// batch is mostly under 1 KiB, and those buffers missed that cache (it
+/// holds seven of each size) and were reallocated at the trace's next
+/// batch; classes from 256 B made the sampler 4 % cheaper per span at 100k
+/// spans/s (BENCHMARKS.md, seventh pass) for 2 B more per trace.
+const SPARE_MIN: usize = 256;
 /// Largest: a trace of a few hundred spans; longer ones are rare and
 /// allocated exactly.
 const SPARE_MAX: usize = 64 * 1024;
@@ -629,7 +633,7 @@ const CLASSES: usize = CLASS_STEPS * (SPARE_MAX / SPARE_MIN).trailing_zeros() as
 /// traces of ~2 KiB per shard), 10 B per trace of a 100,000-trace buffer.
 const SPARES_BYTES: usize = 1024 * 1024;
 
-/// Spare trace buffers of 1 to 64 KiB, by size class, for the next traces
+/// Spare trace buffers of 256 B to 64 KiB, by size class, for the next traces
 /// to grow into.
 ///
 /// Why not the allocator alone: glibc serves buffers over 1 KiB from its
@@ -1297,10 +1301,11 @@ mod tests {
         assert_slack_under_an_eighth(&buf, records);
         assert!(buf.data_bytes() as f64 <= 1.1 * bytes as f64 + 32.0 * 500.0);
 
-        // Traces under 1 KiB that arrive in batches: exactly the records.
-        let (buf, bytes) = batched(2, 100);
-        assert!(bytes / 50 < SPARE_MIN, "{} per trace", bytes / 50);
-        assert_eq!(buf.data_bytes(), bytes + 200 * 3);
+        // Traces under 256 B that arrive in batches: exactly the records.
+        let (buf, bytes) = batched(1, 10);
+        // (Spans under 128 bytes: a record's header is 2 bytes.)
+        assert!(bytes / 50 + 2 * 2 < SPARE_MIN, "{} per trace", bytes / 50);
+        assert_eq!(buf.data_bytes(), bytes + 100 * 2);
 
         // A span at a time: slack stays under an eighth.
         let mut buf = TraceBuffer::new(settings());
