@@ -447,7 +447,7 @@ pub struct InsertReport {
     pub new_traces: usize,
     /// Spans of traces decided as kept: index in the batch, and the
     /// decision. The driver forwards them at once.
-    pub late_sampled: Vec<(usize, Kept)>,
+    pub late_sampled: Vec<(usize, Arc<Kept>)>,
     /// Spans of traces decided as not kept, by index in the batch: dropped
     /// (the driver asks whether they would have changed the decision).
     pub late_not_sampled: Vec<usize>,
@@ -1504,7 +1504,7 @@ mod tests {
         assert_eq!(ready.len(), 2);
         buf.record_decision(
             trace_id(1),
-            CachedDecision::Sampled(Kept {
+            CachedDecision::sampled(Kept {
                 policy: Some("p".into()),
                 ..Kept::default()
             }),
@@ -1710,7 +1710,7 @@ mod tests {
                     Op::Decide => {
                         for (i, t) in pending.drain(..).enumerate() {
                             let d = if i % 2 == 0 { CachedDecision::NotSampled } else {
-                                CachedDecision::Sampled(Kept::default())
+                                CachedDecision::sampled(Kept::default())
                             };
                             buf.record_decision(t.id, d);
                         }

@@ -45,13 +45,24 @@ impl Kept {
 }
 
 /// A remembered decision.
+///
+/// What a kept trace's decision carries is behind an `Arc`: eight bytes in
+/// the cache's entries instead of 48 (with the key and the entry's own
+/// fields, 40-byte buckets instead of 80), so a shard's 100,000 remembered
+/// decisions take half the memory and the cache lines a lookup touches;
+/// an allocation per kept trace pays for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CachedDecision {
-    Sampled(Kept),
+    Sampled(Arc<Kept>),
     NotSampled,
 }
 
 impl CachedDecision {
+    /// A decision to keep, remembering `kept`.
+    pub fn sampled(kept: Kept) -> Self {
+        CachedDecision::Sampled(Arc::new(kept))
+    }
+
     pub fn is_sampled(&self) -> bool {
         matches!(self, CachedDecision::Sampled(_))
     }
@@ -224,7 +235,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn kept() -> CachedDecision {
-        CachedDecision::Sampled(Kept {
+        CachedDecision::sampled(Kept {
             policy: Some("errors".into()),
             ..Kept::default()
         })
@@ -274,6 +285,12 @@ mod tests {
         assert!(cache.is_empty());
         cache.insert(trace_id(1), CachedDecision::NotSampled);
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_remembered_decision_costs_a_pointer_and_its_bucket_40_bytes() {
+        assert_eq!(size_of::<CachedDecision>(), size_of::<usize>());
+        assert_eq!(size_of::<(TraceId, Entry)>(), 40);
     }
 
     #[test]

@@ -573,7 +573,7 @@ pub(crate) fn recover(
             }
             Record::Decision { trace, kept, .. } => {
                 let decision = if kept {
-                    CachedDecision::Sampled(Kept::default())
+                    CachedDecision::sampled(Kept::default())
                 } else {
                     CachedDecision::NotSampled
                 };

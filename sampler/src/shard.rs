@@ -1005,7 +1005,7 @@ impl Shard {
                 self.out_traces.push(trace.id.0);
                 self.decided.push((trace.id.0, true));
             }
-            let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::Sampled);
+            let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::sampled);
             self.buffer.record_decision(trace.id, cached);
             self.settle_logs(&trace.id);
             self.buffer.recycle(trace);
@@ -1025,7 +1025,7 @@ impl Shard {
             if self.ctx.durable.is_some() {
                 self.out_traces.push(trace.id.0);
             }
-            CachedDecision::Sampled(Kept {
+            CachedDecision::sampled(Kept {
                 policy: record_policy.then(|| decision.policy.clone()).flatten(),
                 composite_policy: record_policy
                     .then(|| decision.composite_policy.clone())

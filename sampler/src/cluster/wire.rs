@@ -116,7 +116,7 @@ fn read_decision(body: &[u8], base: usize) -> Result<(TraceId, CachedDecision), 
         len: 0,
     })?;
     let decision = if sampled {
-        CachedDecision::Sampled(Kept {
+        CachedDecision::sampled(Kept {
             policy,
             composite_policy,
             threshold,
@@ -138,7 +138,7 @@ mod tests {
             (trace_id(1), CachedDecision::NotSampled),
             (
                 trace_id(2),
-                CachedDecision::Sampled(Kept {
+                CachedDecision::sampled(Kept {
                     policy: Some("errors".into()),
                     composite_policy: Some("budget-errors".into()),
                     threshold: None,
@@ -146,7 +146,7 @@ mod tests {
             ),
             (
                 trace_id(3),
-                CachedDecision::Sampled(Kept {
+                CachedDecision::sampled(Kept {
                     policy: None,
                     composite_policy: None,
                     threshold: Threshold::from_percentage(10.0),
