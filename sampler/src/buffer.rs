@@ -636,8 +636,9 @@ const SPARES_BYTES: usize = 1024 * 1024;
 /// Spare trace buffers of 256 B to 64 KiB, by size class, for the next traces
 /// to grow into.
 ///
-/// Why not the allocator alone: glibc serves buffers over 1 KiB from its
-/// bins (a search, splits, consolidation), and a trace growing piece by
+/// Why not the allocator alone: glibc serves buffers over 1 KiB, and
+/// smaller ones past the seven of a size its per-thread cache holds, from
+/// its bins (a search, splits, consolidation), and a trace growing piece by
 /// piece reallocates; in issue 19's profile, malloc, realloc and free of
 /// trace buffers were a tenth of a sampler's CPU at 100k spans/s. Here a
 /// decided trace's buffer goes back to its class ([`TraceBuffer::recycle`])
