@@ -874,52 +874,62 @@ impl TraceBuffer {
         // batch (not once per span: a realloc copies the whole trace).
         traces.reserve(batch.spans.len(), |&t| hasher.hash_one(slab.at(t).id));
         slots.clear();
+        // A trace's spans mostly come side by side (an SDK batches a
+        // service's spans of a trace together; the loadtest gen sends a
+        // trace in up to three pieces): a span of the same trace as the
+        // one before it skips the table, whose lookup misses the cache.
+        let mut last: Option<(TraceId, u32)> = None;
         for (i, span) in batch.spans.iter().enumerate() {
             let id = span.trace_id;
-            let hash = hasher.hash_one(id);
-            let entry = traces.entry(
-                hash,
-                |&t| slab.at(t).id == id,
-                |&t| hasher.hash_one(slab.at(t).id),
-            );
-            let slot = match entry {
-                Entry::Occupied(e) => *e.get(),
-                Entry::Vacant(e) => {
-                    match cache.get_with_time(&id) {
-                        Some((CachedDecision::Sampled(kept), at)) => {
-                            report.late_sampled.push((i, kept.clone()));
-                            report
-                                .late_ages
-                                .push(Duration::from_nanos(now.saturating_sub(at)));
-                            slots.push(LATE);
-                            continue;
+            let slot = if let Some((last_id, slot)) = last
+                && last_id == id
+            {
+                slot
+            } else {
+                match traces.entry(
+                    hasher.hash_one(id),
+                    |&t| slab.at(t).id == id,
+                    |&t| hasher.hash_one(slab.at(t).id),
+                ) {
+                    Entry::Occupied(e) => *e.get(),
+                    Entry::Vacant(e) => {
+                        match cache.get_with_time(&id) {
+                            Some((CachedDecision::Sampled(kept), at)) => {
+                                report.late_sampled.push((i, kept.clone()));
+                                report
+                                    .late_ages
+                                    .push(Duration::from_nanos(now.saturating_sub(at)));
+                                slots.push(LATE);
+                                continue;
+                            }
+                            Some((CachedDecision::NotSampled, at)) => {
+                                report.late_not_sampled.push(i);
+                                report
+                                    .late_ages
+                                    .push(Duration::from_nanos(now.saturating_sub(at)));
+                                slots.push(LATE);
+                                continue;
+                            }
+                            None => {}
                         }
-                        Some((CachedDecision::NotSampled, at)) => {
-                            report.late_not_sampled.push(i);
-                            report
-                                .late_ages
-                                .push(Duration::from_nanos(now.saturating_sub(at)));
-                            slots.push(LATE);
-                            continue;
-                        }
-                        None => {}
+                        let deadline = first_seen.saturating_add(wait);
+                        report.new_traces += 1;
+                        let slot = slab.insert(Trace {
+                            id,
+                            first_seen,
+                            deadline,
+                            summary: TraceSummary::new(),
+                            data: Vec::new(),
+                            pending: 0,
+                            due: Due::Wait,
+                        });
+                        deadlines.push(deadline, slot);
+                        e.insert(slot);
+                        slot
                     }
-                    let deadline = first_seen.saturating_add(wait);
-                    report.new_traces += 1;
-                    let slot = slab.insert(Trace {
-                        id,
-                        first_seen,
-                        deadline,
-                        summary: TraceSummary::new(),
-                        data: Vec::new(),
-                        pending: 0,
-                        due: Due::Wait,
-                    });
-                    deadlines.push(deadline, slot);
-                    e.insert(slot);
-                    slot
                 }
             };
+            last = Some((id, slot));
             slots.push(slot);
             let header = &mut scratch[span.group as usize];
             if *header == NO_HEADER {
@@ -1524,6 +1534,41 @@ mod tests {
         assert_eq!(report.late_not_sampled, [1]);
         assert_eq!(report.buffered, 1);
         assert_eq!(buf.traces(), 1, "only trace 3 is buffered");
+    }
+
+    #[test]
+    fn spans_of_a_trace_side_by_side_or_apart_land_in_it_alike() {
+        // A span of the same trace as the one before it skips the trace
+        // table; every span must still land in its own trace, in order,
+        // and a late trace's spans must each be reported, side by side too.
+        let mut buf = TraceBuffer::new(settings());
+        let specs = |pairs: &[(u8, u8)]| -> Vec<SpanSpec> {
+            pairs.iter().map(|&(t, s)| SpanSpec::new(t, s)).collect()
+        };
+        let report = buf.insert(
+            &batch(&specs(&[(1, 1), (1, 2), (2, 1), (1, 3), (3, 1), (3, 2)])),
+            Duration::ZERO,
+        );
+        assert_eq!((report.new_traces, report.buffered), (3, 6));
+        buf.record_decision(trace_id(4), CachedDecision::NotSampled);
+        let report = buf.insert(
+            &batch(&specs(&[(4, 1), (4, 2), (2, 2), (2, 3), (4, 3), (1, 4)])),
+            S,
+        );
+        assert_eq!(report.late_not_sampled, [0, 1, 4]);
+        assert_eq!((report.new_traces, report.buffered), (0, 3));
+        let (ready, _) = buf.expire(20 * S);
+        let mut got: Vec<Vec<(u8, u8)>> = ready.iter().map(|t| span_ids(&t.to_request())).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                vec![(1, 1), (1, 2), (1, 3), (1, 4)],
+                vec![(2, 1), (2, 2), (2, 3)],
+                vec![(3, 1), (3, 2)],
+            ]
+        );
+        assert_eq!(buf.spans(), 0);
     }
 
     #[test]

@@ -169,7 +169,22 @@ fn a_past_due_trace_is_decided_on_all_its_logged_spans_after_the_replay() {
         for k in 0..300u16 {
             let (t, s) = (10 + (k % 200) as u8, (k / 200) as u8);
             let client = node.client();
-            others.spawn(async move { client.export(request(&[SpanSpec::new(t, s)])).await });
+            // As an OTLP client does: a refusal (a full queue: 300 requests
+            // at once, each held until durable) is sent again after its
+            // RetryInfo delay. Nothing of a refused request was kept.
+            others.spawn(async move {
+                let body = request(&[SpanSpec::new(t, s)]);
+                let mut attempts = 0;
+                loop {
+                    match client.export(body.clone()).await {
+                        Err(e) if attempts < 10 && e.retry_after().is_some() => {
+                            attempts += 1;
+                            tokio::time::sleep(e.retry_after().unwrap_or_default()).await;
+                        }
+                        sent => return sent,
+                    }
+                }
+            });
         }
         while let Some(sent) = others.join_next().await {
             sent.unwrap().unwrap();
