@@ -241,13 +241,12 @@ fn report((output, code): (String, i32)) -> ExitCode {
 /// at once. With glibc's defaults (blocks over 128 KiB mmap'd, free memory
 /// at a heap's top returned past 128 KiB, both thresholds creeping up as
 /// blocks are freed), a node returns and refaults the pages of its ~100 KB
-/// request bodies and its export batches many times a second: page faults
-/// and heap growth were 5 % of a sampler's CPU at 100k spans/s (issue 19).
-/// With fixed thresholds (set as `GLIBC_TUNABLES` on the same binary, two
-/// samplers side by side, BENCHMARKS.md eighth pass) a sampler used 2–4 %
-/// less CPU per span (pairs 1.043, 1.025, 1.021, 1.019) and took a fifth
-/// fewer page faults, and the LB 7–18 % less per span at its peak. A heap
-/// keeps at most `M_TRIM_THRESHOLD` (32 MiB) free before returning it.
+/// request bodies and its export batches between requests. Measured
+/// (BENCHMARKS.md, eighth pass on issue 19): an LB at 50k spans/s took
+/// 20,700-24,100 page faults in 10 s without this and 320 with it, and 13 %
+/// less CPU per span (median of five runs); a sampler at 100k spans/s a
+/// fifth fewer faults and 2-4 % less CPU per span (side-by-side pairs). A
+/// heap keeps at most `M_TRIM_THRESHOLD` (32 MiB) free before returning it.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn tune_malloc() {
