@@ -135,8 +135,11 @@ impl Backend {
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
 
-/// A fresh directory under the system temp dir.
+/// A fresh directory under the system temp dir. The first call in a
+/// process also removes the ones earlier test processes left behind.
 pub fn temp_dir(name: &str) -> PathBuf {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(remove_stale_dirs);
     let n = DIRS.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!(
         "tailgate-sampler-{name}-{}-{n}",
@@ -145,6 +148,35 @@ pub fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `tailgate-sampler-NAME-PID-N` directories whose process is gone
+/// (no `/proc/PID`): each test runs in a process of its own (nextest) and
+/// nothing removes its directory when it ends. Where there is no `/proc`,
+/// nothing is removed.
+fn remove_stale_dirs() {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("tailgate-sampler-"))
+        else {
+            continue;
+        };
+        let pid = rest.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// A policy file laid out as a Kubernetes ConfigMap mount:
