@@ -289,6 +289,8 @@ async fn a_forwarded_span_is_never_forwarded_again_and_its_trace_is_handed_to_th
         &[span(id, 1), span(id, 2)],
     )
     .await;
+    // B counts the spans handed over once A has taken them, so A's count
+    // may show first: wait for both.
     let m = global_until(200, |m| {
         count(
             m,
@@ -296,6 +298,12 @@ async fn a_forwarded_span_is_never_forwarded_again_and_its_trace_is_handed_to_th
             "loop-a",
             &[("mark", "handed_over")],
         ) == 2.0
+            && count(
+                m,
+                "tailgate_spans_handed_over_total",
+                "loop-b",
+                &[("reason", "rebalance")],
+            ) == 2.0
     })
     .await;
     assert_eq!(
@@ -755,10 +763,17 @@ async fn shutdown_hands_log_records_over_with_their_traces() {
 
     let a = nodes.remove(0);
     within(20, a.shutdown()).await.unwrap();
+    // A counts the records handed over just after queueing them for B:
+    // wait for both counts.
     let m = global_until(200, |m| {
         count(m, "tailgate_log_records_buffered", "logs-b", &[]) == 4.0
+            && count(m, "tailgate_log_records_handed_over_total", "logs-a", &[]) == 4.0
     })
     .await;
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "logs-b", &[]),
+        4.0
+    );
     assert_eq!(
         count(&m, "tailgate_log_records_handed_over_total", "logs-a", &[]),
         4.0
@@ -970,10 +985,18 @@ async fn stray_log_records_reach_their_traces_owner_once_and_leave_with_its_deci
         log_records(&[(kept, 1), (kept, 2), (dropped, 3), (dropped, 4)]),
     )
     .await;
+    // B counts the records handed over just after queueing them for A, so
+    // on a loaded machine A may hold them before B's count shows: wait for
+    // both.
     let m = global_until(200, |m| {
         count(m, "tailgate_log_records_buffered", "slogs-a", &[]) == 4.0
+            && count(m, "tailgate_log_records_handed_over_total", "slogs-b", &[]) == 4.0
     })
     .await;
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "slogs-a", &[]),
+        4.0
+    );
     assert_eq!(
         count(&m, "tailgate_log_records_handed_over_total", "slogs-b", &[]),
         4.0
