@@ -248,7 +248,9 @@ async fn a_member_that_refuses_connections_is_marked_down_and_its_traces_go_to_t
     }
     assert!(
         eventually(WAIT, || all_spans(&sinks) == sent).await,
-        "everything arrives"
+        "everything arrives: {} of {sent} spans at the sinks, members down {:?}",
+        all_spans(&sinks),
+        exporter.members_down()
     );
     assert_eq!(exporter.members_down(), [Member::parse(&dead).unwrap()]);
     let dead_index = ring
