@@ -15,7 +15,9 @@
 //! - records whose trace has no spans here by `decision_wait` after they
 //!   came (and no decision) have no trace to follow: they are forwarded
 //!   rather than lost (counted `tailgate_log_records_orphaned_total`, and
-//!   forwarded).
+//!   forwarded). When the ring moves a trace's ownership away (a rescale,
+//!   this node leaving), its held records go to the new owner, with its
+//!   spans or without them (the mover's take).
 //!
 //! Records without a trace ID never reach a shard: the node forwards them
 //! at once. Held records count in the buffer's bytes (`tailgate_buffer_bytes`),
@@ -223,6 +225,12 @@ impl HeldLogs {
         out
     }
 
+    /// The records of every held trace that `pred` picks, taken out.
+    pub fn take_where(&mut self, mut pred: impl FnMut(&TraceId) -> bool) -> Vec<TakenLogs> {
+        let ids: Vec<TraceId> = self.traces.keys().filter(|id| pred(id)).copied().collect();
+        ids.iter().filter_map(|id| self.take(id)).collect()
+    }
+
     /// Every held trace's records, taken out (shutdown).
     pub fn drain(&mut self) -> Vec<TakenLogs> {
         self.deadlines.clear();
@@ -294,5 +302,30 @@ mod tests {
         assert_eq!(held.drain().len(), 1);
         assert_eq!((held.records(), held.bytes()), (0, 0));
         assert_eq!(held.next_deadline(), None);
+    }
+
+    #[test]
+    fn records_are_taken_by_trace_where_a_predicate_says() {
+        let mut held = HeldLogs::default();
+        for n in 1..=4 {
+            held.hold(id(n), Bytes::from_static(b"ab"), 2, Duration::from_secs(5));
+        }
+        let mut taken: Vec<_> = held
+            .take_where(|t| t.0[0] % 2 == 0)
+            .into_iter()
+            .map(|t| (t.id, t.records))
+            .collect();
+        taken.sort();
+        assert_eq!(taken, vec![(id(2), 2), (id(4), 2)]);
+        assert_eq!(held.records(), 4);
+        assert!(held.holds(&id(1)) && held.holds(&id(3)) && !held.holds(&id(2)));
+        // Their deadlines go with them: only the others expire.
+        let due: Vec<_> = held
+            .expire(Duration::from_secs(5))
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(due.len(), 2);
+        assert!(due.contains(&id(1)) && due.contains(&id(3)));
     }
 }

@@ -708,7 +708,20 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
-        self.hand_over_logs(&traces);
+        let mut logs: Vec<_> = traces
+            .iter()
+            .filter_map(|t| self.logs.take(&t.id))
+            .collect();
+        if max > 0 {
+            // Records waiting for spans that never came here (the LB sent
+            // the trace's spans to another node, or they are still on their
+            // way) go to the trace's owner too: left here, they would leave
+            // as orphans, forwarded whatever the owner decides.
+            let buffer = &self.buffer;
+            let pred = &mut msg.traces;
+            logs.extend(self.logs.take_where(|id| !buffer.holds(id) && pred(id)));
+        }
+        self.hand_over_logs(logs);
         // Not settled in the log here: the mover does it once their owner
         // has taken them (put back, they are decided here as usual).
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
@@ -723,24 +736,27 @@ impl Shard {
     /// The log records of traces the mover takes go with them, to the
     /// traces' owners on the ring (where they wait for the trace like any
     /// records). Kept here if the owner cannot take them now.
-    fn hand_over_logs(&mut self, traces: &[TakenTrace]) {
-        let Some(cluster) = self.ctx.cluster.clone() else {
-            return;
-        };
-        let taken: Vec<_> = traces
-            .iter()
-            .filter_map(|t| self.logs.take(&t.id))
-            .collect();
+    fn hand_over_logs(&mut self, taken: Vec<crate::logs::TakenLogs>) {
         if taken.is_empty() {
             return;
         }
-        let mut request = BytesMut::new();
-        for t in &taken {
-            for part in &t.parts {
-                request.extend_from_slice(part);
+        let sent = match self.ctx.cluster.clone() {
+            Some(cluster) => {
+                let mut request = BytesMut::new();
+                for t in &taken {
+                    for part in &t.parts {
+                        request.extend_from_slice(part);
+                    }
+                }
+                cluster
+                    .logs_forwarder
+                    .send(&request)
+                    .map_err(|e| e.to_string())
             }
-        }
-        match cluster.logs_forwarder.send(&request) {
+            // Taken only for the mover, which runs in a cluster.
+            None => Err("no cluster".to_owned()),
+        };
+        match sent {
             Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "log records of taken traces kept here: the owner cannot take them now");

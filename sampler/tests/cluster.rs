@@ -512,8 +512,10 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     });
     let members = [member(A, port), member(B, port)];
     // A owns everything while alone; these go to B once it joins.
-    let ids = owned_by(&members, &members[1], 10, 6);
-    let (kept, dropped, held) = (ids[0], ids[1], &ids[2..]);
+    let ids = owned_by(&members, &members[1], 12, 6);
+    let (kept, dropped, held) = (ids[0], ids[1], &ids[2..10]);
+    // Log records whose spans have not come (they will come to B).
+    let (logged_kept, logged_dropped) = (ids[10], ids[11]);
     let m = global_until(200, |m| {
         count(m, "tailgate_lb_ring_members", "move-a", &[]) == 1.0
             && count(m, "tailgate_lb_ring_members", "move-b", &[]) == 1.0
@@ -527,8 +529,15 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     for id in held {
         nodes[0].send(&[span(*id, 1), span(*id, 2)]).await.unwrap();
     }
+    send_logs(
+        &nodes[0],
+        None,
+        log_records(&[(logged_kept, 1), (logged_kept, 2), (logged_dropped, 3)]),
+    )
+    .await;
     global_until(200, |m| {
         count(m, "tailgate_traces_decided_total", "move-a", &[]) == 2.0
+            && count(m, "tailgate_log_records_buffered", "move-a", &[]) == 3.0
     })
     .await;
 
@@ -541,8 +550,20 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
             &[("mark", "handed_over")],
         ) == 16.0
             && count(m, "tailgate_decisions_received_total", "move-b", &[]) >= 2.0
+            && count(m, "tailgate_log_records_buffered", "move-b", &[]) == 3.0
+            && count(m, "tailgate_log_records_handed_over_total", "move-a", &[]) == 3.0
     })
     .await;
+    // The records moved with the traces' ownership, though no span of
+    // theirs was here: left on A, they would go out as orphans.
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "move-b", &[]),
+        3.0
+    );
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "move-a", &[]),
+        0.0
+    );
     assert_eq!(
         count(
             &m,
@@ -589,6 +610,29 @@ async fn a_membership_change_moves_held_traces_and_decisions_to_their_new_owner(
     assert_eq!(backend.spans_of(held[0]), [0, 1, 2]);
     assert_eq!(backend.spans_of(kept), [0, 7]);
     assert_eq!(backend.spans_of(dropped), Vec::<u8>::new());
+    // The logged traces' spans come to B: the records leave with them.
+    b.send(&[
+        span(logged_kept, 0).root().error(),
+        span(logged_dropped, 0).root(),
+    ])
+    .await
+    .unwrap();
+    assert!(wait_for(300, || backend.log_records().len() >= 2).await);
+    let m = global_until(200, |m| {
+        count(m, "tailgate_log_records_not_sampled_total", "move-b", &[]) == 1.0
+    })
+    .await;
+    let mut got = backend.log_records();
+    got.sort_by_key(|r| r.1);
+    assert_eq!(got, vec![(Some(logged_kept), 1), (Some(logged_kept), 2)]);
+    for node in ["move-a", "move-b"] {
+        assert_eq!(
+            count(&m, "tailgate_log_records_orphaned_total", node, &[]),
+            0.0
+        );
+        let (received, accounted) = log_identity(&m, node);
+        assert_eq!(received, accounted, "the log identity on {node}");
+    }
     assert_identity("move-a").await;
     assert_identity("move-b").await;
 }
@@ -818,6 +862,82 @@ async fn shutdown_hands_log_records_over_with_their_traces() {
         count(&m, "tailgate_log_records_forwarded_total", "logs-b", &[]),
         2.0
     );
+}
+
+/// Records held for traces with no span here (the LB sent the spans to
+/// another node, or they were still on their way) go to the owner when
+/// the node leaves, instead of out as orphans whatever the trace's
+/// decision: the records of a dropped trace reached the backend so in
+/// the logs rescale scenario (tests/cluster_logs_scale.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_over_log_records_whose_spans_are_not_here() {
+    let backend = Backend::start().await;
+    let (mut nodes, members) = start_static_cluster(
+        "cluster-handover-lone-logs",
+        &[("lone-logs-a", A), ("lone-logs-b", B)],
+        [A, B],
+        &backend,
+    );
+    let ids = owned_by(&members, &members[0], 2, 13);
+    let (kept, dropped) = (ids[0], ids[1]);
+    send_logs(
+        &nodes[0],
+        None,
+        log_records(&[(kept, 1), (kept, 2), (dropped, 3), (dropped, 4)]),
+    )
+    .await;
+    global_until(200, |m| {
+        count(m, "tailgate_log_records_buffered", "lone-logs-a", &[]) == 4.0
+    })
+    .await;
+
+    let a = nodes.remove(0);
+    within(20, a.shutdown()).await.unwrap();
+    let m = global_until(200, |m| {
+        count(m, "tailgate_log_records_buffered", "lone-logs-b", &[]) == 4.0
+            && count(
+                m,
+                "tailgate_log_records_handed_over_total",
+                "lone-logs-a",
+                &[],
+            ) == 4.0
+    })
+    .await;
+    assert_eq!(
+        count(&m, "tailgate_log_records_buffered", "lone-logs-b", &[]),
+        4.0
+    );
+    assert_eq!(
+        count(
+            &m,
+            "tailgate_log_records_orphaned_total",
+            "lone-logs-a",
+            &[]
+        ),
+        0.0,
+        "nothing left the leaving node as an orphan"
+    );
+    assert!(backend.log_records().is_empty());
+    // The spans come to B: the records follow the decisions.
+    let b = &nodes[0];
+    b.send(&[span(kept, 0).root().error(), span(dropped, 0).root()])
+        .await
+        .unwrap();
+    assert!(wait_for(300, || backend.log_records().len() >= 2).await);
+    let m = global_until(200, |m| {
+        count(
+            m,
+            "tailgate_log_records_not_sampled_total",
+            "lone-logs-b",
+            &[],
+        ) == 2.0
+    })
+    .await;
+    let mut got = backend.log_records();
+    got.sort_by_key(|r| r.1);
+    assert_eq!(got, vec![(Some(kept), 1), (Some(kept), 2)]);
+    let (received, accounted) = log_identity(&m, "lone-logs-a");
+    assert_eq!((received, accounted), (4.0, 4.0));
 }
 
 /// Issue 15: stray spans queued to the forwarder are not settled in the
