@@ -370,8 +370,16 @@ async fn a_killed_sinks_traffic_is_rerouted_and_what_was_in_flight_is_counted() 
         let next = sink_of(&sinks, &ring.members().members()[next]);
         assert!(sinks[next].traces().contains(t));
     }
-    let m = Scrape::now();
     let l = |extra: &[(&'static str, &'static str)]| node("lb-kill", extra).to_vec();
+    // A sink counts spans as it takes them; the LB counts them forwarded
+    // once the sink has answered, a moment later: wait for that too.
+    let forwarded = || Scrape::now().get("tailgate_lb_spans_forwarded_total", &l(&[]));
+    assert!(
+        eventually(WAIT, || forwarded() == sent as f64).await,
+        "forwarded {} of {sent}",
+        forwarded()
+    );
+    let m = Scrape::now();
     assert_eq!(
         m.get(
             "tailgate_lb_spans_rerouted_total",
