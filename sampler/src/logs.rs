@@ -196,6 +196,15 @@ impl HeldLogs {
         }
     }
 
+    /// Holds records taken out again, until `deadline`.
+    pub fn hold_again(&mut self, taken: TakenLogs, deadline: Duration) {
+        let mut records = taken.records;
+        for part in taken.parts {
+            // The count goes with the first part, as when they came.
+            self.hold(taken.id, part, std::mem::take(&mut records), deadline);
+        }
+    }
+
     /// Takes the records of `id`, if any are held.
     pub fn take(&mut self, id: &TraceId) -> Option<TakenLogs> {
         let held = self.traces.remove(id)?;

@@ -421,11 +421,7 @@ impl Shard {
         let wait = self.buffer.settings().decision_wait;
         for taken in self.logs.expire(now) {
             if self.buffer.holds(&taken.id) {
-                let mut records = taken.records;
-                for part in taken.parts {
-                    self.logs
-                        .hold(taken.id, part, std::mem::take(&mut records), now + wait);
-                }
+                self.logs.hold_again(taken, now + wait);
                 continue;
             }
             self.release_unbuffered_logs(taken);
@@ -708,20 +704,7 @@ impl Shard {
         };
         let spans: usize = traces.iter().map(TakenTrace::span_count).sum();
         self.ctx.metrics.buffer_spans.increment(spans as f64);
-        let mut logs: Vec<_> = traces
-            .iter()
-            .filter_map(|t| self.logs.take(&t.id))
-            .collect();
-        if max > 0 {
-            // Records waiting for spans that never came here (the LB sent
-            // the trace's spans to another node, or they are still on their
-            // way) go to the trace's owner too: left here, they would leave
-            // as orphans, forwarded whatever the owner decides.
-            let buffer = &self.buffer;
-            let pred = &mut msg.traces;
-            logs.extend(self.logs.take_where(|id| !buffer.holds(id) && pred(id)));
-        }
-        self.hand_over_logs(logs);
+        self.hand_over_logs(&traces, (max > 0).then_some(&mut msg.traces));
         // Not settled in the log here: the mover does it once their owner
         // has taken them (put back, they are decided here as usual).
         if let Err(taken) = msg.reply.send(Taken { traces, decisions }) {
@@ -735,38 +718,39 @@ impl Shard {
 
     /// The log records of traces the mover takes go with them, to the
     /// traces' owners on the ring (where they wait for the trace like any
-    /// records). Kept here if the owner cannot take them now.
-    fn hand_over_logs(&mut self, taken: Vec<crate::logs::TakenLogs>) {
+    /// records). With `unbuffered`, so do the records of the traces it
+    /// picks that have no spans here: waiting for spans that went to
+    /// another node (or are still on their way), left here they would
+    /// leave as orphans, forwarded whatever the owner decides. Kept here
+    /// if the owner cannot take them now.
+    fn hand_over_logs(&mut self, traces: &[TakenTrace], unbuffered: Option<&mut IdFilter>) {
+        let Some(cluster) = self.ctx.cluster.clone() else {
+            return;
+        };
+        let mut taken: Vec<_> = traces
+            .iter()
+            .filter_map(|t| self.logs.take(&t.id))
+            .collect();
+        if let Some(pred) = unbuffered {
+            let buffer = &self.buffer;
+            taken.extend(self.logs.take_where(|id| !buffer.holds(id) && pred(id)));
+        }
         if taken.is_empty() {
             return;
         }
-        let sent = match self.ctx.cluster.clone() {
-            Some(cluster) => {
-                let mut request = BytesMut::new();
-                for t in &taken {
-                    for part in &t.parts {
-                        request.extend_from_slice(part);
-                    }
-                }
-                cluster
-                    .logs_forwarder
-                    .send(&request)
-                    .map_err(|e| e.to_string())
+        let mut request = BytesMut::new();
+        for t in &taken {
+            for part in &t.parts {
+                request.extend_from_slice(part);
             }
-            // Taken only for the mover, which runs in a cluster.
-            None => Err("no cluster".to_owned()),
-        };
-        match sent {
+        }
+        match cluster.logs_forwarder.send(&request) {
             Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "log records of taken traces kept here: the owner cannot take them now");
                 let deadline = self.now() + self.buffer.settings().decision_wait;
                 for t in taken {
-                    let mut records = t.records;
-                    for part in t.parts {
-                        self.logs
-                            .hold(t.id, part, std::mem::take(&mut records), deadline);
-                    }
+                    self.logs.hold_again(t, deadline);
                 }
                 self.wake_for_logs();
             }
