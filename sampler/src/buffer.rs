@@ -20,8 +20,9 @@
 //!
 //! Each trace copies its spans, at insert, into one buffer of its own as
 //! records `varint(header id) varint(len) span-bytes`, and the resource and
-//! scope headers the records point at are interned once per shard
-//! (reference-counted by span). The alternative, keeping `Bytes::slice`
+//! scope headers the records point at are interned once per shard (and
+//! freed by generation, see [`Generations`], not counted span by span).
+//! The alternative, keeping `Bytes::slice`
 //! handles on the requests, keeps a whole request alive until its last
 //! trace is decided: with agents that batch many traces per request, one
 //! slow trace pins the bytes of hundreds of decided ones (see the
@@ -173,6 +174,9 @@ struct Trace {
     /// reserved. Zero between inserts.
     pending: u32,
     due: Due,
+    /// The generation ([`Generations`]) it was started in, as its low 16
+    /// bits (in the padding: `Trace` stays 96 bytes).
+    generation: u16,
 }
 
 /// A deadline entry: the deadline and the slab slot of its trace. Stale
@@ -352,8 +356,24 @@ pub struct TakenTrace {
     data: Vec<u8>,
     /// The headers its records name, in order of first use: inline up to
     /// six (a trace crosses a handful of services; each allocation here
-    /// was one per decided trace).
+    /// was one per decided trace). Empty while `lent`.
     headers: SmallVec<[(u32, Arc<GroupHeader>); 6]>,
+    /// Handed out by [`TraceBuffer::expire_into`] without its headers: its
+    /// records name headers by their ids in the buffer, which frees none
+    /// until the trace is given back ([`TraceBuffer::resolve`] or
+    /// [`TraceBuffer::recycle`]).
+    lent: bool,
+}
+
+impl Drop for TakenTrace {
+    fn drop(&mut self) {
+        // A lent trace dropped without going back keeps its buffer from
+        // ever freeing a header again (memory, not correctness).
+        debug_assert!(
+            !self.lent || std::thread::panicking(),
+            "a lent trace must be resolved or recycled"
+        );
+    }
 }
 
 impl TakenTrace {
@@ -366,6 +386,7 @@ impl TakenTrace {
     /// use, spans in arrival order within a group) so that written out they
     /// make one `ResourceSpans` per resource.
     pub fn span_refs(&self) -> Vec<SpanRef<'_>> {
+        debug_assert!(!self.lent, "resolve a lent trace before reading its spans");
         grouped_refs(&self.data, self.span_count(), |header| {
             self.headers
                 .iter()
@@ -470,15 +491,15 @@ struct Interner {
 #[derive(Debug)]
 struct HeaderSlot {
     header: Arc<GroupHeader>,
-    /// Span records that name this header.
-    refs: u64,
+    /// The generation of the last batch with a span under this header.
+    last_used: u32,
     hash: u64,
 }
 
 impl Interner {
-    /// The id of `header`, copying it in if it is new. The caller adds the
-    /// references.
-    fn intern(&mut self, header: &GroupHeader) -> u32 {
+    /// The id of `header`, copying it in if it is new, and marked used in
+    /// `generation`.
+    fn intern(&mut self, header: &GroupHeader, generation: u32) -> u32 {
         let hash = self
             .hasher
             .hash_one((&header.resource[..], &header.scope[..]));
@@ -489,6 +510,9 @@ impl Interner {
             })
         });
         if let Some(&id) = found {
+            if let Some(Some(slot)) = self.slots.get_mut(id as usize) {
+                slot.last_used = generation;
+            }
             return id;
         }
         // Copied: a handle on the request would keep the whole request alive.
@@ -499,7 +523,7 @@ impl Interner {
         self.bytes += header.resource.len() + header.scope.len() + HEADER_OVERHEAD;
         let slot = Some(HeaderSlot {
             header,
-            refs: 0,
+            last_used: generation,
             hash,
         });
         let id = match self.free.pop() {
@@ -519,32 +543,29 @@ impl Interner {
         id
     }
 
-    fn add_refs(&mut self, id: u32, n: u64) {
-        if let Some(Some(slot)) = self.slots.get_mut(id as usize) {
-            slot.refs += n;
-        }
-    }
-
     fn get(&self, id: u32) -> Option<&Arc<GroupHeader>> {
         self.slots.get(id as usize)?.as_ref().map(|s| &s.header)
     }
 
-    /// Drops `n` references; the header goes when none is left.
-    fn release(&mut self, id: u32, n: u64) {
-        let Some(Some(slot)) = self.slots.get_mut(id as usize) else {
-            return;
-        };
-        slot.refs = slot.refs.saturating_sub(n);
-        if slot.refs > 0 {
-            return;
+    /// Frees every header last used before generation `before` (all of
+    /// them with `None`).
+    fn free_unused(&mut self, before: Option<u32>) {
+        for id in 0..self.slots.len() {
+            let Some(slot) = &self.slots[id] else {
+                continue;
+            };
+            if before.is_some_and(|before| slot.last_used >= before) {
+                continue;
+            }
+            let hash = slot.hash;
+            self.bytes -= slot.header.resource.len() + slot.header.scope.len() + HEADER_OVERHEAD;
+            let id = id as u32;
+            if let Ok(entry) = self.index.find_entry(hash, |&x| x == id) {
+                entry.remove();
+            }
+            self.slots[id as usize] = None;
+            self.free.push(id);
         }
-        let hash = slot.hash;
-        self.bytes -= slot.header.resource.len() + slot.header.scope.len() + HEADER_OVERHEAD;
-        if let Ok(entry) = self.index.find_entry(hash, |&x| x == id) {
-            entry.remove();
-        }
-        self.slots[id as usize] = None;
-        self.free.push(id);
     }
 
     fn len(&self) -> usize {
@@ -746,6 +767,100 @@ pub struct TraceBuffer {
     clock: u64,
     /// Buffers of decided traces, for new ones to grow into.
     spares: Spares,
+    /// The generations traces start in, for freeing headers.
+    generations: Generations,
+    /// Traces handed out by [`TraceBuffer::expire_into`] and not given
+    /// back: no header is freed while there are any.
+    lent: usize,
+}
+
+/// How long a generation lasts ([`Generations`]), nanoseconds.
+const GENERATION: u64 = 1_000_000_000;
+
+/// Which interned headers no buffered trace names any more, known without
+/// counting references span by span (which cost a walk over every decided
+/// trace's records, cold by then: about 4 % of a sampler at 100k spans/s,
+/// BENCHMARKS.md, ninth and tenth passes).
+///
+/// Time is cut into generations of a second. A trace notes the generation
+/// it started in, and a header the generation of the last batch that had a
+/// span under it. A buffered trace started in generation `g` got each of
+/// its spans in a batch of generation `g` or later, so every header it
+/// names was last used in `g` or later: a header last used before the
+/// oldest generation that still has a buffered trace is named by none of
+/// them, and is freed. Traces outside the buffer hold their headers
+/// themselves (shared handles), except lent ones, which hold ids and stop
+/// any freeing until they are back.
+#[derive(Debug)]
+struct Generations {
+    /// Buffered traces started in each generation, oldest first; never
+    /// empty (the last is the current generation), at most `u16::MAX`
+    /// long, so a trace's low 16 bits name its generation.
+    live: VecDeque<u32>,
+    /// The generation of `live[0]`.
+    oldest: u32,
+    /// When the current generation started (nanoseconds).
+    started: u64,
+    /// `oldest` when headers were last freed: nothing more to free until
+    /// it moves.
+    swept: Option<u32>,
+}
+
+impl Default for Generations {
+    fn default() -> Self {
+        Generations {
+            live: VecDeque::from([0]),
+            oldest: 0,
+            started: 0,
+            swept: None,
+        }
+    }
+}
+
+impl Generations {
+    fn current(&self) -> u32 {
+        self.oldest + (self.live.len() as u32 - 1)
+    }
+
+    /// Starts a new generation if the current one is a second old. With
+    /// `u16::MAX` generations holding traces (a trace held for 18 hours),
+    /// the current one goes on: headers are then freed later, not wrongly.
+    fn advance(&mut self, now: u64) {
+        if now >= self.started.saturating_add(GENERATION) && self.live.len() < u16::MAX as usize {
+            self.live.push_back(0);
+            self.started = now;
+            self.trim();
+        }
+    }
+
+    /// A trace starts: its generation's low bits.
+    fn start(&mut self) -> u16 {
+        if let Some(n) = self.live.back_mut() {
+            *n += 1;
+        }
+        self.current() as u16
+    }
+
+    /// A trace started in `generation` leaves the buffer.
+    fn end(&mut self, generation: u16) {
+        let at = usize::from(generation.wrapping_sub(self.oldest as u16));
+        debug_assert!(
+            at < self.live.len() && self.live[at] > 0,
+            "a live trace's generation"
+        );
+        if let Some(n) = self.live.get_mut(at) {
+            *n = n.saturating_sub(1);
+        }
+        self.trim();
+    }
+
+    /// Drops the oldest generations while they hold no trace.
+    fn trim(&mut self) {
+        while self.live.len() > 1 && self.live[0] == 0 {
+            self.live.pop_front();
+            self.oldest += 1;
+        }
+    }
 }
 
 const NO_HEADER: u32 = u32::MAX;
@@ -768,6 +883,8 @@ impl TraceBuffer {
             scratch: Vec::new(),
             slot_scratch: Vec::new(),
             spares: Spares::default(),
+            generations: Generations::default(),
+            lent: 0,
         }
     }
 
@@ -813,8 +930,57 @@ impl TraceBuffer {
 
     /// Gives a decided trace's buffer back, for a later trace to grow into
     /// (dropping a [`TakenTrace`] instead frees it).
-    pub fn recycle(&mut self, trace: TakenTrace) {
-        self.spares.put(trace.data);
+    pub fn recycle(&mut self, mut trace: TakenTrace) {
+        if trace.lent {
+            trace.lent = false;
+            self.lent -= 1;
+        }
+        self.spares.put(std::mem::take(&mut trace.data));
+    }
+
+    /// Gives a trace lent by [`TraceBuffer::expire_into`] the headers its
+    /// records name, before its spans are read (nothing for any other).
+    pub fn resolve(&mut self, trace: &mut TakenTrace) {
+        if !trace.lent {
+            return;
+        }
+        // The records are cold by now (buffered for the decision wait), and
+        // the walk below reads each record's header at an offset the one
+        // before gives, so each cache miss waits for the last. One read per
+        // cache line first, none depending on another, lets the misses
+        // overlap.
+        let mut touch = 0u8;
+        for byte in trace.data.iter().step_by(64) {
+            touch ^= *byte;
+        }
+        std::hint::black_box(touch);
+        for (header, _) in Records::new(&trace.data) {
+            if trace.headers.iter().any(|(h, _)| *h == header) {
+                continue;
+            }
+            if let Some(h) = self.headers.get(header) {
+                trace.headers.push((header, h.clone()));
+            }
+        }
+        trace.lent = false;
+        self.lent -= 1;
+    }
+
+    /// Frees the headers no buffered trace names (see [`Generations`]),
+    /// unless a lent trace is out.
+    fn sweep_headers(&mut self) {
+        if self.lent > 0 || self.headers.len() == 0 {
+            return;
+        }
+        if self.traces.is_empty() {
+            self.headers.free_unused(None);
+            return;
+        }
+        let oldest = self.generations.oldest;
+        if self.generations.swept != Some(oldest) {
+            self.headers.free_unused(Some(oldest));
+            self.generations.swept = Some(oldest);
+        }
     }
 
     /// Distinct resource/scope headers held.
@@ -864,8 +1030,12 @@ impl TraceBuffer {
             slot_scratch: slots,
             clock,
             spares,
+            generations,
+            lent: _,
         } = self;
         *clock = now;
+        generations.advance(now);
+        let generation = generations.current();
         let wait = nanos(settings.decision_wait);
         scratch.clear();
         scratch.resize(batch.groups(), NO_HEADER);
@@ -922,6 +1092,7 @@ impl TraceBuffer {
                             data: Vec::new(),
                             pending: 0,
                             due: Due::Wait,
+                            generation: generations.start(),
                         });
                         deadlines.push(deadline, slot);
                         e.insert(slot);
@@ -933,9 +1104,8 @@ impl TraceBuffer {
             slots.push(slot);
             let header = &mut scratch[span.group as usize];
             if *header == NO_HEADER {
-                *header = headers.intern(batch.group(span.group));
+                *header = headers.intern(batch.group(span.group), generation);
             }
-            headers.add_refs(*header, 1);
             let len = span.range.len();
             let need = varint_len(u64::from(*header)) + varint_len(len as u64) + len;
             let Some(trace) = slab.get_mut(slot) else {
@@ -1014,13 +1184,21 @@ impl TraceBuffer {
     pub fn expire(&mut self, now: Duration) -> (Vec<TakenTrace>, Option<Duration>) {
         let mut ready = Vec::new();
         let next = self.expire_into(now, &mut ready);
+        for trace in &mut ready {
+            self.resolve(trace);
+        }
+        self.sweep_headers();
         (ready, next)
     }
 
     /// [`expire`](TraceBuffer::expire) into `ready` (appended to), so that
     /// the driver reuses one list across its wake-ups instead of growing a
-    /// new one each time (2–3 % of a sampler's CPU, issue 19).
+    /// new one each time (2–3 % of a sampler's CPU, issue 19). The traces
+    /// are lent: each must be given back, by [`TraceBuffer::resolve`]
+    /// before its spans are read or by [`TraceBuffer::recycle`], and no
+    /// header is freed until all are.
     pub fn expire_into(&mut self, now: Duration, ready: &mut Vec<TakenTrace>) -> Option<Duration> {
+        self.sweep_headers();
         let now = nanos(now);
         self.clock = self.clock.max(now);
         while let Some((deadline, slot)) = self.deadlines.peek() {
@@ -1030,7 +1208,7 @@ impl TraceBuffer {
             self.deadlines.pop();
             if let Some(trace) = self.remove_if(slot, |t| t.deadline == deadline) {
                 let due = trace.due;
-                ready.push(self.take(trace, due));
+                ready.push(self.take(trace, due, true));
             }
         }
         loop {
@@ -1046,7 +1224,7 @@ impl TraceBuffer {
                 break;
             };
             if let Some(trace) = self.remove_if(slot, |t| t.deadline == deadline) {
-                ready.push(self.take(trace, due));
+                ready.push(self.take(trace, due, true));
             }
         }
         self.compact_deadlines();
@@ -1057,7 +1235,9 @@ impl TraceBuffer {
     pub fn drain(&mut self) -> Vec<TakenTrace> {
         let slots: Vec<u32> = self.traces.drain().collect();
         self.deadlines.clear();
-        self.take_slots(slots, Due::Shutdown)
+        let out = self.take_slots(slots, Due::Shutdown);
+        self.sweep_headers();
+        out
     }
 
     /// Takes out, undecided, every trace whose ID satisfies `pred` (to hand
@@ -1070,6 +1250,7 @@ impl TraceBuffer {
             .collect();
         let out = self.take_slots(slots, Due::Taken);
         self.compact_deadlines();
+        self.sweep_headers();
         out
     }
 
@@ -1078,7 +1259,7 @@ impl TraceBuffer {
     pub fn take_trace(&mut self, id: &TraceId) -> Option<TakenTrace> {
         let slot = self.slot_of(id)?;
         let trace = self.remove_if(slot, |_| true)?;
-        let taken = self.take(trace, Due::Taken);
+        let taken = self.take(trace, Due::Taken, false);
         self.compact_deadlines();
         Some(taken)
     }
@@ -1166,7 +1347,7 @@ impl TraceBuffer {
         let mut out = Vec::with_capacity(slots.len());
         for slot in slots {
             if let Some(trace) = self.slab.remove(slot) {
-                out.push(self.take(trace, due));
+                out.push(self.take(trace, due, false));
             }
         }
         out
@@ -1185,50 +1366,35 @@ impl TraceBuffer {
         self.slab.remove(slot)
     }
 
-    /// Releases a removed trace's accounting and header references.
-    fn take(&mut self, trace: Trace, due: Due) -> TakenTrace {
+    /// Takes a removed trace's accounting out of the buffer and hands the
+    /// trace out: lent (its headers left to [`TraceBuffer::resolve`], as
+    /// most decided traces are dropped unread) or with its headers.
+    fn take(&mut self, trace: Trace, due: Due, lend: bool) -> TakenTrace {
         let Trace {
             id,
             first_seen,
             summary,
             data,
+            generation,
             ..
         } = trace;
         self.spans -= usize::try_from(summary.span_count()).unwrap_or(0);
         self.data_bytes -= data.capacity();
-        // The records are cold by now (buffered for the decision wait), and
-        // the walk below reads each record's header at an offset the one
-        // before gives, so each cache miss waits for the last. One read per
-        // cache line first, none depending on another, lets the misses
-        // overlap (`take` was 7 % of a sampler, almost all of it this walk).
-        let mut touch = 0u8;
-        for byte in data.iter().step_by(64) {
-            touch ^= *byte;
-        }
-        std::hint::black_box(touch);
-        // Traces name few distinct headers: an inline list beats a map here.
-        let mut counts: SmallVec<[(u32, u64); 8]> = SmallVec::new();
-        for (header, _) in Records::new(&data) {
-            match counts.iter_mut().find(|(h, _)| *h == header) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((header, 1)),
-            }
-        }
-        let mut headers = SmallVec::with_capacity(counts.len());
-        for (header, n) in counts {
-            if let Some(h) = self.headers.get(header) {
-                headers.push((header, h.clone()));
-            }
-            self.headers.release(header, n);
-        }
-        TakenTrace {
+        self.generations.end(generation);
+        self.lent += 1;
+        let mut taken = TakenTrace {
             id,
             first_seen: Duration::from_nanos(first_seen),
             summary,
             due,
             data,
-            headers,
+            headers: SmallVec::new(),
+            lent: true,
+        };
+        if !lend {
+            self.resolve(&mut taken);
         }
+        taken
     }
 
     /// Drops stale deadline entries once they outnumber the live ones, so
@@ -1669,6 +1835,63 @@ mod tests {
         assert_eq!(buf.headers(), 0);
     }
 
+    /// Whether each span of `trace` came under the resource of the service
+    /// `services` says it was sent with (by span ID's first byte).
+    fn assert_resources(trace: &TakenTrace, services: &std::collections::HashMap<u8, String>) {
+        let refs = trace.span_refs();
+        assert_eq!(refs.len(), trace.span_count(), "every span has its header");
+        for r in refs {
+            let span = proto::view::SpanView::parse(r.span, 0).expect("a stored span parses");
+            let service = &services[&span.span_id.0[0]];
+            assert!(
+                r.resource
+                    .windows(service.len())
+                    .any(|w| w == service.as_bytes()),
+                "span {:?} under another resource than {service}",
+                span.span_id
+            );
+        }
+    }
+
+    #[test]
+    fn a_header_is_freed_once_no_buffered_or_lent_trace_can_name_it() {
+        let mut buf = TraceBuffer::new(settings());
+        let mut services = std::collections::HashMap::new();
+        let mut send = |buf: &mut TraceBuffer, trace: u8, span: u8, service: &str, at: Duration| {
+            services.insert(span + 1, service.to_string());
+            buf.insert(&batch(&[SpanSpec::new(trace, span).service(service)]), at);
+        };
+        send(&mut buf, 1, 1, "svc-old", Duration::ZERO);
+        send(&mut buf, 2, 2, "svc-new", 2 * S);
+        assert_eq!(buf.headers(), 2);
+        // Trace 1 is due and lent: while it is out, nothing is freed.
+        let mut ready = Vec::new();
+        buf.expire_into(10 * S, &mut ready);
+        assert_eq!(ids(&ready), [1]);
+        buf.expire_into(10 * S, &mut Vec::new());
+        assert_eq!(buf.headers(), 2, "a lent trace holds every header");
+        // Back unread: "svc-old" was last used before trace 2 began, so no
+        // buffered trace can name it; "svc-new" stays for trace 2.
+        buf.recycle(ready.pop().expect("trace 1"));
+        buf.expire_into(10 * S, &mut ready);
+        assert_eq!(buf.headers(), 1);
+        // A new header takes the freed id; trace 2, given a span under the
+        // old service again, still comes out under the right resources.
+        send(&mut buf, 3, 3, "svc-other", 11 * S);
+        send(&mut buf, 2, 4, "svc-old", 11 * S);
+        assert_eq!(buf.headers(), 3);
+        buf.expire_into(12 * S, &mut ready);
+        assert_eq!(ids(&ready), [2]);
+        let mut trace = ready.pop().expect("trace 2");
+        buf.resolve(&mut trace);
+        assert_resources(&trace, &services);
+        buf.recycle(trace);
+        // Resolved traces hold their headers themselves.
+        let rest = buf.drain();
+        assert_eq!(buf.headers(), 0);
+        assert_resources(&rest[0], &services);
+    }
+
     /// One operation of the property test.
     #[derive(Debug, Clone)]
     enum Op {
@@ -1697,6 +1920,31 @@ mod tests {
     }
 
     /// An operation and how long before it (milliseconds).
+    /// One operation of the header property test.
+    #[derive(Debug, Clone)]
+    enum HeaderOp {
+        /// A span of a trace under one of four services.
+        Insert(u8, u8),
+        /// Time passes (ms).
+        Advance(u64),
+        /// Due traces are lent out.
+        Expire,
+        /// The oldest lent trace comes back: read first, or not.
+        GiveBack(bool),
+        /// A trace is taken out with its headers.
+        Take(u8),
+    }
+
+    fn header_op() -> impl Strategy<Value = HeaderOp> {
+        prop_oneof![
+            5 => (0u8..8, 0u8..4).prop_map(|(t, s)| HeaderOp::Insert(t, s)),
+            3 => (0u64..4000).prop_map(HeaderOp::Advance),
+            2 => Just(HeaderOp::Expire),
+            2 => any::<bool>().prop_map(HeaderOp::GiveBack),
+            1 => (0u8..8).prop_map(HeaderOp::Take),
+        ]
+    }
+
     fn timed_op() -> impl Strategy<Value = (u64, TimedOp)> {
         let op = prop_oneof![
             5 => (0u8..10, any::<bool>()).prop_map(|(t, r)| TimedOp::Insert(t, r)),
@@ -1769,6 +2017,60 @@ mod tests {
             // Every header reference released.
             prop_assert_eq!(buf.headers(), 0);
             prop_assert_eq!(buf.held_bytes(), 0);
+        }
+
+        /// Headers are freed by generation, and ids reused, while traces
+        /// come and go, are lent and given back: every span a trace hands
+        /// out is still under the resource it was sent with.
+        #[test]
+        fn every_span_comes_out_under_the_resource_it_came_with(
+            ops in prop::collection::vec(header_op(), 1..150),
+        ) {
+            const SERVICES: [&str; 4] = ["svc-a", "svc-b", "svc-c", "svc-d"];
+            let mut buf = TraceBuffer::new(settings());
+            let mut services = std::collections::HashMap::new();
+            let mut lent: VecDeque<TakenTrace> = VecDeque::new();
+            let mut now = Duration::ZERO;
+            let mut span_no = 0u8;
+            for op in ops {
+                match op {
+                    HeaderOp::Insert(t, s) => {
+                        span_no = (span_no + 1) % 200;
+                        services.insert(span_no + 1, SERVICES[s as usize].to_string());
+                        let spec = SpanSpec::new(t, span_no).service(SERVICES[s as usize]);
+                        buf.insert(&batch(&[spec]), now);
+                    }
+                    HeaderOp::Advance(ms) => now += Duration::from_millis(ms),
+                    HeaderOp::Expire => {
+                        let mut ready = Vec::new();
+                        buf.expire_into(now, &mut ready);
+                        lent.extend(ready);
+                    }
+                    HeaderOp::GiveBack(read) => {
+                        if let Some(mut trace) = lent.pop_front() {
+                            if read {
+                                buf.resolve(&mut trace);
+                                assert_resources(&trace, &services);
+                            }
+                            buf.recycle(trace);
+                        }
+                    }
+                    HeaderOp::Take(t) => {
+                        if let Some(trace) = buf.take_trace(&trace_id(t)) {
+                            assert_resources(&trace, &services);
+                        }
+                    }
+                }
+            }
+            for mut trace in lent {
+                buf.resolve(&mut trace);
+                assert_resources(&trace, &services);
+                buf.recycle(trace);
+            }
+            for trace in buf.drain() {
+                assert_resources(&trace, &services);
+            }
+            prop_assert_eq!(buf.headers(), 0);
         }
 
         /// Every trace comes out exactly when it is due, not before and not

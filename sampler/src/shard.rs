@@ -759,7 +759,8 @@ impl Shard {
     }
 
     /// Buffers a taken trace again, keeping its first-seen time.
-    fn put_back(&mut self, trace: TakenTrace) {
+    fn put_back(&mut self, mut trace: TakenTrace) {
+        self.buffer.resolve(&mut trace);
         match IngestBatch::parse(trace.to_request()) {
             Ok(batch) => self.ingest(IngestMsg {
                 batch,
@@ -913,7 +914,7 @@ impl Shard {
         }
     }
 
-    fn decide(&mut self, trace: TakenTrace, active: &ActivePolicy, now: Duration) {
+    fn decide(&mut self, mut trace: TakenTrace, active: &ActivePolicy, now: Duration) {
         let metrics = &self.ctx.metrics;
         let span_ingest = active.file.sampling_strategy == SamplingStrategy::SpanIngest;
         let reason = match trace.due {
@@ -935,6 +936,7 @@ impl Shard {
             self.buffer
                 .record_decision(trace.id, CachedDecision::NotSampled);
             self.settle_logs(&trace.id);
+            self.buffer.recycle(trace);
             return;
         }
         if trace.due == Due::Shutdown && active.file.drop_pending_traces_on_shutdown {
@@ -949,6 +951,7 @@ impl Shard {
                     .dropped(Dropped::PendingAtShutdown)
                     .increment(logs.records as u64);
             }
+            self.buffer.recycle(trace);
             return;
         }
         if span_ingest {
@@ -962,6 +965,7 @@ impl Shard {
         // Policies that read only the summary and the trace ID decide the
         // same without the spans: gathered only for the kept traces, then.
         let refs = if active.file.policies.reads_spans() {
+            self.buffer.resolve(&mut trace);
             trace.span_refs()
         } else {
             Vec::new()
@@ -978,7 +982,7 @@ impl Shard {
 
     /// Writes out a kept trace, or counts a dropped one, and remembers the
     /// decision.
-    fn finish(&mut self, trace: TakenTrace, decision: &Decision, now: Duration) {
+    fn finish(&mut self, mut trace: TakenTrace, decision: &Decision, now: Duration) {
         let metrics = &self.ctx.metrics;
         if let Some(counter) = metrics.decided_early(trace.due) {
             counter.increment(1);
@@ -995,6 +999,7 @@ impl Shard {
                 composite_policy: decision.composite_policy.clone(),
                 threshold: None,
             });
+            self.buffer.resolve(&mut trace);
             let refs = trace.span_refs();
             write_annotated(&mut self.out, &refs, |span| {
                 mark_dry_run(span, kept.as_ref())
@@ -1012,6 +1017,7 @@ impl Shard {
             return;
         }
         let cached = if decision.sampled {
+            self.buffer.resolve(&mut trace);
             let refs = trace.span_refs();
             let record_policy = self.ctx.config.record_policy;
             if record_policy || decision.threshold.is_some() {
