@@ -26,7 +26,7 @@ use proto::write::{self, SpanRef};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::active::ActivePolicy;
+use crate::active::{ActivePolicy, Tally};
 use crate::buffer::{Due, TakenTrace, TraceBuffer};
 use crate::cache::{CachedDecision, Kept};
 use crate::cluster::ClusterShared;
@@ -185,6 +185,10 @@ pub(crate) struct Shard {
     decided: Vec<([u8; 16], bool)>,
     /// The traces due at a wake-up: empty between wake-ups, its room kept.
     ready: Vec<TakenTrace>,
+    /// Votes and decisions counted since the last flush to the policy
+    /// file's counters, and spans not sampled.
+    tally: Tally,
+    not_sampled: u64,
     next_deadline: Option<Duration>,
     /// When [`Shard::expire`] last ran.
     last_expiry: Instant,
@@ -230,6 +234,8 @@ impl Shard {
             out_traces: Vec::new(),
             decided: Vec::new(),
             ready: Vec::new(),
+            tally: Tally::default(),
+            not_sampled: 0,
             next_deadline: None,
             // As if idle long enough: the first batch is taken at once.
             last_expiry: Instant::now()
@@ -905,12 +911,27 @@ impl Shard {
             }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
+                self.count_decisions(&active);
                 self.publish_with(undecided);
                 self.flush(undecided).await;
                 if holds {
                     self.take_holds();
                 }
             }
+        }
+        self.count_decisions(&active);
+    }
+
+    /// Adds the votes, decisions and spans not sampled counted since the
+    /// last call to the node's counters (once per round, not per trace:
+    /// see [`Tally`]).
+    fn count_decisions(&mut self, active: &ActivePolicy) {
+        active.flush(&mut self.tally);
+        if self.not_sampled > 0 {
+            self.ctx
+                .metrics
+                .not_sampled
+                .increment(std::mem::take(&mut self.not_sampled));
         }
     }
 
@@ -958,7 +979,7 @@ impl Shard {
             // span-ingest: a trace still undecided when its wait ends (or a
             // cap takes it out) is not sampled, without another evaluation.
             let decision = Decision::not_sampled();
-            active.count(&decision);
+            active.count(&decision, &mut self.tally);
             self.finish(trace, &decision, now);
             return;
         }
@@ -975,7 +996,7 @@ impl Shard {
             summary: &trace.summary,
             spans: &refs,
         };
-        let decision = active.evaluate(&view, now);
+        let decision = active.evaluate(&view, now, &mut self.tally);
         drop(refs);
         self.finish(trace, &decision, now);
     }
@@ -1039,7 +1060,7 @@ impl Shard {
                 threshold: decision.threshold,
             })
         } else {
-            metrics.not_sampled.increment(spans as u64);
+            self.not_sampled += spans as u64;
             CachedDecision::NotSampled
         };
         if self.ctx.durable.is_some() {
@@ -1068,6 +1089,7 @@ impl Shard {
                         spans: refs,
                     },
                     now,
+                    &mut self.tally,
                 )
             }) else {
                 continue;
@@ -1078,12 +1100,13 @@ impl Shard {
             let Some(trace) = self.buffer.take_trace(id) else {
                 continue;
             };
-            active.count(&decision);
+            active.count(&decision, &mut self.tally);
             if let Some(counter) = self.ctx.metrics.decision_reason("span_ingest") {
                 counter.increment(1);
             }
             self.finish(trace, &decision, now);
         }
+        self.count_decisions(&active);
     }
 
     /// Hands the written spans to the exporter. When its queue is full the
