@@ -341,6 +341,9 @@ const TRACE_OVERHEAD: usize = size_of::<Trace>() + 16 + 3 * size_of::<u32>() + 1
 
 // Issue 19: at most 128 bytes per buffered trace beyond its spans.
 const _: () = assert!(size_of::<Trace>() <= 96);
+// Moved by value a few times per decided trace: small enough to be moved
+// in registers rather than by a `memcpy` call.
+const _: () = assert!(size_of::<TakenTrace>() <= 128);
 /// Likewise for an interned header, besides its bytes.
 const HEADER_OVERHEAD: usize = 2 * 32 + 3 * 16 + 8;
 
@@ -354,10 +357,14 @@ pub struct TakenTrace {
     pub summary: TraceSummary,
     pub due: Due,
     data: Vec<u8>,
-    /// The headers its records name, in order of first use: inline up to
-    /// six (a trace crosses a handful of services; each allocation here
-    /// was one per decided trace). Empty while `lent`.
-    headers: SmallVec<[(u32, Arc<GroupHeader>); 6]>,
+    /// The headers its records name, in order of first use. Empty while
+    /// `lent`; only kept traces are resolved, so this is one allocation per
+    /// kept trace. Not inline: a `TakenTrace` is moved several times on its
+    /// way from the buffer to its decision, and six headers inline made it
+    /// 200 bytes, each move a `memcpy` (and a stall reading it back just
+    /// after), about 2 % of a sampler at 100k spans/s (BENCHMARKS.md, tenth
+    /// pass).
+    headers: Vec<(u32, Arc<GroupHeader>)>,
     /// Handed out by [`TraceBuffer::expire_into`] without its headers: its
     /// records name headers by their ids in the buffer, which frees none
     /// until the trace is given back ([`TraceBuffer::resolve`] or
@@ -1388,7 +1395,7 @@ impl TraceBuffer {
             summary,
             due,
             data,
-            headers: SmallVec::new(),
+            headers: Vec::new(),
             lent: true,
         };
         if !lend {
