@@ -536,9 +536,11 @@ async fn no_member_yet_and_malformed_requests_are_refused() {
     let sinks = sinks(1).await;
     tx.send_replace(set(&[&sinks[0]]));
     assert!(eventually(WAIT, || exporter.is_ready()).await);
-    let bad = exporter.send(&[0x0a, 0x05, 0x01]).unwrap_err();
+    let bad = exporter
+        .send(&bytes::Bytes::from_static(&[0x0a, 0x05, 0x01]))
+        .unwrap_err();
     assert!(matches!(bad, SendError::Invalid(_)) && !bad.is_retryable());
-    assert_eq!(exporter.send(&[]).unwrap(), 0);
+    assert_eq!(exporter.send(&bytes::Bytes::new()).unwrap(), 0);
     exporter.shutdown(Instant::now() + WAIT).await;
     assert_eq!(exporter.send(&request), Err(SendError::Closed));
 }

@@ -141,7 +141,7 @@ async fn log_records_follow_their_traces_owner_and_the_rest_are_spread() {
             records.push(record(None, body));
         }
         sent += records.len();
-        assert_eq!(logs.send(&request(records)), Ok(10));
+        assert_eq!(logs.send(&bytes::Bytes::from(request(records))), Ok(10));
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -196,7 +196,7 @@ async fn a_malformed_logs_request_is_refused_whole() {
     let mut bad = request(vec![record(Some(trace(1)), "x".into())]);
     bad.truncate(bad.len() - 1);
     assert!(matches!(
-        logs.send(&bad),
+        logs.send(&bytes::Bytes::from(bad)),
         Err(lb_exporter::SendError::Invalid(_))
     ));
     assert_eq!(logs.held_spans(), 0);

@@ -148,7 +148,7 @@ impl Connection {
     /// server rejected in a partial success.
     pub async fn send(&mut self, body: Bytes) -> Result<u64, SendError> {
         match self {
-            Connection::Grpc(client) => match client.export(body).await {
+            Connection::Grpc(client) => match client.export_in_one_frame(body).await {
                 Ok(response) => Ok(response.rejected_spans),
                 Err(e) => Err(SendError {
                     message: e.to_string(),

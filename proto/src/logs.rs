@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 use std::hash::Hash;
 
+use bytes::Bytes;
+
 use crate::split::{Grouper, Part};
 use crate::view::{
     self, Group, SpanId, TraceId, validate_any_value, validate_key_value, validate_resource,
@@ -203,7 +205,25 @@ impl<'a> LogRecordView<'a> {
 /// order their key first appears, records in order within a part, each
 /// with its resource and scope header; [`Part::spans`] counts the records.
 /// A malformed request yields an error and no part.
-pub fn split<K, F>(request: &[u8], mut key_of: F) -> Result<Vec<Part<K>>, WireError>
+pub fn split<K, F>(request: &[u8], key_of: F) -> Result<Vec<Part<K>>, WireError>
+where
+    K: Eq + Hash + Clone,
+    F: FnMut(Option<&TraceId>) -> K,
+{
+    Ok(group_records(request, key_of)?.parts())
+}
+
+/// [`split`], but when every record goes to one key the part is `request`
+/// itself, not a copy (as [`crate::split::split_whole`]).
+pub fn split_whole<K, F>(request: &Bytes, key_of: F) -> Result<Vec<Part<K>>, WireError>
+where
+    K: Eq + Hash + Clone,
+    F: FnMut(Option<&TraceId>) -> K,
+{
+    Ok(group_records(request, key_of)?.parts_or_whole(request))
+}
+
+fn group_records<K, F>(request: &[u8], mut key_of: F) -> Result<Grouper<'_, K>, WireError>
 where
     K: Eq + Hash + Clone,
     F: FnMut(Option<&TraceId>) -> K,
@@ -218,7 +238,7 @@ where
             &mut key_of,
         );
     })?;
-    Ok(groups.parts())
+    Ok(groups)
 }
 
 #[cfg(test)]

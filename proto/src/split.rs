@@ -24,7 +24,27 @@ pub struct Part<K> {
 /// Splits `request` by `key_of(trace_id)`. Parts come in the order their key
 /// first appears; spans keep their order within a part. The whole request is
 /// checked first: a malformed request yields an error and no part.
-pub fn split<K, F>(request: &[u8], mut key_of: F) -> Result<Vec<Part<K>>, WireError>
+pub fn split<K, F>(request: &[u8], key_of: F) -> Result<Vec<Part<K>>, WireError>
+where
+    K: Eq + Hash + Clone,
+    F: FnMut(&TraceId) -> K,
+{
+    Ok(group(request, key_of)?.parts())
+}
+
+/// [`split`], but when every span goes to one key the part is `request`
+/// itself, not a copy: an LB with one member, or a request of one
+/// service's spans of one trace, forwards the bytes it received (checked
+/// the same way) instead of writing them again.
+pub fn split_whole<K, F>(request: &Bytes, key_of: F) -> Result<Vec<Part<K>>, WireError>
+where
+    K: Eq + Hash + Clone,
+    F: FnMut(&TraceId) -> K,
+{
+    Ok(group(request, key_of)?.parts_or_whole(request))
+}
+
+fn group<K, F>(request: &[u8], mut key_of: F) -> Result<Grouper<'_, K>, WireError>
 where
     K: Eq + Hash + Clone,
     F: FnMut(&TraceId) -> K,
@@ -35,7 +55,7 @@ where
             key_of(id.expect("a span has a trace ID"))
         });
     })?;
-    Ok(groups.parts())
+    Ok(groups)
 }
 
 /// Groups the items of one request (spans, or log records, whose field
@@ -106,6 +126,21 @@ impl<'a, K: Eq + Hash + Clone> Grouper<'a, K> {
             }
         };
         self.lists[slot].push((self.resource.1, self.scope.1, bytes));
+    }
+
+    /// [`Self::parts`], or `whole` (the request these items were read
+    /// from, whole and checked) as the one part when they all have one key.
+    pub(crate) fn parts_or_whole(mut self, whole: &Bytes) -> Vec<Part<K>> {
+        if self.keys.len() == 1
+            && let (Some(key), Some(list)) = (self.keys.pop(), self.lists.pop())
+        {
+            return vec![Part {
+                key,
+                request: whole.clone(),
+                spans: list.len(),
+            }];
+        }
+        self.parts()
     }
 
     /// One complete request per key, in the order the keys first appeared.

@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::prelude::*;
 use prost::Message;
-use proto::split::split;
+use proto::split::{split, split_whole};
 use proto::view::RequestView;
 
 #[derive(Debug, Clone)]
@@ -248,6 +248,29 @@ proptest! {
             prop_assert_eq!(raw_spans(&part.request), want_raw);
         }
         prop_assert_eq!(total, flatten(&decoded).len());
+    }
+
+    #[test]
+    fn split_whole_is_split_but_forwards_a_one_key_request_as_it_came(
+        spec in request_spec(),
+        keys in 1u8..4,
+    ) {
+        let input = bytes::Bytes::from(encode(&spec));
+        let key_of = |id: &proto::view::TraceId| id.0[15] % keys;
+        let copied = split(&input, key_of).unwrap();
+        let whole = split_whole(&input, key_of).unwrap();
+        prop_assert_eq!(whole.len(), copied.len());
+        for (w, c) in whole.iter().zip(&copied) {
+            prop_assert_eq!((w.key, w.spans), (c.key, c.spans));
+            if copied.len() == 1 {
+                // The request itself, not a copy of it.
+                prop_assert_eq!(w.request.as_ptr(), input.as_ptr());
+                prop_assert_eq!(w.request.len(), input.len());
+                prop_assert_eq!(raw_spans(&w.request), raw_spans(&c.request));
+            } else {
+                prop_assert_eq!(&w.request, &c.request);
+            }
+        }
     }
 
     #[test]

@@ -382,7 +382,7 @@ impl Shard {
         for (_, part, _) in &strays {
             request.extend_from_slice(part);
         }
-        match cluster.logs_forwarder.send(&request) {
+        match cluster.logs_forwarder.send(&request.freeze()) {
             Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "stray log records kept: the owner cannot take them now");
@@ -750,7 +750,7 @@ impl Shard {
                 request.extend_from_slice(part);
             }
         }
-        match cluster.logs_forwarder.send(&request) {
+        match cluster.logs_forwarder.send(&request.freeze()) {
             Ok(records) => self.ctx.logs.metrics.handed_over.increment(records as u64),
             Err(e) => {
                 tracing::debug!(error = %e, "log records of taken traces kept here: the owner cannot take them now");

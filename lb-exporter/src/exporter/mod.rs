@@ -44,9 +44,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use proto::exporter::{ExportError, OtlpBatch, OtlpClient};
 use proto::receiver::Signal;
-use proto::split::{Part, split};
+use proto::split::{Part, split_whole};
 use proto::view::TraceId;
 use proto::wire::WireError;
 use tokio::sync::watch;
@@ -186,13 +187,13 @@ impl Shared {
         &self,
         routing: &Routing,
         ring: &Ring,
-        request: &[u8],
+        request: &Bytes,
     ) -> Result<Vec<Part<usize>>, WireError> {
         match self.signal {
-            Signal::Traces => split(request, |id| routing.pick(ring, id)),
+            Signal::Traces => split_whole(request, |id| routing.pick(ring, id)),
             Signal::Logs => {
                 let mut spread = None;
-                proto::logs::split(request, |id| match id {
+                proto::logs::split_whole(request, |id| match id {
                     Some(id) => routing.pick(ring, id),
                     None => *spread.get_or_insert_with(|| self.next_spread(routing)),
                 })
@@ -502,7 +503,7 @@ impl LbExporter {
     /// member that owns part of it has no room, nothing is queued and
     /// [`SendError::Full`] names it, so a client retry duplicates nothing.
     /// Returns the number of spans taken.
-    pub fn send(&self, request: &[u8]) -> Result<usize, SendError> {
+    pub fn send(&self, request: &Bytes) -> Result<usize, SendError> {
         let split = self.split(request)?;
         match self.reserve(&split) {
             Ok(()) => Ok(self.commit(split)),
@@ -513,7 +514,7 @@ impl LbExporter {
     /// [`send`](Self::send), but when a member's queue is full the request
     /// waits up to `queue_wait` for room (counted in
     /// `tailgate_lb_queue_waits_total`) before it is refused.
-    pub async fn send_waiting(&self, request: &[u8]) -> Result<usize, SendError> {
+    pub async fn send_waiting(&self, request: &Bytes) -> Result<usize, SendError> {
         let shared = &self.inner.shared;
         let split = self.split(request)?;
         let mut full = match self.reserve(&split) {
@@ -560,7 +561,7 @@ impl LbExporter {
     }
 
     /// Splits a request by the lane each trace goes to now.
-    fn split(&self, request: &[u8]) -> Result<Split, SendError> {
+    fn split(&self, request: &Bytes) -> Result<Split, SendError> {
         let shared = &self.inner.shared;
         if *shared.phase.borrow() != Phase::Running {
             return Err(SendError::Closed);

@@ -278,7 +278,10 @@ pub struct ExportResponse {
 /// clone; clones share the connection.
 #[derive(Debug, Clone)]
 pub struct OtlpClient {
-    grpc: Grpc<Channel>,
+    channel: Channel,
+    /// Uncompressed calls' headers: the configured metadata and gRPC's own.
+    plain_headers: http::HeaderMap,
+    compression: Compression,
     endpoint: Arc<str>,
     timeout: Duration,
     headers: MetadataMap,
@@ -312,16 +315,11 @@ impl OtlpClient {
             Some(connector) => endpoint.connect_with_connector_lazy(connector),
             None => endpoint.connect_lazy(),
         };
-        let mut grpc = Grpc::new(channel)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
-        grpc = match config.compression {
-            Compression::None => grpc,
-            Compression::Gzip => grpc.send_compressed(CompressionEncoding::Gzip),
-            Compression::Zstd => grpc.send_compressed(CompressionEncoding::Zstd),
-        };
+        let plain_headers = plain_headers(headers.clone());
         Ok(OtlpClient {
-            grpc,
+            channel,
+            plain_headers,
+            compression: config.compression,
             endpoint: config.endpoint.as_str().into(),
             timeout: config.timeout,
             headers,
@@ -351,7 +349,45 @@ impl OtlpClient {
         extra: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
         timeout: Duration,
     ) -> Result<ExportResponse, ExportError> {
-        let mut grpc = self.grpc.clone();
+        self.export_inner(request, extra, timeout, false).await
+    }
+
+    /// [`Self::export`], but the gRPC prefix and the request go in one
+    /// chunk of the body, as tonic's and grpc-go's clients send a unary
+    /// call (its first DATA frame holds both): one copy of the request.
+    /// The load generator sends this way, so that a node under test reads
+    /// what an SDK's export looks like.
+    pub async fn export_in_one_frame(&self, request: Bytes) -> Result<ExportResponse, ExportError> {
+        self.export_inner(request, None, self.timeout, true).await
+    }
+
+    async fn export_inner(
+        &self,
+        request: Bytes,
+        extra: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
+        timeout: Duration,
+        one_frame: bool,
+    ) -> Result<ExportResponse, ExportError> {
+        let encoding = match self.compression {
+            Compression::None => {
+                let call = self.call_plain(request, extra, one_frame);
+                return match tokio::time::timeout(timeout, call).await {
+                    Err(_) => Err(ExportError::Timeout {
+                        endpoint: self.endpoint.clone(),
+                        timeout,
+                    }),
+                    Ok(Err(status)) => Err(ExportError::from_status(self.endpoint.clone(), status)),
+                    Ok(Ok(response)) => Ok(ExportResponse::from(response)),
+                };
+            }
+            Compression::Gzip => CompressionEncoding::Gzip,
+            Compression::Zstd => CompressionEncoding::Zstd,
+        };
+        // Compressed: through tonic, which compresses into its own buffer.
+        let mut grpc = Grpc::new(self.channel.clone())
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(encoding);
         let mut call = tonic::Request::new(request);
         *call.metadata_mut() = self.headers.clone();
         if let Some((key, value)) = extra {
@@ -378,13 +414,197 @@ impl OtlpClient {
             Ok(Err(status)) => return Err(ExportError::from_status(self.endpoint.clone(), status)),
             Ok(Ok(response)) => response.into_inner(),
         };
-        Ok(match response.partial_success {
+        Ok(ExportResponse::from(response))
+    }
+
+    /// One uncompressed call without tonic's encoder, which copies every
+    /// request into a buffer of its own behind the 5-byte gRPC prefix: here
+    /// the prefix and the request go out as two chunks of the body, so the
+    /// request's bytes (an LB's received request, whole) reach the socket
+    /// uncopied. The answer is read as tonic reads it: a status in the
+    /// headers (trailers-only) or the trailers, else one mapped from the
+    /// HTTP status; errors from the connection keep their source, so
+    /// [`ExportError::from_status`] tells a failed connect from a lost one.
+    async fn call_plain(
+        &self,
+        request: Bytes,
+        extra: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
+        one_frame: bool,
+    ) -> Result<crate::ExportTraceServiceResponse, tonic::Status> {
+        use http_body_util::BodyExt;
+        use tower::ServiceExt;
+        let len = u32::try_from(request.len()).map_err(|_| {
+            tonic::Status::resource_exhausted("a request over 4 GiB cannot be framed")
+        })?;
+        let mut prefix = [0u8; 5];
+        prefix[1..].copy_from_slice(&len.to_be_bytes());
+        let chunks = if one_frame {
+            let mut framed = bytes::BytesMut::with_capacity(prefix.len() + request.len());
+            framed.extend_from_slice(&prefix);
+            framed.extend_from_slice(&request);
+            [Some(framed.freeze()), None]
+        } else {
+            [Some(Bytes::copy_from_slice(&prefix)), Some(request)]
+        };
+        let body = PlainBody { chunks };
+        let mut call = http::Request::new(tonic::body::Body::new(body));
+        *call.method_mut() = http::Method::POST;
+        *call.version_mut() = http::Version::HTTP_2;
+        *call.uri_mut() = http::Uri::from_static(self.path);
+        *call.headers_mut() = self.plain_headers.clone();
+        if let Some((key, value)) = extra {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(key, value);
+            call.headers_mut().extend(metadata.into_headers());
+        }
+        let response = self
+            .channel
+            .clone()
+            .oneshot(call)
+            .await
+            .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+        let (parts, mut body) = response.into_parts();
+        if let Some(status) = tonic::Status::from_header_map(&parts.headers) {
+            // Trailers-only: a refusal, or an OK without a message.
+            return match status.code() {
+                Code::Ok => Ok(Default::default()),
+                _ => Err(status),
+            };
+        }
+        let mut message = bytes::BytesMut::new();
+        let mut trailers = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            match frame.into_data() {
+                Ok(data) => message.extend_from_slice(&data),
+                Err(frame) => {
+                    if let Ok(t) = frame.into_trailers() {
+                        trailers = Some(t);
+                    }
+                }
+            }
+        }
+        match trailers.as_ref().and_then(tonic::Status::from_header_map) {
+            Some(status) if status.code() == Code::Ok => {}
+            Some(status) => return Err(status),
+            None => return Err(status_without_grpc_status(parts.status)),
+        }
+        decode_response(&message)
+    }
+}
+
+/// The configured metadata without the names gRPC reserves (as tonic
+/// sanitizes them), then gRPC's own request headers.
+fn plain_headers(metadata: MetadataMap) -> http::HeaderMap {
+    let mut headers = metadata.into_headers();
+    for reserved in [
+        "te",
+        "content-type",
+        "grpc-message",
+        "grpc-message-type",
+        "grpc-status",
+    ] {
+        headers.remove(reserved);
+    }
+    headers.insert(http::header::TE, http::HeaderValue::from_static("trailers"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers
+}
+
+/// A response that ends without `grpc-status`, mapped from its HTTP
+/// status as gRPC's HTTP-to-gRPC table (and tonic) map it.
+fn status_without_grpc_status(http: http::StatusCode) -> tonic::Status {
+    let code = match http {
+        http::StatusCode::OK => {
+            return tonic::Status::unknown(
+                "protocol error: the response ended without a grpc-status",
+            );
+        }
+        http::StatusCode::BAD_REQUEST => Code::Internal,
+        http::StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        http::StatusCode::FORBIDDEN => Code::PermissionDenied,
+        http::StatusCode::NOT_FOUND => Code::Unimplemented,
+        http::StatusCode::TOO_MANY_REQUESTS
+        | http::StatusCode::BAD_GATEWAY
+        | http::StatusCode::SERVICE_UNAVAILABLE
+        | http::StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    tonic::Status::new(
+        code,
+        format!(
+            "grpc-status header missing, mapped from HTTP status code {}",
+            http.as_u16()
+        ),
+    )
+}
+
+/// The one message of an OK answer (an empty body is an empty message).
+fn decode_response(body: &[u8]) -> Result<crate::ExportTraceServiceResponse, tonic::Status> {
+    use prost::Message;
+    if body.is_empty() {
+        return Ok(Default::default());
+    }
+    let Some((header, rest)) = body.split_first_chunk::<5>() else {
+        return Err(tonic::Status::internal(
+            "the response ends inside its gRPC frame header",
+        ));
+    };
+    if header[0] != 0 {
+        // No grpc-accept-encoding is sent, so no answer may be compressed.
+        return Err(tonic::Status::internal(
+            "protocol error: a compressed response to a call that accepts none",
+        ));
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    let Some(message) = rest.get(..len) else {
+        return Err(tonic::Status::internal(
+            "the response ends inside its message",
+        ));
+    };
+    crate::ExportTraceServiceResponse::decode(message)
+        .map_err(|e| tonic::Status::internal(format!("decoding response: {e}")))
+}
+
+/// A request body of two chunks, the gRPC prefix and the message.
+struct PlainBody {
+    chunks: [Option<Bytes>; 2],
+}
+
+impl http_body::Body for PlainBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.chunks.iter_mut().find_map(Option::take);
+        std::task::Poll::Ready(next.map(|data| Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.chunks.iter().all(Option::is_none)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.chunks.iter().flatten().map(|c| c.len() as u64).sum();
+        http_body::SizeHint::with_exact(len)
+    }
+}
+
+impl From<crate::ExportTraceServiceResponse> for ExportResponse {
+    fn from(response: crate::ExportTraceServiceResponse) -> Self {
+        match response.partial_success {
             Some(partial) => ExportResponse {
                 rejected_spans: u64::try_from(partial.rejected_spans).unwrap_or(0),
                 message: partial.error_message,
             },
             None => ExportResponse::default(),
-        })
+        }
     }
 }
 
@@ -395,6 +615,74 @@ mod tests {
 
     fn error(status: tonic::Status) -> ExportError {
         ExportError::from_status("http://x:1".into(), status)
+    }
+
+    /// An uncompressed call's body is the gRPC prefix, then the request's
+    /// own bytes: not a copy of them.
+    #[tokio::test]
+    async fn a_plain_call_sends_the_request_uncopied_behind_its_prefix() {
+        use http_body_util::BodyExt;
+        let request = Bytes::from(vec![7u8; 300]);
+        let mut body = PlainBody {
+            chunks: [
+                Some(Bytes::from_static(&[0, 0, 0, 1, 44])),
+                Some(request.clone()),
+            ],
+        };
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(305));
+        let prefix = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&prefix[..], &[0, 0, 0, 1, 44]);
+        let sent = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(sent.as_ptr(), request.as_ptr());
+        assert_eq!(sent.len(), 300);
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.frame().await.is_none());
+    }
+
+    #[test]
+    fn an_answer_without_grpc_status_is_mapped_from_its_http_status() {
+        let code =
+            |s: u16| status_without_grpc_status(http::StatusCode::from_u16(s).unwrap()).code();
+        assert_eq!(code(200), Code::Unknown);
+        assert_eq!(code(400), Code::Internal);
+        assert_eq!(code(401), Code::Unauthenticated);
+        assert_eq!(code(403), Code::PermissionDenied);
+        assert_eq!(code(404), Code::Unimplemented);
+        for s in [429, 502, 503, 504] {
+            assert_eq!(code(s), Code::Unavailable, "{s}");
+        }
+        assert_eq!(code(500), Code::Unknown);
+    }
+
+    #[test]
+    fn an_answer_message_is_read_from_its_frame() {
+        use prost::Message;
+        let response = crate::ExportTraceServiceResponse {
+            partial_success: Some(
+                crate::otlp::collector::trace::v1::ExportTracePartialSuccess {
+                    rejected_spans: 3,
+                    error_message: "no".into(),
+                },
+            ),
+        };
+        let message = response.encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&message);
+        assert_eq!(decode_response(&framed).unwrap(), response);
+        assert_eq!(decode_response(&[]).unwrap(), Default::default());
+        assert_eq!(
+            decode_response(&framed[..3]).unwrap_err().code(),
+            Code::Internal
+        );
+        assert_eq!(
+            decode_response(&framed[..framed.len() - 1])
+                .unwrap_err()
+                .code(),
+            Code::Internal
+        );
+        framed[0] = 1;
+        assert_eq!(decode_response(&framed).unwrap_err().code(), Code::Internal);
     }
 
     #[test]
