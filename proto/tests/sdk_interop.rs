@@ -1,5 +1,7 @@
 //! The real OpenTelemetry Python SDK exports to the receiver, over gRPC and
-//! OTLP/HTTP protobuf, and every span arrives intact.
+//! OTLP/HTTP protobuf, and every span arrives intact; and the exporter
+//! exports to a backend made with grpcio (scripts/grpc_backend.py), which
+//! reads what it sends, and whose answers it reads.
 //!
 //! Needs a Python with the SDK (scripts/requirements-test.txt): the one in
 //! `TAILGATE_TEST_PYTHON`, else `<workspace>/.venv/bin/python`. `scripts/test`
@@ -199,4 +201,155 @@ async fn python_sdk_gzip_http_exports_span_by_span_arrive_intact() {
         5.0,
         "one request per span"
     );
+}
+
+/// scripts/grpc_backend.py, a trace backend made with grpcio (gRPC's C
+/// core): the exporter's own framing of uncompressed calls and its reading
+/// of answers must hold against a gRPC server that is not tonic.
+struct GrpcioBackend {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    endpoint: String,
+}
+
+impl GrpcioBackend {
+    fn start() -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(python())
+            .arg(workspace().join("scripts/grpc_backend.py"))
+            .args(["--max-seconds", "120"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python starts");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut backend = GrpcioBackend {
+            child,
+            lines,
+            endpoint: String::new(),
+        };
+        let first = backend.line();
+        let port = first
+            .strip_prefix("PORT ")
+            .expect("the backend says its port");
+        backend.endpoint = format!("http://127.0.0.1:{port}");
+        backend
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("a line from the grpcio backend within 30 s")
+    }
+
+    /// What the backend read of the next request: its span count and metadata.
+    fn next_request(&self) -> (u64, HashMap<String, String>) {
+        let line: Json = serde_json::from_str(&self.line()).expect("a JSON line");
+        let metadata = line["metadata"]
+            .as_object()
+            .expect("metadata")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        (line["spans"].as_u64().expect("spans"), metadata)
+    }
+}
+
+impl Drop for GrpcioBackend {
+    fn drop(&mut self) {
+        // Closing its standard input stops it.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpcio_backend_reads_our_exports_and_we_read_its_answers() {
+    use proto::exporter::{Compression, OtlpClient, OtlpClientConfig};
+    use tonic::Code;
+    use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue};
+
+    let backend = tokio::task::spawn_blocking(GrpcioBackend::start)
+        .await
+        .expect("starts");
+    let request = bytes::Bytes::from(protobuf(&sample_request(1000, 3)));
+    // Over HTTP/2's default 64 KiB window and 16 KiB frames: the request
+    // goes out in many frames, paced by the server's flow control.
+    assert!(request.len() > 100_000, "{}", request.len());
+    let mut config = OtlpClientConfig::new(&backend.endpoint);
+    config.headers.insert("x-api-key".into(), "k1".into());
+    let plain = OtlpClient::new(&config).expect("client");
+    let timeout = std::time::Duration::from_secs(10);
+    let extra = |k: &'static str, v: &'static str| {
+        Some((
+            AsciiMetadataKey::from_static(k),
+            AsciiMetadataValue::from_static(v),
+        ))
+    };
+    let next = || backend.next_request();
+
+    // Delivered whole, with the configured and per-call metadata; the
+    // partial success is read.
+    let response = plain
+        .export_with(request.clone(), extra("x-reject", "7"), timeout)
+        .await
+        .expect("exported");
+    assert_eq!(response.rejected_spans, 7);
+    assert_eq!(response.message, "rejected by the test backend");
+    let (spans, metadata) = next();
+    assert_eq!(spans, 1000);
+    assert_eq!(metadata.get("x-api-key").map(String::as_str), Some("k1"));
+    assert_eq!(metadata.get("x-reject").map(String::as_str), Some("7"));
+
+    // A plain OK: nothing rejected.
+    let response = plain.export(request.clone()).await.expect("exported");
+    assert_eq!(response.rejected_spans, 0);
+    assert_eq!(next().0, 1000);
+
+    // Refusals keep their code and message; without RetryInfo a
+    // RESOURCE_EXHAUSTED is not retried, UNAVAILABLE marks the member down.
+    let refused = plain
+        .export_with(
+            request.clone(),
+            extra("x-abort", "RESOURCE_EXHAUSTED"),
+            timeout,
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused}");
+    assert!(refused.to_string().contains("refused by the test backend"));
+    assert!(!refused.is_retryable() && !refused.is_member_down());
+    assert_eq!(next().0, 1000);
+    let down = plain
+        .export_with(request.clone(), extra("x-abort", "UNAVAILABLE"), timeout)
+        .await
+        .expect_err("refused");
+    assert_eq!(down.code(), Code::Unavailable, "{down}");
+    assert!(down.is_retryable() && down.is_member_down());
+    assert_eq!(next().0, 1000);
+
+    // The one-frame shape the load generator sends, and gzip through tonic.
+    plain
+        .export_in_one_frame(request.clone())
+        .await
+        .expect("exported");
+    assert_eq!(next().0, 1000);
+    config.compression = Compression::Gzip;
+    let gzip = OtlpClient::new(&config).expect("client");
+    gzip.export(request.clone()).await.expect("exported");
+    assert_eq!(next().0, 1000);
+    tokio::task::spawn_blocking(move || drop(backend))
+        .await
+        .expect("stops");
 }
