@@ -3,9 +3,10 @@ interop tests: tailgate's exporter must be understood by a gRPC server that is n
 tonic, and understand its answers.
 
 Prints "PORT <n>" once listening on 127.0.0.1, then one JSON line per request:
-{"spans": N, "metadata": {...}}. Answers with partial_success rejecting
-`x-reject` spans when that metadata is given, and aborts with the status named
-by `x-abort` (a grpc.StatusCode name) when that is given. Stops after
+{"spans": N, "metadata": {...}} (a name given twice has its values joined by
+commas). Answers with partial_success rejecting `x-reject` spans when that
+metadata is given, with a 5 MiB error message when `x-huge` is, and aborts with
+the status named by `x-abort` (a grpc.StatusCode name) when that is given. Stops after
 --max-seconds, or when its standard input closes.
 """
 
@@ -29,11 +30,17 @@ class Backend(trace_service_pb2_grpc.TraceServiceServicer):
             for resource in request.resource_spans
             for scope in resource.scope_spans
         )
-        metadata = {k: v for k, v in context.invocation_metadata() if not k.endswith("-bin")}
+        metadata = {}
+        for k, v in context.invocation_metadata():
+            if not k.endswith("-bin"):
+                metadata[k] = f"{metadata[k]},{v}" if k in metadata else v
         print(json.dumps({"spans": spans, "metadata": metadata}), flush=True)
         if "x-abort" in metadata:
             context.abort(getattr(grpc.StatusCode, metadata["x-abort"]), "refused by the test backend")
         response = trace_service_pb2.ExportTraceServiceResponse()
+        if "x-huge" in metadata:
+            # An answer over the 4 MiB a client reads.
+            response.partial_success.error_message = "x" * (5 * 1024 * 1024)
         if "x-reject" in metadata:
             response.partial_success.rejected_spans = int(metadata["x-reject"])
             response.partial_success.error_message = "rejected by the test backend"

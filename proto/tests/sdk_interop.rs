@@ -317,6 +317,21 @@ async fn a_grpcio_backend_reads_our_exports_and_we_read_its_answers() {
     assert_eq!(response.rejected_spans, 0);
     assert_eq!(next().0, 1000);
 
+    // A per-call entry replaces a configured one of the same name.
+    plain
+        .export_with(request.clone(), extra("x-api-key", "k2"), timeout)
+        .await
+        .expect("exported");
+    assert_eq!(next().1.get("x-api-key").map(String::as_str), Some("k2"));
+
+    // An answer over 4 MiB is not read whole (tonic's default limit).
+    let huge = plain
+        .export_with(request.clone(), extra("x-huge", "1"), timeout)
+        .await
+        .expect_err("too large an answer");
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge}");
+    assert_eq!(next().0, 1000);
+
     // Refusals keep their code and message; without RetryInfo a
     // RESOURCE_EXHAUSTED is not retried, UNAVAILABLE marks the member down.
     let refused = plain

@@ -453,9 +453,15 @@ impl OtlpClient {
         *call.uri_mut() = http::Uri::from_static(self.path);
         *call.headers_mut() = self.plain_headers.clone();
         if let Some((key, value)) = extra {
+            // Replacing a configured entry of the same name, as tonic's
+            // `MetadataMap::insert` does.
             let mut metadata = MetadataMap::new();
             metadata.insert(key, value);
-            call.headers_mut().extend(metadata.into_headers());
+            for (name, value) in metadata.into_headers() {
+                if let Some(name) = name {
+                    call.headers_mut().insert(name, value);
+                }
+            }
         }
         let response = self
             .channel
@@ -476,6 +482,11 @@ impl OtlpClient {
         while let Some(frame) = body.frame().await {
             let frame = frame?;
             match frame.into_data() {
+                Ok(data) if message.len() + data.len() > MAX_RESPONSE_BYTES => {
+                    return Err(tonic::Status::out_of_range(format!(
+                        "the response is over {MAX_RESPONSE_BYTES} bytes (tonic's limit)"
+                    )));
+                }
                 Ok(data) => message.extend_from_slice(&data),
                 Err(frame) => {
                     if let Ok(t) = frame.into_trailers() {
@@ -492,6 +503,10 @@ impl OtlpClient {
         decode_response(&message)
     }
 }
+
+/// The largest answer read, as tonic's default `max_decoding_message_size`:
+/// an Export's answer is a few bytes, so more is a broken or hostile server.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The configured metadata without the names gRPC reserves (as tonic
 /// sanitizes them), then gRPC's own request headers.
