@@ -279,12 +279,11 @@ pub struct ExportResponse {
 #[derive(Debug, Clone)]
 pub struct OtlpClient {
     channel: Channel,
-    /// Uncompressed calls' headers: the configured metadata and gRPC's own.
-    plain_headers: http::HeaderMap,
     compression: Compression,
     endpoint: Arc<str>,
     timeout: Duration,
-    headers: MetadataMap,
+    /// Every call's headers: the configured metadata and gRPC's own.
+    headers: http::HeaderMap,
     /// The Export method called: TraceService's, or LogsService's.
     path: &'static str,
 }
@@ -315,14 +314,12 @@ impl OtlpClient {
             Some(connector) => endpoint.connect_with_connector_lazy(connector),
             None => endpoint.connect_lazy(),
         };
-        let plain_headers = plain_headers(headers.clone());
         Ok(OtlpClient {
             channel,
-            plain_headers,
             compression: config.compression,
             endpoint: config.endpoint.as_str().into(),
             timeout: config.timeout,
-            headers,
+            headers: grpc_headers(headers),
             path: EXPORT_PATH,
         })
     }
@@ -368,53 +365,54 @@ impl OtlpClient {
         timeout: Duration,
         one_frame: bool,
     ) -> Result<ExportResponse, ExportError> {
-        let encoding = match self.compression {
-            Compression::None => {
-                let call = self.call_plain(request, extra, one_frame);
-                return match tokio::time::timeout(timeout, call).await {
-                    Err(_) => Err(ExportError::Timeout {
-                        endpoint: self.endpoint.clone(),
-                        timeout,
-                    }),
-                    Ok(Err(status)) => Err(ExportError::from_status(self.endpoint.clone(), status)),
-                    Ok(Ok(response)) => Ok(ExportResponse::from(response)),
-                };
-            }
-            Compression::Gzip => CompressionEncoding::Gzip,
-            Compression::Zstd => CompressionEncoding::Zstd,
+        let attempt = async {
+            let encoding = match self.compression {
+                Compression::None => return self.call_plain(request, extra, one_frame).await,
+                Compression::Gzip => CompressionEncoding::Gzip,
+                Compression::Zstd => CompressionEncoding::Zstd,
+            };
+            self.call_compressed(request, extra, encoding).await
         };
-        // Compressed: through tonic, which compresses into its own buffer.
+        match tokio::time::timeout(timeout, attempt).await {
+            Err(_) => Err(ExportError::Timeout {
+                endpoint: self.endpoint.clone(),
+                timeout,
+            }),
+            Ok(Err(status)) => Err(ExportError::from_status(self.endpoint.clone(), status)),
+            Ok(Ok(response)) => Ok(ExportResponse::from(response)),
+        }
+    }
+
+    /// One compressed call, through tonic, which compresses into its own
+    /// buffer.
+    async fn call_compressed(
+        &self,
+        request: Bytes,
+        extra: Option<(AsciiMetadataKey, AsciiMetadataValue)>,
+        encoding: CompressionEncoding,
+    ) -> Result<crate::ExportTraceServiceResponse, tonic::Status> {
         let mut grpc = Grpc::new(self.channel.clone())
             .accept_compressed(CompressionEncoding::Gzip)
             .accept_compressed(CompressionEncoding::Zstd)
             .send_compressed(encoding);
         let mut call = tonic::Request::new(request);
-        *call.metadata_mut() = self.headers.clone();
+        // tonic drops `te` and `content-type` from the metadata and sets
+        // its own.
+        *call.metadata_mut() = MetadataMap::from_headers(self.headers.clone());
         if let Some((key, value)) = extra {
             call.metadata_mut().insert(key, value);
         }
-        let attempt = async move {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
-            grpc.unary(
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::from_error(Box::new(e)))?;
+        let response = grpc
+            .unary(
                 call,
                 PathAndQuery::from_static(self.path),
                 ClientCodec::default(),
             )
-            .await
-        };
-        let response = match tokio::time::timeout(timeout, attempt).await {
-            Err(_) => {
-                return Err(ExportError::Timeout {
-                    endpoint: self.endpoint.clone(),
-                    timeout,
-                });
-            }
-            Ok(Err(status)) => return Err(ExportError::from_status(self.endpoint.clone(), status)),
-            Ok(Ok(response)) => response.into_inner(),
-        };
-        Ok(ExportResponse::from(response))
+            .await?;
+        Ok(response.into_inner())
     }
 
     /// One uncompressed call without tonic's encoder, which copies every
@@ -451,7 +449,7 @@ impl OtlpClient {
         *call.method_mut() = http::Method::POST;
         *call.version_mut() = http::Version::HTTP_2;
         *call.uri_mut() = http::Uri::from_static(self.path);
-        *call.headers_mut() = self.plain_headers.clone();
+        *call.headers_mut() = self.headers.clone();
         if let Some((key, value)) = extra {
             // Replacing a configured entry of the same name, as tonic's
             // `MetadataMap::insert` does.
@@ -510,7 +508,7 @@ const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The configured metadata without the names gRPC reserves (as tonic
 /// sanitizes them), then gRPC's own request headers.
-fn plain_headers(metadata: MetadataMap) -> http::HeaderMap {
+fn grpc_headers(metadata: MetadataMap) -> http::HeaderMap {
     let mut headers = metadata.into_headers();
     for reserved in [
         "te",
