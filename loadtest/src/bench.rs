@@ -11,7 +11,9 @@
 //! `local.role` [`LocalRole::Lb`], a `tailgate lb` whose one member is the
 //! sink (the LB alone: everything it takes reaches the sink), or
 //! [`LocalRole::Sampler`], one `tailgate sampler` with the default policy
-//! exporting to the sink (the sampler alone).
+//! exporting to the sink (the sampler alone), or [`LocalRole::Forwarder`],
+//! `tailgate-loadtest forward` to the sink (a bare TCP forwarder: the floor
+//! of an LB's cost on the host).
 //!
 //! Order of a run:
 //! 1. start the sink (the backend of the cluster), recording;
@@ -81,6 +83,10 @@ pub enum LocalRole {
     /// policy (`examples/policy.yaml`, the one `tailgate local` embeds;
     /// verify with [`Expectations::default_policy`]): the sampler alone.
     Sampler,
+    /// `tailgate-loadtest forward` to the sink: bytes copied unread, the
+    /// least any LB can do ([`crate::forward`]); verify with
+    /// [`Expectations::keep_all`].
+    Forwarder,
 }
 
 /// The default policy, as `tailgate local` embeds it.
@@ -97,6 +103,9 @@ pub struct LocalSpec {
     /// `KEY=VALUE` overrides of the LB's config (`tailgate local --set-lb`,
     /// `tailgate lb --set`).
     pub set_lb: Vec<String>,
+    /// The `tailgate-loadtest` binary that runs [`LocalRole::Forwarder`];
+    /// default: the running executable.
+    pub loadtest: Option<PathBuf>,
 }
 
 impl Default for LocalSpec {
@@ -106,6 +115,7 @@ impl Default for LocalSpec {
             samplers: 3,
             role: LocalRole::Local,
             set_lb: Vec::new(),
+            loadtest: None,
         }
     }
 }
@@ -121,12 +131,16 @@ impl LocalCluster {
         spec: &LocalSpec,
         export: std::net::SocketAddr,
         dir: &std::path::Path,
-    ) -> Result<(LocalCluster, Endpoint, String), BenchError> {
-        let tailgate = match &spec.tailgate {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .map_err(|e| BenchError::Config(format!("locating tailgate: {e}")))?
-                .with_file_name("tailgate"),
+    ) -> Result<(LocalCluster, Endpoint, Option<String>), BenchError> {
+        let current = || {
+            std::env::current_exe()
+                .map_err(|e| BenchError::Config(format!("locating the executable: {e}")))
+        };
+        let tailgate = match (&spec.role, &spec.tailgate, &spec.loadtest) {
+            (LocalRole::Forwarder, _, Some(path)) => path.clone(),
+            (LocalRole::Forwarder, _, None) => current()?,
+            (_, Some(path), _) => path.clone(),
+            (_, None, _) => current()?.with_file_name("tailgate"),
         };
         let port = || -> Result<u16, BenchError> {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -164,6 +178,14 @@ impl LocalCluster {
                     command.args(["--set", set]);
                 }
             }
+            LocalRole::Forwarder => {
+                command
+                    .arg("forward")
+                    .args(["--listen", &format!("127.0.0.1:{grpc}")])
+                    .args(["--upstream", &export.to_string()])
+                    // Bounded; the bench stops it long before.
+                    .args(["--duration", "1h"]);
+            }
             LocalRole::Sampler => {
                 let policy = dir.join("policy.yaml");
                 std::fs::create_dir_all(dir)
@@ -194,13 +216,21 @@ impl LocalCluster {
             .spawn()
             .map_err(|e| BenchError::Config(format!("starting {}: {e}", tailgate.display())))?;
         let cluster = LocalCluster { child };
-        let metrics = format!("http://127.0.0.1:{admin}/metrics");
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], grpc));
+        // The forwarder has no admin port: it is ready once it accepts.
+        let forwarder = spec.role == LocalRole::Forwarder;
+        let metrics = (!forwarder).then(|| format!("http://127.0.0.1:{admin}/metrics"));
         let ready = format!("http://127.0.0.1:{admin}/readyz");
         // Ready once the LB answers /readyz 200; bounded.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             // fetch() is Ok only on a 2xx answer.
-            if fetch(&ready).await.is_ok() {
+            let up = if forwarder {
+                tokio::net::TcpStream::connect(listen).await.is_ok()
+            } else {
+                fetch(&ready).await.is_ok()
+            };
+            if up {
                 break;
             }
             if Instant::now() > deadline {
@@ -212,8 +242,7 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let endpoint = Endpoint::grpc(std::net::SocketAddr::from(([127, 0, 0, 1], grpc)));
-        Ok((cluster, endpoint, metrics))
+        Ok((cluster, Endpoint::grpc(listen), metrics))
     }
 
     fn pid(&self) -> u32 {
@@ -247,6 +276,15 @@ impl LocalRole {
             LocalRole::Local => "local",
             LocalRole::Lb => "lb",
             LocalRole::Sampler => "sampler",
+            LocalRole::Forwarder => "forward",
+        }
+    }
+
+    /// The process, as the report names it.
+    pub fn process(self) -> String {
+        match self {
+            LocalRole::Forwarder => "tailgate-loadtest forward".to_owned(),
+            role => format!("tailgate {}", role.command()),
         }
     }
 }
@@ -443,11 +481,10 @@ pub async fn run(mut config: BenchConfig) -> Result<BenchReport, BenchError> {
         let (cluster, endpoint, metrics) =
             LocalCluster::start(&config.local, export, &config.dir).await?;
         config.traffic.endpoints = vec![endpoint];
-        config.pids.push((
-            cluster.pid(),
-            format!("tailgate {}", config.local.role.command()),
-        ));
-        config.metrics.push(metrics);
+        config
+            .pids
+            .push((cluster.pid(), config.local.role.process()));
+        config.metrics.extend(metrics);
         local = Some(cluster);
     }
 

@@ -14,6 +14,12 @@
 //! starts one `tailgate sampler` with the default policy exporting to the
 //! sink ([`LocalRole::Sampler`]), and verifies the default policy's
 //! promises ([`Expectations::default_policy`]).
+//!
+//! `lb-cpu` also runs each scenario on a bare TCP forwarder
+//! ([`crate::forward`], labelled [`FORWARDER`]) in the same turn as the
+//! binaries: the forwarder's CPU per span at low load and at peak is what
+//! the host charges for forwarding alone, so the LB's ratio is printed
+//! beside the least any LB could show on the same machine at the same time.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,7 +35,8 @@ use crate::verify::Expectations;
 #[serde(rename_all = "kebab-case")]
 pub enum Figure {
     /// LB CPU per span at 50k spans/s and at peak (one member, 4
-    /// connections); the ratio of the two.
+    /// connections); the ratio of the two. Beside it, the same for a bare
+    /// TCP forwarder: the host's floor.
     LbCpu,
     /// LB added latency (p50, p99) at 150k spans/s.
     LbLatency,
@@ -43,6 +50,9 @@ pub enum Figure {
 
 /// The rate gen is asked for when a scenario means "as fast as it goes".
 pub const PEAK: f64 = 5_000_000.0;
+
+/// The label of the bare TCP forwarder's runs in a figure's report.
+pub const FORWARDER: &str = "forwarder";
 
 /// One bench run of a figure: its traffic, on top of the command line's.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +71,12 @@ impl Figure {
             Figure::LbCpu | Figure::LbLatency | Figure::LbConnections => LocalRole::Lb,
             Figure::SamplerCpu => LocalRole::Sampler,
         }
+    }
+
+    /// Whether every scenario also runs on the bare forwarder, for the
+    /// host's floor.
+    pub fn floor(self) -> bool {
+        self == Figure::LbCpu
     }
 
     /// The least settle time after gen: the sampler decides 10 s after a
@@ -230,11 +246,12 @@ fn turn_order(binaries: usize, repetition: usize) -> Vec<usize> {
 pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
     let figure = config.figure;
     let repeat = config.repeat.max(1);
+    let subjects = subjects(figure, &config.tailgates)?;
     let mut runs = Vec::new();
     for repetition in 0..repeat {
         for (i, scenario) in figure.scenarios().into_iter().enumerate() {
-            for j in turn_order(config.tailgates.len(), repetition) {
-                let (label, tailgate) = &config.tailgates[j];
+            for j in turn_order(subjects.len(), repetition) {
+                let (label, tailgate, role) = &subjects[j];
                 let mut bench = config.base.clone();
                 bench.traffic.rate = scenario.rate;
                 bench.traffic.connections = scenario.connections;
@@ -248,7 +265,7 @@ pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
                 };
                 bench.expect = figure.expect();
                 bench.settle = bench.settle.max(figure.min_settle());
-                bench.local.role = figure.role();
+                bench.local.role = *role;
                 bench.local.tailgate = tailgate.clone();
                 bench.dir = config.base.dir.join(if repeat > 1 {
                     format!("{repetition}-{i}-{j}")
@@ -265,7 +282,7 @@ pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
             }
         }
     }
-    let labels: Vec<&String> = config.tailgates.iter().map(|(l, _)| l).collect();
+    let labels: Vec<&String> = subjects.iter().map(|(l, ..)| l).collect();
     let (ratios, comparisons) = ratios(figure, &runs, &labels, repeat);
     Ok(FigureReport {
         figure,
@@ -273,6 +290,28 @@ pub async fn run(config: FigureConfig) -> Result<FigureReport, BenchError> {
         ratios,
         comparisons,
     })
+}
+
+/// What each scenario of `figure` runs on, in turn: (label, binary, what
+/// the bench starts). The binaries, then the bare forwarder if the figure
+/// has a floor.
+fn subjects(
+    figure: Figure,
+    tailgates: &[(String, Option<PathBuf>)],
+) -> Result<Vec<(String, Option<PathBuf>, LocalRole)>, BenchError> {
+    let mut subjects: Vec<_> = tailgates
+        .iter()
+        .map(|(label, path)| (label.clone(), path.clone(), figure.role()))
+        .collect();
+    if figure.floor() {
+        if subjects.iter().any(|(label, ..)| label == FORWARDER) {
+            return Err(BenchError::Config(format!(
+                "the label {FORWARDER:?} is the figure's own: choose another"
+            )));
+        }
+        subjects.push((FORWARDER.to_owned(), None, LocalRole::Forwarder));
+    }
+    Ok(subjects)
 }
 
 /// Each binary's ratios per repetition, and the first binary's over each
@@ -488,6 +527,36 @@ mod tests {
             .collect();
         let (_, comparisons) = gather(&[&this, &base], gaps);
         assert_eq!(comparisons[0].quotients, [1.25, 0.9]);
+    }
+
+    #[test]
+    fn only_the_lb_cpu_figure_runs_the_forwarder_too_after_the_binaries() {
+        let tailgates = vec![
+            ("this".to_owned(), None),
+            ("old".to_owned(), Some(PathBuf::from("/tmp/old"))),
+        ];
+        let lb_cpu = subjects(Figure::LbCpu, &tailgates).unwrap();
+        let roles: Vec<(&str, LocalRole)> =
+            lb_cpu.iter().map(|(l, _, r)| (l.as_str(), *r)).collect();
+        assert_eq!(
+            roles,
+            [
+                ("this", LocalRole::Lb),
+                ("old", LocalRole::Lb),
+                (FORWARDER, LocalRole::Forwarder)
+            ]
+        );
+        // Its runs are verified like the LB's: everything arrives.
+        assert_eq!(Figure::LbCpu.expect(), Expectations::keep_all());
+        for figure in [Figure::LbLatency, Figure::LbConnections, Figure::SamplerCpu] {
+            let others = subjects(figure, &tailgates).unwrap();
+            assert_eq!(others.len(), 2, "{figure:?}");
+            assert!(others.iter().all(|(_, _, r)| *r == figure.role()));
+        }
+        // A binary labelled like the floor would mix their runs up.
+        let clash = vec![(FORWARDER.to_owned(), None)];
+        assert!(subjects(Figure::LbCpu, &clash).is_err());
+        assert!(subjects(Figure::LbLatency, &clash).is_ok());
     }
 
     #[test]

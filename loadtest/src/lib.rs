@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod figures;
+pub mod forward;
 pub mod generate;
 pub mod ids;
 pub mod manifest;

@@ -45,6 +45,9 @@ enum Command {
     Verify(VerifyArgs),
     /// gen → cluster → sink for a fixed time, then a report.
     Bench(Box<BenchArgs>),
+    /// Copy TCP connections to an upstream unread: the floor of an LB's
+    /// cost on this host (`bench --figure lb-cpu` runs it beside the LB).
+    Forward(ForwardArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -179,6 +182,22 @@ struct GenArgs {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// Listen address.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Where each connection is copied to.
+    #[arg(long)]
+    upstream: SocketAddr,
+    /// Each direction's buffer, per connection, in KiB.
+    #[arg(long, default_value_t = loadtest::forward::DEFAULT_BUFFER >> 10)]
+    buffer_kib: usize,
+    /// Stop after this long.
+    #[arg(long, value_parser = duration)]
+    duration: Duration,
 }
 
 #[derive(Args)]
@@ -357,6 +376,41 @@ async fn interrupted() {
     }
 }
 
+fn forward_command(args: ForwardArgs) -> ExitCode {
+    if args.buffer_kib == 0 {
+        return usage("--buffer-kib must be at least 1");
+    }
+    let run = || -> anyhow::Result<()> {
+        // Like the LB's runtime: one worker per core, or TOKIO_WORKER_THREADS.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the tokio runtime")?;
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("listening on {}", args.listen))?;
+            eprintln!("forward: {} → {}", args.listen, args.upstream);
+            let stop = tokio_util::sync::CancellationToken::new();
+            let timer = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = tokio::time::sleep(args.duration) => {}
+                    () = interrupted() => {}
+                }
+                timer.cancel();
+            });
+            loadtest::forward::run(listener, args.upstream, args.buffer_kib << 10, stop)
+                .await
+                .context("accepting")
+        })
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(&e, EXIT_IO),
+    }
+}
+
 fn gen_command(args: GenArgs) -> ExitCode {
     let mut config = args.traffic.config();
     config.manifest = args.manifest;
@@ -523,6 +577,8 @@ fn bench_command(args: BenchArgs) -> ExitCode {
                 bench::LocalRole::Local
             },
             set_lb: args.set_lb.clone(),
+            // `forward` is a subcommand of this binary.
+            loadtest: None,
         },
     };
     if !args.figure.is_empty() {
@@ -619,5 +675,6 @@ fn main() -> ExitCode {
         Command::Sink(args) => sink_command(args),
         Command::Verify(args) => verify_command(args),
         Command::Bench(args) => bench_command(*args),
+        Command::Forward(args) => forward_command(args),
     }
 }

@@ -101,6 +101,42 @@ async fn bench_against_given_endpoints_reports_rates_cpu_rss_latency_metrics_and
     assert!(dir.path().join("bench/manifest.jsonl").exists());
 }
 
+/// `LocalRole::Forwarder` (the floor of `bench --figure lb-cpu`): the bench
+/// starts this package's `tailgate-loadtest forward` with the sink as its
+/// upstream, measures that process, and everything sent arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_through_the_forwarder_measures_it_and_everything_arrives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut traffic = small_run(vec![], 1, &dir.path().join("m"));
+    traffic.count = None;
+    traffic.rate = 20_000.0;
+    traffic.duration = Some(Duration::from_secs(1));
+    let config = BenchConfig {
+        traffic,
+        sink: SinkConfig::loopback(),
+        pids: vec![],
+        metrics: vec![],
+        baseline: Duration::ZERO,
+        settle: Duration::from_millis(100),
+        expect: Expectations::keep_all(),
+        dir: dir.path().join("bench"),
+        local: bench::LocalSpec {
+            role: bench::LocalRole::Forwarder,
+            loadtest: Some(env!("CARGO_BIN_EXE_tailgate-loadtest").into()),
+            ..bench::LocalSpec::default()
+        },
+    };
+    let report = bench::run(config).await.expect("bench runs");
+    assert!(report.verify.passed(), "{report}");
+    assert!(report.traffic.spans_sent > 0, "{report}");
+    assert_eq!(report.sink.spans, report.traffic.spans_sent, "{report}");
+    assert_eq!(report.processes.len(), 1, "{report}");
+    assert_eq!(report.processes[0].name, "tailgate-loadtest forward");
+    assert!(report.processes[0].cpu_secs > 0.0, "{report}");
+    // No admin port, so no counters to read.
+    assert!(report.metrics.is_empty(), "{report}");
+}
+
 #[tokio::test]
 async fn bench_without_endpoints_fails_clearly_when_tailgate_cannot_start() {
     let dir = tempfile::tempdir().expect("tempdir");

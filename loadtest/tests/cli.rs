@@ -19,6 +19,22 @@ fn gen_without_a_count_or_duration_is_a_usage_error() {
 }
 
 #[test]
+fn a_forwarder_without_a_bound_is_a_usage_error() {
+    let out = binary()
+        .args([
+            "forward",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+}
+
+#[test]
 fn a_sink_without_a_bound_is_a_usage_error() {
     let out = binary().args(["sink"]).output().expect("runs");
     assert_eq!(out.status.code(), Some(64));
