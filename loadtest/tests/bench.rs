@@ -101,6 +101,26 @@ async fn bench_against_given_endpoints_reports_rates_cpu_rss_latency_metrics_and
     assert!(dir.path().join("bench/manifest.jsonl").exists());
 }
 
+/// A bench that starts `local` itself (no endpoints, no pids, no
+/// baseline, no settle), expecting the default policy.
+fn started_by_the_bench(
+    traffic: loadtest::GenConfig,
+    local: bench::LocalSpec,
+    dir: std::path::PathBuf,
+) -> BenchConfig {
+    BenchConfig {
+        traffic,
+        sink: SinkConfig::loopback(),
+        pids: vec![],
+        metrics: vec![],
+        baseline: Duration::ZERO,
+        settle: Duration::ZERO,
+        expect: Expectations::default_policy(),
+        dir,
+        local,
+    }
+}
+
 /// `LocalRole::Forwarder` (the floor of `bench --figure lb-cpu`): the bench
 /// starts this package's `tailgate-loadtest forward` with the sink as its
 /// upstream, measures that process, and everything sent arrives once.
@@ -111,21 +131,17 @@ async fn bench_through_the_forwarder_measures_it_and_everything_arrives() {
     traffic.count = None;
     traffic.rate = 20_000.0;
     traffic.duration = Some(Duration::from_secs(1));
-    let config = BenchConfig {
+    let mut config = started_by_the_bench(
         traffic,
-        sink: SinkConfig::loopback(),
-        pids: vec![],
-        metrics: vec![],
-        baseline: Duration::ZERO,
-        settle: Duration::from_millis(100),
-        expect: Expectations::keep_all(),
-        dir: dir.path().join("bench"),
-        local: bench::LocalSpec {
+        bench::LocalSpec {
             role: bench::LocalRole::Forwarder,
             loadtest: Some(env!("CARGO_BIN_EXE_tailgate-loadtest").into()),
             ..bench::LocalSpec::default()
         },
-    };
+        dir.path().join("bench"),
+    );
+    config.settle = Duration::from_millis(100);
+    config.expect = Expectations::keep_all();
     let report = bench::run(config).await.expect("bench runs");
     assert!(report.verify.passed(), "{report}");
     assert!(report.traffic.spans_sent > 0, "{report}");
@@ -142,21 +158,15 @@ async fn bench_without_endpoints_fails_clearly_when_tailgate_cannot_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut traffic = small_run(vec![], 1, &dir.path().join("m"));
     traffic.duration = Some(Duration::from_secs(1));
-    let config = BenchConfig {
+    let config = started_by_the_bench(
         traffic,
-        sink: SinkConfig::loopback(),
-        pids: vec![],
-        metrics: vec![],
-        baseline: Duration::ZERO,
-        settle: Duration::ZERO,
-        expect: Expectations::default_policy(),
-        dir: dir.path().to_owned(),
-        local: bench::LocalSpec {
+        bench::LocalSpec {
             tailgate: Some("/nonexistent/tailgate".into()),
             samplers: 1,
             ..bench::LocalSpec::default()
         },
-    };
+        dir.path().to_owned(),
+    );
     let err = bench::run(config).await.expect_err("no cluster to start");
     assert!(
         matches!(err, BenchError::Config(ref m) if m.contains("starting /nonexistent/tailgate")),
