@@ -656,10 +656,12 @@ const CHUNK_HEADER: usize = size_of::<usize>();
 const CLASS_STEPS: usize = 8;
 /// Classes from just over [`SPARE_MIN`] to [`SPARE_MAX`].
 const CLASSES: usize = CLASS_STEPS * (SPARE_MAX / SPARE_MIN).trailing_zeros() as usize;
-/// Bytes of spare buffers a shard keeps, at most: more than a round's worth
+/// Bytes of spare buffers a shard keeps, at least: more than a round's worth
 /// of decided traces at 100k spans/s (a round every 50 ms decides ~300
 /// traces of ~2 KiB per shard), 10 B per trace of a 100,000-trace buffer.
 const SPARES_BYTES: usize = 1024 * 1024;
+/// And at most this share of the span data buffered ([`Spares::limit`]).
+const SPARES_SHARE: usize = 8;
 
 /// Spare trace buffers of 256 B to 64 KiB, by size class, for the next traces
 /// to grow into.
@@ -673,11 +675,14 @@ const SPARES_BYTES: usize = 1024 * 1024;
 /// and a growing trace takes one: a pop instead of a malloc, into memory
 /// the decision just read (warm in cache). jemalloc and mimalloc were
 /// measured in glibc's place and not kept (BENCHMARKS.md): more memory per
-/// trace, or slower. Bounded by [`SPARES_BYTES`]; past it, buffers are freed.
+/// trace, or slower. Bounded ([`Spares::follow`]); past the bound,
+/// buffers are freed.
 #[derive(Debug)]
 struct Spares {
     free: [Vec<Vec<u8>>; CLASSES],
     bytes: usize,
+    /// Past this many bytes, buffers are freed ([`Spares::follow`]).
+    limit: usize,
 }
 
 impl Default for Spares {
@@ -685,11 +690,29 @@ impl Default for Spares {
         Spares {
             free: std::array::from_fn(|_| Vec::new()),
             bytes: 0,
+            limit: SPARES_BYTES,
         }
     }
 }
 
 impl Spares {
+    /// Keeps at most [`SPARES_BYTES`] or an eighth of `data_bytes` (the
+    /// span data buffered), whichever is more; what is kept past a lower
+    /// limit goes as buffers are taken.
+    ///
+    /// A fixed 1 MiB was too little at 100k spans/s: a decided trace's
+    /// buffer is of the class of the whole trace and a new trace's of its
+    /// first piece, so the spares filled up with the larger classes while
+    /// the smaller ones were allocated and freed by glibc (`free` from
+    /// `Shard::finish` alone was 4 % of a sampler). Up to an eighth of the
+    /// data buffered (the bound of growth slack, and about 3 MiB a shard
+    /// at 100k spans/s) was 3–8 % cheaper per span (BENCHMARKS.md,
+    /// eleventh pass). Memory freed to glibc stays in the process either
+    /// way, in its bins, unless it is at the top of the heap.
+    fn follow(&mut self, data_bytes: usize) {
+        self.limit = SPARES_BYTES.max(data_bytes / SPARES_SHARE);
+    }
+
     /// The class of a buffer for `len` bytes, if it is one kept here.
     fn class_of(len: usize) -> Option<usize> {
         if len <= SPARE_MIN || len > Self::size(CLASSES - 1) {
@@ -730,7 +753,7 @@ impl Spares {
         let Some(class) = Self::class_of(cap) else {
             return;
         };
-        if Self::size(class) != cap || self.bytes + cap > SPARES_BYTES {
+        if Self::size(class) != cap || self.bytes + cap > self.limit {
             return;
         }
         buf.clear();
@@ -928,9 +951,10 @@ impl TraceBuffer {
         self.data_bytes
     }
 
-    /// Bytes of decided traces' buffers kept for reuse (at most 1 MiB per
-    /// shard). Not in [`TraceBuffer::held_bytes`]: they are memory the next
-    /// traces take before any new allocation, not traces to make room for.
+    /// Bytes of decided traces' buffers kept for reuse: at most 1 MiB per
+    /// shard or an eighth of its span data, whichever is more. Not in
+    /// [`TraceBuffer::held_bytes`]: they are memory the next traces take
+    /// before any new allocation, not traces to make room for.
     pub fn spare_bytes(&self) -> usize {
         self.spares.bytes
     }
@@ -1042,6 +1066,7 @@ impl TraceBuffer {
         } = self;
         *clock = now;
         generations.advance(now);
+        spares.follow(*data_bytes);
         let generation = generations.current();
         let wait = nanos(settings.decision_wait);
         scratch.clear();
@@ -1206,6 +1231,7 @@ impl TraceBuffer {
     /// header is freed until all are.
     pub fn expire_into(&mut self, now: Duration, ready: &mut Vec<TakenTrace>) -> Option<Duration> {
         self.sweep_headers();
+        self.spares.follow(self.data_bytes);
         let now = nanos(now);
         self.clock = self.clock.max(now);
         while let Some((deadline, slot)) = self.deadlines.peek() {
@@ -1521,6 +1547,48 @@ mod tests {
             assert_eq!(Spares::class_of(size), Some(class), "{size}");
             last = class;
         }
+    }
+
+    #[test]
+    fn spares_keep_up_to_an_eighth_of_the_span_data_buffered() {
+        let mut buf = TraceBuffer::new(settings());
+        // Trace `t`: 8 spans of ~5 KB, one buffer of a class (~40 KiB).
+        let trace = |t: u32| {
+            let mut id = [1u8; 16];
+            id[..4].copy_from_slice(&t.to_be_bytes());
+            let specs: Vec<SpanSpec> = (0..8u8)
+                .map(|s| SpanSpec::new(0, s).with_trace_id(TraceId(id)).padded(5000))
+                .collect();
+            batch(&specs)
+        };
+        for t in 0..320 {
+            buf.insert(&trace(t), Duration::ZERO);
+        }
+        let data = buf.data_bytes();
+        assert!(data / SPARES_SHARE > SPARES_BYTES + SPARE_MAX, "{data}");
+        let (ready, _) = buf.expire(Duration::from_secs(3600));
+        assert_eq!(ready.len(), 320);
+        for taken in ready {
+            buf.recycle(taken);
+        }
+        // More than the 1 MiB floor, and at most an eighth of what was
+        // buffered when the round began.
+        let spare = buf.spare_bytes();
+        assert!(
+            spare > SPARES_BYTES && spare <= data / SPARES_SHARE,
+            "{spare}"
+        );
+
+        // With little buffered, the limit is the floor again: a trace's
+        // buffer taken from the spares and given back is freed, not kept.
+        buf.insert(&trace(1000), Duration::from_secs(7200));
+        let taken = spare - buf.spare_bytes();
+        assert!(taken > 0, "the new trace's buffer is a spare");
+        let (ready, _) = buf.expire(Duration::from_secs(3 * 3600));
+        for taken in ready {
+            buf.recycle(taken);
+        }
+        assert_eq!(buf.spare_bytes(), spare - taken);
     }
 
     #[test]
