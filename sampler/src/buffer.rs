@@ -706,8 +706,8 @@ impl Spares {
     /// the smaller ones were allocated and freed by glibc (`free` from
     /// `Shard::finish` alone was 4 % of a sampler). Up to an eighth of the
     /// data buffered (the bound of growth slack, and about 3 MiB a shard
-    /// at 100k spans/s) was 3–8 % cheaper per span (BENCHMARKS.md,
-    /// eleventh pass). Memory freed to glibc stays in the process either
+    /// at 100k spans/s) was 3–12 % cheaper per span in pairs, 8 % in the
+    /// issue's figure (BENCHMARKS.md, eleventh pass). Memory freed to glibc stays in the process either
     /// way, in its bins, unless it is at the top of the heap.
     fn follow(&mut self, data_bytes: usize) {
         self.limit = SPARES_BYTES.max(data_bytes / SPARES_SHARE);
