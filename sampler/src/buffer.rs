@@ -660,7 +660,8 @@ const CLASSES: usize = CLASS_STEPS * (SPARE_MAX / SPARE_MIN).trailing_zeros() as
 /// of decided traces at 100k spans/s (a round every 50 ms decides ~300
 /// traces of ~2 KiB per shard), 10 B per trace of a 100,000-trace buffer.
 const SPARES_BYTES: usize = 1024 * 1024;
-/// And at most this share of the span data buffered ([`Spares::limit`]).
+/// Or, if more, one part in this many of the span data buffered
+/// ([`Spares::follow`]).
 const SPARES_SHARE: usize = 8;
 
 /// Spare trace buffers of 256 B to 64 KiB, by size class, for the next traces
@@ -707,8 +708,9 @@ impl Spares {
     /// `Shard::finish` alone was 4 % of a sampler). Up to an eighth of the
     /// data buffered (the bound of growth slack, and about 3 MiB a shard
     /// at 100k spans/s) was 3–12 % cheaper per span in pairs, 8 % in the
-    /// issue's figure (BENCHMARKS.md, eleventh pass). Memory freed to glibc stays in the process either
-    /// way, in its bins, unless it is at the top of the heap.
+    /// issue's figure (BENCHMARKS.md, eleventh pass). Memory freed to glibc
+    /// stays in the process either way, in its bins, unless it is at the
+    /// top of the heap.
     fn follow(&mut self, data_bytes: usize) {
         self.limit = SPARES_BYTES.max(data_bytes / SPARES_SHARE);
     }
