@@ -1343,6 +1343,13 @@ impl TraceBuffer {
         self.cache.insert_at(id, decision, self.clock);
     }
 
+    /// [`TraceBuffer::record_decision`] for each of `decisions`, in order,
+    /// emptying it; cheaper than one by one for a round's decisions (their
+    /// lookups overlap: [`DecisionCache::insert_all_at`]).
+    pub fn record_decisions(&mut self, decisions: &mut Vec<(TraceId, CachedDecision)>) {
+        self.cache.insert_all_at(decisions, self.clock);
+    }
+
     /// Calls `f` with a buffered trace's summary and spans (grouped as
     /// [`TakenTrace::span_refs`] groups them), leaving it buffered.
     pub fn peek<R>(

@@ -163,6 +163,39 @@ impl DecisionCache {
         self.ring(sampled).push_back(id);
     }
 
+    /// [`DecisionCache::insert_at`] for each of `decisions` in order,
+    /// emptying it. First reads, in a loop of independent lookups, where
+    /// each insert and each eviction it will cause will look: a shard's
+    /// remembered decisions are tens of megabytes, each lookup a trip to
+    /// memory, and a round's lookups made one after another (between the
+    /// policy evaluation and the output of each trace) wait for each trip
+    /// in turn, where a loop of lookups alone overlaps them.
+    pub fn insert_all_at(&mut self, decisions: &mut Vec<(TraceId, CachedDecision)>, at: u64) {
+        if decisions.len() > 1 {
+            let mut found = 0usize;
+            let mut sampled = 0usize;
+            for (id, decision) in decisions.iter() {
+                found += usize::from(self.map.contains_key(id));
+                sampled += usize::from(decision.is_sampled());
+            }
+            for (kind, new) in [(true, sampled), (false, decisions.len() - sampled)] {
+                let ring = if kind {
+                    &self.sampled
+                } else {
+                    &self.not_sampled
+                };
+                let over = (ring.len() + new).saturating_sub(self.capacity(kind));
+                for id in ring.iter().take(over) {
+                    found += usize::from(self.map.contains_key(id));
+                }
+            }
+            std::hint::black_box(found);
+        }
+        for (id, decision) in decisions.drain(..) {
+            self.insert_at(id, decision, at);
+        }
+    }
+
     /// Changes the bounds, forgetting the oldest decisions past them.
     pub fn resize(&mut self, sampled: usize, not_sampled: usize) {
         self.sampled_capacity = sampled;
@@ -314,7 +347,48 @@ mod tests {
         assert!(cache.get(&trace_id(3)).is_some());
     }
 
+    fn contents(cache: &DecisionCache) -> Vec<(TraceId, bool, bool, u64)> {
+        let mut all: Vec<_> = cache
+            .map
+            .iter()
+            .map(|(id, e)| (*id, e.decision.is_sampled(), e.asked, e.decided_at))
+            .collect();
+        all.sort_unstable_by_key(|e| e.0);
+        all
+    }
+
     proptest! {
+        /// Remembering a round's decisions together leaves the cache as
+        /// remembering them one by one does: same decisions, same order of
+        /// eviction, second chances kept.
+        #[test]
+        fn a_round_remembered_together_is_remembered_as_one_by_one(
+            rounds in prop::collection::vec(
+                prop::collection::vec((0u8..40, any::<bool>()), 0..12), 0..30),
+            asks in prop::collection::vec(0u8..40, 0..30),
+            caps in (0usize..8, 0usize..8),
+        ) {
+            let mut together = DecisionCache::new(caps.0, caps.1);
+            let mut one_by_one = DecisionCache::new(caps.0, caps.1);
+            for (r, round) in rounds.iter().enumerate() {
+                let ask = trace_id(asks.get(r).copied().unwrap_or(0));
+                let _ = together.get(&ask);
+                let _ = one_by_one.get(&ask);
+                let mut decisions: Vec<_> = round
+                    .iter()
+                    .map(|(n, s)| (trace_id(*n), if *s { kept() } else { CachedDecision::NotSampled }))
+                    .collect();
+                for (id, d) in &decisions {
+                    one_by_one.insert_at(*id, d.clone(), r as u64);
+                }
+                together.insert_all_at(&mut decisions, r as u64);
+                prop_assert!(decisions.is_empty());
+                prop_assert_eq!(contents(&together), contents(&one_by_one));
+                prop_assert_eq!(&together.sampled, &one_by_one.sampled);
+                prop_assert_eq!(&together.not_sampled, &one_by_one.not_sampled);
+            }
+        }
+
         /// Whatever the sequence, each kind stays within its bound and the
         /// most recent decision for an ID is the one returned.
         #[test]

@@ -183,6 +183,10 @@ pub(crate) struct Shard {
     /// With `storage:`, decisions not sent to the log yet (sent once per
     /// round, not once per trace).
     decided: Vec<([u8; 16], bool)>,
+    /// Decisions of the round not remembered yet: remembered together at
+    /// its end (and before it waits on a flush), so that their lookups in
+    /// the decision cache overlap ([`crate::buffer::TraceBuffer::record_decisions`]).
+    remember: Vec<(TraceId, CachedDecision)>,
     /// The traces due at a wake-up: empty between wake-ups, its room kept.
     ready: Vec<TakenTrace>,
     /// Votes and decisions counted since the last flush to the policy
@@ -233,6 +237,7 @@ impl Shard {
             out_spans: 0,
             out_traces: Vec::new(),
             decided: Vec::new(),
+            remember: Vec::new(),
             ready: Vec::new(),
             tally: Tally::default(),
             not_sampled: 0,
@@ -322,6 +327,10 @@ impl Shard {
     }
 
     fn handle(&mut self, msg: ShardMsg) {
+        debug_assert!(
+            self.remember.is_empty(),
+            "a round's decisions are remembered before the next message"
+        );
         match msg {
             ShardMsg::Ingest(msg) => self.ingest(msg),
             ShardMsg::Decisions(decisions) => self.apply_decisions(decisions),
@@ -409,13 +418,13 @@ impl Shard {
         }
     }
 
-    /// The records held for `id` leave with its decision, just recorded.
-    fn settle_logs(&mut self, id: &TraceId) {
+    /// The records held for `id` leave with its decision.
+    ///
+    /// `kept` is the decision itself, not the remembered one: a decision
+    /// is remembered at the end of its round, and not at all when its
+    /// kind's cache size is 0.
+    fn settle_logs(&mut self, id: &TraceId, kept: bool) {
         if let Some(taken) = self.logs.take(id) {
-            let kept = matches!(
-                self.buffer.cached_decision(id),
-                Some(CachedDecision::Sampled(_))
-            );
             self.release_logs(taken.parts, taken.records, Some(kept));
         }
     }
@@ -825,8 +834,9 @@ impl Shard {
                     }
                 }
             }
+            let kept = decision.is_sampled();
             self.buffer.record_decision(id, decision);
-            self.settle_logs(&id);
+            self.settle_logs(&id, kept);
         }
     }
 
@@ -911,6 +921,7 @@ impl Shard {
             }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
+                self.buffer.record_decisions(&mut self.remember);
                 self.count_decisions(&active);
                 self.publish_with(undecided);
                 self.flush(undecided).await;
@@ -919,6 +930,7 @@ impl Shard {
                 }
             }
         }
+        self.buffer.record_decisions(&mut self.remember);
         self.count_decisions(&active);
     }
 
@@ -954,9 +966,8 @@ impl Shard {
             if self.ctx.durable.is_some() {
                 self.decided.push((trace.id.0, false));
             }
-            self.buffer
-                .record_decision(trace.id, CachedDecision::NotSampled);
-            self.settle_logs(&trace.id);
+            self.remember.push((trace.id, CachedDecision::NotSampled));
+            self.settle_logs(&trace.id, false);
             self.buffer.recycle(trace);
             return;
         }
@@ -1031,9 +1042,10 @@ impl Shard {
                 self.out_traces.push(trace.id.0);
                 self.decided.push((trace.id.0, true));
             }
+            let is_kept = kept.is_some();
             let cached = kept.map_or(CachedDecision::NotSampled, CachedDecision::sampled);
-            self.buffer.record_decision(trace.id, cached);
-            self.settle_logs(&trace.id);
+            self.remember.push((trace.id, cached));
+            self.settle_logs(&trace.id, is_kept);
             self.buffer.recycle(trace);
             return;
         }
@@ -1066,8 +1078,8 @@ impl Shard {
         if self.ctx.durable.is_some() {
             self.decided.push((trace.id.0, decision.sampled));
         }
-        self.buffer.record_decision(trace.id, cached);
-        self.settle_logs(&trace.id);
+        self.remember.push((trace.id, cached));
+        self.settle_logs(&trace.id, decision.sampled);
         self.buffer.recycle(trace);
     }
 
@@ -1106,6 +1118,7 @@ impl Shard {
             }
             self.finish(trace, &decision, now);
         }
+        self.buffer.record_decisions(&mut self.remember);
         self.count_decisions(&active);
     }
 

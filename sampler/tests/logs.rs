@@ -151,6 +151,42 @@ async fn logs_leave_with_their_trace_kept_or_dropped_and_traceless_ones_at_once(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_records_leave_with_a_kept_trace_when_kept_decisions_are_not_remembered() {
+    let backend = Backend::start().await;
+    let dir = temp_dir("logs-no-cache");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let mut c = config("logs-no-cache", &policy, &backend);
+    c.decision_cache.sampled = 0;
+    let node = Node::start(c);
+    let (kept, dropped) = (trace_id(1), trace_id(2));
+    send_logs(&node, logs(&[(Some(kept), 1), (Some(dropped), 2)])).await;
+    node.send(&[
+        SpanSpec::new(1, 0).root().error(),
+        SpanSpec::new(2, 0).root(),
+    ])
+    .await
+    .unwrap();
+    assert!(wait_for(300, || backend.spans_of(trace_id(1)).len() == 1).await);
+    // The records follow the decision taken, remembered or not.
+    assert!(
+        wait_for(300, || backend.log_records().len() == 1).await,
+        "{:?}",
+        backend.log_records()
+    );
+    assert_eq!(backend.log_records(), vec![(Some(kept), 1)]);
+    let n = [("node", "logs-no-cache")];
+    let m = node
+        .metrics_until(300, |m| {
+            m.sum("tailgate_log_records_not_sampled_total", &n) == 1.0
+        })
+        .await;
+    assert_eq!(m.sum("tailgate_log_records_forwarded_total", &n), 1.0);
+    assert_eq!(log_identity(&m, "logs-no-cache"), (2.0, 2.0));
+    node.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_records_count_in_the_buffer_and_orphans_are_forwarded_at_shutdown() {
     let backend = Backend::start().await;
     let dir = temp_dir("logs-held");
