@@ -261,6 +261,53 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// The glibc tunables a sampler runs with: transparent huge pages for its
+/// heap (`hugetlb=1`: glibc marks the heap `MADV_HUGEPAGE`, which THP's
+/// usual `madvise` mode waits for) and heaps grown 64 MiB at a time
+/// (`top_pad`), so that the grown part holds whole 2 MiB pages to fault in.
+/// A sampler's buffer is a hundred megabytes and more, touched at random:
+/// with 4 KiB pages nearly every touch also walks the page tables, and in a
+/// VM that walk is itself several trips to memory. Measured (BENCHMARKS.md,
+/// twelfth pass on issue 19): 86-98 of 100-110 MiB in huge pages instead of
+/// 6, and 1.46-1.61x the spans per sampler CPU-second in side-by-side pairs
+/// at 100k spans/s; hugetlb alone left the heap in 4 KiB pages (it grew in
+/// 128 KiB steps) and gained nothing.
+const SAMPLER_TUNABLES: &str = "glibc.malloc.hugetlb=1:glibc.malloc.top_pad=67108864";
+
+/// Runs this process again with [`SAMPLER_TUNABLES`] added to
+/// `GLIBC_TUNABLES`, which glibc reads only at start. Not when
+/// `GLIBC_TUNABLES` already names `glibc.malloc.hugetlb` (set
+/// `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` to run without huge pages), so
+/// the run it starts goes on. Returns only if that run could not start, and
+/// the node then runs as it is.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn rerun_with_sampler_tunables() {
+    use std::os::unix::process::CommandExt;
+    const VAR: &str = "GLIBC_TUNABLES";
+    let current = std::env::var_os(VAR).unwrap_or_default();
+    if current.to_string_lossy().contains("glibc.malloc.hugetlb") {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut tunables = current;
+    if !tunables.is_empty() {
+        tunables.push(":");
+    }
+    tunables.push(SAMPLER_TUNABLES);
+    let mut args = std::env::args_os();
+    let mut command = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        command.arg0(arg0);
+    }
+    let error = command.args(args).env(VAR, tunables).exec();
+    eprintln!("tailgate: running without huge pages for the heap: {error}");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rerun_with_sampler_tunables() {}
+
 fn main() -> ExitCode {
     tune_malloc();
     let cli = match Cli::try_parse() {
@@ -291,6 +338,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Sampler { config, set } => {
+            rerun_with_sampler_tunables();
             let loaded = nodes::load_sampler(config.as_deref(), std::env::vars(), &set);
             let loaded = match node_config(loaded, sampler::SamplerConfig::validate) {
                 Ok(l) => l,
@@ -311,21 +359,24 @@ fn main() -> ExitCode {
             admin,
             set_sampler,
             set_lb,
-        } => serve(|shutdown| {
-            local::run(
-                local::LocalConfig {
-                    samplers,
-                    policy,
-                    export,
-                    grpc,
-                    http,
-                    admin,
-                    set_sampler,
-                    set_lb,
-                },
-                shutdown,
-            )
-        }),
+        } => {
+            rerun_with_sampler_tunables();
+            serve(|shutdown| {
+                local::run(
+                    local::LocalConfig {
+                        samplers,
+                        policy,
+                        export,
+                        grpc,
+                        http,
+                        admin,
+                        set_sampler,
+                        set_lb,
+                    },
+                    shutdown,
+                )
+            })
+        }
         Command::Config(ConfigCommand::Check { role, file, set }) => {
             report(nodes::check(role, &file, std::env::vars(), &set))
         }
