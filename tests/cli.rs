@@ -101,8 +101,9 @@ fn a_bad_policy_file_exits_64_before_any_port_is_bound() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
 }
 
-#[test]
-fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
+/// `tailgate sampler` on the example policy, every port on 127.0.0.1:0, its
+/// backend a closed port.
+fn sampler() -> Command {
     let mut cmd = tailgate();
     cmd.args(["sampler"])
         .args(["--set", "policy_file=examples/policy.yaml"])
@@ -115,7 +116,12 @@ fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
         ])
         .args(["--set", "admin=127.0.0.1:0"])
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    let (mut child, lines) = spawn_logged(cmd);
+    cmd
+}
+
+#[test]
+fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
+    let (mut child, lines) = spawn_logged(sampler());
     // Wait (bounded) for the node to report it started.
     let (started, _) = lines_until(&lines, |l| l.contains("sampler starting"));
     assert!(started, "the sampler never reported it started");
@@ -135,14 +141,7 @@ fn a_sampler_serves_then_stops_cleanly_on_sigterm() {
 /// `MADV_HUGEPAGE`). Stopped before returning.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn sampler_tunables_and_heap(tunables: Option<&str>) -> (Option<String>, u64, bool) {
-    let mut cmd = tailgate();
-    cmd.args(["sampler"])
-        .args(["--set", "policy_file=examples/policy.yaml"])
-        .args(["--set", "exporter.endpoint=http://127.0.0.1:9"])
-        .args(["--set", "receiver.grpc=127.0.0.1:0"])
-        .args(["--set", "receiver.http=127.0.0.1:0"])
-        .args(["--set", "admin=127.0.0.1:0"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = sampler();
     match tunables {
         Some(t) => cmd.env("GLIBC_TUNABLES", t),
         None => cmd.env_remove("GLIBC_TUNABLES"),

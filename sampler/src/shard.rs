@@ -921,8 +921,7 @@ impl Shard {
             }
             self.decide(trace, &active, now);
             if self.out.len() >= self.ctx.flush_bytes {
-                self.buffer.record_decisions(&mut self.remember);
-                self.count_decisions(&active);
+                self.close_round(&active);
                 self.publish_with(undecided);
                 self.flush(undecided).await;
                 if holds {
@@ -930,14 +929,15 @@ impl Shard {
                 }
             }
         }
-        self.buffer.record_decisions(&mut self.remember);
-        self.count_decisions(&active);
+        self.close_round(&active);
     }
 
-    /// Adds the votes, decisions and spans not sampled counted since the
-    /// last call to the node's counters (once per round, not per trace:
-    /// see [`Tally`]).
-    fn count_decisions(&mut self, active: &ActivePolicy) {
+    /// Ends a round of decisions (or its part before a flush waits):
+    /// remembers its decisions together (`remember`), and adds the votes,
+    /// decisions and spans not sampled counted since the last call to the
+    /// node's counters (once per round, not per trace: see [`Tally`]).
+    fn close_round(&mut self, active: &ActivePolicy) {
+        self.buffer.record_decisions(&mut self.remember);
         active.flush(&mut self.tally);
         if self.not_sampled > 0 {
             self.ctx
@@ -1118,8 +1118,7 @@ impl Shard {
             }
             self.finish(trace, &decision, now);
         }
-        self.buffer.record_decisions(&mut self.remember);
-        self.count_decisions(&active);
+        self.close_round(&active);
     }
 
     /// Hands the written spans to the exporter. When its queue is full the
