@@ -321,6 +321,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
     };
+    // The commands that run a sampler's buffer (`local` runs samplers in
+    // this process) run it with huge pages.
+    if matches!(cli.command, Command::Sampler { .. } | Command::Local { .. }) {
+        rerun_with_sampler_tunables();
+    }
     match cli.command {
         Command::Lb { config, set } => {
             let loaded = nodes::load_lb(config.as_deref(), std::env::vars(), &set);
@@ -338,7 +343,6 @@ fn main() -> ExitCode {
             })
         }
         Command::Sampler { config, set } => {
-            rerun_with_sampler_tunables();
             let loaded = nodes::load_sampler(config.as_deref(), std::env::vars(), &set);
             let loaded = match node_config(loaded, sampler::SamplerConfig::validate) {
                 Ok(l) => l,
@@ -359,24 +363,21 @@ fn main() -> ExitCode {
             admin,
             set_sampler,
             set_lb,
-        } => {
-            rerun_with_sampler_tunables();
-            serve(|shutdown| {
-                local::run(
-                    local::LocalConfig {
-                        samplers,
-                        policy,
-                        export,
-                        grpc,
-                        http,
-                        admin,
-                        set_sampler,
-                        set_lb,
-                    },
-                    shutdown,
-                )
-            })
-        }
+        } => serve(|shutdown| {
+            local::run(
+                local::LocalConfig {
+                    samplers,
+                    policy,
+                    export,
+                    grpc,
+                    http,
+                    admin,
+                    set_sampler,
+                    set_lb,
+                },
+                shutdown,
+            )
+        }),
         Command::Config(ConfigCommand::Check { role, file, set }) => {
             report(nodes::check(role, &file, std::env::vars(), &set))
         }

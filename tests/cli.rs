@@ -172,8 +172,13 @@ fn sampler_tunables_and_heap(tunables: Option<&str>) -> (Option<String>, u64, bo
             }
         } else if let Some(flags) = line.strip_prefix("VmFlags:") {
             huge |= flags.split_whitespace().any(|f| f == "hg");
-        } else if !line.contains(':') || line.split_whitespace().count() >= 5 {
-            // A mapping's first line: `start-end perms offset dev inode [name]`.
+        } else if !line
+            .split_whitespace()
+            .next()
+            .is_some_and(|first| first.ends_with(':'))
+        {
+            // Not a `Key: value` line, so a mapping's first line:
+            // `start-end perms offset dev inode [name]`.
             in_heap = line.ends_with("[heap]");
         }
     }

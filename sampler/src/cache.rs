@@ -178,13 +178,15 @@ impl DecisionCache {
                 found += usize::from(self.map.contains_key(id));
                 sampled += usize::from(decision.is_sampled());
             }
-            for (kind, new) in [(true, sampled), (false, decisions.len() - sampled)] {
-                let ring = if kind {
-                    &self.sampled
-                } else {
-                    &self.not_sampled
-                };
-                let over = (ring.len() + new).saturating_sub(self.capacity(kind));
+            for (ring, new, capacity) in [
+                (&self.sampled, sampled, self.sampled_capacity),
+                (
+                    &self.not_sampled,
+                    decisions.len() - sampled,
+                    self.not_sampled_capacity,
+                ),
+            ] {
+                let over = (ring.len() + new).saturating_sub(capacity);
                 for id in ring.iter().take(over) {
                     found += usize::from(self.map.contains_key(id));
                 }
